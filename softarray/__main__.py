@@ -1,0 +1,102 @@
+"""python -m softarray: print the configuration, check results against
+SciPy on a few inputs, and print a small table of timings against SciPy and
+NumPy. ``--config`` prints the configuration only. Exits 1 if a check fails.
+"""
+import argparse
+import sys
+import timeit
+
+import numpy as np
+import scipy.special
+
+import softarray as sa
+
+
+def _numpy_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+CHECKS = [
+    ("softmax", sa.softmax, lambda x: scipy.special.softmax(x, axis=-1)),
+    ("log_softmax", sa.log_softmax, lambda x: scipy.special.log_softmax(x, axis=-1)),
+    ("logsumexp", sa.logsumexp, lambda x: scipy.special.logsumexp(x, axis=-1)),
+]
+
+
+def _check_inputs():
+    rng = np.random.default_rng(0)
+    special = np.array(
+        [[0.0, 1.0, 2.0], [np.inf, 1.0, 0.0], [-np.inf, -np.inf, -np.inf], [np.nan, 1.0, 2.0],
+         [-np.inf, 3.0, 700.0], [1e300, -1e300, 0.0]]
+    )
+    return {
+        "random float64 (300, 1000)": rng.standard_normal((300, 1000)) * 10,
+        "random float32 (300, 1000)": (rng.standard_normal((300, 1000)) * 10).astype(np.float32),
+        "special values": special,
+        "one long row (1, 100000)": rng.standard_normal((1, 100_000)),
+    }
+
+
+def self_check():
+    """Compare with scipy.special; return True if everything agrees."""
+    ok = True
+    print("\nSelf-check against scipy.special (max relative difference):")
+    for label, x in _check_inputs().items():
+        for name, ours, theirs in CHECKS:
+            with np.errstate(all="ignore"):
+                got, want = ours(x), theirs(x)
+            rtol = 1e-5 if x.dtype == np.float32 else 1e-12
+            # log-probabilities near 0 carry SciPy's absolute error of about
+            # eps * |logsumexp| (softarray's is smaller): compare on that scale
+            with np.errstate(all="ignore"):
+                lse = np.abs(scipy.special.logsumexp(x, axis=-1, keepdims=True))
+            atol = rtol * np.nan_to_num(np.maximum(lse, 1.0), posinf=0.0) if name == "log_softmax" else 0.0
+            same = np.allclose(got, want, rtol=rtol, atol=0, equal_nan=True) or bool(
+                np.all((np.abs(got - want) <= atol + rtol * np.abs(want)) | (got == want)
+                       | (np.isnan(got) & np.isnan(want))))
+            finite = np.isfinite(want) & (want != 0)
+            err = np.max(np.abs(got[finite] / want[finite] - 1), initial=0.0)
+            ok &= bool(same)
+            print(f"  {'ok  ' if same else 'FAIL'} {name:<12} {label:<28} {err:.1e}")
+    return ok
+
+
+def _median_time(f, repeat=5):
+    number = max(1, int(0.05 / max(timeit.timeit(f, number=1), 1e-7)))
+    return np.median(timeit.repeat(f, number=number, repeat=repeat)) / number
+
+
+def timings():
+    print(f"\nTimings, softmax along the last axis (median, {sa.get_num_threads()} threads):")
+    rng = np.random.default_rng(0)
+    peers = {"scipy.special": lambda x: scipy.special.softmax(x, axis=-1), "numpy": _numpy_softmax}
+    print(f"  {'shape':<16} {'dtype':<8} {'softarray':>10} " + " ".join(f"{k:>14}" for k in peers))
+    for shape in [(100_000, 10), (1000, 1000), (2048, 2048)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            t_sa = _median_time(lambda: sa.softmax(x))
+            cells = []
+            for f in peers.values():
+                t = _median_time(lambda: f(x))
+                cells.append(f"{t * 1e3:7.2f} ms {t / t_sa:4.1f}x")
+            print(f"  {str(shape):<16} {np.dtype(dtype).name:<8} {t_sa * 1e3:7.2f} ms " + " ".join(cells))
+    print("  (Nx: how many times longer the peer took.)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m softarray", description=__doc__)
+    parser.add_argument("--config", action="store_true", help="print the configuration only")
+    args = parser.parse_args(argv)
+    print("softarray configuration:")
+    sa.show_config()
+    if args.config:
+        return 0
+    ok = self_check()
+    timings()
+    print("\nAll checks passed." if ok else "\nSOME CHECKS FAILED.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""show_config: what this build of softarray is and how it runs."""
+import sys
+
+import numpy as np
+
+from ._lib import _runtime
+from ._threads import get_num_threads
+
+
+def config():
+    """The build and runtime facts that :func:`show_config` prints, as a dict."""
+    from . import __version__
+
+    return {
+        "version": __version__,
+        "compiled_kernels": _compiled_loaded(),
+        "openmp": _runtime.openmp_enabled(),
+        "openmp_max_threads": _runtime.omp_max_threads(),
+        "softarray_threads": get_num_threads(),
+        "simd_path": _runtime.simd_path(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+    }
+
+
+def _compiled_loaded():
+    from ._lib import _softmax
+
+    return _softmax.__file__.endswith((".so", ".pyd")) and hasattr(_softmax, "rows")
+
+
+def show_config(print_out=True):
+    """Print (and return) the version, whether the compiled kernels are
+    loaded, OpenMP on/off and its thread count, and the SIMD path.
+
+    Parameters
+    ----------
+    print_out : bool, default True
+        Print the report; the dict is returned either way.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import softarray as sa
+    >>> sa.show_config(print_out=False)["compiled_kernels"]
+    True
+    """
+    info = config()
+    if print_out:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}} : {value}")
+    return info

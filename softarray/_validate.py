@@ -1,0 +1,98 @@
+"""Argument checks shared by every family. They run before any compiled
+code, and each error names the argument and what was expected."""
+import math
+import numbers
+import operator
+
+
+def normalize_axes(axis, ndim, *, name="axis"):
+    """Return ``axis`` as a sorted tuple of distinct non-negative ints.
+
+    ``None`` means every axis. A 0-d array has one element and no axes, so
+    on it ``axis`` may be None, (), 0 or -1 (as ``torch.softmax`` allows).
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    items = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+        try:
+            k = operator.index(item)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an int, a tuple of ints or None, got {axis!r}"
+            ) from None
+        if ndim == 0 and k in (0, -1):
+            continue
+        if not -ndim <= k < ndim:
+            raise ValueError(f"{name}={k} is out of bounds for an array of {ndim} dimensions")
+        out.append(k % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated axes: {axis!r}")
+    return tuple(sorted(out))
+
+
+def check_temperature(temperature):
+    """Return 1 / temperature for a positive, finite real temperature."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a positive real number, got {temperature!r}")
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+    return 1.0 / t
+
+
+def check_bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def floating_input(xp, x, name="x"):
+    """Return x with a real floating dtype: integers and booleans become the
+    namespace's default floating dtype; complex and other dtypes raise."""
+    dtype = x.dtype
+    if xp.isdtype(dtype, "real floating"):
+        return x
+    if xp.isdtype(dtype, "complex floating"):
+        raise TypeError(
+            f"{name} has complex dtype {dtype}; softmax-family functions are defined for real "
+            "inputs only (take the real part or the magnitude first)"
+        )
+    if xp.isdtype(dtype, ("integral", "bool")):
+        return xp.astype(x, default_floating_dtype(xp, x))
+    raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
+
+
+def default_floating_dtype(xp, x):
+    try:
+        info = xp.__array_namespace_info__()
+        return info.default_dtypes(device=getattr(x, "device", None))["real floating"]
+    except (AttributeError, TypeError):
+        return xp.float64
+
+
+def mask_for(xp, where, x, name="where"):
+    """Return ``where`` as a boolean array of x's namespace broadcast to
+    x's shape, or None."""
+    if where is None:
+        return None
+    if isinstance(where, bool):
+        where = xp.asarray(where)
+    else:
+        try:
+            where = xp.asarray(where)
+        except Exception as exc:
+            raise TypeError(
+                f"{name} must be a boolean array of the same library as x, got {type(where).__name__}"
+            ) from exc
+    if where.dtype != xp.bool:
+        raise TypeError(f"{name} must have a boolean dtype, got {where.dtype}")
+    try:
+        return xp.broadcast_to(where, x.shape)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"{name} of shape {tuple(where.shape)} does not broadcast to x's shape {tuple(x.shape)}"
+        ) from exc

@@ -1,0 +1,232 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled softmax-family kernels (softmax, log_softmax, stablemax,
+log_stablemax, logsumexp).
+
+This module only spreads work over OpenMP threads; the arithmetic is in
+``_softmax_kernels.h``. Callers (``softarray/_softmax.py``) have validated
+everything and laid the data out as either
+
+* rows: a 2-D ``(n_slices, n)`` view whose rows are contiguous, reduced along
+  its last axis, or
+* columns: a 3-D ``(outer, n, inner)`` view with a contiguous last axis,
+  reduced along its middle axis without transposing.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+
+cdef extern from "_softmax_kernels.h" nogil:
+    ctypedef struct sa_stats:
+        double max
+        double rest
+        double count
+        int nan
+    ctypedef struct sa_params:
+        double a
+        double b
+        double c
+    enum:
+        SA_SOFTMAX
+        SA_LOG_SOFTMAX
+        SA_STABLEMAX
+        SA_LOG_STABLEMAX
+        SA_LOGSUMEXP
+        SA_COL_BLOCK_MAX
+    void sa_stats_init(sa_stats *st)
+    void sa_stats_merge(int stable, sa_stats *a, const sa_stats *b)
+    int sa_op_is_stable(int op)
+    sa_params sa_finalize(int op, const sa_stats *st)
+    void sa_rows_f32(const float *x, Py_ssize_t xs, float *out, Py_ssize_t os,
+                     Py_ssize_t n_rows, Py_ssize_t n, float scale, int op)
+    void sa_rows_f64(const double *x, Py_ssize_t xs, double *out, Py_ssize_t os,
+                     Py_ssize_t n_rows, Py_ssize_t n, double scale, int op)
+    void sa_cols_f32(const float *x, Py_ssize_t xs, float *out, Py_ssize_t os,
+                     Py_ssize_t n, Py_ssize_t width, float scale, int op)
+    void sa_cols_f64(const double *x, Py_ssize_t xs, double *out, Py_ssize_t os,
+                     Py_ssize_t n, Py_ssize_t width, double scale, int op)
+    void sa_segment_stats_f32(const float *x, Py_ssize_t n, float scale, int op, sa_stats *st)
+    void sa_segment_stats_f64(const double *x, Py_ssize_t n, double scale, int op, sa_stats *st)
+    void sa_segment_write_f32(const float *x, float *out, Py_ssize_t n, float scale, int op, sa_params p)
+    void sa_segment_write_f64(const double *x, double *out, Py_ssize_t n, double scale, int op, sa_params p)
+
+OPS = {
+    "softmax": SA_SOFTMAX,
+    "log_softmax": SA_LOG_SOFTMAX,
+    "stablemax": SA_STABLEMAX,
+    "log_stablemax": SA_LOG_STABLEMAX,
+    "logsumexp": SA_LOGSUMEXP,
+}
+LOGSUMEXP = SA_LOGSUMEXP
+
+# Below this many elements one thread is faster than waking a team.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+# Fewer slices than threads, each at least this long: split every slice
+# across the threads and merge the (max, sum) pairs.
+cdef Py_ssize_t SPLIT_MIN_LENGTH = 1 << 14
+# The column kernel re-reads a block of n rows three times: size the block's
+# width so that it stays in a (conservative) 512 KiB of L2.
+cdef Py_ssize_t COL_CACHE_BYTES = 512 * 1024
+
+
+cdef inline void _rows(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
+                       Py_ssize_t n_rows, Py_ssize_t n, double scale, int op) noexcept nogil:
+    if floating is float:
+        sa_rows_f32(x, xs, out, os, n_rows, n, <float>scale, op)
+    else:
+        sa_rows_f64(x, xs, out, os, n_rows, n, scale, op)
+
+
+cdef inline void _segment_stats(const floating *x, Py_ssize_t n, double scale, int op,
+                                sa_stats *st) noexcept nogil:
+    if floating is float:
+        sa_segment_stats_f32(x, n, <float>scale, op, st)
+    else:
+        sa_segment_stats_f64(x, n, scale, op, st)
+
+
+cdef inline void _segment_write(const floating *x, floating *out, Py_ssize_t n, double scale,
+                                int op, sa_params p) noexcept nogil:
+    if floating is float:
+        sa_segment_write_f32(x, out, n, <float>scale, op, p)
+    else:
+        sa_segment_write_f64(x, out, n, scale, op, p)
+
+
+cdef inline void _cols(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
+                       Py_ssize_t n, Py_ssize_t width, double scale, int op) noexcept nogil:
+    if floating is float:
+        sa_cols_f32(x, xs, out, os, n, width, <float>scale, op)
+    else:
+        sa_cols_f64(x, xs, out, os, n, width, scale, op)
+
+
+cdef int _rows_split(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
+                     Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
+                     int n_threads) noexcept nogil:
+    """Few long rows: every row is cut into n_threads segments; pass 1 runs
+    per segment in parallel, the segments' states are merged per row, and
+    pass 2 runs per segment in parallel. Returns -1 if scratch could not be
+    allocated (the caller then runs unsplit)."""
+    cdef Py_ssize_t seg = (n + n_threads - 1) // n_threads
+    seg = (seg + 63) // 64 * 64              # whole cache lines per segment
+    cdef Py_ssize_t n_seg = (n + seg - 1) // seg
+    cdef Py_ssize_t n_tasks = n_rows * n_seg
+    cdef Py_ssize_t t, r, s, start, length
+    cdef int stable = sa_op_is_stable(op)
+    cdef sa_stats *stats = <sa_stats *> malloc(n_tasks * sizeof(sa_stats))
+    cdef sa_params *params = <sa_params *> malloc(n_rows * sizeof(sa_params))
+    if stats == NULL or params == NULL:
+        free(stats)
+        free(params)
+        return -1
+    for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+        r = t // n_seg
+        start = (t - r * n_seg) * seg
+        length = min(seg, n - start)
+        sa_stats_init(&stats[t])
+        _segment_stats(x + r * xs + start, length, scale, op, &stats[t])
+    for r in range(n_rows):
+        for s in range(1, n_seg):
+            sa_stats_merge(stable, &stats[r * n_seg], &stats[r * n_seg + s])
+        params[r] = sa_finalize(op, &stats[r * n_seg])
+        if op == SA_LOGSUMEXP:
+            out[r * os] = <floating> params[r].a
+    if op != SA_LOGSUMEXP:
+        for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+            r = t // n_seg
+            start = (t - r * n_seg) * seg
+            length = min(seg, n - start)
+            _segment_write(x + r * xs + start, out + r * os + start, length, scale, op, params[r])
+    free(stats)
+    free(params)
+    return 0
+
+
+cdef void _rows_parallel(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
+                         Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
+                         int n_threads) noexcept nogil:
+    cdef Py_ssize_t n_chunks, chunk, c, r0
+    if n_threads <= 1 or n_rows * n < PARALLEL_MIN_ELEMENTS:
+        _rows(x, xs, out, os, n_rows, n, scale, op)
+        return
+    if n_rows < n_threads and n >= SPLIT_MIN_LENGTH:
+        if _rows_split(x, xs, out, os, n_rows, n, scale, op, n_threads) == 0:
+            return
+    n_chunks = min(n_rows, <Py_ssize_t> n_threads)
+    chunk = (n_rows + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks, num_threads=n_threads, schedule='static'):
+        r0 = c * chunk
+        if r0 < n_rows:
+            _rows(x + r0 * xs, xs, out + r0 * os, os, min(chunk, n_rows - r0), n, scale, op)
+
+
+cdef inline Py_ssize_t _elements(Py_ssize_t stride_bytes, Py_ssize_t itemsize) except? -1:
+    if stride_bytes % itemsize:
+        raise ValueError("internal error: stride is not a multiple of the item size")
+    return stride_bytes // itemsize
+
+
+def rows(const floating[:, :] x, floating[:, :] out, int op, double scale, int n_threads):
+    """out[i, :] = op(x[i, :]) for a non-reducing op; x's rows must be contiguous."""
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    if x.strides[1] != sizeof(floating) or out.strides[1] != sizeof(floating):
+        raise ValueError("internal error: rows kernel needs contiguous rows")
+    if op == SA_LOGSUMEXP or out.shape[0] != n_rows or out.shape[1] != n:
+        raise ValueError("internal error: rows kernel called with a reducing op or wrong shape")
+    if n_rows == 0 or n == 0:
+        return
+    cdef Py_ssize_t xs = _elements(x.strides[0], sizeof(floating))
+    cdef Py_ssize_t os = _elements(out.strides[0], sizeof(floating))
+    with nogil:
+        _rows_parallel(&x[0, 0], xs, &out[0, 0], os, n_rows, n, scale, op, n_threads)
+
+
+def rows_logsumexp(const floating[:, :] x, floating[:] out, double scale, int n_threads):
+    """out[i] = logsumexp(x[i, :]); rows must be non-empty and contiguous."""
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    if x.strides[1] != sizeof(floating) or out.shape[0] != n_rows or n == 0:
+        raise ValueError("internal error: bad layout for rows_logsumexp")
+    if n_rows == 0:
+        return
+    cdef Py_ssize_t xs = _elements(x.strides[0], sizeof(floating))
+    cdef Py_ssize_t os = _elements(out.strides[0], sizeof(floating))
+    with nogil:
+        _rows_parallel(&x[0, 0], xs, &out[0], os, n_rows, n, scale, SA_LOGSUMEXP, n_threads)
+
+
+cdef Py_ssize_t _col_width(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    cdef Py_ssize_t width = COL_CACHE_BYTES // max(n * itemsize, <Py_ssize_t> 1)
+    width = width // 16 * 16
+    return max(<Py_ssize_t> 32, min(width, <Py_ssize_t> SA_COL_BLOCK_MAX))
+
+
+def cols(const floating[:, :, :] x, floating[:, :, :] out, int op, double scale, int n_threads):
+    """op along axis 1 of (outer, n, inner) for every (outer, inner) pair.
+    For logsumexp, out has shape (outer, 1, inner)."""
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t item = sizeof(floating)
+    cdef Py_ssize_t out_n = 1 if op == SA_LOGSUMEXP else n
+    if x.strides[2] != item or out.strides[2] != item:
+        raise ValueError("internal error: cols kernel needs a contiguous last axis")
+    if out.shape[0] != outer or out.shape[1] != out_n or out.shape[2] != inner:
+        raise ValueError("internal error: cols kernel called with the wrong output shape")
+    if outer == 0 or inner == 0 or (n == 0 and op != SA_LOGSUMEXP):
+        return
+    if n == 0:
+        raise ValueError("internal error: logsumexp over an empty axis is handled in Python")
+    cdef Py_ssize_t xs0 = _elements(x.strides[0], item), xs1 = _elements(x.strides[1], item)
+    cdef Py_ssize_t os0 = _elements(out.strides[0], item), os1 = _elements(out.strides[1], item)
+    cdef Py_ssize_t width = _col_width(n, item)
+    cdef Py_ssize_t n_blocks = (inner + width - 1) // width
+    cdef Py_ssize_t n_tasks = outer * n_blocks
+    cdef Py_ssize_t t, o, j0
+    cdef const floating *px = &x[0, 0, 0]
+    cdef floating *po = &out[0, 0, 0]
+    if n_tasks == 1 or outer * n * inner < PARALLEL_MIN_ELEMENTS:
+        n_threads = 1
+    with nogil:
+        for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+            o = t // n_blocks
+            j0 = (t - o * n_blocks) * width
+            _cols(px + o * xs0 + j0, xs1, po + o * os0 + j0, os1, n,
+                  min(width, inner - j0), scale, op)

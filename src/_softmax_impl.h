@@ -1,0 +1,352 @@
+/*
+ * Type-generic body of the softmax-family kernels; included once per type by
+ * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP
+ * and SA_LOG1P defined. Names get the suffix: sa_rows_f32, sa_rows_f64, ...
+ */
+#define SA_FN(name) SA_CAT(name, SA_SUF)
+
+SA_INLINE SA_T SA_FN(sa_s)(SA_T x) { return x >= 0 ? x + (SA_T)1 : (SA_T)1 / ((SA_T)1 - x); }
+
+SA_INLINE SA_T SA_FN(sa_log_s)(SA_T x)
+{
+    return SA_COPYSIGN(SA_LOG1P(SA_FABS(x)), x);
+}
+
+/* Pass 1 over one contiguous segment, accumulated into st. */
+SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T scale, int stable, sa_stats *st)
+{
+    for (ptrdiff_t b = 0; b < n; b += SA_ROW_BLOCK) {
+        const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
+        const SA_T *xb = x + b;
+        SA_T bmax = -INFINITY;
+        int bad = 0;
+#pragma omp simd reduction(max : bmax) reduction(| : bad)
+        for (ptrdiff_t i = 0; i < len; i++) {
+            const SA_T y = xb[i] * scale;
+            bmax = y > bmax ? y : bmax;
+            bad |= y != y;
+        }
+        st->nan |= bad;
+        sa_stats_raise_max(stable, st, bmax);
+        if (!isfinite(st->max))
+            continue;           /* +-inf maximum: the result does not depend on rest */
+        const SA_T m = (SA_T)st->max;
+        SA_T rest = 0, count = 0;
+        if (stable) {
+#pragma omp simd reduction(+ : rest, count)
+            for (ptrdiff_t i = 0; i < len; i++) {
+                const SA_T y = xb[i] * scale;
+                rest += y < m ? SA_FN(sa_s)(y) : (SA_T)0;
+                count += y == m ? (SA_T)1 : (SA_T)0;
+            }
+        } else {
+#pragma omp simd reduction(+ : rest, count)
+            for (ptrdiff_t i = 0; i < len; i++) {
+                const SA_T y = xb[i] * scale;
+                const SA_T e = SA_EXP(y - m);
+                rest += y < m ? e : (SA_T)0;
+                count += y == m ? (SA_T)1 : (SA_T)0;
+            }
+        }
+        st->rest += rest;
+        st->count += count;
+    }
+}
+
+/* Pass 2 over one contiguous segment. x and out may be the same buffer. */
+SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p)
+{
+    const SA_T a = (SA_T)p.a, b = (SA_T)p.b, c = (SA_T)p.c;
+    switch (op) {
+    case SA_SOFTMAX:
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            out[i] = SA_EXP(x[i] * scale - a) * b;
+        break;
+    case SA_LOG_SOFTMAX:
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            out[i] = (x[i] * scale - a) - b;
+        break;
+    case SA_STABLEMAX:
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            out[i] = SA_FN(sa_s)(x[i] * scale) * b;
+        break;
+    case SA_LOG_STABLEMAX:
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const SA_T y = x[i] * scale;
+            out[i] = y < c ? SA_FN(sa_log_s)(y) - a : b;
+        }
+        break;
+    }
+}
+
+/* Softmax of one contiguous row of at most SA_CACHED_ROW_BLOCKS blocks, one
+ * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
+ * and stores exp(y - running maximum) into out; pass 2 multiplies each
+ * block by exp(its maximum - final maximum) / sum. */
+SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale)
+{
+    double shift[SA_CACHED_ROW_BLOCKS];     /* the running maximum each block was stored against */
+    double m = -INFINITY, sum = 0.0;
+    int bad = 0;
+    for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
+        const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
+        const SA_T *xb = x + b;
+        SA_T *ob = out + b;
+        SA_T bmax = -INFINITY;
+#pragma omp simd reduction(max : bmax) reduction(| : bad)
+        for (ptrdiff_t i = 0; i < len; i++) {
+            const SA_T y = xb[i] * scale;
+            bmax = y > bmax ? y : bmax;
+            bad |= y != y;
+        }
+        if (bmax > m) {
+            if (sum != 0.0)
+                sum *= exp(m - bmax);
+            m = bmax;
+        }
+        shift[k] = m;
+        if (!isfinite(m)) {     /* only -inf so far (then 0 is right) or +inf (all NaN below) */
+            for (ptrdiff_t i = 0; i < len; i++)
+                ob[i] = 0;
+            continue;
+        }
+        const SA_T mt = (SA_T)m;
+        SA_T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t i = 0; i < len; i++) {
+            const SA_T e = SA_EXP(xb[i] * scale - mt);
+            ob[i] = e;
+            s += e;
+        }
+        sum += s;
+    }
+    const double inv = (bad || !isfinite(m)) ? NAN : 1.0 / sum;
+    for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
+        const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
+        SA_T *ob = out + b;
+        const SA_T f = (SA_T)(shift[k] == m ? inv : exp(shift[k] - m) * inv);
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < len; i++)
+            ob[i] *= f;
+    }
+}
+
+/* Public entry points (multiversioned). Strides are in elements. */
+
+SA_MULTIVERSION
+void SA_FN(sa_segment_stats)(const SA_T *x, ptrdiff_t n, SA_T scale, int op, sa_stats *st)
+{
+    SA_FN(sa_segment_stats_impl)(x, n, scale, sa_op_is_stable(op), st);
+}
+
+SA_MULTIVERSION
+void SA_FN(sa_segment_write)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p)
+{
+    SA_FN(sa_segment_write_impl)(x, out, n, scale, op, p);
+}
+
+/* One block of columns: the reduction runs down n rows (x_stride apart) of
+ * width <= SA_COL_BLOCK_MAX contiguous columns, each column its own slice.
+ * The loops run along the contiguous columns, so nothing is transposed.
+ * For SA_LOGSUMEXP, out is one row of width results. */
+SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                                    ptrdiff_t n, ptrdiff_t width, SA_T scale, int op)
+{
+    SA_T m[SA_COL_BLOCK_MAX], pa[SA_COL_BLOCK_MAX], pb[SA_COL_BLOCK_MAX];
+    double rest[SA_COL_BLOCK_MAX], count[SA_COL_BLOCK_MAX];
+    const int stable = sa_op_is_stable(op);
+
+    for (ptrdiff_t j = 0; j < width; j++) {
+        m[j] = -INFINITY;
+        rest[j] = 0.0;
+        count[j] = 0.0;
+    }
+    /* maximum per column; a NaN sticks once seen */
+    for (ptrdiff_t r = 0; r < n; r++) {
+        const SA_T *row = x + r * x_stride;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++) {
+            const SA_T y = row[j] * scale;
+            m[j] = (y > m[j] || y != y) ? y : m[j];
+        }
+    }
+    /* Sums run in SA_T over chunks of SA_COL_CHUNK rows (vector-width adds,
+     * no conversions), and each chunk's partial sums are added in double:
+     * float32 stays accurate down thousands of rows. */
+    for (ptrdiff_t r0 = 0; r0 < n; r0 += SA_COL_CHUNK) {
+        const ptrdiff_t r1 = n - r0 < SA_COL_CHUNK ? n : r0 + SA_COL_CHUNK;
+        SA_T racc[SA_COL_BLOCK_MAX], cacc[SA_COL_BLOCK_MAX];
+        for (ptrdiff_t j = 0; j < width; j++) {
+            racc[j] = 0;
+            cacc[j] = 0;
+        }
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const SA_T *row = x + r * x_stride;
+            if (stable) {
+#pragma omp simd
+                for (ptrdiff_t j = 0; j < width; j++) {
+                    const SA_T y = row[j] * scale;
+                    racc[j] += y < m[j] ? SA_FN(sa_s)(y) : (SA_T)0;
+                    cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
+                }
+            } else if (op == SA_SOFTMAX) {
+                /* the block stays in cache: keep exp() in out, rescale it below */
+                SA_T *orow = out + r * out_stride;
+#pragma omp simd
+                for (ptrdiff_t j = 0; j < width; j++) {
+                    const SA_T y = row[j] * scale;
+                    const SA_T e = SA_EXP(y - m[j]);
+                    orow[j] = e;
+                    racc[j] += y < m[j] ? e : (SA_T)0;
+                    cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
+                }
+            } else {
+#pragma omp simd
+                for (ptrdiff_t j = 0; j < width; j++) {
+                    const SA_T y = row[j] * scale;
+                    const SA_T e = SA_EXP(y - m[j]);
+                    racc[j] += y < m[j] ? e : (SA_T)0;
+                    cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
+                }
+            }
+        }
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++) {
+            rest[j] += racc[j];
+            count[j] += cacc[j];
+        }
+    }
+    /* per-column pass-2 parameters, vectorized across columns */
+    switch (op) {
+    case SA_SOFTMAX:
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++)
+            pb[j] = (SA_T)sa_softmax_scale(m[j], rest[j], count[j]);
+        break;
+    case SA_LOG_SOFTMAX:
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++) {
+            pa[j] = (SA_T)sa_log_softmax_shift(m[j]);
+            pb[j] = (SA_T)sa_log_softmax_norm(m[j], rest[j], count[j]);
+        }
+        break;
+    case SA_STABLEMAX:
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++)
+            pb[j] = (SA_T)sa_stablemax_scale(m[j], rest[j], count[j]);
+        break;
+    case SA_LOG_STABLEMAX:
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++) {
+            pa[j] = (SA_T)sa_log_stablemax_norm(m[j], rest[j], count[j]);
+            pb[j] = (SA_T)sa_log_stablemax_top(m[j], rest[j], count[j]);
+        }
+        break;
+    case SA_LOGSUMEXP:
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < width; j++)
+            out[j] = (SA_T)sa_logsumexp_value(m[j], rest[j], count[j]);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < n; r++) {
+        const SA_T *row = x + r * x_stride;
+        SA_T *orow = out + r * out_stride;
+        switch (op) {
+        case SA_SOFTMAX:        /* out holds exp(y - m) already; pb is NaN for non-finite m */
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < width; j++)
+                orow[j] *= pb[j];
+            break;
+        case SA_LOG_SOFTMAX:
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < width; j++)
+                orow[j] = (row[j] * scale - pa[j]) - pb[j];
+            break;
+        case SA_STABLEMAX:
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < width; j++)
+                orow[j] = SA_FN(sa_s)(row[j] * scale) * pb[j];
+            break;
+        case SA_LOG_STABLEMAX:
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < width; j++) {
+                const SA_T y = row[j] * scale;
+                orow[j] = y < m[j] ? SA_FN(sa_log_s)(y) - pa[j] : pb[j];
+            }
+            break;
+        }
+    }
+}
+
+SA_MULTIVERSION
+void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                    ptrdiff_t n, ptrdiff_t width, SA_T scale, int op)
+{
+    SA_FN(sa_cols_impl)(x, x_stride, out, out_stride, n, width, scale, op);
+}
+
+/* Short rows (n <= SA_SMALL_ROW_MAX): one row per call would spend more on
+ * per-row bookkeeping than on arithmetic, and a SIMD register is wider than
+ * the row. Tiles of SA_SMALL_TILE rows are transposed into an L1 scratch
+ * buffer so the column kernel's lanes run across rows, then transposed back. */
+SA_MULTIVERSION
+void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                          ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
+{
+    SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
+    for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += SA_SMALL_TILE) {
+        const ptrdiff_t w = n_rows - r0 < SA_SMALL_TILE ? n_rows - r0 : SA_SMALL_TILE;
+        for (ptrdiff_t r = 0; r < w; r++) {
+            const SA_T *row = x + (r0 + r) * x_stride;
+            for (ptrdiff_t j = 0; j < n; j++)
+                tile[j * SA_SMALL_STRIDE + r] = row[j];
+        }
+        SA_FN(sa_cols_impl)(tile, SA_SMALL_STRIDE, tile, SA_SMALL_STRIDE, n, w, scale, op);
+        if (op == SA_LOGSUMEXP) {
+            for (ptrdiff_t r = 0; r < w; r++)
+                out[(r0 + r) * out_stride] = tile[r];
+            continue;
+        }
+        for (ptrdiff_t r = 0; r < w; r++) {
+            SA_T *orow = out + (r0 + r) * out_stride;
+            for (ptrdiff_t j = 0; j < n; j++)
+                orow[j] = tile[j * SA_SMALL_STRIDE + r];
+        }
+    }
+}
+
+/* Rows [0, n_rows) of a matrix whose rows are contiguous. For SA_LOGSUMEXP,
+ * out has one element per row, out_stride apart; otherwise out is a matrix
+ * with rows out_stride apart. */
+SA_MULTIVERSION
+void SA_FN(sa_rows)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                    ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
+{
+    const int stable = sa_op_is_stable(op);
+    if (n <= SA_SMALL_ROW_MAX) {
+        SA_FN(sa_rows_small)(x, x_stride, out, out_stride, n_rows, n, scale, op);
+        return;
+    }
+    if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BLOCKS * SA_ROW_BLOCK) {
+        for (ptrdiff_t r = 0; r < n_rows; r++)
+            SA_FN(sa_softmax_row_cached)(x + r * x_stride, out + r * out_stride, n, scale);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < n_rows; r++) {
+        const SA_T *row = x + r * x_stride;
+        sa_stats st;
+        sa_stats_init(&st);
+        SA_FN(sa_segment_stats_impl)(row, n, scale, stable, &st);
+        const sa_params p = sa_finalize(op, &st);
+        if (op == SA_LOGSUMEXP)
+            out[r * out_stride] = (SA_T)p.a;
+        else
+            SA_FN(sa_segment_write_impl)(row, out + r * out_stride, n, scale, op, p);
+    }
+}
+
+#undef SA_FN

@@ -1,0 +1,222 @@
+/*
+ * Softmax-family kernels: softmax, log_softmax, stablemax, log_stablemax and
+ * logsumexp over one axis, for float and double.
+ *
+ * Every op is two passes over the input ("The Two-Pass Softmax Algorithm",
+ * Dukhan & Ablavatski): pass 1 reads the slice once and keeps the running
+ * maximum M together with the sum already rescaled to it; pass 2 reads the
+ * slice again and writes the output. Within pass 1 the slice is walked in
+ * L1-sized blocks: the block maximum first, then the block's exponentials
+ * against the (possibly raised) running maximum, so memory is read once.
+ *
+ * The sum is kept as (rest, count): count = how many entries equal M, rest =
+ * the sum over the others. log(sum) - M = log1p(rest + count - 1) is then
+ * accurate even when one entry dominates (SciPy's log_softmax loses it).
+ *
+ * The Python layer validates everything and allocates outputs: nothing here
+ * fails or allocates. The Cython module (_softmax.pyx) splits the work
+ * across OpenMP threads and calls these per chunk of rows or columns.
+ */
+#ifndef SOFTARRAY_SOFTMAX_KERNELS_H
+#define SOFTARRAY_SOFTMAX_KERNELS_H
+
+#include <stddef.h>
+#include <math.h>
+#include "_simd.h"
+
+enum sa_op {
+    SA_SOFTMAX = 0,
+    SA_LOG_SOFTMAX = 1,
+    SA_STABLEMAX = 2,
+    SA_LOG_STABLEMAX = 3,
+    SA_LOGSUMEXP = 4,
+};
+
+/* Pass-1 state of one slice (or of one segment of a slice split across threads). */
+typedef struct {
+    double max;     /* running maximum of the (scaled) entries, NaN ignored */
+    double rest;    /* exp kind: sum of exp(y - max) over y < max; stable kind: sum of s(y) over y < max */
+    double count;   /* number of entries equal to max */
+    int nan;        /* a NaN was seen: the whole slice's result is NaN */
+} sa_stats;
+
+/* What pass 2 needs for one slice; the meaning of a, b, c depends on the op. */
+typedef struct {
+    double a, b, c;
+} sa_params;
+
+SA_INLINE int sa_op_is_stable(int op) { return op == SA_STABLEMAX || op == SA_LOG_STABLEMAX; }
+
+/* StableMax's s(x) ("Grokking at the Edge of Numerical Stability"): x + 1 for
+ * x >= 0, 1 / (1 - x) below; and log s(x) = sign(x) * log1p(|x|). */
+SA_INLINE double sa_stable_s(double x) { return x >= 0 ? x + 1.0 : 1.0 / (1.0 - x); }
+
+SA_INLINE void sa_stats_init(sa_stats *st)
+{
+    st->max = -INFINITY;
+    st->rest = 0.0;
+    st->count = 0.0;
+    st->nan = 0;
+}
+
+/* Raise the running maximum to m (if larger), moving the entries that were
+ * equal to the old maximum into rest and rescaling rest to the new maximum. */
+SA_INLINE void sa_stats_raise_max(int stable, sa_stats *st, double m)
+{
+    if (!(m > st->max))
+        return;
+    if (st->count != 0.0) {     /* nothing to move or rescale on a row's first block */
+        if (stable)
+            st->rest += st->count * sa_stable_s(st->max);
+        else
+            st->rest = (st->rest + st->count) * exp(st->max - m);
+    }
+    st->count = 0.0;
+    st->max = m;
+}
+
+/* Combine the pass-1 states of two segments of one slice into a. */
+SA_INLINE void sa_stats_merge(int stable, sa_stats *a, const sa_stats *b)
+{
+    a->nan |= b->nan;
+    sa_stats_raise_max(stable, a, b->max);
+    if (b->max == a->max) {
+        a->rest += b->rest;
+        a->count += b->count;
+    } else if (stable) {
+        a->rest += b->rest + b->count * sa_stable_s(b->max);
+    } else {
+        a->rest += (b->rest + b->count) * exp(b->max - a->max);
+    }
+}
+
+/* Pass-2 parameters of one slice from its pass-1 state (m = maximum, NaN if
+ * a NaN was seen). One small branch-free formula per parameter, so that the
+ * column kernel can evaluate them in SIMD loops across columns. Non-finite
+ * maxima give exactly what scipy.special gives on the same input. */
+SA_INLINE int sa_isfinite(double m) { return m - m == 0.0; }   /* vectorizes, unlike isfinite() */
+
+SA_INLINE double sa_lognorm(double rest, double count)          /* log(sum) - max */
+{
+    return sa_log1p_f64(rest + (count - 1.0));
+}
+
+/* softmax: out = exp(y - m) * b */
+SA_INLINE double sa_softmax_scale(double m, double rest, double count)
+{
+    return sa_isfinite(m) ? 1.0 / (rest + count) : NAN;
+}
+
+/* log_softmax: out = (y - a) - b */
+SA_INLINE double sa_log_softmax_shift(double m) { return sa_isfinite(m) ? m : 0.0; }
+SA_INLINE double sa_log_softmax_norm(double m, double rest, double count)
+{
+    return sa_isfinite(m) ? sa_lognorm(rest, count) : m;
+}
+
+/* stablemax: out = s(y) * b. With a +-inf maximum the sums were skipped:
+ * s(+inf) = inf gives b = 0, s(-inf) = 0 gives b = inf (then 0 * inf = NaN). */
+SA_INLINE double sa_stablemax_scale(double m, double rest, double count)
+{
+    const double sm = sa_stable_s(m);
+    return 1.0 / (sa_isfinite(m) ? rest + count * sm : sm);
+}
+
+/* log_stablemax: out = y < m ? log s(y) - a : b, where b is the maximum's own
+ * result -log1p(share of the others), accurate when it dominates. */
+SA_INLINE double sa_log_stablemax_share(double m, double rest, double count)
+{
+    return sa_log1p_f64(rest / sa_stable_s(m) + (count - 1.0));
+}
+SA_INLINE double sa_log_stablemax_norm(double m, double rest, double count)
+{
+    const double log_sm = copysign(sa_log1p_f64(fabs(m)), m);      /* log s(m) */
+    return sa_isfinite(m) ? log_sm + sa_log_stablemax_share(m, rest, count) : m;
+}
+SA_INLINE double sa_log_stablemax_top(double m, double rest, double count)
+{
+    return sa_isfinite(m) ? -sa_log_stablemax_share(m, rest, count) : NAN;
+}
+
+SA_INLINE double sa_logsumexp_value(double m, double rest, double count)
+{
+    return sa_isfinite(m) ? m + sa_lognorm(rest, count) : m;
+}
+
+SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
+{
+    const double m = st->nan ? NAN : st->max, r = st->rest, c = st->count;
+    sa_params p = {0.0, 0.0, m};
+    switch (op) {
+    case SA_SOFTMAX:
+        p.a = sa_log_softmax_shift(m);
+        p.b = sa_softmax_scale(m, r, c);
+        break;
+    case SA_LOG_SOFTMAX:
+        p.a = sa_log_softmax_shift(m);
+        p.b = sa_log_softmax_norm(m, r, c);
+        break;
+    case SA_STABLEMAX:
+        p.b = sa_stablemax_scale(m, r, c);
+        break;
+    case SA_LOG_STABLEMAX:
+        p.a = sa_log_stablemax_norm(m, r, c);
+        p.b = sa_log_stablemax_top(m, r, c);
+        break;
+    case SA_LOGSUMEXP:
+        p.a = sa_logsumexp_value(m, r, c);
+        break;
+    }
+    return p;
+}
+
+/* Widest column block the column kernel handles (its scratch lives on the stack). */
+#define SA_COL_BLOCK_MAX 256
+/* Pass-1 block length along a row: 512 floats or doubles stay in L1. */
+#define SA_ROW_BLOCK 512
+/* Rows of up to this many blocks stay in L2 between the two passes, so
+ * softmax stores exp() in pass 1 and only rescales in pass 2 (one exp per
+ * entry); longer rows recompute exp() in pass 2 and read the input twice
+ * instead of the output twice, which is what the memory bus prefers. */
+#define SA_CACHED_ROW_BLOCKS 64
+/* Rows this short go through the transposed-tile path (sa_rows_small). */
+#define SA_SMALL_ROW_MAX 32
+#define SA_SMALL_TILE 64
+/* Tile rows are padded so the transposes' strided accesses do not all land
+ * in the same few L1 sets (a stride of 256 bytes halves their speed). */
+#define SA_SMALL_STRIDE (SA_SMALL_TILE + 4)
+/* Column sums are kept in the input type for this many rows at a time. */
+#define SA_COL_CHUNK 32
+
+#define SA_CAT2(a, b) a##_##b
+#define SA_CAT(a, b) SA_CAT2(a, b)
+
+#define SA_T float
+#define SA_SUF f32
+#define SA_EXP sa_exp_f32
+#define SA_LOG1P sa_log1p_f32
+#define SA_FABS fabsf
+#define SA_COPYSIGN copysignf
+#include "_softmax_impl.h"
+#undef SA_T
+#undef SA_SUF
+#undef SA_EXP
+#undef SA_LOG1P
+#undef SA_FABS
+#undef SA_COPYSIGN
+
+#define SA_T double
+#define SA_SUF f64
+#define SA_EXP sa_exp_f64
+#define SA_LOG1P sa_log1p_f64
+#define SA_FABS fabs
+#define SA_COPYSIGN copysign
+#include "_softmax_impl.h"
+#undef SA_T
+#undef SA_SUF
+#undef SA_EXP
+#undef SA_LOG1P
+#undef SA_FABS
+#undef SA_COPYSIGN
+
+#endif /* SOFTARRAY_SOFTMAX_KERNELS_H */
