@@ -129,6 +129,29 @@ SA_INLINE double sa_exp_f64(double x)
     return (p * sa_pow2i_f64(n1)) * sa_pow2i_f64(n - n1);
 }
 
+/* exp(x - m) for the shifted exponentials of softmax. In double, x - m is
+ * rounded, which alone costs up to |x - m| * 2^-53 relative error (tens of
+ * ulps for |x - m| ~ 50); the rounding error e of the difference is recovered
+ * exactly (Knuth's TwoSum) and applied as exp(d + e) = exp(d) * (1 + e), so
+ * float64 results stay within a few ulps. In float the plain difference is
+ * kept: float32 throughput matters more, and its error, |x - m| * 2^-24, is
+ * the input's own conditioning, the same as SciPy's and PyTorch's. */
+SA_INLINE float sa_exp_shifted_f32(float x, float m)
+{
+    return sa_exp_f32(x - m);
+}
+
+SA_INLINE double sa_exp_shifted_f64(double x, double m)
+{
+    const double d = x - m;
+    const double xv = d + m;
+    const double mv = xv - d;
+    double e = (x - xv) + (mv - m);
+    e = e == e ? e : 0.0;           /* x = -inf gives NaN here, and exp(-inf) = 0 must stay 0 */
+    const double ed = sa_exp_f64(d);
+    return ed + ed * e;
+}
+
 /* ---------------------------------------------------------------- log1p */
 
 /* log1p(u) for u >= 0 (and +inf, NaN). w = 1 + u = 2^k * m with m in

@@ -1,7 +1,7 @@
 /*
  * Type-generic body of the softmax-family kernels; included once per type by
- * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP
- * and SA_LOG1P defined. Names get the suffix: sa_rows_f32, sa_rows_f64, ...
+ * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP_SHIFTED,
+ * SA_LOG1P, SA_FABS and SA_COPYSIGN defined. Names get the suffix: sa_rows_f32, sa_rows_f64, ...
  */
 #define SA_FN(name) SA_CAT(name, SA_SUF)
 
@@ -43,7 +43,7 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
 #pragma omp simd reduction(+ : rest, count)
             for (ptrdiff_t i = 0; i < len; i++) {
                 const SA_T y = xb[i] * scale;
-                const SA_T e = SA_EXP(y - m);
+                const SA_T e = SA_EXP_SHIFTED(y, m);
                 rest += y < m ? e : (SA_T)0;
                 count += y == m ? (SA_T)1 : (SA_T)0;
             }
@@ -61,7 +61,7 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
     case SA_SOFTMAX:
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
-            out[i] = SA_EXP(x[i] * scale - a) * b;
+            out[i] = SA_EXP_SHIFTED(x[i] * scale, a) * b;
         break;
     case SA_LOG_SOFTMAX:
 #pragma omp simd
@@ -118,7 +118,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
         SA_T s = 0;
 #pragma omp simd reduction(+ : s)
         for (ptrdiff_t i = 0; i < len; i++) {
-            const SA_T e = SA_EXP(xb[i] * scale - mt);
+            const SA_T e = SA_EXP_SHIFTED(xb[i] * scale, mt);
             ob[i] = e;
             s += e;
         }
@@ -199,7 +199,7 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < width; j++) {
                     const SA_T y = row[j] * scale;
-                    const SA_T e = SA_EXP(y - m[j]);
+                    const SA_T e = SA_EXP_SHIFTED(y, m[j]);
                     orow[j] = e;
                     racc[j] += y < m[j] ? e : (SA_T)0;
                     cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
@@ -208,7 +208,7 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < width; j++) {
                     const SA_T y = row[j] * scale;
-                    const SA_T e = SA_EXP(y - m[j]);
+                    const SA_T e = SA_EXP_SHIFTED(y, m[j]);
                     racc[j] += y < m[j] ? e : (SA_T)0;
                     cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
                 }

@@ -1,0 +1,439 @@
+"""The softmax family (softmax, log_softmax, logsumexp, stablemax,
+log_stablemax) through every backend, against independent references:
+scipy.special, NumPy formulas written here, and mpmath."""
+import itertools
+import math
+import sys
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.special
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import softarray as sa
+
+# float32: x - max rounds to 2^-24 relative, i.e. up to ~6e-6 in exp() for |x - max| ~ 100
+RTOL = {np.float32: 1e-5, np.float64: 1e-14}
+NORMALIZERS = ["softmax", "log_softmax", "stablemax", "log_stablemax"]
+ALL_OPS = NORMALIZERS + ["logsumexp"]
+
+
+# ---------------------------------------------------------------- references
+
+def ref_stablemax(x, axis=-1):
+    """StableMax as the paper writes it, in plain NumPy."""
+    s = np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
+    return s / s.sum(axis=axis, keepdims=True)
+
+
+def ref_log_stablemax(x, axis=-1):
+    s = np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
+    return np.log(s) - np.log(s.sum(axis=axis, keepdims=True))
+
+
+REFERENCES = {
+    "softmax": lambda x, axis: scipy.special.softmax(x, axis=axis),
+    "log_softmax": lambda x, axis: scipy.special.log_softmax(x, axis=axis),
+    "logsumexp": lambda x, axis: scipy.special.logsumexp(x, axis=axis),
+    "stablemax": ref_stablemax,
+    "log_stablemax": ref_log_stablemax,
+}
+
+
+def run(backend, op, x, **kwargs):
+    out = getattr(sa, op)(backend.asarray(x), **kwargs)
+    return backend.to_numpy(out)
+
+
+def assert_close_to_reference(got, want, dtype, op):
+    rtol = RTOL[np.dtype(dtype).type]
+    # log outputs near zero: the reference itself has absolute error ~eps*|log sum|
+    atol = rtol * 64 if op.startswith("log") else 0.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# ----------------------------------------------------- values vs references
+
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((7,), -1), ((5, 33), -1), ((5, 33), 0), ((100, 10), 1), ((3, 4, 50), 1),
+     ((2, 3, 40), (0, 2)), ((4, 6, 5), None), ((1, 70000), -1), ((3, 40000), -1),
+     ((300, 17), 0), ((2, 5, 7), (0, 1, 2))],
+)
+def test_matches_reference(backend, op, dtype, shape, axis):
+    x = (np.random.default_rng(0).standard_normal(shape) * 5).astype(dtype)
+    want = REFERENCES[op](x.astype(np.float64), axis)
+    got = run(backend, op, x, axis=axis)
+    assert got.dtype == dtype
+    assert got.shape == np.shape(want)
+    assert_close_to_reference(got, want, dtype, op)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_special_values_match_scipy_elementwise(backend, op):
+    """Every row of length 3 over {0, 1.5, -2, inf, -inf, nan}."""
+    values = [0.0, 1.5, -2.0, np.inf, -np.inf, np.nan]
+    x = np.array(list(itertools.product(values, repeat=3)))
+    with np.errstate(all="ignore"):
+        want = REFERENCES[op](x, -1)
+        got = run(backend, op, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("op", ["stablemax", "log_stablemax"])
+def test_stablemax_special_values_follow_ieee(backend, op):
+    values = [0.0, 1.5, -2.0, np.inf, -np.inf, np.nan]
+    x = np.array(list(itertools.product(values, repeat=3)))
+    with np.errstate(all="ignore"):
+        want = REFERENCES[op](x, -1)
+        got = run(backend, op, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-300)
+
+
+def test_log_softmax_dominant_entry_float32(backend):
+    """SciPy returns exactly 0 here; the correctly rounded value is -exp(-x0)."""
+    x0 = 1 - np.log(np.finfo(np.float32).eps)
+    x = np.array([x0, 0], dtype=np.float32)
+    got = run(backend, "log_softmax", x)
+    exact = -float(mpmath.log1p(mpmath.exp(-mpmath.mpf(float(np.float32(x0))))))
+    assert got[0] == np.float32(exact) and got[0] < 0
+    assert got[1] == np.float32(-float(np.float32(x0)) + exact)
+
+
+def test_log_stablemax_dominant_entry(backend):
+    x = np.array([1e12, 0.0, -3.0])
+    got = run(backend, "log_stablemax", x)
+    mpmath.mp.dps = 50
+    s = [mpmath.mpf(1e12) + 1, mpmath.mpf(1), 1 / mpmath.mpf(4)]
+    want = [float(mpmath.log(v / sum(s))) for v in s]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert got[0] < 0
+
+
+# ----------------------------------------------------------- ulp accuracy
+
+def _mp_results(row):
+    mpmath.mp.dps = 50
+    xs = [mpmath.mpf(float(v)) for v in row]
+    lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in xs))
+    s = [v + 1 if v >= 0 else 1 / (1 - v) for v in xs]
+    total = mpmath.fsum(s)
+    return {
+        "softmax": [mpmath.exp(v - lse) for v in xs],
+        "log_softmax": [v - lse for v in xs],
+        "logsumexp": [lse],
+        "stablemax": [v / total for v in s],
+        "log_stablemax": [mpmath.log(v / total) for v in s],
+    }
+
+
+def _ulp_errors(got, exact, dtype):
+    exact = np.array([float(v) for v in exact])
+    spacing = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / spacing
+
+
+# float64: within a few ulps outright (the kernels recover the rounding error
+# of x - max). float32: a few ulps plus the input's own conditioning, since
+# x - max is rounded to float32: |x - max| * 2^-24 relative for exponentials.
+# softmax and stablemax also carry the rounding of their normalizer, a sum of
+# n terms in SIMD lanes, which grows like sqrt(n).
+MAX_ULP = 4.0
+SUM_ULP_PER_SQRT_N = 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [3, 20, 40, 700])
+def test_ulp_accuracy_against_mpmath(dtype, n):
+    """Inputs are exactly representable and spread over a wide range; the
+    rows are long enough (40, 700) to use the short-row, row and block
+    paths. Errors are measured in ulps of the exact result."""
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        row = (rng.standard_normal(n) * 8).astype(dtype)
+        exact = _mp_results(row)
+        # a relative error of |x - max| * 2^-24 is up to |x - max| ulps (an ulp is >= 2^-24 relative)
+        conditioning = np.abs(row.astype(np.float64) - row.max())
+        for op in ALL_OPS:
+            got = np.atleast_1d(getattr(sa, op)(row))
+            allowed = MAX_ULP + (conditioning if dtype == np.float32 and op == "softmax" else 0.0)
+            if op in ("softmax", "stablemax"):
+                allowed = allowed + SUM_ULP_PER_SQRT_N * math.sqrt(n)   # the normalizer's rounding
+            err = _ulp_errors(got, exact[op], dtype)
+            assert np.all(err <= allowed), (op, np.max(err - allowed + MAX_ULP))
+
+
+# -------------------------------------------------------------- parameters
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 7.0])
+def test_temperature_divides_logits(backend, op, temperature):
+    x = np.random.default_rng(1).standard_normal((6, 50))
+    got = run(backend, op, x, temperature=temperature)
+    want = REFERENCES[op](x / temperature, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_where_leaves_masked_entries_out(backend, op):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 12))
+    mask = rng.random((40, 12)) < 0.7
+    mask[3] = False                                  # a fully masked row
+    got = run(backend, op, x, where=backend.asarray(mask))
+    for i in range(x.shape[0]):
+        kept = x[i][mask[i]]
+        if op == "logsumexp":
+            want = REFERENCES[op](kept, -1) if kept.size else -np.inf
+            np.testing.assert_allclose(got[i], want, rtol=1e-14)
+            continue
+        fill = -np.inf if op.startswith("log") else 0.0
+        want = np.full(x.shape[1], fill)
+        if kept.size:
+            want[mask[i]] = REFERENCES[op](kept, -1)
+        np.testing.assert_allclose(got[i], want, rtol=1e-14, atol=1e-15)
+
+
+def test_where_broadcasts_along_rows(backend):
+    x = np.arange(12.0).reshape(3, 4)
+    mask = np.array([True, False, True, True])
+    got = run(backend, "softmax", x, where=backend.asarray(mask))
+    want = scipy.special.softmax(np.where(mask, x, -np.inf), axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_where_on_columns(backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 40))
+    mask = rng.random((30, 40)) < 0.5
+    got = run(backend, "log_softmax", x, axis=0, where=backend.asarray(mask))
+    want = np.where(mask, scipy.special.log_softmax(np.where(mask, x, -np.inf), axis=0), -np.inf)
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_logsumexp_keepdims(backend):
+    x = np.random.default_rng(4).standard_normal((3, 4, 5))
+    for axis in [0, 1, -1, (0, 2), None]:
+        got = run(backend, "logsumexp", x, axis=axis, keepdims=True)
+        want = scipy.special.logsumexp(x, axis=axis, keepdims=True)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+# ----------------------------------------------------------------- layouts
+
+def _layouts():
+    base = np.random.default_rng(5).standard_normal((40, 60)) * 3
+    big = np.ascontiguousarray(base)
+    readonly = big.copy()
+    readonly.setflags(write=False)
+    return {
+        "C": big,
+        "F": np.asfortranarray(base),
+        "strided rows": np.repeat(base, 2, axis=0)[::2],
+        "strided columns": np.repeat(base, 2, axis=1)[:, ::2],
+        "negative strides": base[::-1, ::-1].copy()[::-1, ::-1],
+        "transposed view": base.T.copy().T,
+        "read-only": readonly,
+        "big-endian": base.astype(">f8"),
+        "float32 F": np.asfortranarray(base.astype(np.float32)),
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layouts()))
+@pytest.mark.parametrize("axis", [-1, 0, None])
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_any_memory_layout(layout, axis, op):
+    x = _layouts()[layout]
+    before = x.copy()
+    got = getattr(sa, op)(x, axis=axis)
+    dtype = np.float32 if x.dtype == np.float32 else np.float64
+    want = REFERENCES[op](x.astype(np.float64), axis)
+    assert_close_to_reference(got, want, dtype, op)
+    np.testing.assert_array_equal(x, before)          # input untouched
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_zero_dimensional(backend, op):
+    got = run(backend, op, np.array(2.5))
+    assert got.shape == ()
+    want = {"softmax": 1.0, "stablemax": 1.0, "log_softmax": 0.0, "log_stablemax": 0.0,
+            "logsumexp": 2.5}[op]
+    assert float(got) == want
+
+
+@pytest.mark.parametrize("op", NORMALIZERS)
+@pytest.mark.parametrize("shape, axis", [((0, 5), -1), ((5, 0), -1), ((5, 0), 0), ((0,), -1)])
+def test_empty_arrays(backend, op, shape, axis):
+    got = run(backend, op, np.zeros(shape), axis=axis)
+    assert got.shape == shape
+
+
+@pytest.mark.parametrize("shape, axis, out_shape", [((5, 0), -1, (5,)), ((0, 5), -1, (0,)),
+                                                    ((0,), -1, ()), ((3, 0, 2), 1, (3, 2))])
+def test_logsumexp_of_empty_slices_is_minus_inf(backend, shape, axis, out_shape):
+    got = run(backend, "logsumexp", np.zeros(shape), axis=axis)
+    assert got.shape == out_shape
+    assert np.all(got == -np.inf)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_reduction_axis_of_length_one(backend, op):
+    x = np.random.default_rng(6).standard_normal((4, 1, 3))
+    got = run(backend, op, x, axis=1)
+    want = REFERENCES[op](x, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
+
+
+def test_empty_axis_tuple_normalizes_each_element_alone(backend):
+    got = run(backend, "softmax", np.array([[1.0, -np.inf], [np.inf, 3.0]]), axis=())
+    np.testing.assert_array_equal(got, [[1.0, np.nan], [np.nan, 1.0]])
+
+
+# ------------------------------------------------------------------ dtypes
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_integer_and_bool_inputs_become_default_float(backend, op):
+    x = np.array([[1, 2, 3], [0, 0, 5]])
+    got = getattr(sa, op)(backend.asarray(x))
+    expected_dtype = "float32" if backend.name == "torch" else "float64"   # each library's default
+    assert str(got.dtype).rpartition(".")[2] == expected_dtype
+    got_b = backend.to_numpy(getattr(sa, op)(backend.asarray(x > 1)))
+    np.testing.assert_allclose(got_b, REFERENCES[op]((x > 1).astype(float), -1), rtol=1e-6)
+
+
+def test_complex_input_raises_type_error():
+    with pytest.raises(TypeError, match="complex"):
+        sa.softmax(np.array([1 + 1j, 2]))
+
+
+def test_float16_runs_portably_and_keeps_dtype():
+    x = np.array([1.0, 2.0, 3.0], dtype=np.float16)
+    got = sa.softmax(x)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, scipy.special.softmax(x.astype(float)), rtol=2e-3)
+
+
+def test_python_sequences_are_accepted():
+    np.testing.assert_allclose(sa.softmax([1.0, 2.0]), scipy.special.softmax([1.0, 2.0]))
+
+
+# -------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"axis": 2}, ValueError, "axis=2 is out of bounds"),
+        ({"axis": (0, 0)}, ValueError, "repeated"),
+        ({"axis": 1.5}, TypeError, "axis must be"),
+        ({"axis": True}, TypeError, "axis must be"),
+        ({"temperature": 0.0}, ValueError, "temperature"),
+        ({"temperature": -1}, ValueError, "temperature"),
+        ({"temperature": float("nan")}, ValueError, "temperature"),
+        ({"temperature": float("inf")}, ValueError, "temperature"),
+        ({"temperature": "1"}, TypeError, "temperature"),
+        ({"temperature": True}, TypeError, "temperature"),
+        ({"where": np.ones((2, 3), dtype=int)}, TypeError, "where must have a boolean dtype"),
+        ({"where": np.ones((3, 2), dtype=bool)}, ValueError, "does not broadcast"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, error, match):
+    x = np.zeros((2, 3))
+    before = x.copy()
+    with pytest.raises(error, match=match):
+        sa.softmax(x, **kwargs)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_logsumexp_keepdims_must_be_bool():
+    with pytest.raises(TypeError, match="keepdims"):
+        sa.logsumexp(np.zeros(3), keepdims="yes")
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(TypeError, match="numeric"):
+        sa.softmax([object(), object()])
+
+
+# --------------------------------------- compiled and portable paths agree
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    op=st.sampled_from(ALL_OPS),
+)
+def test_compiled_and_portable_paths_agree(data, dtype, op):
+    x = data.draw(hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=40),
+        elements=st.floats(-50, 50, width=np.finfo(dtype).bits) | st.sampled_from(
+            [np.inf, -np.inf, np.nan]),
+    ))
+    axis = data.draw(st.sampled_from([-1, 0, None, tuple(range(x.ndim))]))
+    with np.errstate(all="ignore"):
+        compiled = getattr(sa, op)(x, axis=axis)
+        portable = np.from_dlpack(getattr(sa, op)(
+            __import__("array_api_strict").asarray(x), axis=axis))
+    np.testing.assert_array_equal(np.isnan(compiled), np.isnan(portable))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(compiled, portable, rtol=rtol, atol=rtol)
+
+
+# ------------------------------------------------------------------ threads
+
+@pytest.mark.parametrize("shape, axis", [((3, 200_000), -1), ((64, 5000), -1), ((5000, 64), 0),
+                                         ((20000, 10), -1)])
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_thread_counts_agree(shape, axis, op):
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32) * 4
+    with sa.threads(1):
+        one = getattr(sa, op)(x, axis=axis)
+    with sa.threads(4):
+        many = getattr(sa, op)(x, axis=axis)
+    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
+    assert_close_to_reference(many, REFERENCES[op](x.astype(np.float64), axis), np.float32, op)
+
+
+# ------------------------------------------------------------------- torch
+
+def test_torch_tensor_in_torch_tensor_out():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(4, 9)
+    out = sa.softmax(t)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.softmax(t, dim=-1))
+
+
+def test_torch_requires_grad_keeps_autograd():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    out = sa.log_softmax(t)
+    assert out.requires_grad
+    (out[:, 0].sum()).backward()
+    ref = t.detach().clone().requires_grad_(True)
+    torch.log_softmax(ref, dim=-1)[:, 0].sum().backward()
+    torch.testing.assert_close(t.grad, ref.grad)
+
+
+def test_torch_bfloat16_runs_portably():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(3, 7).to(torch.bfloat16)
+    out = sa.softmax(t)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, torch.softmax(t, dim=-1), rtol=2e-2, atol=1e-2)
+
+
+def test_compiled_path_shares_torch_memory():
+    torch = pytest.importorskip("torch")
+    from softarray import _dispatch
+
+    t = torch.randn(5, 6)
+    a = _dispatch.as_compiled_input(t)
+    assert a is not None and a.ctypes.data == t.data_ptr()
