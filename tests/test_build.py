@@ -93,7 +93,7 @@ def test_readme_opens_with_exactly_two_setup_commands():
     assert text[:first_block].count("\n") <= 2            # only the title comes before
     commands = _readme_commands()
     assert len(commands) == 2
-    assert "python -m softarray" in commands[0]
+    assert "-m softarray" in commands[0]
     assert "[test]" in commands[1] and "pytest" in commands[1]
 
 
