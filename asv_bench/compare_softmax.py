@@ -7,9 +7,9 @@ over the last axis), at one thread and at all threads, so the ratios do not
 mix machine states the way comparing separate runs would. Each time is the
 median over N repeats of a timeit loop sized by ``Timer.autorange``.
 
-The stream bound is the time the kernel's unavoidable memory traffic takes at
-the bandwidth of ``np.copyto(out, x)`` (one read plus one write of ``x``) on
-the same thread count.
+The stream bound is the time the kernel's memory traffic (TRAFFIC below) takes
+at the bandwidth of ``np.copyto(out, x)`` (one read plus one write of ``x``)
+with the same threads.
 """
 import argparse
 import contextlib
