@@ -49,9 +49,7 @@ def _agree(name, got, want, x):
             scale = np.abs(scipy.special.logsumexp(x, axis=-1, keepdims=True))
         atol = rtol * np.where(np.isfinite(scale), np.maximum(scale, 1.0), 0.0)
     with np.errstate(all="ignore"):
-        close = np.isclose(got, want, rtol=rtol, atol=0.0, equal_nan=True) | (
-            np.abs(got - want) <= atol + rtol * np.abs(want))
-    return bool(np.all(close))
+        return bool(np.all(np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)))
 
 
 def self_check():

@@ -8,7 +8,8 @@
  * trick (adding 1.5 * 2^mantissa_bits) instead of float->int conversions,
  * which AVX2 lacks for 64-bit integers and which are undefined for NaN in C.
  *
- * Accuracy (measured against mpmath in tests/test_simd_accuracy.py):
+ * Accuracy (through the public functions, against mpmath, in
+ * tests/test_softmax.py::test_ulp_accuracy_against_mpmath):
  *   sa_exp_f64 / sa_log1p_f64: within 2 ulp; sa_exp_f32 / sa_log1p_f32: within 2 ulp.
  * Special values follow IEEE: exp(-inf) = 0, exp(+inf) = +inf, NaN propagates,
  * results in the subnormal range are gradual (not flushed to zero).
