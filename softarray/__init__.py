@@ -1,11 +1,25 @@
-"""softarray: fast, trusted CPU kernels for the softmax family (and, as they
-land, classification losses, top-k gating and NMS) behind an array-API
+"""softarray: fast, trusted CPU kernels for the softmax family and classification
+losses (and, as they land, top-k gating and NMS) behind an array-API
 namespace. ``import softarray as sa; sa.softmax(x)`` accepts arrays from any
 array-API library and returns the caller's array type.
 """
 __version__ = "0.1.0"
 
 from ._config import show_config
+from ._losses import (
+    binary_cross_entropy_with_logits,
+    comp_sum_loss,
+    cross_entropy,
+    focal_loss,
+    generalized_cross_entropy,
+    kl_div,
+    logsumexp_penalty,
+    mae_loss,
+    multi_margin_loss,
+    nll_loss,
+    sigmoid_focal_loss,
+    z_loss,
+)
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._threads import get_num_threads, set_num_threads, threads
 
@@ -15,6 +29,18 @@ __all__ = [
     "logsumexp",
     "stablemax",
     "log_stablemax",
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "z_loss",
+    "logsumexp_penalty",
+    "multi_margin_loss",
+    "focal_loss",
+    "sigmoid_focal_loss",
+    "comp_sum_loss",
+    "generalized_cross_entropy",
+    "mae_loss",
     "show_config",
     "get_num_threads",
     "set_num_threads",

@@ -1,0 +1,32 @@
+"""Type stubs for the compiled loss kernels (src/_losses.pyx)."""
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+_Float = np.float32 | np.float64
+
+KINDS: Final[dict[str, int]]
+ELEMENTWISE_KINDS: Final[dict[str, int]]
+
+def samples(
+    x: npt.NDArray[_Float],
+    y: npt.NDArray[np.int64],
+    t: npt.NDArray[_Float],
+    grad: npt.NDArray[_Float],
+    loss: npt.NDArray[np.float64],
+    class_weight: npt.NDArray[np.float64],
+    opts: dict[str, Any],
+    n_threads: int,
+) -> None: ...
+def elementwise(
+    x: npt.NDArray[_Float],
+    t: npt.NDArray[_Float],
+    weight: npt.NDArray[_Float],
+    pos_weight: npt.NDArray[_Float],
+    out: npt.NDArray[_Float],
+    grad: npt.NDArray[_Float],
+    row_loss: npt.NDArray[np.float64],
+    opts: dict[str, Any],
+    n_threads: int,
+) -> None: ...

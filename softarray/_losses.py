@@ -1,0 +1,997 @@
+"""Classification losses with analytic gradients: the public functions.
+
+Each validates its arguments, then runs the fused compiled kernel
+(``softarray._lib._losses``) on NumPy arrays and CPU DLPack arrays, or the
+portable array-API implementation (``softarray._portable.losses``) on
+anything else; ``softarray._dispatch`` decides which. With
+``return_grad=True`` a function returns ``(loss, grad)``: ``grad`` has the
+first argument's shape and dtype and is the gradient of the returned loss,
+or, with ``reduction="none"``, of the sum of the returned losses.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import _dispatch
+from ._lib import _losses as _kernels
+from ._portable import losses as _portable
+from ._softmax import log_softmax
+from ._threads import get_num_threads
+from ._validate import check_bool, floating_input, normalize_axes
+
+_REDUCTIONS = ("none", "mean", "sum")
+_MARGIN_FORMS = ("weston_watkins", "crammer_singer")
+
+# Z-loss defaults (de Brebisson & Vincent, 2016).
+Z_LOSS_A = 0.1
+Z_LOSS_B = 10.0
+
+
+# --------------------------------------------------------------- validation
+
+def _check_reduction(reduction, allowed=_REDUCTIONS):
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
+    return reduction
+
+
+def _check_real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """Return value as a float after checking it is a finite real in the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    below = v <= low if low_open else v < low
+    above = v >= high if high_open else v > high
+    if not math.isfinite(v) or below or above:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
+    return v
+
+
+def _check_int(value, name, *, allowed=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if allowed is not None and int(value) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return int(value)
+
+
+def _check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _logits_input(x, name):
+    xp, x = _dispatch.namespace_of(x, name)
+    return xp, floating_input(xp, x, name)
+
+
+def _class_axis(axis, ndim, name):
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the classes)")
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
+    return normalize_axes(axis, ndim)[0]
+
+
+def _as_namespace_array(xp, value, name):
+    try:
+        return xp.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
+
+
+def _class_vector(xp, value, C, name, dtype):
+    """Per-class weights: None, or non-negative finite reals, one per class."""
+    if value is None:
+        return None
+    v = _as_namespace_array(xp, value, name)
+    if not xp.isdtype(v.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"{name} must be a real array, got dtype {v.dtype}")
+    if v.ndim != 1 or v.shape[0] != C:
+        raise ValueError(f"{name} must have shape ({C},) (one entry per class), got {tuple(v.shape)}")
+    v = xp.astype(v, dtype)
+    if not bool(xp.all(xp.isfinite(v))) or bool(xp.any(v < 0)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return v
+
+
+def _check_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    return _check_int(ignore_index, "ignore_index")
+
+
+def _index_target(xp, target, shape, axis, C, ignore_index):
+    """Integer class indices of shape ``shape`` without ``axis``."""
+    expected = shape[:axis] + shape[axis + 1:]
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape {expected} (the logits' shape without axis {axis}), "
+            f"got {tuple(target.shape)}"
+        )
+    bad = (target < 0) | (target >= C)
+    if ignore_index is not None:
+        bad = bad & (target != ignore_index)
+    if bool(xp.any(bad)):
+        allowed = f"[0, {C})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
+        raise ValueError(f"target has class indices outside {allowed}")
+    return target
+
+
+def _probability_target(xp, target, logits, name="target"):
+    """Float targets of the logits' shape: finite and non-negative."""
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"{name} of probabilities must have the logits' shape {tuple(logits.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    target = xp.astype(target, logits.dtype)
+    if bool(xp.any(xp.isnan(target))):
+        raise ValueError(f"{name} contains NaN")
+    if not bool(xp.all(xp.isfinite(target))) or bool(xp.any(target < 0)):
+        raise ValueError(f"{name} must hold finite, non-negative probabilities")
+    return target
+
+
+def _split_target(xp, target, logits, axis, ignore_index, *, allow_probs):
+    """Return (target, is_probabilities) after validating it."""
+    target = _as_namespace_array(xp, target, "target")
+    C = logits.shape[axis]
+    if xp.isdtype(target.dtype, "integral"):
+        return _index_target(xp, target, tuple(logits.shape), axis, C, ignore_index), False
+    if not allow_probs or not xp.isdtype(target.dtype, "real floating"):
+        kinds = "integer class indices" + (" or class probabilities" if allow_probs else "")
+        raise TypeError(f"target must hold {kinds}, got dtype {target.dtype}")
+    if ignore_index is not None:
+        raise ValueError("ignore_index applies to class-index targets, not to probability targets")
+    return _probability_target(xp, target, logits), True
+
+
+def _common(logits, axis, reduction, return_grad, name="logits", reductions=_REDUCTIONS):
+    xp, logits = _logits_input(logits, name)
+    axis = _class_axis(axis, logits.ndim, name)
+    if logits.shape[axis] == 0:
+        raise ValueError(f"{name} has no classes: axis {axis} has length 0")
+    return xp, logits, axis, _check_reduction(reduction, reductions), check_bool(return_grad, "return_grad")
+
+
+# --------------------------------------------------------------- compiled path
+
+def _native(a):
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _numpy_view(x):
+    """x as a NumPy array sharing memory (NumPy, CPU DLPack), or None."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, ValueError, AttributeError):
+        return None
+
+
+def _compiled_operands(logits, *others):
+    """NumPy views of logits and the other arrays for the kernels, or None
+    when any of them must take the portable path."""
+    a = _dispatch.as_compiled_input(logits)
+    if a is None:
+        return None
+    views = [_native(a)]
+    for x in others:
+        if x is None:
+            views.append(None)
+            continue
+        v = _numpy_view(x)
+        if v is None:
+            return None
+        views.append(v)
+    return views
+
+
+def _reduce(per_item, reduction, denominator, shape, dtype):
+    """Apply the reduction to float64 per-sample (or per-row) losses."""
+    if reduction == "none":
+        return per_item.reshape(shape).astype(dtype)
+    total = float(per_item.sum())
+    if reduction == "sum":
+        return np.asarray(total, dtype)
+    return np.asarray(total / denominator if denominator != 0 else math.nan, dtype)
+
+
+def _grad_scale(reduction, denominator):
+    if reduction in ("none", "sum"):
+        return 1.0
+    return 1.0 / denominator if denominator != 0 else math.nan
+
+
+def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction, denominator,
+                 return_grad, none_shape=None):
+    """Run a per-sample (class-axis) kernel and reduce. Returns NumPy (loss, grad|None)."""
+    shape = a.shape
+    C = shape[axis]
+    outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+    x3 = a.reshape(outer, C, inner)
+    n = outer * inner
+    cw = np.empty(0) if class_weight is None else np.ascontiguousarray(class_weight, np.float64)
+    opts = dict(opts, grad_scale=_grad_scale(reduction, denominator),
+                class_weight_sum=float(cw.sum()) if cw.size else float(C))
+    loss = np.empty(n, np.float64)
+    grad = np.empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
+    t3 = x3 if t is None else _native(t).astype(a.dtype, copy=False).reshape(outer, C, inner)
+    y1 = np.empty(0, np.int64) if y is None else np.ascontiguousarray(y, np.int64).reshape(-1)
+    _kernels.samples(x3, y1, t3, grad, loss, cw, opts, get_num_threads())
+    if none_shape is None:
+        none_shape = shape[:axis] + shape[axis + 1:]
+    value = _reduce(loss, reduction, denominator, none_shape, a.dtype)
+    return value, (grad.reshape(shape) if return_grad else None)
+
+
+def _finish(xp, like, loss, grad, return_grad):
+    """Hand NumPy results back in the caller's array type."""
+    loss = _dispatch.to_caller(xp, loss, like)
+    if not return_grad:
+        return loss
+    return loss, _dispatch.to_caller(xp, grad, like)
+
+
+def _portable_result(result, return_grad):
+    loss, grad = result
+    return (loss, grad) if return_grad else loss
+
+
+def _indices_for_kernel(y, ignore_index):
+    """Class indices as int64 with ignored samples mapped to -1."""
+    y = np.asarray(y, np.int64)
+    return y if ignore_index is None else np.where(y == ignore_index, -1, y)
+
+
+def _weighted_count(y_kernel, class_weight):
+    """sum of w[y] over the samples that are not ignored (torch's mean denominator)."""
+    kept = y_kernel[y_kernel >= 0]
+    if class_weight is None:
+        return float(kept.size)
+    return float(np.asarray(class_weight, np.float64)[kept].sum())
+
+
+def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,
+                ignore_index=None, mean_by="weight", portable=None, params=None):
+    """Shared body of the class-index losses (everything but probability targets).
+
+    mean_by: "weight" divides the mean by the summed class weights of the kept
+    samples (torch's cross_entropy / nll_loss), "count" by the number of kept
+    samples, "all" by the number of samples.
+    """
+    params = params or {}
+    ops = _compiled_operands(logits, target, weight)
+    if ops is None:
+        return _portable_result(portable(), return_grad)
+    a, y, w = ops
+    yk = _indices_for_kernel(y, ignore_index)
+    if mean_by == "weight":
+        denominator = _weighted_count(yk, w)
+    elif mean_by == "count":
+        denominator = float(np.count_nonzero(yk >= 0))
+    else:
+        denominator = float(yk.size)
+    loss, grad = _run_samples(a, axis, dict(params, kind=kind), y=yk, class_weight=w,
+                              reduction=reduction, denominator=denominator, return_grad=return_grad)
+    return _finish(xp, logits, loss, grad, return_grad)
+
+
+# --------------------------------------------------------------- public functions
+
+_GRAD_DOC = """return_grad : bool, default False
+        Also return the gradient with respect to the first argument."""
+
+_RETURNS_DOC = """loss : array
+        0-d for ``reduction="mean"`` or ``"sum"``; per sample (the input's
+        shape without ``axis``) for ``"none"``. The caller's array type and
+        the input's floating dtype.
+    grad : array, only with ``return_grad=True``
+        The input's shape and dtype: the gradient of ``loss`` (of its sum for
+        ``reduction="none"``)."""
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, label_smoothing=0.0,
+                  reduction="mean", return_grad=False):
+    r"""Cross-entropy between ``softmax(logits)`` and ``target``, fused.
+
+    Semantics as ``torch.nn.functional.cross_entropy`` (with the class axis
+    chosen by ``axis``, and no ``ignore_index`` unless given). The logits are
+    read once for the loss, twice with the gradient; no temporary of their
+    size is made.
+
+    Parameters
+    ----------
+    logits : array
+        Unnormalized scores, classes along ``axis``.
+    target : array
+        Integer class indices (the logits' shape without ``axis``), or class
+        probabilities of the logits' shape.
+    axis : int, default -1
+        The class axis.
+    weight : array, optional
+        Non-negative weight per class.
+    ignore_index : int, optional
+        Samples whose target equals it contribute no loss, no gradient and
+        nothing to the mean's denominator (index targets only).
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution over classes.
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the summed ``weight[target]`` of the kept samples
+        (index targets) or by the number of samples (probability targets).
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    >>> round(float(sa.cross_entropy(logits, np.array([0, 2]))), 6)
+    0.110072
+    >>> loss, grad = sa.cross_entropy(logits, np.array([0, 2]), return_grad=True)
+    >>> bool(np.allclose(grad.sum(axis=1), 0.0))
+    True
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    C = logits.shape[axis]
+    eps = _check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    ignore_index = _check_ignore_index(ignore_index)
+    weight = _class_vector(xp, weight, C, "weight", logits.dtype)
+    target, probs = _split_target(xp, target, logits, axis, ignore_index, allow_probs=True)
+
+    def portable():
+        return _portable.cross_entropy(xp, logits, target, axis=axis, weight=weight,
+                                       ignore_index=ignore_index, label_smoothing=eps,
+                                       reduction=reduction, return_grad=return_grad)
+
+    if not probs:
+        return _index_loss("cross_entropy", xp, logits, target, axis, reduction, return_grad,
+                           weight=weight, ignore_index=ignore_index, portable=portable,
+                           params={"smoothing": eps})
+    ops = _compiled_operands(logits, target, weight)
+    if ops is None:
+        return _portable_result(portable(), return_grad)
+    a, t, w = ops
+    n_samples = a.size // C
+    loss, grad = _run_samples(a, axis, {"kind": "cross_entropy_probs", "smoothing": eps}, t=t,
+                              class_weight=w, reduction=reduction, denominator=float(n_samples),
+                              return_grad=return_grad)
+    return _finish(xp, logits, loss, grad, return_grad)
+
+
+def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
+             return_grad=False):
+    r"""Negative log-likelihood of class indices under log-probabilities.
+
+    ``-weight[y] * log_probs[y]`` per sample, as ``torch.nn.functional.nll_loss``.
+
+    Parameters
+    ----------
+    log_probs : array
+        Log-probabilities, classes along ``axis`` (e.g. from :func:`log_softmax`).
+    target : array of int
+        Class indices, the input's shape without ``axis``.
+    axis : int, default -1
+    weight : array, optional
+        Non-negative weight per class.
+    ignore_index : int, optional
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the summed ``weight[target]`` of the kept samples.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> float(sa.nll_loss(np.log(np.array([[0.5, 0.5], [0.25, 0.75]])), np.array([0, 1])))
+    0.4904146265058631
+    """
+    xp, x, axis, reduction, return_grad = _common(log_probs, axis, reduction, return_grad, "log_probs")
+    ignore_index = _check_ignore_index(ignore_index)
+    weight = _class_vector(xp, weight, x.shape[axis], "weight", x.dtype)
+    target, _ = _split_target(xp, target, x, axis, ignore_index, allow_probs=False)
+
+    def portable():
+        return _portable.nll_loss(xp, x, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                                  reduction=reduction, return_grad=return_grad)
+
+    return _index_loss("nll", xp, x, target, axis, reduction, return_grad, weight=weight,
+                       ignore_index=ignore_index, portable=portable)
+
+
+def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, ignore_index=None,
+           reduction="mean", return_grad=False):
+    r"""The Z-loss of de Brébisson & Vincent, a shift- and scale-invariant loss.
+
+    The logits are standardized per sample, ``zeta = (z - mean(z)) / std(z)``
+    (population standard deviation over the classes), and the loss is
+    ``softplus(a * (b - zeta[target])) / a``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    a : float > 0, default 0.1
+        Sharpness of the softplus.
+    b : float, default 10
+        Location: the standardized score beyond which the loss flattens.
+    axis : int, default -1
+    weight : array, optional
+        Non-negative weight per class (multiplies the sample's loss).
+    ignore_index : int, optional
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the summed ``weight[target]`` of the kept samples.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Notes
+    -----
+    The defaults follow the paper ("The Z-loss: a shift and scale invariant
+    classification loss belonging to the Spherical Family", 2016). A sample
+    whose logits are all equal has ``std = 0``: its standardized score is
+    taken as 0 and its gradient as 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z = np.array([[3.0, 1.0, 0.0, -1.0]])
+    >>> bool(np.isclose(sa.z_loss(z, np.array([0])), sa.z_loss(10 * z + 5, np.array([0]))))
+    True
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    a = _check_real(a, "a", low=0.0, low_open=True)
+    b = _check_real(b, "b")
+    ignore_index = _check_ignore_index(ignore_index)
+    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
+    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+
+    def portable():
+        return _portable.z_loss(xp, logits, target, a=a, b=b, axis=axis, weight=weight,
+                                ignore_index=ignore_index, reduction=reduction, return_grad=return_grad)
+
+    return _index_loss("z_loss", xp, logits, target, axis, reduction, return_grad, weight=weight,
+                       ignore_index=ignore_index, portable=portable, params={"a": a, "b": b})
+
+
+def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=None,
+               reduction="mean", return_grad=False):
+    r"""Softmax focal loss (Lin et al.): ``-alpha[y] (1 - p_y)^gamma log p_y``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    gamma : float >= 0, default 2
+        Focusing parameter; 0 gives (alpha-weighted) cross-entropy.
+    alpha : array, optional
+        Non-negative weight per class.
+    axis : int, default -1
+    ignore_index : int, optional
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the number of kept samples (``alpha`` is not in the
+        denominator).
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z, y = np.array([[2.0, 0.0, -1.0]]), np.array([0])
+    >>> bool(np.isclose(sa.focal_loss(z, y, gamma=0.0), sa.cross_entropy(z, y)))
+    True
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    gamma = _check_real(gamma, "gamma", low=0.0)
+    ignore_index = _check_ignore_index(ignore_index)
+    alpha = _class_vector(xp, alpha, logits.shape[axis], "alpha", logits.dtype)
+    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+
+    def portable():
+        return _portable.focal_loss(xp, logits, target, gamma=gamma, alpha=alpha, axis=axis,
+                                    ignore_index=ignore_index, reduction=reduction,
+                                    return_grad=return_grad)
+
+    return _index_loss("focal", xp, logits, target, axis, reduction, return_grad, weight=alpha,
+                       ignore_index=ignore_index, mean_by="count", portable=portable,
+                       params={"gamma": gamma})
+
+
+def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=None, reduction="mean",
+                  return_grad=False):
+    r"""The comp-sum losses of Mao, Mohri & Zhong, indexed by ``tau >= 0``.
+
+    With ``u = sum_{c != y} exp(z_c - z_y) = 1 / p_y - 1``:
+    ``Phi(u) = log(1 + u)`` for ``tau = 1`` (cross-entropy), else
+    ``((1 + u)^(1 - tau) - 1) / (1 - tau)``: ``tau = 0`` is the sum-exponential
+    loss, ``tau = 1 + q`` generalized cross-entropy, ``tau = 2`` the mean
+    absolute error ``1 - p_y``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    tau : float >= 0
+    axis : int, default -1
+    weight : array, optional
+        Non-negative weight per class (multiplies the sample's loss).
+    ignore_index : int, optional
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the summed ``weight[target]`` of the kept samples.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z, y = np.array([[1.0, 2.0, 0.5]]), np.array([1])
+    >>> bool(np.isclose(sa.comp_sum_loss(z, y, tau=1.0), sa.cross_entropy(z, y)))
+    True
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    tau = _check_real(tau, "tau", low=0.0)
+    return _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, return_grad)
+
+
+def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, return_grad):
+    ignore_index = _check_ignore_index(ignore_index)
+    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
+    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+
+    def portable():
+        return _portable.comp_sum_loss(xp, logits, target, tau=tau, axis=axis, weight=weight,
+                                       ignore_index=ignore_index, reduction=reduction,
+                                       return_grad=return_grad)
+
+    return _index_loss("comp_sum", xp, logits, target, axis, reduction, return_grad, weight=weight,
+                       ignore_index=ignore_index, portable=portable, params={"tau": tau})
+
+
+def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ignore_index=None,
+                              reduction="mean", return_grad=False):
+    r"""Generalized cross-entropy (Zhang & Sabuncu): ``(1 - p_y^q) / q``.
+
+    The comp-sum loss with ``tau = 1 + q``: ``q -> 0`` tends to
+    cross-entropy, ``q = 1`` is :func:`mae_loss`.
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    q : float in (0, 1], default 0.7
+    axis, weight, ignore_index, reduction
+        As :func:`comp_sum_loss`.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z, y = np.array([[0.0, 0.0]]), np.array([0])
+    >>> float(sa.generalized_cross_entropy(z, y, q=1.0))
+    0.5
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    q = _check_real(q, "q", low=0.0, high=1.0, low_open=True)
+    return _comp_sum(xp, logits, target, 1.0 + q, axis, weight, ignore_index, reduction, return_grad)
+
+
+def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
+             return_grad=False):
+    r"""Mean absolute error on probabilities, ``1 - p_y`` (comp-sum, ``tau = 2``).
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    axis, weight, ignore_index, reduction
+        As :func:`comp_sum_loss`.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> float(sa.mae_loss(np.array([[0.0, 0.0, 0.0, 0.0]]), np.array([2])))
+    0.75
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    return _comp_sum(xp, logits, target, 2.0, axis, weight, ignore_index, reduction, return_grad)
+
+
+def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_grad=False):
+    r"""The router z-loss of PaLM and ST-MoE: ``weight * logsumexp(logits)^2``.
+
+    Parameters
+    ----------
+    logits : array
+    axis : int, default -1
+    weight : float >= 0, default 1
+        Coefficient of the penalty (ST-MoE uses 1e-3).
+    reduction : {"mean", "sum", "none"}
+        "mean" averages over samples.
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> float(sa.logsumexp_penalty(np.zeros((4, 2))))  # log(2)^2
+    0.4804530139182014
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    weight = _check_real(weight, "weight", low=0.0)
+    ops = _compiled_operands(logits)
+    if ops is None:
+        return _portable_result(_portable.logsumexp_penalty(
+            xp, logits, axis=axis, weight=weight, reduction=reduction, return_grad=return_grad),
+            return_grad)
+    a = ops[0]
+    n = a.size // a.shape[axis]
+    loss, grad = _run_samples(a, axis, {"kind": "logsumexp_penalty", "weight": weight},
+                              y=np.zeros(n, np.int64), reduction=reduction, denominator=float(n),
+                              return_grad=return_grad)
+    return _finish(xp, logits, loss, grad, return_grad)
+
+
+def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="weston_watkins", axis=-1,
+                      reduction="mean", return_grad=False):
+    r"""Multiclass hinge loss; ``p=2`` is the squared hinge (L2-SVM).
+
+    With ``h_c = margin - z_y + z_c``:
+
+    * ``form="weston_watkins"``: ``weight[y] * sum_{c != y} max(0, h_c)^p / C``,
+      exactly ``torch.nn.functional.multi_margin_loss``;
+    * ``form="crammer_singer"``: ``weight[y] * max(0, max_{c != y} h_c)^p``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array of int
+    p : {1, 2}, default 1
+    margin : float, default 1
+    weight : array, optional
+        Non-negative weight per class.
+    form : {"weston_watkins", "crammer_singer"}
+    axis : int, default -1
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the number of samples (as torch).
+    {grad}
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z, y = np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3])
+    >>> round(float(sa.multi_margin_loss(z, y)), 6)  # torch's documented example
+    0.325
+    """
+    xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
+    p = _check_int(p, "p", allowed=(1, 2))
+    margin = _check_real(margin, "margin")
+    form = _check_choice(form, "form", _MARGIN_FORMS)
+    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
+    target, _ = _split_target(xp, target, logits, axis, None, allow_probs=False)
+
+    def portable():
+        return _portable.multi_margin_loss(xp, logits, target, p=p, margin=margin, weight=weight,
+                                           form=form, axis=axis, reduction=reduction,
+                                           return_grad=return_grad)
+
+    return _index_loss(form, xp, logits, target, axis, reduction, return_grad, weight=weight,
+                       mean_by="all", portable=portable, params={"margin": margin, "power": p})
+
+
+# --------------------------------------------------------------- elementwise losses
+
+def _broadcast_param(xp, value, shape, name, dtype):
+    """An optional array parameter broadcast to ``shape``: finite, >= 0."""
+    if value is None:
+        return None
+    v = xp.astype(_as_namespace_array(xp, value, name), dtype)
+    try:
+        v = xp.broadcast_to(v, shape)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} of shape {tuple(v.shape)} does not broadcast to {shape}") from exc
+    if not bool(xp.all(xp.isfinite(v))) or bool(xp.any(v < 0)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return v
+
+
+def _elementwise_target(xp, target, x):
+    target = _as_namespace_array(xp, target, "target")
+    if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"target must be a real array, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
+    target = xp.astype(target, x.dtype)
+    if bool(xp.any(xp.isnan(target))):
+        raise ValueError("target contains NaN")
+    return target
+
+
+def _as_rows(v, shape):
+    """(R, L) view of an array broadcast to ``shape``; L = last axis."""
+    L = shape[-1] if shape else 1
+    R = math.prod(shape[:-1]) if shape else 1
+    return np.broadcast_to(_native(v), shape).reshape(R, L)
+
+
+def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, denominator,
+                     return_grad, out=None):
+    """Run an elementwise kernel and reduce; ``out`` may be ``a`` itself
+    (each element is read before it is overwritten)."""
+    shape = a.shape
+    x2 = np.ascontiguousarray(_as_rows(a, shape))
+    t2 = np.ascontiguousarray(_as_rows(t, shape), a.dtype)
+    absent = np.empty((0, 0), a.dtype)
+    w2 = absent if weight is None else _as_rows(np.asarray(weight, a.dtype), shape)
+    p2 = absent if pos_weight is None else _as_rows(np.asarray(pos_weight, a.dtype), shape)
+    if reduction != "none":
+        out = absent
+    elif out is None:
+        out = np.empty(x2.shape, a.dtype)
+    else:
+        out = out.reshape(x2.shape)
+    grad = np.empty(x2.shape, a.dtype) if return_grad else absent
+    row_loss = np.empty(x2.shape[0], np.float64)
+    opts = dict(opts, grad_scale=_grad_scale(reduction, denominator))
+    _kernels.elementwise(x2, t2, w2, p2, out, grad, row_loss, opts, get_num_threads())
+    loss = out.reshape(shape) if reduction == "none" else _reduce(row_loss, reduction, denominator,
+                                                                  (), a.dtype)
+    return loss, (grad.reshape(shape) if return_grad else None)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean",
+                                     return_grad=False):
+    r"""Sigmoid and binary cross-entropy in one stable step.
+
+    ``weight * ((1 - t) x + (1 + (pos_weight - 1) t) * log(1 + exp(-x)))``,
+    as ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array
+        Targets in [0, 1] of the logits' shape (bool and integers accepted).
+    weight : array, optional
+        Non-negative, broadcast against the logits.
+    pos_weight : array, optional
+        Non-negative weight of the positive term, broadcast against the
+        logits (one per class along the last axis, as torch).
+    reduction : {"mean", "sum", "none"}
+        "mean" averages over all elements; "none" is elementwise.
+    {grad}
+
+    Returns
+    -------
+    loss : array
+        0-d, or the logits' shape for ``reduction="none"``.
+    grad : array, only with ``return_grad=True``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> round(float(sa.binary_cross_entropy_with_logits(np.array([0.0, 2.0]), np.array([1.0, 0.0]))), 6)
+    1.41293
+    """
+    xp, x = _logits_input(logits, "logits")
+    reduction = _check_reduction(reduction)
+    return_grad = check_bool(return_grad, "return_grad")
+    target = _elementwise_target(xp, target, x)
+    shape = tuple(x.shape)
+    weight = _broadcast_param(xp, weight, shape, "weight", x.dtype)
+    pos_weight = _broadcast_param(xp, pos_weight, shape, "pos_weight", x.dtype)
+    ops = _compiled_operands(x, target, weight, pos_weight)
+    if ops is None:
+        return _portable_result(_portable.binary_cross_entropy_with_logits(
+            xp, x, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
+            return_grad=return_grad), return_grad)
+    a, t, w, pw = ops
+    loss, grad = _run_elementwise(a, t, {"kind": "binary_cross_entropy"}, weight=w, pos_weight=pw,
+                                  reduction=reduction, denominator=float(a.size),
+                                  return_grad=return_grad)
+    return _finish(xp, x, loss, grad, return_grad)
+
+
+def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none", return_grad=False):
+    r"""Binary focal loss on logits, as ``torchvision.ops.sigmoid_focal_loss``.
+
+    ``alpha_t * (1 - p_t)^gamma * BCE(x, t)`` with ``p = sigmoid(x)``,
+    ``p_t = p t + (1 - p)(1 - t)``, ``alpha_t = alpha t + (1 - alpha)(1 - t)``.
+
+    Parameters
+    ----------
+    logits : array
+    target : array
+        Binary targets of the logits' shape.
+    alpha : float, default 0.25
+        Weight of the positive class; a negative value disables weighting.
+    gamma : float >= 0, default 2
+    reduction : {"none", "mean", "sum"}, default "none" (as torchvision)
+    {grad}
+
+    Returns
+    -------
+    loss : array
+        The logits' shape for ``"none"``, else 0-d.
+    grad : array, only with ``return_grad=True``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.sigmoid_focal_loss(np.array([0.0]), np.array([1.0]), alpha=-1, gamma=0.0)
+    array([0.69314718])
+    """
+    xp, x = _logits_input(logits, "logits")
+    alpha = _check_real(alpha, "alpha", high=1.0)
+    gamma = _check_real(gamma, "gamma", low=0.0)
+    reduction = _check_reduction(reduction)
+    return_grad = check_bool(return_grad, "return_grad")
+    target = _elementwise_target(xp, target, x)
+    ops = _compiled_operands(x, target)
+    if ops is None:
+        return _portable_result(_portable.sigmoid_focal_loss(
+            xp, x, target, alpha=alpha, gamma=gamma, reduction=reduction, return_grad=return_grad),
+            return_grad)
+    a, t = ops
+    loss, grad = _run_elementwise(a, t, {"kind": "sigmoid_focal", "alpha": alpha, "gamma": gamma},
+                                  reduction=reduction, denominator=float(a.size),
+                                  return_grad=return_grad)
+    return _finish(xp, x, loss, grad, return_grad)
+
+
+def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_logits=False,
+           return_grad=False):
+    r"""Kullback-Leibler divergence ``KL(target || exp(input))``, pointwise summed.
+
+    ``target * (log(target) - input)`` (``0`` where ``target == 0``), or
+    ``exp(target) * (target - input)`` with ``log_target``, as
+    ``torch.nn.functional.kl_div``. With ``from_logits=True`` the input is
+    logits and ``log_softmax(input, axis)`` is used in its place, fused
+    (``axis`` matters only then).
+
+    Parameters
+    ----------
+    input : array
+        Log-probabilities (or logits with ``from_logits``).
+    target : array
+        Probabilities (log-probabilities with ``log_target``), the input's shape.
+    axis : int, default -1
+    reduction : {"mean", "batchmean", "sum", "none"}
+        "mean" averages over all elements (torch's default, which is not the
+        KL divergence); "batchmean" divides the sum by ``input.shape[0]``;
+        "none" is elementwise.
+    log_target : bool, default False
+    from_logits : bool, default False
+    {grad}
+
+    Returns
+    -------
+    loss : array
+        0-d, or the input's shape for ``reduction="none"``.
+    grad : array, only with ``return_grad=True``
+        With respect to ``input`` (the logits, with ``from_logits``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> t = np.array([[0.5, 0.5]])
+    >>> float(sa.kl_div(np.log(t), t, reduction="batchmean"))
+    0.0
+    """
+    reductions = ("none", "mean", "batchmean", "sum")
+    xp, x = _logits_input(input, "input")
+    reduction = _check_reduction(reduction, reductions)
+    return_grad = check_bool(return_grad, "return_grad")
+    log_target = check_bool(log_target, "log_target")
+    from_logits = check_bool(from_logits, "from_logits")
+    if from_logits:
+        axis = _class_axis(axis, x.ndim, "input")
+        if x.shape[axis] == 0:
+            raise ValueError(f"input has no classes: axis {axis} has length 0")
+    else:
+        axis = None     # pointwise: no class axis
+    target = _kl_target(xp, target, x, log_target)
+    size = math.prod(x.shape)
+    denominator = {"mean": float(size), "batchmean": float(x.shape[0] if x.ndim else 1)}.get(reduction, 1.0)
+    ops = _compiled_operands(x, target)
+    if ops is None:
+        return _portable_result(_portable.kl_div(
+            xp, x, target, axis=axis, reduction=reduction, log_target=log_target,
+            from_logits=from_logits, return_grad=return_grad), return_grad)
+    a, t = ops
+    if not from_logits:
+        loss, grad = _run_elementwise(a, t, {"kind": "kl", "log_target": log_target},
+                                      reduction="sum" if reduction == "batchmean" else reduction,
+                                      denominator=denominator, return_grad=return_grad)
+        if reduction == "batchmean":
+            loss = np.asarray(loss / denominator, a.dtype)
+            grad = None if grad is None else grad / np.asarray(denominator, a.dtype)
+        return _finish(xp, x, loss, grad, return_grad)
+    return _kl_from_logits(xp, x, a, t, axis, reduction, log_target, denominator, return_grad)
+
+
+def _kl_target(xp, target, x, log_target):
+    target = _as_namespace_array(xp, target, "target")
+    if not xp.isdtype(target.dtype, "real floating"):
+        raise TypeError(f"target must be a floating array, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
+    target = xp.astype(target, x.dtype)
+    if bool(xp.any(xp.isnan(target))):
+        raise ValueError("target contains NaN")
+    if log_target:
+        if bool(xp.any(target > 0)) or bool(xp.any(target == xp.inf)):
+            raise ValueError("target must hold log-probabilities (<= 0) with log_target=True")
+    elif not bool(xp.all(xp.isfinite(target))) or bool(xp.any(target < 0)):
+        raise ValueError("target must hold finite, non-negative probabilities")
+    return target
+
+
+def _kl_from_logits(xp, x, a, t, axis, reduction, log_target, denominator, return_grad):
+    opts = {"kind": "kl_logits", "log_target": log_target}
+    if reduction != "none":
+        loss, grad = _run_samples(a, axis, opts, t=t, reduction="sum" if reduction == "sum" else "mean",
+                                  denominator=denominator, return_grad=return_grad)
+        return _finish(xp, x, loss, grad, return_grad)
+    # Elementwise output: the log-softmax is written into the output buffer
+    # and the pointwise KL then overwrites it in place.
+    log_p = np.ascontiguousarray(log_softmax(a, axis=axis))
+    loss, _ = _run_elementwise(log_p, t, {"kind": "kl", "log_target": log_target}, reduction="none",
+                               denominator=1.0, return_grad=False, out=log_p)
+    grad = None
+    if return_grad:
+        _, grad = _run_samples(a, axis, opts, t=t, reduction="sum", denominator=1.0, return_grad=True)
+    return _finish(xp, x, loss, grad, return_grad)
+
+
+for _f in (cross_entropy, nll_loss, z_loss, focal_loss, comp_sum_loss, generalized_cross_entropy,
+           mae_loss, logsumexp_penalty, multi_margin_loss, binary_cross_entropy_with_logits,
+           sigmoid_focal_loss, kl_div):
+    _f.__doc__ = _f.__doc__.replace("{grad}", _GRAD_DOC).replace("{returns}", _RETURNS_DOC)
+del _f

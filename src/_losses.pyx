@@ -1,0 +1,229 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled classification-loss kernels.
+
+This module only spreads samples over OpenMP threads; the arithmetic is in
+``_losses_kernels.h``. The caller (``softarray/_losses.py``) has validated
+everything, mapped ignored samples to target -1 and allocated the outputs;
+the reduction over samples happens there, on the per-sample losses written
+here (float64, one per sample: O(samples) memory, never O(logits)).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+
+cdef extern from "_losses_kernels.h" nogil:
+    ctypedef struct sa_loss_opts:
+        int kind
+        double smoothing
+        double gamma
+        double tau
+        double a
+        double b
+        double margin
+        int power
+        double weight
+        int log_target
+        double grad_scale
+        const double *class_weight
+        double class_weight_sum
+    ctypedef struct sa_ew_opts:
+        int kind
+        double alpha
+        double gamma
+        int log_target
+        double grad_scale
+    enum:
+        SA_LOSS_CROSS_ENTROPY
+        SA_LOSS_CROSS_ENTROPY_PROBS
+        SA_LOSS_NLL
+        SA_LOSS_FOCAL
+        SA_LOSS_COMP_SUM
+        SA_LOSS_Z
+        SA_LOSS_LSE_PENALTY
+        SA_LOSS_MARGIN_WW
+        SA_LOSS_MARGIN_CS
+        SA_LOSS_KL_LOGITS
+        SA_EW_BCE
+        SA_EW_SIGMOID_FOCAL
+        SA_EW_KL
+    void sa_loss_samples_f32(const float *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                             Py_ssize_t C, Py_ssize_t inner, const int64_t *y,
+                             const float *t, Py_ssize_t t_s0, Py_ssize_t t_sc, Py_ssize_t t_s2,
+                             float *g, const sa_loss_opts *o, double *loss,
+                             Py_ssize_t begin, Py_ssize_t end)
+    void sa_loss_samples_f64(const double *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                             Py_ssize_t C, Py_ssize_t inner, const int64_t *y,
+                             const double *t, Py_ssize_t t_s0, Py_ssize_t t_sc, Py_ssize_t t_s2,
+                             double *g, const sa_loss_opts *o, double *loss,
+                             Py_ssize_t begin, Py_ssize_t end)
+    void sa_elementwise_rows_f32(const float *x, const float *t, Py_ssize_t L,
+                                 const float *w, Py_ssize_t w_s0, Py_ssize_t w_s1,
+                                 const float *pw, Py_ssize_t p_s0, Py_ssize_t p_s1,
+                                 const sa_ew_opts *o, float *out, float *g, double *row_loss,
+                                 Py_ssize_t begin, Py_ssize_t end)
+    void sa_elementwise_rows_f64(const double *x, const double *t, Py_ssize_t L,
+                                 const double *w, Py_ssize_t w_s0, Py_ssize_t w_s1,
+                                 const double *pw, Py_ssize_t p_s0, Py_ssize_t p_s1,
+                                 const sa_ew_opts *o, double *out, double *g, double *row_loss,
+                                 Py_ssize_t begin, Py_ssize_t end)
+
+KINDS = {
+    "cross_entropy": SA_LOSS_CROSS_ENTROPY,
+    "cross_entropy_probs": SA_LOSS_CROSS_ENTROPY_PROBS,
+    "nll": SA_LOSS_NLL,
+    "focal": SA_LOSS_FOCAL,
+    "comp_sum": SA_LOSS_COMP_SUM,
+    "z_loss": SA_LOSS_Z,
+    "logsumexp_penalty": SA_LOSS_LSE_PENALTY,
+    "weston_watkins": SA_LOSS_MARGIN_WW,
+    "crammer_singer": SA_LOSS_MARGIN_CS,
+    "kl_logits": SA_LOSS_KL_LOGITS,
+}
+ELEMENTWISE_KINDS = {
+    "binary_cross_entropy": SA_EW_BCE,
+    "sigmoid_focal": SA_EW_SIGMOID_FOCAL,
+    "kl": SA_EW_KL,
+}
+
+# Below this much work (elements) one thread is faster than waking a team.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+# Work items per thread: enough to even out rows of unequal cost.
+cdef Py_ssize_t CHUNKS_PER_THREAD = 4
+
+
+cdef inline Py_ssize_t _elements(Py_ssize_t stride_bytes, Py_ssize_t itemsize) except? -1:
+    if stride_bytes % itemsize:
+        raise ValueError("internal error: stride is not a multiple of the item size")
+    return stride_bytes // itemsize
+
+
+cdef int _team_size(Py_ssize_t n_items, Py_ssize_t work, int n_threads) noexcept nogil:
+    if n_threads <= 1 or work < PARALLEL_MIN_ELEMENTS or n_items < 2:
+        return 1
+    return n_threads
+
+
+cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *:
+    cdef sa_loss_opts o
+    o.kind = KINDS[opts["kind"]]
+    o.smoothing = opts.get("smoothing", 0.0)
+    o.gamma = opts.get("gamma", 0.0)
+    o.tau = opts.get("tau", 1.0)
+    o.a = opts.get("a", 1.0)
+    o.b = opts.get("b", 0.0)
+    o.margin = opts.get("margin", 1.0)
+    o.power = opts.get("power", 1)
+    o.weight = opts.get("weight", 1.0)
+    o.log_target = opts.get("log_target", False)
+    o.grad_scale = opts.get("grad_scale", 1.0)
+    o.class_weight = &class_weight[0] if class_weight.shape[0] > 0 else NULL
+    o.class_weight_sum = opts.get("class_weight_sum", 0.0)
+    return o
+
+
+def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :, :] t,
+            floating[:, :, ::1] grad, double[::1] loss, const double[::1] class_weight,
+            dict opts, int n_threads):
+    """Per-sample losses of logits viewed as (outer, C, inner), classes along
+    axis 1, into loss[outer * inner]; the gradient into grad (same shape,
+    C-contiguous) when grad has that shape, else no gradient.
+
+    y holds one target per sample (-1: ignored); it may be empty for the
+    probability-target kinds, which read t (same shape as x) instead; t is
+    ignored by the other kinds. class_weight is empty or has C entries.
+    opts["kind"] names the loss (see KINDS); other keys are its parameters.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t n = outer * inner
+    cdef Py_ssize_t item = sizeof(floating)
+    cdef bint probs = opts["kind"] in ("cross_entropy_probs", "kl_logits")
+    cdef bint with_grad = grad.shape[0] == outer and grad.shape[1] == C and grad.shape[2] == inner
+    if loss.shape[0] != n or C == 0:
+        raise ValueError("internal error: loss buffer size or empty class axis")
+    if probs and (t.shape[0] != outer or t.shape[1] != C or t.shape[2] != inner):
+        raise ValueError("internal error: probability targets must match the logits")
+    if not probs and y.shape[0] != n:
+        raise ValueError("internal error: one target per sample expected")
+    if class_weight.shape[0] not in (0, C):
+        raise ValueError("internal error: class_weight must be empty or have C entries")
+    if n == 0:
+        return
+    cdef sa_loss_opts o = _loss_opts(opts, class_weight)
+    cdef Py_ssize_t xs0 = _elements(x.strides[0], item), xsc = _elements(x.strides[1], item)
+    cdef Py_ssize_t xs2 = _elements(x.strides[2], item)
+    cdef Py_ssize_t ts0 = _elements(t.strides[0], item), tsc = _elements(t.strides[1], item)
+    cdef Py_ssize_t ts2 = _elements(t.strides[2], item)
+    cdef const floating *px = &x[0, 0, 0]
+    cdef const floating *pt = &t[0, 0, 0] if probs else NULL
+    cdef const int64_t *py = NULL if probs else &y[0]
+    cdef floating *pg = &grad[0, 0, 0] if with_grad else NULL
+    cdef double *pl = &loss[0]
+    cdef int team = _team_size(n, n * C, n_threads)
+    cdef Py_ssize_t n_chunks = min(n, <Py_ssize_t> team * CHUNKS_PER_THREAD)
+    cdef Py_ssize_t chunk = (n + n_chunks - 1) // n_chunks
+    cdef Py_ssize_t k, begin
+    with nogil:
+        for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
+            begin = k * chunk
+            if begin < n:
+                if floating is float:
+                    sa_loss_samples_f32(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
+                                        pg, &o, pl, begin, min(begin + chunk, n))
+                else:
+                    sa_loss_samples_f64(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
+                                        pg, &o, pl, begin, min(begin + chunk, n))
+
+
+cdef inline bint _absent_or_shaped(Py_ssize_t r, Py_ssize_t l, Py_ssize_t R, Py_ssize_t L):
+    return r == 0 or (r == R and l == L)
+
+
+def elementwise(const floating[:, ::1] x, const floating[:, ::1] t,
+                const floating[:, :] weight, const floating[:, :] pos_weight,
+                floating[:, ::1] out, floating[:, ::1] grad, double[::1] row_loss,
+                dict opts, int n_threads):
+    """Elementwise losses of contiguous (R, L) x and t. weight and pos_weight
+    are (R, L) broadcast views or empty (absent); out (elementwise losses)
+    and grad are (R, L) or empty (not wanted); row_loss[r] = row r's sum."""
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1]
+    cdef Py_ssize_t item = sizeof(floating)
+    if t.shape[0] != R or t.shape[1] != L or row_loss.shape[0] != R:
+        raise ValueError("internal error: elementwise kernel shapes")
+    if not (_absent_or_shaped(weight.shape[0], weight.shape[1], R, L)
+            and _absent_or_shaped(pos_weight.shape[0], pos_weight.shape[1], R, L)
+            and _absent_or_shaped(out.shape[0], out.shape[1], R, L)
+            and _absent_or_shaped(grad.shape[0], grad.shape[1], R, L)):
+        raise ValueError("internal error: elementwise optional array shape")
+    if R == 0 or L == 0:
+        return
+    cdef sa_ew_opts o
+    o.kind = ELEMENTWISE_KINDS[opts["kind"]]
+    o.alpha = opts.get("alpha", -1.0)
+    o.gamma = opts.get("gamma", 0.0)
+    o.log_target = opts.get("log_target", False)
+    o.grad_scale = opts.get("grad_scale", 1.0)
+    cdef const floating *pw = &weight[0, 0] if weight.shape[0] else NULL
+    cdef const floating *pp = &pos_weight[0, 0] if pos_weight.shape[0] else NULL
+    cdef Py_ssize_t ws0 = _elements(weight.strides[0], item) if pw else 0
+    cdef Py_ssize_t ws1 = _elements(weight.strides[1], item) if pw else 0
+    cdef Py_ssize_t ps0 = _elements(pos_weight.strides[0], item) if pp else 0
+    cdef Py_ssize_t ps1 = _elements(pos_weight.strides[1], item) if pp else 0
+    cdef floating *po = &out[0, 0] if out.shape[0] else NULL
+    cdef floating *pg = &grad[0, 0] if grad.shape[0] else NULL
+    cdef const floating *px = &x[0, 0]
+    cdef const floating *pt = &t[0, 0]
+    cdef double *pl = &row_loss[0]
+    cdef int team = _team_size(R, R * L, n_threads)
+    cdef Py_ssize_t n_chunks = min(R, <Py_ssize_t> team * CHUNKS_PER_THREAD)
+    cdef Py_ssize_t chunk = (R + n_chunks - 1) // n_chunks
+    cdef Py_ssize_t k, begin
+    with nogil:
+        for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
+            begin = k * chunk
+            if begin < R:
+                if floating is float:
+                    sa_elementwise_rows_f32(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
+                                            po, pg, pl, begin, min(begin + chunk, R))
+                else:
+                    sa_elementwise_rows_f64(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
+                                            po, pg, pl, begin, min(begin + chunk, R))

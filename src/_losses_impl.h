@@ -1,0 +1,447 @@
+/*
+ * Type-generic body of the loss kernels; included once per type by
+ * _losses_kernels.h with SA_T, SA_SUF, SA_EXP, SA_EXP_SHIFTED and SA_LOG1P
+ * defined. Per-sample functions take the class stride of the logits (zs),
+ * of the target (ts) and of the gradient (gs); they are always inlined, and
+ * sa_loss_samples calls them once with literal unit strides so that the
+ * common contiguous case compiles to vector loops.
+ */
+#define SA_FN(name) SA_CAT(name, SA_SUF)
+
+/* Pass 1 of the softmax-based losses: the sample's (max, rest, count). */
+SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, sa_stats *st)
+{
+    sa_stats_init(st);
+    if (zs == 1) {          /* blocked, one read of memory: long rows stay fast */
+        SA_FN(sa_segment_stats_impl)(z, C, (SA_T)1, 0, st);
+        return;
+    }
+    SA_T m = -INFINITY;
+    int bad = 0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const SA_T v = z[c * zs];
+        m = v > m ? v : m;
+        bad |= v != v;
+    }
+    st->nan = bad;
+    st->max = m;
+    if (!isfinite(m))
+        return;
+    SA_T rest = 0, count = 0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const SA_T v = z[c * zs];
+        const SA_T e = SA_EXP_SHIFTED(v, m);
+        rest += v < m ? e : (SA_T)0;
+        count += v == m ? (SA_T)1 : (SA_T)0;
+    }
+    st->rest = rest;
+    st->count = count;
+}
+
+/* sum_c w_c * (z_c - m), w_c = 1 without class weights: the smoothing term. */
+SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
+                                                const double *w, double m)
+{
+    double s = 0.0;
+    if (w) {
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t c = 0; c < C; c++)
+            s += w[c] * ((double)z[c * zs] - m);
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t c = 0; c < C; c++)
+            s += (double)z[c * zs] - m;
+    }
+    return s;
+}
+
+/* Gradient of the softmax-based losses: g_c = A p_c + D w_c (+ B at c == y),
+ * everything already multiplied by the reduction's scale. */
+SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
+                                            double inv_sum, double A, double B, double D,
+                                            const double *w, int64_t y, SA_T *g, ptrdiff_t gs)
+{
+    const SA_T a = (SA_T)(A * inv_sum);
+    if (w && D != 0.0) {
+#pragma omp simd
+        for (ptrdiff_t c = 0; c < C; c++)
+            g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) + (SA_T)(D * w[c]);
+    } else {
+        const SA_T d = (SA_T)D;
+#pragma omp simd
+        for (ptrdiff_t c = 0; c < C; c++)
+            g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) + d;
+    }
+    g[y * gs] += (SA_T)B;
+}
+
+/* Probability targets: g_c = A p_c - u_c, with u_c = w_c t'_c (cross-entropy)
+ * or the target probability (KL), recomputed from t. */
+SA_INLINE void SA_FN(sa_write_target_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
+                                           double inv_sum, double A, double scale,
+                                           const SA_T *t, ptrdiff_t ts, const sa_loss_opts *o,
+                                           SA_T *g, ptrdiff_t gs)
+{
+    const SA_T a = (SA_T)(A * inv_sum);
+    const double eps = o->smoothing, lift = eps / (double)C;
+    const double *w = o->class_weight;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        double u;
+        if (o->kind == SA_LOSS_KL_LOGITS)
+            u = o->log_target ? exp((double)t[c * ts]) : (double)t[c * ts];
+        else
+            u = (w ? w[c] : 1.0) * ((1.0 - eps) * (double)t[c * ts] + lift);
+        g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) - (SA_T)(scale * u);
+    }
+}
+
+/* Losses built on log-softmax: cross-entropy (index and probability
+ * targets), focal, comp-sum, logsumexp penalty, KL on logits. */
+SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                              const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
+                                              const sa_loss_opts *o)
+{
+    sa_stats st;
+    SA_FN(sa_sample_stats)(z, zs, C, &st);
+    const double m = st.nan ? NAN : st.max;
+    const int finite = sa_isfinite(m);
+    const double lognorm = sa_lognorm(st.rest, st.count);     /* log(sum exp(z - m)) */
+    const double lse = finite ? m + lognorm : m;
+    const double *w = o->class_weight;
+    const double wy = w ? w[y] : 1.0;
+    const double zy = (double)z[y * zs];
+    const double logp_y = finite ? (zy - m) - lognorm : zy - lse;
+    double loss = 0.0, A = 0.0, B = 0.0, D = 0.0;
+    int target_grad = 0;
+
+    switch (o->kind) {
+    case SA_LOSS_CROSS_ENTROPY: {
+        const double eps = o->smoothing;
+        loss = (1.0 - eps) * wy * -logp_y;
+        if (eps > 0.0) {
+            const double shifted = SA_FN(sa_weighted_shifted_sum)(z, zs, C, w, m);
+            loss += finite ? eps / (double)C * (o->class_weight_sum * lognorm - shifted) : NAN;
+        }
+        A = (1.0 - eps) * wy + eps * o->class_weight_sum / (double)C;
+        B = -(1.0 - eps) * wy;
+        D = -eps / (double)C;
+        break;
+    }
+    case SA_LOSS_CROSS_ENTROPY_PROBS:
+    case SA_LOSS_KL_LOGITS: {
+        /* loss = sum_c u_c (lse - z_c) (+ sum u log u for KL), u the target
+         * weights; summed relative to m so large logits do not cancel. */
+        const int kl = o->kind == SA_LOSS_KL_LOGITS;
+        const double eps = o->smoothing, lift = eps / (double)C;
+        double total = 0.0, shifted = 0.0, entropy = 0.0;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const double tc = (double)t[c * ts];
+            double u;
+            if (kl) {
+                u = o->log_target ? exp(tc) : tc;
+                entropy += o->log_target ? u * tc : sa_xlogx(tc);
+            } else {
+                u = (w ? w[c] : 1.0) * ((1.0 - eps) * tc + lift);
+            }
+            total += u;
+            shifted += u != 0.0 ? u * ((double)z[c * zs] - m) : 0.0;
+        }
+        loss = finite ? entropy + total * lognorm - shifted : NAN;
+        A = total;
+        target_grad = 1;
+        break;
+    }
+    case SA_LOSS_FOCAL: {
+        const double q = exp(logp_y), one_minus_q = -expm1(logp_y);
+        const double modulator = pow(one_minus_q, o->gamma);
+        loss = -wy * modulator * logp_y;
+        /* d loss / d log q; its first term vanishes at q = 1 for any gamma > 0 */
+        const double dq = (one_minus_q > 0.0 && o->gamma != 0.0)
+            ? o->gamma * pow(one_minus_q, o->gamma - 1.0) * q * logp_y : 0.0;
+        const double k = wy * (dq - modulator);
+        A = -k;
+        B = k;
+        break;
+    }
+    case SA_LOSS_COMP_SUM: {
+        const double tau = o->tau;
+        loss = wy * (tau == 1.0 ? -logp_y : expm1(-(1.0 - tau) * logp_y) / (1.0 - tau));
+        const double k = wy * exp((tau - 1.0) * logp_y);     /* -d loss / d log p_y */
+        A = k;
+        B = -k;
+        break;
+    }
+    case SA_LOSS_LSE_PENALTY:
+        loss = o->weight * lse * lse;
+        A = 2.0 * o->weight * lse;
+        break;
+    }
+    if (g) {
+        const double s = o->grad_scale;
+        const double inv_sum = sa_softmax_scale(m, st.rest, st.count);
+        if (target_grad)
+            SA_FN(sa_write_target_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s, t, ts, o, g, gs);
+        else
+            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs);
+    }
+    return loss;
+}
+
+SA_INLINE void SA_FN(sa_fill)(SA_T *g, ptrdiff_t gs, ptrdiff_t C, SA_T v)
+{
+    for (ptrdiff_t c = 0; c < C; c++)
+        g[c * gs] = v;
+}
+
+/* nll_loss: the input already holds log-probabilities. */
+SA_INLINE double SA_FN(sa_loss_nll)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                    SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
+{
+    const double wy = o->class_weight ? o->class_weight[y] : 1.0;
+    if (g) {
+        SA_FN(sa_fill)(g, gs, C, (SA_T)0);
+        g[y * gs] = (SA_T)(-o->grad_scale * wy);
+    }
+    return -wy * (double)z[y * zs];
+}
+
+/* Z-loss: zeta = (z - mean) / std (population std), loss = softplus(a (b -
+ * zeta_y)) / a. With all logits equal (std 0) zeta_y is taken as 0 and the
+ * gradient as 0: the loss is flat along every direction that keeps them equal. */
+SA_INLINE double SA_FN(sa_loss_z)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                  SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
+{
+    double sum = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (ptrdiff_t c = 0; c < C; c++)
+        sum += (double)z[c * zs];
+    const double mu = sum / (double)C;
+#pragma omp simd reduction(+ : sq)
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const double d = (double)z[c * zs] - mu;
+        sq += d * d;
+    }
+    const double sigma = sqrt(sq / (double)C);
+    const double wy = o->class_weight ? o->class_weight[y] : 1.0;
+    const double zeta_y = sigma == 0.0 ? 0.0 : ((double)z[y * zs] - mu) / sigma;
+    const double u = o->a * (o->b - zeta_y);
+    if (g) {
+        /* d zeta_y / d z_c = ([c == y] - 1/C - zeta_y zeta_c / C) / sigma */
+        const double k = sigma == 0.0 ? 0.0 : -o->grad_scale * wy * sa_sigmoid(u) / sigma;
+        const double k0 = -k / (double)C, k1 = -k * zeta_y / (sigma * (double)C);
+#pragma omp simd
+        for (ptrdiff_t c = 0; c < C; c++)
+            g[c * gs] = (SA_T)(k0 + k1 * ((double)z[c * zs] - mu));
+        g[y * gs] += (SA_T)k;
+    }
+    return wy * sa_softplus(u) / o->a;
+}
+
+/* Multiclass hinge, h_c = margin - z_y + z_c over c != y: Weston-Watkins sums
+ * max(0, h_c)^p / C (torch's multi_margin_loss), Crammer-Singer takes the
+ * largest h_c (its first index on ties). */
+SA_INLINE double SA_FN(sa_loss_margin)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                       SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
+{
+    const double wy = o->class_weight ? o->class_weight[y] : 1.0;
+    const double base = o->margin - (double)z[y * zs];
+    const int squared = o->power == 2;
+    int bad = 0;
+    double loss;
+    if (o->kind == SA_LOSS_MARGIN_WW) {
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum) reduction(| : bad)
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const double h = base + (double)z[c * zs];
+            const double hinge = h > 0.0 ? (squared ? h * h : h) : 0.0;
+            sum += c != y ? hinge : 0.0;
+            bad |= h != h;
+        }
+        loss = bad ? NAN : wy * sum / (double)C;
+        if (g) {
+            const double k = o->grad_scale * wy / (double)C;
+            double total = 0.0;
+            for (ptrdiff_t c = 0; c < C; c++) {
+                const double h = base + (double)z[c * zs];
+                const double d = (c != y && h > 0.0) ? k * (squared ? 2.0 * h : 1.0) : 0.0;
+                g[c * gs] = (SA_T)(bad ? NAN : d);
+                total += d;
+            }
+            g[y * gs] = (SA_T)(bad ? NAN : -total);
+        }
+        return loss;
+    }
+    double best = -INFINITY;
+    ptrdiff_t arg = -1;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const double v = (double)z[c * zs];
+        bad |= v != v;
+        if (c != y && v > best) {
+            best = v;
+            arg = c;
+        }
+    }
+    const double h = base + best;
+    loss = bad ? NAN : (h > 0.0 ? wy * (squared ? h * h : h) : 0.0);
+    if (g) {
+        SA_FN(sa_fill)(g, gs, C, (SA_T)(bad ? NAN : 0.0));
+        if (!bad && h > 0.0) {
+            const double d = o->grad_scale * wy * (squared ? 2.0 * h : 1.0);
+            g[arg * gs] = (SA_T)d;
+            g[y * gs] = (SA_T)-d;
+        }
+    }
+    return loss;
+}
+
+SA_INLINE double SA_FN(sa_loss_one)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                    const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
+                                    const sa_loss_opts *o)
+{
+    if (y < 0) {                        /* ignored sample: no loss, no gradient */
+        if (g)
+            SA_FN(sa_fill)(g, gs, C, (SA_T)0);
+        return 0.0;
+    }
+    switch (o->kind) {
+    case SA_LOSS_NLL:
+        return SA_FN(sa_loss_nll)(z, zs, C, y, g, gs, o);
+    case SA_LOSS_Z:
+        return SA_FN(sa_loss_z)(z, zs, C, y, g, gs, o);
+    case SA_LOSS_MARGIN_WW:
+    case SA_LOSS_MARGIN_CS:
+        return SA_FN(sa_loss_margin)(z, zs, C, y, g, gs, o);
+    default:
+        return SA_FN(sa_loss_softmax_based)(z, zs, C, y, t, ts, g, gs, o);
+    }
+}
+
+/* Samples [begin, end) of logits laid out as (outer, C, inner) with strides
+ * x_s0, x_sc, x_s2 (elements). y: one target per sample (-1 = ignored) or
+ * NULL for probability targets; t: probability targets in the same logical
+ * layout (strides t_s0, t_sc, t_s2) or NULL; g: the gradient, C-contiguous
+ * (outer, C, inner), or NULL. loss[n] receives sample n's loss. */
+SA_MULTIVERSION
+void SA_FN(sa_loss_samples)(const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                            ptrdiff_t C, ptrdiff_t inner, const int64_t *y,
+                            const SA_T *t, ptrdiff_t t_s0, ptrdiff_t t_sc, ptrdiff_t t_s2,
+                            SA_T *g, const sa_loss_opts *o, double *loss,
+                            ptrdiff_t begin, ptrdiff_t end)
+{
+    const int unit = x_sc == 1 && (!t || t_sc == 1) && (!g || inner == 1);
+    for (ptrdiff_t n = begin; n < end; n++) {
+        const ptrdiff_t oi = n / inner, ii = n - oi * inner;
+        const SA_T *z = x + oi * x_s0 + ii * x_s2;
+        const SA_T *tn = t ? t + oi * t_s0 + ii * t_s2 : NULL;
+        SA_T *gn = g ? g + oi * C * inner + ii : NULL;
+        const int64_t yn = y ? y[n] : 0;
+        if (unit)
+            loss[n] = SA_FN(sa_loss_one)(z, 1, C, yn, tn, 1, gn, 1, o);
+        else
+            loss[n] = SA_FN(sa_loss_one)(z, x_sc, C, yn, tn, t_sc, gn, inner, o);
+    }
+}
+
+/* Binary cross-entropy with logits on one contiguous row; weight and
+ * pos_weight are broadcast views (element stride 0 or 1 is typical). */
+SA_INLINE double SA_FN(sa_bce_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                   const SA_T *w, ptrdiff_t ws, const SA_T *pw, ptrdiff_t ps,
+                                   SA_T *out, SA_T *g, SA_T scale)
+{
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (ptrdiff_t i = 0; i < L; i++) {
+        const SA_T xi = x[i], ti = t[i];
+        const SA_T wi = w ? w[i * ws] : (SA_T)1;
+        const SA_T lw = pw ? (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti : (SA_T)1;
+        const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));            /* exp(-|x|) in (0, 1] */
+        const SA_T softplus_neg = (xi < 0 ? -xi : (SA_T)0) + SA_LOG1P(e);   /* log(1 + exp(-x)) */
+        const SA_T l = wi * (((SA_T)1 - ti) * xi + lw * softplus_neg);
+        if (out)
+            out[i] = l;
+        if (g) {
+            const SA_T sig_neg = xi >= 0 ? e / ((SA_T)1 + e) : (SA_T)1 / ((SA_T)1 + e);
+            g[i] = scale * wi * (((SA_T)1 - ti) - lw * sig_neg);
+        }
+        sum += (double)l;
+    }
+    return sum;
+}
+
+/* torchvision.ops.sigmoid_focal_loss, in double (pow has no vector form). */
+SA_INLINE double SA_FN(sa_sigmoid_focal_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                             const sa_ew_opts *o, SA_T *out, SA_T *g)
+{
+    double sum = 0.0;
+    for (ptrdiff_t i = 0; i < L; i++) {
+        const double xi = x[i], ti = t[i];
+        const double p = sa_sigmoid(xi);
+        const double ce = sa_softplus(xi) - xi * ti;
+        const double one_minus_pt = 1.0 - (p * ti + (1.0 - p) * (1.0 - ti));
+        const double modulator = pow(one_minus_pt, o->gamma);
+        const double alpha_t = o->alpha >= 0.0 ? o->alpha * ti + (1.0 - o->alpha) * (1.0 - ti) : 1.0;
+        const double l = alpha_t * ce * modulator;
+        if (out)
+            out[i] = (SA_T)l;
+        if (g) {
+            const double dpt = p * (1.0 - p) * (2.0 * ti - 1.0);
+            const double dmod = (one_minus_pt > 0.0 && o->gamma != 0.0)
+                ? -o->gamma * pow(one_minus_pt, o->gamma - 1.0) * dpt : 0.0;
+            g[i] = (SA_T)(o->grad_scale * alpha_t * ((p - ti) * modulator + ce * dmod));
+        }
+        sum += l;
+    }
+    return sum;
+}
+
+/* torch.nn.functional.kl_div pointwise: t (log t - x), or exp(t) (t - x) for
+ * log targets; a zero target probability contributes 0 even where x = -inf
+ * (torch gives 0 * inf = NaN there). */
+SA_INLINE double SA_FN(sa_kl_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                  const sa_ew_opts *o, SA_T *out, SA_T *g)
+{
+    double sum = 0.0;
+    for (ptrdiff_t i = 0; i < L; i++) {
+        const double xi = x[i], ti = t[i];
+        const double u = o->log_target ? exp(ti) : ti;
+        const double l = u == 0.0 ? 0.0 : (o->log_target ? u * (ti - xi) : ti * (log(ti) - xi));
+        if (out)
+            out[i] = (SA_T)l;
+        if (g)
+            g[i] = (SA_T)(-o->grad_scale * u);
+        sum += l;
+    }
+    return sum;
+}
+
+/* Rows [begin, end) of contiguous (R, L) x and t; out (elementwise losses)
+ * and g (gradient) are contiguous (R, L) or NULL; row_loss[r] gets each
+ * row's sum. */
+SA_MULTIVERSION
+void SA_FN(sa_elementwise_rows)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                const SA_T *w, ptrdiff_t w_s0, ptrdiff_t w_s1,
+                                const SA_T *pw, ptrdiff_t p_s0, ptrdiff_t p_s1,
+                                const sa_ew_opts *o, SA_T *out, SA_T *g, double *row_loss,
+                                ptrdiff_t begin, ptrdiff_t end)
+{
+    for (ptrdiff_t r = begin; r < end; r++) {
+        const SA_T *xr = x + r * L, *tr = t + r * L;
+        SA_T *outr = out ? out + r * L : NULL;
+        SA_T *gr = g ? g + r * L : NULL;
+        switch (o->kind) {
+        case SA_EW_BCE:
+            row_loss[r] = SA_FN(sa_bce_row)(xr, tr, L, w ? w + r * w_s0 : NULL, w_s1,
+                                            pw ? pw + r * p_s0 : NULL, p_s1, outr, gr,
+                                            (SA_T)o->grad_scale);
+            break;
+        case SA_EW_SIGMOID_FOCAL:
+            row_loss[r] = SA_FN(sa_sigmoid_focal_row)(xr, tr, L, o, outr, gr);
+            break;
+        case SA_EW_KL:
+            row_loss[r] = SA_FN(sa_kl_row)(xr, tr, L, o, outr, gr);
+            break;
+        }
+    }
+}
+
+#undef SA_FN
