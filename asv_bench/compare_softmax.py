@@ -12,18 +12,14 @@ at the bandwidth of ``np.copyto(out, x)`` (one read plus one write of ``x``)
 with the same threads.
 """
 import argparse
-import contextlib
 import os
-import statistics
-import timeit
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy
 import scipy.special
-from threadpoolctl import threadpool_limits
-
 import softarray as sa
+from sidebyside import limit_threads, median_seconds
 
 try:
     import torch
@@ -64,31 +60,6 @@ TARGETS = [
         [("torch/sa", ">=", 3.0)],
     ),
 ]
-
-
-@contextlib.contextmanager
-def limit_threads(n):
-    """Cap every pool a library may use. threadpoolctl covers OpenMP and BLAS,
-    but softarray's override and torch's intra-op pool take precedence over
-    the OpenMP default, so they are set as well."""
-    with threadpool_limits(n), sa.threads(n):
-        if torch is None:
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
-
-def median_seconds(fn, repeat):
-    """Median seconds per call. autorange picks the loop count (>= 0.2 s per
-    sample) and, running first, takes the one-off first-call costs."""
-    timer = timeit.Timer(fn)
-    number, _ = timer.autorange()
-    return statistics.median(timer.repeat(repeat=repeat, number=number)) / number
 
 
 def copy_bandwidth(x, n_threads, repeat):
