@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 import softarray as sa
-from sidebyside import limit_threads, median_seconds
+from benchmarks._common import limit_threads, median_seconds
 
 try:
     import torch

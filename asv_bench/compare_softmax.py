@@ -19,7 +19,7 @@ import numpy as np
 import scipy
 import scipy.special
 import softarray as sa
-from sidebyside import limit_threads, median_seconds
+from benchmarks._common import limit_threads, median_seconds
 
 try:
     import torch

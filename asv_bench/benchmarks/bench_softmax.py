@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 import scipy.special
-from threadpoolctl import threadpool_limits
-
 import softarray as sa
+
+from ._common import limit_threads
 
 try:
     import torch
@@ -35,22 +35,6 @@ def _module(library):
     return {"softarray": sa, "scipy": scipy.special, "torch": torch}[library]
 
 
-def _limit_threads(n):
-    """Cap every thread pool a library may use; close the stack to restore.
-
-    threadpoolctl covers OpenMP and BLAS, but softarray's own override and
-    torch's intra-op pool take precedence over the OpenMP default, so both
-    are set too.
-    """
-    stack = contextlib.ExitStack()
-    stack.enter_context(threadpool_limits(n))
-    stack.enter_context(sa.threads(n))
-    if torch is not None:
-        stack.callback(torch.set_num_threads, torch.get_num_threads())
-        torch.set_num_threads(n)
-    return stack
-
-
 class _SoftmaxFamily:
     """Times ``function`` of each library over sizes, dtypes, axes, threads."""
 
@@ -72,7 +56,7 @@ class _SoftmaxFamily:
         self.x = torch.from_numpy(x) if library == "torch" else x
         self.fn = getattr(_module(library), self.function)
         self.axis = axis
-        self._limits = _limit_threads(threads)
+        self._limits.enter_context(limit_threads(threads))
         # The first call pays one-off costs (lazy imports, thread-pool
         # start-up); quick mode times a single call, so take them here.
         self.fn(self.x, self.axis)

@@ -1,7 +1,8 @@
-"""Helpers shared by the side-by-side comparison scripts in asv_bench/
-(compare_*.py): thread limits that every library obeys, and a median timer.
-The scripts run from the repository root as ``python asv_bench/compare_X.py``,
-which puts this folder on sys.path."""
+"""Helpers shared by the asv suites (benchmarks/bench_*.py) and the
+side-by-side scripts (asv_bench/compare_*.py, which import them as
+``benchmarks._common`` since running ``python asv_bench/compare_X.py`` puts
+asv_bench/ on sys.path): thread limits that every library obeys, and a
+median timer."""
 import contextlib
 import statistics
 import timeit
