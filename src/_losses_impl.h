@@ -1,7 +1,10 @@
 /*
  * Type-generic body of the loss kernels; included once per type by
- * _losses_kernels.h with SA_T, SA_SUF, SA_EXP, SA_EXP_SHIFTED and SA_LOG1P
- * defined. Per-sample functions take the class stride of the logits (zs),
+ * _losses_kernels.h with SA_T, SA_SUF, SA_EXP and SA_LOG1P defined.
+ * Exponentials take the rounded difference z - max (see
+ * sa_segment_stats_impl): a loss's and a gradient's relative error stays
+ * below |log p| * 2^-53 for the terms that dominate it, at half the cost of
+ * the correction in double. Per-sample functions take the class stride of the logits (zs),
  * of the target (ts) and of the gradient (gs); they are always inlined, and
  * sa_loss_samples calls them once with literal unit strides so that the
  * common contiguous case compiles to vector loops.
@@ -13,7 +16,7 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
 {
     sa_stats_init(st);
     if (zs == 1) {          /* blocked, one read of memory: long rows stay fast */
-        SA_FN(sa_segment_stats_impl)(z, C, (SA_T)1, 0, st);
+        SA_FN(sa_segment_stats_impl)(z, C, (SA_T)1, 0, 1, st);
         return;
     }
     SA_T m = -INFINITY;
@@ -30,7 +33,7 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
     SA_T rest = 0, count = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c * zs];
-        const SA_T e = SA_EXP_SHIFTED(v, m);
+        const SA_T e = SA_EXP(v - m);
         rest += v < m ? e : (SA_T)0;
         count += v == m ? (SA_T)1 : (SA_T)0;
     }
@@ -65,12 +68,12 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
     if (w && D != 0.0) {
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) + (SA_T)(D * w[c]);
+            g[c * gs] = a * SA_EXP(z[c * zs] - m) + (SA_T)(D * w[c]);
     } else {
         const SA_T d = (SA_T)D;
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) + d;
+            g[c * gs] = a * SA_EXP(z[c * zs] - m) + d;
     }
     g[y * gs] += (SA_T)B;
 }
@@ -91,7 +94,7 @@ SA_INLINE void SA_FN(sa_write_target_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_
             u = o->log_target ? exp((double)t[c * ts]) : (double)t[c * ts];
         else
             u = (w ? w[c] : 1.0) * ((1.0 - eps) * (double)t[c * ts] + lift);
-        g[c * gs] = a * SA_EXP_SHIFTED(z[c * zs], m) - (SA_T)(scale * u);
+        g[c * gs] = a * SA_EXP(z[c * zs] - m) - (SA_T)(scale * u);
     }
 }
 

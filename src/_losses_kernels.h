@@ -80,25 +80,21 @@ SA_INLINE double sa_xlogx(double x) { return x == 0.0 ? 0.0 : x * log(x); }
 #define SA_T float
 #define SA_SUF f32
 #define SA_EXP sa_exp_f32
-#define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
-#undef SA_EXP_SHIFTED
 #undef SA_LOG1P
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_EXP sa_exp_f64
-#define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
-#undef SA_EXP_SHIFTED
 #undef SA_LOG1P
 
 #endif /* SOFTARRAY_LOSSES_KERNELS_H */
