@@ -231,7 +231,8 @@ SA_INLINE double SA_FN(sa_loss_z)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int6
     if (g) {
         /* d zeta_y / d z_c = ([c == y] - 1/C - zeta_y zeta_c / C) / sigma */
         const double k = sigma == 0.0 ? 0.0 : -o->grad_scale * wy * sa_sigmoid(u) / sigma;
-        const double k0 = -k / (double)C, k1 = -k * zeta_y / (sigma * (double)C);
+        const double k0 = -k / (double)C;
+        const double k1 = sigma == 0.0 ? 0.0 : -k * zeta_y / (sigma * (double)C);
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
             g[c * gs] = (SA_T)(k0 + k1 * ((double)z[c * zs] - mu));
