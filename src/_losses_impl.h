@@ -1,6 +1,6 @@
 /*
  * Type-generic body of the loss kernels; included once per type by
- * _losses_kernels.h with SA_T, SA_SUF, SA_EXP and SA_LOG1P defined.
+ * _losses_kernels.h with SA_T, SA_SUF, SA_EXP, SA_LOG and SA_LOG1P defined.
  * Exponentials take the rounded difference z - max (see
  * sa_segment_stats_impl): a loss's and a gradient's relative error stays
  * below |log p| * 2^-53 for the terms that dominate it, at half the cost of
@@ -78,24 +78,85 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
     g[y * gs] += (SA_T)B;
 }
 
-/* Probability targets: g_c = A p_c - u_c, with u_c = w_c t'_c (cross-entropy)
- * or the target probability (KL), recomputed from t. */
-SA_INLINE void SA_FN(sa_write_target_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
-                                           double inv_sum, double A, double scale,
-                                           const SA_T *t, ptrdiff_t ts, const sa_loss_opts *o,
-                                           SA_T *g, ptrdiff_t gs)
+/* The weight u_c a probability target gives class c: w_c ((1 - eps) t_c + eps / C)
+ * for cross-entropy (w_c read with stride ws: 0 without class weights), or
+ * the target probability for KL (exp(t_c) for log targets). kl, log_target
+ * and ws are literals at every call, so the loops below carry no branch. */
+SA_INLINE SA_T SA_FN(sa_target_weight)(SA_T tc, int kl, int log_target, const double *w, ptrdiff_t c,
+                                       ptrdiff_t ws, SA_T keep, SA_T lift)
 {
-    const SA_T a = (SA_T)(A * inv_sum);
-    const double eps = o->smoothing, lift = eps / (double)C;
-    const double *w = o->class_weight;
+    if (kl)
+        return log_target ? SA_EXP(tc) : tc;
+    return (SA_T)w[c * ws] * (keep * tc + lift);
+}
+
+/* sum_c u_c, sum_c u_c (z_c - m) (0 where u_c = 0, even at z_c = -inf) and,
+ * for KL, the target's sum u log u (0 log 0 = 0). */
+SA_INLINE void SA_FN(sa_target_sums)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
+                                     const SA_T *t, ptrdiff_t ts, int kl, int log_target,
+                                     const double *w, ptrdiff_t ws, SA_T keep, SA_T lift,
+                                     double *total, double *shifted, double *entropy)
+{
+    double tot = 0.0, sh = 0.0, ent = 0.0;
+#pragma omp simd reduction(+ : tot, sh, ent)
     for (ptrdiff_t c = 0; c < C; c++) {
-        double u;
-        if (o->kind == SA_LOSS_KL_LOGITS)
-            u = o->log_target ? exp((double)t[c * ts]) : (double)t[c * ts];
-        else
-            u = (w ? w[c] : 1.0) * ((1.0 - eps) * (double)t[c * ts] + lift);
-        g[c * gs] = a * SA_EXP(z[c * zs] - m) - (SA_T)(scale * u);
+        const SA_T tc = t[c * ts];
+        const SA_T u = SA_FN(sa_target_weight)(tc, kl, log_target, w, c, ws, keep, lift);
+        tot += (double)u;
+        sh += u != 0 ? (double)(u * (z[c * zs] - m)) : 0.0;
+        if (kl)
+            ent += u != 0 ? (double)(log_target ? u * tc : tc * SA_LOG(tc)) : 0.0;
     }
+    *total = tot;
+    *shifted = sh;
+    *entropy = ent;
+}
+
+/* Probability targets: g_c = a exp(z_c - m) - scale u_c. */
+SA_INLINE void SA_FN(sa_target_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m, SA_T a,
+                                     SA_T scale, const SA_T *t, ptrdiff_t ts, int kl, int log_target,
+                                     const double *w, ptrdiff_t ws, SA_T keep, SA_T lift,
+                                     SA_T *g, ptrdiff_t gs)
+{
+#pragma omp simd
+    for (ptrdiff_t c = 0; c < C; c++)
+        g[c * gs] = a * SA_EXP(z[c * zs] - m)
+                    - scale * SA_FN(sa_target_weight)(t[c * ts], kl, log_target, w, c, ws, keep, lift);
+}
+
+/* Pass 1 and (with g) pass 2 of the probability-target losses, their loop
+ * invariants turned into literals. Returns the loss given the sample's
+ * maximum m and log(sum exp(z - m)). */
+SA_INLINE double SA_FN(sa_target_loss)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, double m, double lognorm,
+                                       double inv_sum, const SA_T *t, ptrdiff_t ts, const sa_loss_opts *o,
+                                       SA_T *g, ptrdiff_t gs)
+{
+    static const double unit_weight = 1.0;
+    const int kl = o->kind == SA_LOSS_KL_LOGITS;
+    const double *w = o->class_weight ? o->class_weight : &unit_weight;
+    const SA_T keep = (SA_T)(1.0 - o->smoothing), lift = (SA_T)(o->smoothing / (double)C);
+    const SA_T mt = (SA_T)m;
+    double total, shifted, entropy;
+#define SA_TARGET_SUMS(KL, LOGT, WS) \
+    SA_FN(sa_target_sums)(z, zs, C, mt, t, ts, KL, LOGT, w, WS, keep, lift, &total, &shifted, &entropy)
+    if (kl)
+        o->log_target ? SA_TARGET_SUMS(1, 1, 0) : SA_TARGET_SUMS(1, 0, 0);
+    else
+        o->class_weight ? SA_TARGET_SUMS(0, 0, 1) : SA_TARGET_SUMS(0, 0, 0);
+#undef SA_TARGET_SUMS
+    if (g) {
+        const SA_T a = (SA_T)(o->grad_scale * total * inv_sum), scale = (SA_T)o->grad_scale;
+#define SA_TARGET_GRAD(KL, LOGT, WS) \
+        SA_FN(sa_target_grad)(z, zs, C, mt, a, scale, t, ts, KL, LOGT, w, WS, keep, lift, g, gs)
+        if (kl)
+            o->log_target ? SA_TARGET_GRAD(1, 1, 0) : SA_TARGET_GRAD(1, 0, 0);
+        else
+            o->class_weight ? SA_TARGET_GRAD(0, 0, 1) : SA_TARGET_GRAD(0, 0, 0);
+#undef SA_TARGET_GRAD
+    }
+    /* loss = sum_c u_c (lse - z_c) (+ sum u log u for KL), summed relative to
+     * m so that large logits do not cancel */
+    return sa_isfinite(m) ? entropy + total * lognorm - shifted : NAN;
 }
 
 /* Losses built on log-softmax: cross-entropy (index and probability
@@ -115,7 +176,6 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
     const double zy = (double)z[y * zs];
     const double logp_y = finite ? (zy - m) - lognorm : zy - lse;
     double loss = 0.0, A = 0.0, B = 0.0, D = 0.0;
-    int target_grad = 0;
 
     switch (o->kind) {
     case SA_LOSS_CROSS_ENTROPY: {
@@ -131,29 +191,9 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
         break;
     }
     case SA_LOSS_CROSS_ENTROPY_PROBS:
-    case SA_LOSS_KL_LOGITS: {
-        /* loss = sum_c u_c (lse - z_c) (+ sum u log u for KL), u the target
-         * weights; summed relative to m so large logits do not cancel. */
-        const int kl = o->kind == SA_LOSS_KL_LOGITS;
-        const double eps = o->smoothing, lift = eps / (double)C;
-        double total = 0.0, shifted = 0.0, entropy = 0.0;
-        for (ptrdiff_t c = 0; c < C; c++) {
-            const double tc = (double)t[c * ts];
-            double u;
-            if (kl) {
-                u = o->log_target ? exp(tc) : tc;
-                entropy += o->log_target ? u * tc : sa_xlogx(tc);
-            } else {
-                u = (w ? w[c] : 1.0) * ((1.0 - eps) * tc + lift);
-            }
-            total += u;
-            shifted += u != 0.0 ? u * ((double)z[c * zs] - m) : 0.0;
-        }
-        loss = finite ? entropy + total * lognorm - shifted : NAN;
-        A = total;
-        target_grad = 1;
-        break;
-    }
+    case SA_LOSS_KL_LOGITS:
+        return SA_FN(sa_target_loss)(z, zs, C, m, lognorm, sa_softmax_scale(m, st.rest, st.count),
+                                     t, ts, o, g, gs);
     case SA_LOSS_FOCAL: {
         const double q = exp(logp_y), one_minus_q = -expm1(logp_y);
         const double modulator = pow(one_minus_q, o->gamma);
@@ -182,10 +222,7 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
     if (g) {
         const double s = o->grad_scale;
         const double inv_sum = sa_softmax_scale(m, st.rest, st.count);
-        if (target_grad)
-            SA_FN(sa_write_target_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s, t, ts, o, g, gs);
-        else
-            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs);
+        SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs);
     }
     return loss;
 }
@@ -346,30 +383,60 @@ void SA_FN(sa_loss_samples)(const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdi
     }
 }
 
-/* Binary cross-entropy with logits on one contiguous row; weight and
- * pos_weight are broadcast views (element stride 0 or 1 is typical). */
-SA_INLINE double SA_FN(sa_bce_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
-                                   const SA_T *w, ptrdiff_t ws, const SA_T *pw, ptrdiff_t ps,
-                                   SA_T *out, SA_T *g, SA_T scale)
+/* Binary cross-entropy with logits on one contiguous row. weight and
+ * pos_weight are read with strides ws, ps (0: one value for the row, 1:
+ * contiguous); ws, ps and store are literals at every call (see
+ * sa_bce_row), so both loops are branch-free and vectorize. */
+SA_INLINE double SA_FN(sa_bce_row_body)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                        const SA_T *w, ptrdiff_t ws, const SA_T *pw, ptrdiff_t ps,
+                                        SA_T *out, int store, SA_T *g, SA_T scale)
 {
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
     for (ptrdiff_t i = 0; i < L; i++) {
         const SA_T xi = x[i], ti = t[i];
-        const SA_T wi = w ? w[i * ws] : (SA_T)1;
-        const SA_T lw = pw ? (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti : (SA_T)1;
-        const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));            /* exp(-|x|) in (0, 1] */
+        const SA_T lw = (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti;
+        const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));                       /* exp(-|x|) in (0, 1] */
         const SA_T softplus_neg = (xi < 0 ? -xi : (SA_T)0) + SA_LOG1P(e);   /* log(1 + exp(-x)) */
-        const SA_T l = wi * (((SA_T)1 - ti) * xi + lw * softplus_neg);
-        if (out)
+        const SA_T l = w[i * ws] * (((SA_T)1 - ti) * xi + lw * softplus_neg);
+        if (store)
             out[i] = l;
-        if (g) {
-            const SA_T sig_neg = xi >= 0 ? e / ((SA_T)1 + e) : (SA_T)1 / ((SA_T)1 + e);
-            g[i] = scale * wi * (((SA_T)1 - ti) - lw * sig_neg);
-        }
         sum += (double)l;
     }
+    if (g) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < L; i++) {
+            const SA_T xi = x[i], ti = t[i];
+            const SA_T lw = (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti;
+            const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));
+            const SA_T sig_neg = xi >= 0 ? e / ((SA_T)1 + e) : (SA_T)1 / ((SA_T)1 + e);   /* sigmoid(-x) */
+            g[i] = scale * w[i * ws] * (((SA_T)1 - ti) - lw * sig_neg);
+        }
+    }
     return sum;
+}
+
+/* The Python layer passes weight and pos_weight with an element stride of 0
+ * or 1 (copying anything else) and NULL when absent. */
+SA_INLINE double SA_FN(sa_bce_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                   const SA_T *w, ptrdiff_t ws, const SA_T *pw, ptrdiff_t ps,
+                                   SA_T *out, SA_T *g, SA_T scale)
+{
+    static const SA_T unit = 1;
+    if (!w) {
+        w = &unit;
+        ws = 0;
+    }
+    if (!pw) {
+        pw = &unit;
+        ps = 0;
+    }
+#define SA_BCE(WS, PS) (out ? SA_FN(sa_bce_row_body)(x, t, L, w, WS, pw, PS, out, 1, g, scale) \
+                            : SA_FN(sa_bce_row_body)(x, t, L, w, WS, pw, PS, NULL, 0, g, scale))
+    if (ws == 0)
+        return ps == 0 ? SA_BCE(0, 0) : SA_BCE(0, 1);
+    return ps == 0 ? SA_BCE(1, 0) : SA_BCE(1, 1);
+#undef SA_BCE
 }
 
 /* torchvision.ops.sigmoid_focal_loss, in double (pow has no vector form). */
@@ -400,22 +467,37 @@ SA_INLINE double SA_FN(sa_sigmoid_focal_row)(const SA_T *x, const SA_T *t, ptrdi
 
 /* torch.nn.functional.kl_div pointwise: t (log t - x), or exp(t) (t - x) for
  * log targets; a zero target probability contributes 0 even where x = -inf
- * (torch gives 0 * inf = NaN there). */
+ * (torch gives 0 * inf = NaN there). log_target and store are literals. */
+SA_INLINE double SA_FN(sa_kl_row_body)(const SA_T *x, const SA_T *t, ptrdiff_t L, int log_target,
+                                       SA_T *out, int store, SA_T *g, SA_T scale)
+{
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (ptrdiff_t i = 0; i < L; i++) {
+        const SA_T xi = x[i], ti = t[i];
+        const SA_T u = log_target ? SA_EXP(ti) : ti;
+        const SA_T l = u == 0 ? (SA_T)0 : (log_target ? u * (ti - xi) : ti * (SA_LOG(ti) - xi));
+        if (store)
+            out[i] = l;
+        sum += (double)l;
+    }
+    if (g) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < L; i++)
+            g[i] = -scale * (log_target ? SA_EXP(t[i]) : t[i]);
+    }
+    return sum;
+}
+
 SA_INLINE double SA_FN(sa_kl_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
                                   const sa_ew_opts *o, SA_T *out, SA_T *g)
 {
-    double sum = 0.0;
-    for (ptrdiff_t i = 0; i < L; i++) {
-        const double xi = x[i], ti = t[i];
-        const double u = o->log_target ? exp(ti) : ti;
-        const double l = u == 0.0 ? 0.0 : (o->log_target ? u * (ti - xi) : ti * (log(ti) - xi));
-        if (out)
-            out[i] = (SA_T)l;
-        if (g)
-            g[i] = (SA_T)(-o->grad_scale * u);
-        sum += l;
-    }
-    return sum;
+    const SA_T scale = (SA_T)o->grad_scale;
+    if (o->log_target)
+        return out ? SA_FN(sa_kl_row_body)(x, t, L, 1, out, 1, g, scale)
+                   : SA_FN(sa_kl_row_body)(x, t, L, 1, NULL, 0, g, scale);
+    return out ? SA_FN(sa_kl_row_body)(x, t, L, 0, out, 1, g, scale)
+               : SA_FN(sa_kl_row_body)(x, t, L, 0, NULL, 0, g, scale);
 }
 
 /* Rows [begin, end) of contiguous (R, L) x and t; out (elementwise losses)

@@ -73,28 +73,29 @@ SA_INLINE double sa_sigmoid(double x)
     const double e = exp(-fabs(x));
     return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
-/* x log x with 0 log 0 = 0 (scipy.special.xlogy's convention): the entropy
- * term of KL on logits. */
-SA_INLINE double sa_xlogx(double x) { return x == 0.0 ? 0.0 : x * log(x); }
 
 #define SA_T float
 #define SA_SUF f32
 #define SA_EXP sa_exp_f32
+#define SA_LOG sa_log_f32
 #define SA_LOG1P sa_log1p_f32
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
+#undef SA_LOG
 #undef SA_LOG1P
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_EXP sa_exp_f64
+#define SA_LOG sa_log_f64
 #define SA_LOG1P sa_log1p_f64
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
+#undef SA_LOG
 #undef SA_LOG1P
 
 #endif /* SOFTARRAY_LOSSES_KERNELS_H */
