@@ -6,6 +6,7 @@ array-API library and returns the caller's array type.
 __version__ = "0.1.0"
 
 from ._config import show_config
+from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._threads import get_num_threads, set_num_threads, threads
 
@@ -15,6 +16,7 @@ __all__ = [
     "logsumexp",
     "stablemax",
     "log_stablemax",
+    "linear_cross_entropy",
     "show_config",
     "get_num_threads",
     "set_num_threads",
