@@ -106,8 +106,9 @@ def linear_cross_entropy(
     so memory is then bounded only with ``return_grad=True`` on tensors that
     do not require grad.
 
-    A row whose logits contain NaN, ``+inf``, or only ``-inf`` gets torch's
-    loss for it (NaN or infinite) and a NaN gradient row.
+    ``-inf`` logits (from a ``-inf`` bias, say) leave their classes out. A
+    row whose logits contain NaN or ``+inf``, or are all ``-inf``, gets a NaN
+    loss and a NaN gradient row, as in torch.
 
     Examples
     --------
@@ -150,10 +151,10 @@ def _arrays(embeddings, classifier, target, bias):
     cls = _same_library(xp, emb, classifier, "classifier")
     tgt = _same_library(xp, emb, target, "target")
     bias = None if bias is None else _same_library(xp, emb, bias, "bias")
-    if emb.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (N, D), got shape {tuple(emb.shape)}")
     if not xp.isdtype(emb.dtype, "real floating"):
         raise TypeError(f"embeddings must have a real floating dtype, got {emb.dtype}")
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (N, D), got shape {tuple(emb.shape)}")
     n, d = emb.shape
     _check_matrix_like(cls, "classifier", (None, d), emb.dtype)
     v = cls.shape[0]

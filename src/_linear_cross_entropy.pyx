@@ -178,8 +178,8 @@ cdef void _finish(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const Py_ssize_t 
 cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_ssize_t n,
                            Py_ssize_t y, Py_ssize_t c0, const sa_lce_row *st) noexcept nogil:
     """One row of one chunk of G = scale (softmax - (1 - eps) onehot - eps / V),
-    in place; 0 for ignored rows, NaN for rows whose lse is not finite (as
-    torch's softmax gives there)."""
+    in place; 0 for ignored rows, NaN for rows whose lse is NaN (as torch's
+    softmax gives there)."""
     cdef Py_ssize_t j, t = _column(y, c0, n)
     cdef double lse = sa_lce_lse(st)
     cdef floating scale = <floating> p.grad_scale
@@ -187,7 +187,7 @@ cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_
     cdef floating hit = <floating> (p.grad_scale * (1 - p.smoothing))
     if y < 0:
         memset(g, 0, n * sizeof(floating))
-    elif not (lse - lse == 0):
+    elif lse != lse:
         for j in range(n):
             g[j] = NAN
     elif p.keep_exp:

@@ -98,7 +98,7 @@ void SA_FN(sa_lce_update)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
         st->max = bmax;
     }
     if (!(st->max - st->max == 0.0))
-        return;     /* a +-inf or NaN maximum is the row's lse by itself (sa_lce_lse) */
+        return;     /* the row's lse is NaN whatever the sums (sa_lce_lse) */
     st->sum += SA_FN(sa_lce_sum_exp)(z, n, (SA_T)st->max, store_exp);
 }
 

@@ -34,12 +34,12 @@ SA_INLINE void sa_lce_row_init(sa_lce_row *st)
     st->total = 0.0;
 }
 
-/* log(sum(exp(z))) of a finished row. A non-finite maximum skipped the sums
- * and is the answer itself (+inf, -inf for a row of -inf, or NaN), which
- * gives torch's loss for such rows: lse - z_y. */
+/* log(sum(exp(z))) of a finished row. A row whose maximum is not finite (a
+ * NaN or +inf logit, or only -inf) gets NaN, as torch's cross_entropy gives
+ * there (its z - max is inf - inf); its sums were skipped. */
 SA_INLINE double sa_lce_lse(const sa_lce_row *st)
 {
-    return st->max - st->max == 0.0 ? st->max + log(st->sum) : st->max;
+    return st->max - st->max == 0.0 ? st->max + log(st->sum) : NAN;
 }
 
 #define SA_CAT2(a, b) a##_##b

@@ -86,22 +86,26 @@ class _Forward:
         finite = xp.isfinite(new_max)
         shift = xp.where(finite, new_max, xp.zeros_like(new_max))
         chunk_sum = xp.sum(xp.exp(z - shift[:, None]), axis=1)
-        # A non-finite maximum is the row's lse by itself: its sum is not used.
+        # A row with a non-finite maximum gets a NaN lse: its sum is not used.
         self.sum = xp.where(finite, self.sum * xp.exp(self.max - shift) + chunk_sum, self.sum)
         self.max = new_max
 
     def lse(self):
+        """NaN for rows whose maximum is not finite, as torch gives there."""
         xp = self.xp
-        m = xp.where(self.nan, xp.full_like(self.max, math.nan), self.max)
-        finite = xp.isfinite(m)
-        return xp.where(finite, m + xp.log(xp.where(finite, self.sum, xp.ones_like(m))), m)
+        finite = xp.isfinite(self.max) & ~self.nan
+        safe_sum = xp.where(finite, self.sum, xp.ones_like(self.sum))
+        return xp.where(finite, self.max + xp.log(safe_sum), xp.full_like(self.max, math.nan))
 
 
 def _reduce(xp, row_loss, reduction, n_valid):
     if reduction == "none":
         return row_loss
     total = xp.sum(row_loss)
-    return total / n_valid if reduction == "mean" else total
+    if reduction == "sum":
+        return total
+    # NaN when nothing is left, as torch; dividing by NaN rather than 0 raises no warning.
+    return total / xp.where(n_valid > 0, n_valid, xp.full_like(n_valid, math.nan))
 
 
 def _grad_scale(xp, reduction, n_valid):
@@ -116,10 +120,10 @@ def _grad_scale(xp, reduction, n_valid):
 def _gradients(xp, embeddings, classifier, bias, target, valid, lse, eps, scale, chunks):
     """Per chunk, recompute the logits and turn them into G = scale (softmax -
     (1 - eps) onehot - eps / V) (0 on ignored rows, NaN on rows whose lse is
-    not finite), then accumulate G @ classifier and G.T @ embeddings."""
+    NaN), then accumulate G @ classifier and G.T @ embeddings."""
     v = classifier.shape[0]
     keep = valid[:, None]
-    broken = (valid & ~xp.isfinite(lse))[:, None]
+    broken = (valid & xp.isnan(lse))[:, None]
     d_emb = xp.zeros_like(embeddings)
     d_cls, d_bias = [], []
     for c0, c1 in chunks:
