@@ -18,14 +18,15 @@ from ._threads import get_num_threads
 from ._validate import check_bool
 
 REDUCTIONS = ("mean", "sum", "none")
-# The logits tile (the one scratch buffer that grows with the problem) gets
-# this many bytes: with float32 and V = 65536 that is 128 whole rows of the
-# vocabulary, enough for BLAS to run at full speed, and 1.6% of the 2 GiB
-# that N = 8192 rows of logits would take.
+# The logits tile (the one scratch buffer that grows with the problem) holds
+# up to TILE_ROWS rows and at most TILE_BYTES: with float32 and V = 65536
+# that is 128 whole rows of the vocabulary, 1.6% of the 2 GiB that N = 8192
+# rows of logits would take. BLAS's products reach their full speed from
+# about 128 rows (measured with OpenBLAS on AVX2: 64 rows ~80% of it, 32
+# rows ~60%); below MIN_ROWS whole rows the vocabulary is split into chunks
+# instead.
 TILE_BYTES = 32 * 2**20
-# Fewer rows than this per tile and BLAS's products slow down (measured: 64
-# rows reach ~80% of the large-matrix rate, 32 rows ~60%); rather than go
-# below, the vocabulary is split into chunks.
+TILE_ROWS = 256
 MIN_ROWS = 64
 # SciPy's BLAS takes 32-bit integer sizes.
 BLAS_INT_MAX = 2**31 - 1
@@ -50,8 +51,9 @@ def linear_cross_entropy(
     classifier.T + bias, target, ...)`` computes (index targets), in tiles
     of the logits: BLAS makes one tile at a time and an online log-sum-exp
     consumes it ("Cut Your Losses in Large-Vocabulary Language Models",
-    Wijmans et al., 2024). Extra memory is one tile (32 MiB by default) plus
-    a few numbers per sample, beyond the inputs and the returned gradients.
+    Wijmans et al., 2024). Extra memory is one tile (at most 32 MiB by
+    default) plus about 50 bytes per sample, beyond the inputs and the returned
+    gradients.
 
     Parameters
     ----------
@@ -78,7 +80,8 @@ def linear_cross_entropy(
         Vocabulary entries per tile. By default the whole vocabulary when at
         least 64 rows of it fit in 32 MiB (the backward then reuses the
         forward's exponentials: no product is recomputed), else as many
-        entries as 64 rows fit in 32 MiB. Rows per tile follow from 32 MiB.
+        entries as 64 rows fit in 32 MiB. A tile has up to 256 rows, as
+        many as fit in 32 MiB.
     return_grad : bool, default False
         Also return the gradients.
 
@@ -261,8 +264,8 @@ def tile_shape(n, v, itemsize, chunk_size):
     chunk: ``chunk_size`` if given; by default the whole vocabulary when
     ``MIN_ROWS`` rows of it (or all ``n``, if fewer) fit in ``TILE_BYTES``,
     since then the backward starts from the forward's exponentials, else as
-    many entries as ``MIN_ROWS`` rows fit. rows: as many as fit next to the
-    chunk, 1 to n.
+    many entries as ``MIN_ROWS`` rows fit. rows: up to ``TILE_ROWS`` and as
+    many as fit next to the chunk, at least 1, at most n.
     """
     budget = max(1, TILE_BYTES // itemsize)
     wanted_rows = max(1, min(n, MIN_ROWS))
@@ -272,7 +275,7 @@ def tile_shape(n, v, itemsize, chunk_size):
         chunk = v
     else:
         chunk = max(1, budget // wanted_rows)
-    rows = max(1, min(n, budget // chunk))
+    rows = max(1, min(n, TILE_ROWS, budget // chunk))
     return rows, chunk
 
 
@@ -285,7 +288,7 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     (n, d), v = emb.shape, cls.shape[0]
     rows, chunk = tile_shape(n, v, dtype.itemsize, chunk_size)
     # Ignored samples become -1: the kernel skips them without knowing ignore_index.
-    target = np.where(ignored, -1, tgt).astype(np.intp)
+    target = np.where(ignored, -1, tgt).astype(np.intp, copy=False)
     n_valid = n - int(np.count_nonzero(ignored))
     grads = _gradient_arrays(n, d, v, dtype, bias is not None) if return_grad else (None,) * 3
     row_loss = np.zeros(n)
@@ -293,7 +296,6 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
         _kernels.linear_cross_entropy(
             emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
             np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
-            np.ones(rows, dtype) if return_grad and bias is not None else None,
             *grads, get_num_threads(),
         )
     loss = _reduce(row_loss, reduction, n_valid, dtype)

@@ -13,7 +13,8 @@ BLAS, and consumed there:
 * pass 2 (gradients), per row block and chunk: the tile becomes the scaled
   gradient G of the loss with respect to the logits, in place, and BLAS adds
   G @ cls_chunk into d_emb and G.T @ emb_block into d_cls (column sums of G
-  into d_bias).
+  into d_bias, by a vectorized loop: BLAS's threaded gemv synchronizes
+  its threads too often to pay off here).
 
 When a chunk is the whole vocabulary (the default whenever enough rows fit in
 the tile), pass 1 leaves exp(z - max) in the tile and pass 2 starts from it:
@@ -33,7 +34,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport NAN
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef extern from "_linear_cross_entropy_kernels.h" nogil:
     ctypedef struct sa_lce_row:
@@ -55,6 +56,12 @@ cdef extern from "_linear_cross_entropy_kernels.h" nogil:
                                   float factor, float off, float hit)
     void sa_lce_grad_from_exp_f64(double *e, Py_ssize_t n, Py_ssize_t t,
                                   double factor, double off, double hit)
+    void sa_lce_colsum_f32(const float *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                           float *out, int accumulate)
+    void sa_lce_colsum_f64(const double *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                           double *out, int accumulate)
+    enum:
+        SA_LCE_COLS
 
 # Row state doubles per sample: the Python layer allocates the state as an
 # (N, STATE_FIELDS) float64 array, viewed here as sa_lce_row structs.
@@ -93,17 +100,6 @@ cdef void _gemm(char *ta, char *tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         dgemm(ta, tb, &im, &in_, &ik, &one, <double *> a, &ia, <double *> b, &ib, &beta, c, &ic)
 
 
-cdef void _gemv(Py_ssize_t m, Py_ssize_t n, const floating *a, Py_ssize_t lda,
-                const floating *x, floating beta, floating *y) noexcept nogil:
-    """Column-major y = A x + beta y for an (m x n) A."""
-    cdef int im = m, in_ = n, ia = lda, inc = 1
-    cdef floating one = 1
-    if floating is float:
-        sgemv(NO_TRANS, &im, &in_, &one, <float *> a, &ia, <float *> x, &inc, &beta, y, &inc)
-    else:
-        dgemv(NO_TRANS, &im, &in_, &one, <double *> a, &ia, <double *> x, &inc, &beta, y, &inc)
-
-
 cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                   const floating *emb, const floating *cls, floating *tile) noexcept nogil:
     """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias)."""
@@ -113,21 +109,38 @@ cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py
 
 cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                     const floating *emb, const floating *cls, const floating *tile,
-                    const floating *ones, floating *d_emb, floating *d_cls,
-                    floating *d_bias) noexcept nogil:
+                    floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
     """With G = tile[:nr, :cw]: d_emb[r0:r0+nr] += G @ cls[c0:c0+cw],
-    d_cls[c0:c0+cw] += G.T @ emb[r0:r0+nr], d_bias[c0:c0+cw] += G.T @ ones.
-    The first contribution to each output overwrites it (beta = 0), so the
-    outputs need no zeroing."""
+    d_cls[c0:c0+cw] += G.T @ emb[r0:r0+nr], d_bias[c0:c0+cw] += column sums
+    of G. The first contribution to each output overwrites it (beta = 0), so
+    the outputs need no zeroing."""
     _gemm(NO_TRANS, NO_TRANS, p.d, nr, cw, cls + c0 * p.ld_cls, p.ld_cls, tile, p.ld_tile,
           0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb, p.ld_d_emb)
     _gemm(NO_TRANS, TRANS, p.d, cw, nr, emb + r0 * p.ld_emb, p.ld_emb, tile, p.ld_tile,
           0 if r0 == 0 else 1, d_cls + c0 * p.ld_d_cls, p.ld_d_cls)
     if d_bias != NULL:
-        _gemv(cw, nr, tile, p.ld_tile, ones, 0 if r0 == 0 else 1, d_bias + c0)
+        _column_sums(p, nr, cw, tile, r0 > 0, d_bias + c0)
 
 
 # ----------------------------------------------------------- row loops
+
+cdef inline void _colsum(const floating *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                         floating *out, int accumulate) noexcept nogil:
+    if floating is float:
+        sa_lce_colsum_f32(g, ld, nr, n, out, accumulate)
+    else:
+        sa_lce_colsum_f64(g, ld, nr, n, out, accumulate)
+
+
+cdef void _column_sums(const Plan *p, Py_ssize_t nr, Py_ssize_t cw, const floating *tile,
+                       int accumulate, floating *out) noexcept nogil:
+    """out[:cw] (+)= tile[:nr, :cw].sum(axis=0), column blocks over the threads."""
+    cdef Py_ssize_t k, j0
+    for k in prange((cw + SA_LCE_COLS - 1) // SA_LCE_COLS, num_threads=_team(p, nr, cw),
+                    schedule='static'):
+        j0 = k * SA_LCE_COLS
+        _colsum(tile + j0, p.ld_tile, nr, min(<Py_ssize_t> SA_LCE_COLS, cw - j0), out + j0,
+                accumulate)
 
 cdef inline int _team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept nogil:
     return 1 if nr * cw < PARALLEL_MIN_ELEMENTS else p.n_threads
@@ -230,8 +243,8 @@ cdef void _forward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floa
 
 cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floating *emb,
                           const floating *cls, const floating *bias, const Py_ssize_t *target,
-                          floating *tile, const sa_lce_row *state, const floating *ones,
-                          floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
+                          floating *tile, const sa_lce_row *state, floating *d_emb,
+                          floating *d_cls, floating *d_bias) noexcept nogil:
     cdef Py_ssize_t k, c0, cw
     for k in range((p.v + p.chunk - 1) // p.chunk):
         c0 = k * p.chunk
@@ -239,13 +252,12 @@ cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const flo
         if not p.keep_exp:      # the tile holds another chunk's values: recompute
             _logits(p, r0, nr, c0, cw, emb, cls, tile)
         _grad(p, r0, nr, c0, cw, bias, target, tile, state)
-        _backprop(p, r0, nr, c0, cw, emb, cls, tile, ones, d_emb, d_cls, d_bias)
+        _backprop(p, r0, nr, c0, cw, emb, cls, tile, d_emb, d_cls, d_bias)
 
 
 cdef void _run(const Plan *p, const floating *emb, const floating *cls, const floating *bias,
                const Py_ssize_t *target, floating *tile, sa_lce_row *state, double *row_loss,
-               const floating *ones, floating *d_emb, floating *d_cls,
-               floating *d_bias) noexcept nogil:
+               floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
     cdef Py_ssize_t b, r0, nr
     for b in range((p.n + p.rows - 1) // p.rows):
         r0 = b * p.rows
@@ -253,8 +265,8 @@ cdef void _run(const Plan *p, const floating *emb, const floating *cls, const fl
         _forward_block(p, r0, nr, emb, cls, bias, target, tile, state)
         _finish(p, r0, nr, target, state, row_loss)
         if p.want_grad:
-            _backward_block(p, r0, nr, emb, cls, bias, target, tile, state, ones,
-                            d_emb, d_cls, d_bias)
+            _backward_block(p, r0, nr, emb, cls, bias, target, tile, state, d_emb, d_cls,
+                            d_bias)
 
 
 # ------------------------------------------------------- Python entry
@@ -280,15 +292,14 @@ cdef inline floating *_out2(floating[:, ::1] a) noexcept:
 def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, const floating[::1] bias,
                          const Py_ssize_t[::1] target, double smoothing, double grad_scale,
                          floating[:, ::1] tile, double[:, ::1] state, double[::1] row_loss,
-                         const floating[::1] ones, floating[:, ::1] d_emb,
-                         floating[:, ::1] d_cls, floating[::1] d_bias, int n_threads):
+                         floating[:, ::1] d_emb, floating[:, ::1] d_cls, floating[::1] d_bias,
+                         int n_threads):
     """Per-sample losses into ``row_loss`` and, when ``d_emb`` is not None,
     the gradients of ``grad_scale * sum(row_loss)`` into ``d_emb``, ``d_cls``
     and ``d_bias`` (if not None).
 
     ``bias`` may be None; ``target`` holds -1 for ignored samples; ``tile``
-    is (rows, chunk) scratch; ``state`` is (N, STATE_FIELDS) scratch; ``ones``
-    holds ``rows`` ones when ``d_bias`` is wanted.
+    is (rows, chunk) scratch; ``state`` is (N, STATE_FIELDS) scratch.
     """
     cdef Plan p
     p.n, p.d, p.v = emb.shape[0], emb.shape[1], cls.shape[0]
@@ -311,16 +322,13 @@ def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, con
     cdef const floating *pe = _ptr2(emb)
     cdef const floating *pc = _ptr2(cls)
     cdef const floating *pb = NULL
-    cdef const floating *po = NULL
     cdef floating *pde = _out2(d_emb)
     cdef floating *pdc = _out2(d_cls)
     cdef floating *pdb = NULL
     if bias is not None:
         pb = &bias[0]
-    if ones is not None:
-        po = &ones[0]
     if d_bias is not None:
         pdb = &d_bias[0]
     with nogil:
         _run(&p, pe, pc, pb, &target[0], &tile[0, 0], <sa_lce_row *> &state[0, 0],
-             &row_loss[0], po, pde, pdc, pdb)
+             &row_loss[0], pde, pdc, pdb)

@@ -134,4 +134,23 @@ void SA_FN(sa_lce_grad_from_exp)(SA_T *e, ptrdiff_t n, ptrdiff_t t, SA_T factor,
         e[t] -= hit;
 }
 
+/* out[j] = sum over the nr rows (ld apart) of g[j], plus out[j] itself with
+ * accumulate, for j < n <= SA_LCE_COLS; summed in double down the rows. */
+SA_MULTIVERSION
+void SA_FN(sa_lce_colsum)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, SA_T *out,
+                          int accumulate)
+{
+    double acc[SA_LCE_COLS];
+    for (ptrdiff_t j = 0; j < n; j++)
+        acc[j] = accumulate ? (double)out[j] : 0.0;
+    for (ptrdiff_t i = 0; i < nr; i++) {
+        const SA_T *row = g + i * ld;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++)
+            acc[j] += (double)row[j];
+    }
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = (SA_T)acc[j];
+}
+
 #undef SA_FN

@@ -25,6 +25,9 @@ typedef struct {
 /* float partial sums run over at most this many entries before they are
  * added into the double state: 512 terms keep float's error near 2^-24 * 64. */
 #define SA_LCE_BLOCK 512
+/* Widest column block of the bias gradient's column sums (double
+ * accumulators on the stack: 4 KiB). */
+#define SA_LCE_COLS 512
 
 SA_INLINE void sa_lce_row_init(sa_lce_row *st)
 {

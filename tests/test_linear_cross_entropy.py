@@ -311,9 +311,10 @@ def test_extra_memory_is_one_tile_not_the_logits(monkeypatch):
         (8192, 65536, 4, None, (128, 65536)),     # whole vocabulary: no recompute
         (8192, 65536, 8, None, (64, 65536)),
         (8192, 262144, 4, None, (64, 131072)),    # 64 rows do not fit: chunks of V
+        (8192, 1000, 4, None, (256, 1000)),       # small vocabulary: up to 256 rows
         (10, 65536, 4, None, (10, 65536)),        # few rows: all of them
-        (8192, 65536, 4, 4096, (2048, 4096)),     # chunk_size given: rows fill the tile
-        (8192, 100, 4, 1000, (8192, 100)),        # chunk_size above V
+        (8192, 65536, 4, 4096, (256, 4096)),      # chunk_size given
+        (8192, 100, 4, 1000, (256, 100)),         # chunk_size above V
     ],
 )
 def test_tile_shape(n, v, itemsize, chunk_size, want):

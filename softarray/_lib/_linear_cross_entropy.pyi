@@ -18,7 +18,6 @@ def linear_cross_entropy(
     tile: npt.NDArray[_Float],
     state: npt.NDArray[np.float64],
     row_loss: npt.NDArray[np.float64],
-    ones: npt.NDArray[_Float] | None,
     d_emb: npt.NDArray[_Float] | None,
     d_cls: npt.NDArray[_Float] | None,
     d_bias: npt.NDArray[_Float] | None,
