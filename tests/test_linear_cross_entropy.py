@@ -135,11 +135,15 @@ def test_many_tiles(monkeypatch, tile_bytes, chunk_size):
     backward recomputes the logits)."""
     monkeypatch.setattr(lce, "TILE_BYTES", tile_bytes)
     emb, cls, target, bias = problem(n=70, d=6, v=64, ignored=(5, 69))
-    rows, chunk = lce.tile_shape(70, 64, 8, chunk_size)
+    rows, chunk = lce.tile_shape(70, 64, 8, chunk_size, want_grad=True)
     assert -(-70 // rows) * -(-64 // chunk) > 1
+    want = numpy_reference(emb, cls, target, bias, -100, 0.05)
     got = sa.linear_cross_entropy(emb, cls, target, bias=bias, ignore_index=-100,
                                   label_smoothing=0.05, chunk_size=chunk_size, return_grad=True)
-    assert_matches(got, numpy_reference(emb, cls, target, bias, -100, 0.05), np.float64)
+    assert_matches(got, want, np.float64)
+    loss = sa.linear_cross_entropy(emb, cls, target, bias=bias, ignore_index=-100,
+                                   label_smoothing=0.05, chunk_size=chunk_size)
+    assert_close(loss, want[0], np.float64)
 
 
 def test_larger_float32_problem_against_float64():
@@ -306,19 +310,23 @@ def test_extra_memory_is_one_tile_not_the_logits(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "n, v, itemsize, chunk_size, want",
+    "n, v, itemsize, chunk_size, want_grad, want",
     [
-        (8192, 65536, 4, None, (128, 65536)),     # whole vocabulary: no recompute
-        (8192, 65536, 8, None, (64, 65536)),
-        (8192, 262144, 4, None, (64, 131072)),    # 64 rows do not fit: chunks of V
-        (8192, 1000, 4, None, (256, 1000)),       # small vocabulary: up to 256 rows
-        (10, 65536, 4, None, (10, 65536)),        # few rows: all of them
-        (8192, 65536, 4, 4096, (256, 4096)),      # chunk_size given
-        (8192, 100, 4, 1000, (256, 100)),         # chunk_size above V
+        (8192, 65536, 4, None, True, (128, 65536)),     # whole vocabulary: no recompute
+        (8192, 65536, 8, None, True, (64, 65536)),
+        (8192, 262144, 4, None, True, (64, 131072)),    # 64 rows do not fit: chunks of V
+        (8192, 1000, 4, None, True, (256, 1000)),       # small vocabulary: up to 256 rows
+        (10, 65536, 4, None, True, (10, 65536)),        # few rows: all of them
+        (8192, 65536, 4, 4096, True, (256, 4096)),      # chunk_size given
+        (8192, 100, 4, 1000, True, (256, 100)),         # chunk_size above V
+        (8192, 65536, 4, None, False, (1024, 8192)),    # forward: taller tiles
+        (8192, 1000, 4, None, False, (1024, 1000)),
+        (10, 65536, 4, None, False, (10, 65536)),
+        (8192, 65536, 4, 512, False, (1024, 512)),
     ],
 )
-def test_tile_shape(n, v, itemsize, chunk_size, want):
-    assert lce.tile_shape(n, v, itemsize, chunk_size) == want
+def test_tile_shape(n, v, itemsize, chunk_size, want_grad, want):
+    assert lce.tile_shape(n, v, itemsize, chunk_size, want_grad) == want
 
 
 # ---------------------------------------------------------------- bad input
