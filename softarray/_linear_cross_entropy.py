@@ -10,6 +10,7 @@ import numbers
 
 import array_api_compat
 import numpy as np
+import threadpoolctl
 
 from . import _dispatch
 from ._lib import _linear_cross_entropy as _kernels
@@ -107,11 +108,12 @@ def linear_cross_entropy(
     Notes
     -----
     NumPy arrays and PyTorch CPU tensors (float32, float64) take the compiled
-    path: the matrix products run in SciPy's BLAS, on BLAS's own threads
-    (limit them with ``threadpoolctl.threadpool_limits``, as for NumPy's
-    matmul); the per-row work runs on :func:`softarray.get_num_threads`
-    threads. An operand whose rows are not contiguous in memory is copied
-    once. Other arrays (GPU, array-api-strict, tensors that require grad) run
+    path: the matrix products run in SciPy's BLAS, each shared out over
+    :func:`softarray.get_num_threads` threads, with BLAS itself limited to
+    one thread for the duration of the call (process-wide, through
+    threadpoolctl); the row-wise work runs on the same threads. Results do
+    not depend on the thread count. An operand whose rows are not contiguous
+    in memory is copied once. Other arrays (GPU, array-api-strict, tensors that require grad) run
     the same algorithm with array-API calls, one vocabulary chunk of all rows
     at a time; when autograd records that computation it keeps every chunk,
     so memory is then bounded only with ``return_grad=True`` on tensors that
@@ -302,13 +304,28 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     grads = _gradient_arrays(n, d, v, dtype, bias is not None) if return_grad else (None,) * 3
     row_loss = np.zeros(n)
     if n > 0:
-        _kernels.linear_cross_entropy(
-            emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
-            np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
-            *grads, get_num_threads(),
-        )
+        with _single_threaded_blas():
+            _kernels.linear_cross_entropy(
+                emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
+                np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
+                *grads, get_num_threads(),
+            )
     loss = _reduce(row_loss, reduction, n_valid, dtype)
     return loss, tuple(g for g in grads if g is not None)
+
+
+_blas_controller = None
+
+
+def _single_threaded_blas():
+    """Context in which BLAS runs on one thread: the kernel shares each
+    product out over its own threads (see src/_linear_cross_entropy.pyx),
+    as scikit-learn's k-means does. The limit is process-wide while it lasts.
+    The controller is made once: it inspects every loaded library."""
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = threadpoolctl.ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _gradient_arrays(n, d, v, dtype, with_bias):

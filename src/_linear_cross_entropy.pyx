@@ -23,8 +23,16 @@ the backward then costs no recomputed product and no second exp.
 BLAS is column-major: a row-major (m x k) matrix with row stride ld is the
 column-major (k x m) matrix of its transpose with leading dimension ld, so
 the row-major product C = A @ B.T is computed as the column-major
-C.T = B @ A.T, i.e. gemm('T', 'N', B, A). The matrix products run on BLAS's
-own threads; the row loops run on ``n_threads`` OpenMP threads.
+C.T = B @ A.T, i.e. gemm('T', 'N', B, A).
+
+Threads: the caller limits BLAS to one thread, and every product is split
+here over ``n_threads`` OpenMP threads into disjoint blocks of its output
+(the logits and d_cls by vocabulary entries, d_emb by features). A tile's
+products are too small in M x N and too long in K for a threaded BLAS,
+which synchronizes its threads once per block of K: with two threads on a
+busy two-core machine that made the backward 3x slower than one thread.
+Each output element is summed over K in one call either way, so results do
+not depend on the thread count. The row loops split the rows.
 
 Callers (``softarray/_linear_cross_entropy.py``) have validated everything,
 laid the operands out for BLAS (unit inner stride, row stride >= max(1, D)),
@@ -67,8 +75,13 @@ cdef extern from "_linear_cross_entropy_kernels.h" nogil:
 # (N, STATE_FIELDS) float64 array, viewed here as sa_lce_row structs.
 STATE_FIELDS = sizeof(sa_lce_row) // sizeof(double)
 
-# Below this many tile entries one thread is faster than waking a team.
+# Below this many tile entries (row loops) or multiply-adds (products) one
+# thread is faster than waking a team.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+cdef Py_ssize_t PARALLEL_MIN_FLOPS = 1 << 20
+# Threads' shares of a product's output: multiples of 16 entries (a 64-byte
+# cache line of floats), so neighbouring shares do not share cache lines.
+cdef Py_ssize_t SHARE_ALIGN = 16
 
 cdef char *NO_TRANS = b"N"
 cdef char *TRANS = b"T"
@@ -100,24 +113,53 @@ cdef void _gemm(char *ta, char *tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         dgemm(ta, tb, &im, &in_, &ik, &one, <double *> a, &ia, <double *> b, &ib, &beta, c, &ic)
 
 
+cdef inline Py_ssize_t _share(Py_ssize_t n, Py_ssize_t t, Py_ssize_t n_parts) noexcept nogil:
+    """Start of part t of [0, n) cut into n_parts in multiples of SHARE_ALIGN
+    (part t is [_share(n, t, k), _share(n, t + 1, k)), maybe empty)."""
+    cdef Py_ssize_t units = (n + SHARE_ALIGN - 1) // SHARE_ALIGN
+    return min(n, units * t // n_parts * SHARE_ALIGN)
+
+
+cdef inline int _blas_team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept nogil:
+    return 1 if nr * cw * p.d < PARALLEL_MIN_FLOPS else p.n_threads
+
+
 cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                   const floating *emb, const floating *cls, floating *tile) noexcept nogil:
-    """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias)."""
-    _gemm(TRANS, NO_TRANS, cw, nr, p.d, cls + c0 * p.ld_cls, p.ld_cls,
-          emb + r0 * p.ld_emb, p.ld_emb, 0, tile, p.ld_tile)
+    """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias), the
+    tile's columns shared out over the threads."""
+    cdef Py_ssize_t t, j0, j1
+    cdef int team = _blas_team(p, nr, cw)
+    for t in prange(team, num_threads=team, schedule='static', chunksize=1):
+        j0 = _share(cw, t, team)
+        j1 = _share(cw, t + 1, team)
+        if j1 > j0:
+            _gemm(TRANS, NO_TRANS, j1 - j0, nr, p.d, cls + (c0 + j0) * p.ld_cls, p.ld_cls,
+                  emb + r0 * p.ld_emb, p.ld_emb, 0, tile + j0, p.ld_tile)
 
 
 cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                     const floating *emb, const floating *cls, const floating *tile,
                     floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
-    """With G = tile[:nr, :cw]: d_emb[r0:r0+nr] += G @ cls[c0:c0+cw],
-    d_cls[c0:c0+cw] += G.T @ emb[r0:r0+nr], d_bias[c0:c0+cw] += column sums
-    of G. The first contribution to each output overwrites it (beta = 0), so
-    the outputs need no zeroing."""
-    _gemm(NO_TRANS, NO_TRANS, p.d, nr, cw, cls + c0 * p.ld_cls, p.ld_cls, tile, p.ld_tile,
-          0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb, p.ld_d_emb)
-    _gemm(NO_TRANS, TRANS, p.d, cw, nr, emb + r0 * p.ld_emb, p.ld_emb, tile, p.ld_tile,
-          0 if r0 == 0 else 1, d_cls + c0 * p.ld_d_cls, p.ld_d_cls)
+    """With G = tile[:nr, :cw]: d_emb[r0:r0+nr] += G @ cls[c0:c0+cw] (each
+    thread its share of the features), d_cls[c0:c0+cw] += G.T @
+    emb[r0:r0+nr] (each thread its share of the vocabulary chunk), and
+    d_bias[c0:c0+cw] += column sums of G. The first contribution to each
+    output overwrites it (beta = 0), so the outputs need no zeroing."""
+    cdef Py_ssize_t t, k0, k1, j0, j1
+    cdef int team = _blas_team(p, nr, cw)
+    for t in prange(team, num_threads=team, schedule='static', chunksize=1):
+        k0 = _share(p.d, t, team)
+        k1 = _share(p.d, t + 1, team)
+        if k1 > k0:
+            _gemm(NO_TRANS, NO_TRANS, k1 - k0, nr, cw, cls + c0 * p.ld_cls + k0, p.ld_cls,
+                  tile, p.ld_tile, 0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb + k0,
+                  p.ld_d_emb)
+        j0 = _share(cw, t, team)
+        j1 = _share(cw, t + 1, team)
+        if j1 > j0 and p.d > 0:
+            _gemm(NO_TRANS, TRANS, p.d, j1 - j0, nr, emb + r0 * p.ld_emb, p.ld_emb, tile + j0,
+                  p.ld_tile, 0 if r0 == 0 else 1, d_cls + (c0 + j0) * p.ld_d_cls, p.ld_d_cls)
     if d_bias != NULL:
         _column_sums(p, nr, cw, tile, r0 > 0, d_bias + c0)
 
@@ -281,12 +323,10 @@ cdef inline Py_ssize_t _ld(Py_ssize_t stride_bytes, Py_ssize_t itemsize, Py_ssiz
     return stride_bytes // itemsize
 
 
-cdef inline const floating *_ptr2(const floating[:, :] a) noexcept:
-    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
-
-
 cdef inline floating *_out2(floating[:, ::1] a) noexcept:
-    return &a[0, 0] if a is not None and a.shape[0] > 0 and a.shape[1] > 0 else NULL
+    """An output's data, or NULL for None. (A zero-size array has data too:
+    a valid pointer that is never read through.)"""
+    return NULL if a is None else &a[0, 0]
 
 
 def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, const floating[::1] bias,
@@ -319,8 +359,8 @@ def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, con
     p.smoothing, p.grad_scale, p.n_threads = smoothing, grad_scale, n_threads
     p.want_grad = d_emb is not None
     p.keep_exp = p.want_grad and p.chunk >= p.v
-    cdef const floating *pe = _ptr2(emb)
-    cdef const floating *pc = _ptr2(cls)
+    cdef const floating *pe = &emb[0, 0]
+    cdef const floating *pc = &cls[0, 0]
     cdef const floating *pb = NULL
     cdef floating *pde = _out2(d_emb)
     cdef floating *pdc = _out2(d_cls)
