@@ -7,6 +7,7 @@ decides which.
 """
 import math
 import numbers
+import threading
 
 import array_api_compat
 import numpy as np
@@ -111,9 +112,9 @@ def linear_cross_entropy(
     path: the matrix products run in SciPy's BLAS, each shared out over
     :func:`softarray.get_num_threads` threads, with BLAS itself limited to
     one thread for the duration of the call (process-wide, through
-    threadpoolctl); the row-wise work runs on the same threads. Results do
-    not depend on the thread count. An operand whose rows are not contiguous
-    in memory is copied once. Other arrays (GPU, array-api-strict, tensors that require grad) run
+    threadpoolctl); the row-wise work runs on the same threads. Thread counts
+    change results by rounding only. An operand whose rows are not
+    contiguous in memory is copied once. Other arrays (GPU, array-api-strict, tensors that require grad) run
     the same algorithm with array-API calls, one vocabulary chunk of all rows
     at a time; when autograd records that computation it keeps every chunk,
     so memory is then bounded only with ``return_grad=True`` on tensors that
@@ -304,7 +305,7 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     grads = _gradient_arrays(n, d, v, dtype, bias is not None) if return_grad else (None,) * 3
     row_loss = np.zeros(n)
     if n > 0:
-        with _single_threaded_blas():
+        with _single_threaded_blas:
             _kernels.linear_cross_entropy(
                 emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
                 np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
@@ -314,18 +315,36 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     return loss, tuple(g for g in grads if g is not None)
 
 
-_blas_controller = None
-
-
-def _single_threaded_blas():
+class _SingleThreadedBlas:
     """Context in which BLAS runs on one thread: the kernel shares each
     product out over its own threads (see src/_linear_cross_entropy.pyx),
-    as scikit-learn's k-means does. The limit is process-wide while it lasts.
-    The controller is made once: it inspects every loaded library."""
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = threadpoolctl.ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
+    as scikit-learn's k-means does. The limit is process-wide, so calls from
+    several Python threads share one: the first to enter sets it, the last
+    to leave restores the original limits (nested threadpoolctl limits left
+    out of order would restore the wrong ones)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._controller = None     # made on first use: it inspects every loaded library
+        self._limiter = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    self._controller = threadpoolctl.ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limiter.restore_original_limits()
+
+
+_single_threaded_blas = _SingleThreadedBlas()
 
 
 def _gradient_arrays(n, d, v, dtype, with_bias):

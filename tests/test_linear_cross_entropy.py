@@ -1,5 +1,6 @@
 """linear_cross_entropy through every backend, against torch autograd in
 float64 and a plain NumPy reference that forms the whole logits matrix."""
+import concurrent.futures
 import tracemalloc
 
 import numpy as np
@@ -261,6 +262,24 @@ def test_thread_counts_agree():
             results.append(sa.linear_cross_entropy(emb, cls, target, bias=bias,
                                                    return_grad=True))
     assert_matches(results[1], results[0], np.float32)
+
+
+def test_blas_threads_restored_after_concurrent_calls():
+    """The kernel limits BLAS to one thread while it runs; calls from several
+    Python threads at once still leave the original limits behind."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+              if lib["user_api"] == "blas"]
+    emb, cls, target, bias = problem(n=256, d=64, v=3000, dtype=np.float32)
+    want = sa.linear_cross_entropy(emb, cls, target, bias=bias, return_grad=True)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(sa.linear_cross_entropy, emb, cls, target, bias=bias,
+                            return_grad=True) for _ in range(8)]
+        for run_ in runs:
+            assert_matches(run_.result(), want, np.float32)
+    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+             if lib["user_api"] == "blas"]
+    assert after == before
 
 
 def test_returns_the_callers_array_type(backend):
