@@ -143,6 +143,7 @@ def linear_cross_entropy(
     xp, emb, cls, tgt, bias = _arrays(embeddings, classifier, target, bias)
     eps = _check_smoothing(label_smoothing)
     _check_options(ignore_index, reduction, chunk_size, return_grad)
+    ignore_index = _normalize_ignore_index(xp, tgt, ignore_index)
     ignored = _check_target(xp, tgt, ignore_index, cls.shape[0])
     a_emb, a_cls = _dispatch.as_compiled_input(emb), _dispatch.as_compiled_input(cls)
     a_bias = None if bias is None else _dispatch.as_compiled_input(bias)
@@ -236,6 +237,13 @@ def _check_options(ignore_index, reduction, chunk_size, return_grad):
     check_bool(return_grad, "return_grad")
 
 
+def _normalize_ignore_index(xp, tgt, ignore_index):
+    """None when no target can equal ignore_index: outside the target
+    dtype's range (where array-api-strict refuses the comparison)."""
+    info = xp.iinfo(tgt.dtype)
+    return ignore_index if ignore_index is not None and info.min <= ignore_index <= info.max else None
+
+
 def _check_target(xp, tgt, ignore_index, v):
     """The boolean mask of ignored samples; raises if any other target is
     not a class index."""
@@ -246,8 +254,8 @@ def _check_target(xp, tgt, ignore_index, v):
     bad = ~ignored & ((tgt < 0) | (tgt >= v))
     if bool(xp.any(bad)):
         first = int(tgt[int(xp.argmax(xp.astype(bad, xp.int8)))])
-        raise ValueError(f"target must hold class indices in [0, {v}) or ignore_index="
-                         f"{ignore_index}, found {first}")
+        allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        raise ValueError(f"target must hold class indices in [0, {v}){allowed}, found {first}")
     return ignored
 
 
@@ -261,10 +269,11 @@ def _numpy(a):
 
 def _blas_operand(a):
     """a itself when BLAS can read it in place (native byte order, rows
-    contiguous and at least a row apart), else a C-contiguous native copy."""
+    contiguous, at least a row and less than 2**31 entries apart), else a
+    C-contiguous native copy."""
     item = a.dtype.itemsize
     if (a.dtype.isnative and a.strides[1] == item and a.strides[0] % item == 0
-            and a.strides[0] >= item * a.shape[1]):
+            and item * a.shape[1] <= a.strides[0] <= item * BLAS_INT_MAX):
         return a
     return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
 

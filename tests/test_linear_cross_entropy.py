@@ -165,6 +165,14 @@ def test_ignore_index_inside_the_class_range():
     assert_matches(got, numpy_reference(emb, cls, target, None, 3), np.float64)
 
 
+def test_unsigned_target_with_negative_ignore_index(backend):
+    """An ignore_index outside the target's dtype ignores nothing."""
+    emb, cls, target, bias = problem(v=200)
+    got = run(backend, emb, cls, target.astype(np.uint8), bias, ignore_index=-100,
+              return_grad=True)
+    assert_matches(got, numpy_reference(emb, cls, target, bias), np.float64)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_every_sample_ignored(backend, reduction):
     """As torch: the mean is NaN, the sum 0, and every gradient 0."""
