@@ -32,8 +32,8 @@ which synchronizes its threads once per block of K: with two threads on a
 busy two-core machine that made the backward 3x slower than one thread.
 Each output element is still summed over its whole K in one BLAS call, so
 thread counts change results by rounding only (BLAS may pick another kernel
-for a smaller share: float64 results measured bit-identical, float32 within
-a few ulp). The row loops split the rows.
+for a smaller share: float64 results measured bit-identical, float32 ones
+differing at the rounding level). The row loops split the rows.
 
 Callers (``softarray/_linear_cross_entropy.py``) have validated everything,
 laid the operands out for BLAS (unit inner stride, row stride >= max(1, D)),
