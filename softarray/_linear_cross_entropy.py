@@ -1,0 +1,397 @@
+"""linear_cross_entropy: cross-entropy of a linear layer's output, fused so
+that the (N, V) logits are never held in memory. It validates, then hands
+the work to the compiled kernel (``softarray._lib._linear_cross_entropy``)
+or to the portable array-API implementation
+(``softarray._portable.linear_cross_entropy``); ``softarray._dispatch``
+decides which.
+"""
+import math
+import numbers
+import threading
+
+import array_api_compat
+import numpy as np
+import threadpoolctl
+
+from . import _dispatch
+from ._lib import _linear_cross_entropy as _kernels
+from ._portable import linear_cross_entropy as _portable
+from ._threads import get_num_threads
+from ._validate import check_bool
+
+REDUCTIONS = ("mean", "sum", "none")
+# The logits tile is the one scratch buffer that grows with the problem; it
+# takes at most TILE_BYTES (with float32, N = 8192 and V = 65536: 1.6% of the
+# 2 GiB of logits). Its shape is a trade-off of BLAS costs. Every tile's
+# product packs the classifier rows it reads again, which costs ~V*D/rows per
+# row of the problem: tall tiles amortize it. The backward wants whole
+# vocabulary rows (it then starts from the forward's exponentials instead of
+# recomputing the logits: 3 products, not 4), so it takes up to GRAD_ROWS of
+# them; BLAS reaches its full speed from about 128 rows (OpenBLAS on AVX2:
+# 64 rows ~80% of it, 32 rows ~60%), and below MIN_ROWS whole rows the
+# vocabulary is chunked instead. The forward alone has no use for whole rows:
+# FORWARD_ROWS rows by TILE_BYTES / FORWARD_ROWS entries packed the
+# classifier 8x less often and ran 15% faster than 256 whole rows (N = 2048,
+# D = 512, V = 16384, float32, one thread).
+TILE_BYTES = 32 * 2**20
+GRAD_ROWS = 256
+FORWARD_ROWS = 1024
+MIN_ROWS = 64
+# SciPy's BLAS takes 32-bit integer sizes.
+BLAS_INT_MAX = 2**31 - 1
+
+
+def linear_cross_entropy(
+    embeddings,
+    classifier,
+    target,
+    *,
+    bias=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    reduction="mean",
+    chunk_size=None,
+    return_grad=False,
+):
+    r"""Cross-entropy of ``embeddings @ classifier.T + bias`` against class
+    indices, without forming the (N, V) logits.
+
+    Computes what ``torch.nn.functional.cross_entropy(embeddings @
+    classifier.T + bias, target, ...)`` computes (index targets), in tiles
+    of the logits: BLAS makes one tile at a time and an online log-sum-exp
+    consumes it ("Cut Your Losses in Large-Vocabulary Language Models",
+    Wijmans et al., 2024). Extra memory is one tile (at most 32 MiB by
+    default) plus about 50 bytes per sample, beyond the inputs and the returned
+    gradients.
+
+    Parameters
+    ----------
+    embeddings : array, shape (N, D)
+        Real floating array: the last hidden states, one row per sample.
+    classifier : array, shape (V, D)
+        The output layer's weights, one row per class; same dtype as
+        ``embeddings``.
+    target : array of int, shape (N,)
+        Class indices in ``[0, V)``, or ``ignore_index``.
+    bias : array, shape (V,), optional
+        The output layer's bias; same dtype as ``embeddings``.
+    ignore_index : int, optional
+        Samples whose target equals it contribute no loss and no gradient and
+        are left out of the mean's denominator (their "none" loss is 0).
+        None (the default, unlike torch's -100) ignores nothing.
+    label_smoothing : float, default 0.0
+        ``eps`` in [0, 1]: the target distribution is ``(1 - eps)`` on the
+        target class plus ``eps / V`` on every class.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" divides the sum by the number of non-ignored samples (NaN if
+        there are none, as torch); "none" returns the per-sample losses.
+    chunk_size : int, optional
+        Vocabulary entries per tile. By default, with ``return_grad``, the
+        whole vocabulary when at least 64 rows of it fit in 32 MiB (the
+        backward then reuses the forward's exponentials: no product is
+        recomputed), else as many entries as 64 rows fit in 32 MiB; forward
+        only, as many as fit in 32 MiB next to 1024 rows. A tile has as many
+        rows as fit in 32 MiB, up to 256 (with ``return_grad``) or 1024.
+    return_grad : bool, default False
+        Also return the gradients.
+
+    Returns
+    -------
+    loss : array
+        0-d for "mean" and "sum", shape (N,) for "none"; ``embeddings``'
+        dtype and array type.
+    grads : tuple of arrays
+        Only with ``return_grad=True``: ``(d_embeddings, d_classifier)``, or
+        ``(d_embeddings, d_classifier, d_bias)`` when ``bias`` is given, the
+        gradients of the returned loss (of its sum for "none"), shaped like
+        the inputs.
+
+    Notes
+    -----
+    NumPy arrays and PyTorch CPU tensors (float32, float64) take the compiled
+    path: the matrix products run in SciPy's BLAS, each shared out over
+    :func:`softarray.get_num_threads` threads, with BLAS itself limited to
+    one thread for the duration of the call (process-wide, through
+    threadpoolctl); the row-wise work runs on the same threads. Thread counts
+    change results by rounding only. An operand whose rows are not
+    contiguous in memory is copied once. Other arrays (GPU, array-api-strict, tensors that require grad) run
+    the same algorithm with array-API calls, one vocabulary chunk of all rows
+    at a time; when autograd records that computation it keeps every chunk,
+    so memory is then bounded only with ``return_grad=True`` on tensors that
+    do not require grad.
+
+    ``-inf`` logits (from a ``-inf`` bias, say) leave their classes out. A
+    row whose logits contain NaN or ``+inf``, or are all ``-inf``, gets a NaN
+    loss and a NaN gradient row, as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> rng = np.random.default_rng(0)
+    >>> emb, cls = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
+    >>> target = np.array([0, 4, 2, 1])
+    >>> loss = sa.linear_cross_entropy(emb, cls, target)
+    >>> logits = emb @ cls.T
+    >>> reference = np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(4), target])
+    >>> bool(np.isclose(loss, reference))
+    True
+    >>> loss, (d_emb, d_cls) = sa.linear_cross_entropy(emb, cls, target, return_grad=True)
+    >>> d_emb.shape, d_cls.shape
+    ((4, 3), (5, 3))
+    """
+    xp, emb, cls, tgt, bias = _arrays(embeddings, classifier, target, bias)
+    eps = _check_smoothing(label_smoothing)
+    _check_options(ignore_index, reduction, chunk_size, return_grad)
+    ignore_index = _normalize_ignore_index(xp, tgt, ignore_index)
+    ignored = _check_target(xp, tgt, ignore_index, cls.shape[0])
+    a_emb, a_cls = _dispatch.as_compiled_input(emb), _dispatch.as_compiled_input(cls)
+    a_bias = None if bias is None else _dispatch.as_compiled_input(bias)
+    if a_emb is None or a_cls is None or (bias is not None and a_bias is None):
+        return _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size,
+                             return_grad)
+    loss, grads = _run_compiled(a_emb, a_cls, a_bias, _numpy(tgt), _numpy(ignored), eps,
+                                reduction, chunk_size, return_grad)
+    loss = _dispatch.to_caller(xp, loss, emb)
+    if not return_grad:
+        return loss
+    return loss, tuple(_dispatch.to_caller(xp, g, emb) for g in grads)
+
+
+# ------------------------------------------------------------ validation
+
+def _arrays(embeddings, classifier, target, bias):
+    """The four arrays in embeddings' namespace, with their shapes and dtypes checked."""
+    xp, emb = _dispatch.namespace_of(embeddings, "embeddings")
+    cls = _same_library(xp, emb, classifier, "classifier")
+    tgt = _same_library(xp, emb, target, "target")
+    bias = None if bias is None else _same_library(xp, emb, bias, "bias")
+    if not xp.isdtype(emb.dtype, "real floating"):
+        raise TypeError(f"embeddings must have a real floating dtype, got {emb.dtype}")
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (N, D), got shape {tuple(emb.shape)}")
+    n, d = emb.shape
+    _check_matrix_like(cls, "classifier", (None, d), emb.dtype)
+    v = cls.shape[0]
+    if v == 0:
+        raise ValueError("classifier must have at least one row (class)")
+    if bias is not None:
+        _check_matrix_like(bias, "bias", (v,), emb.dtype)
+    if tgt.ndim != 1 or tgt.shape[0] != n:
+        raise ValueError(f"target must have shape ({n},) to match embeddings, got {tuple(tgt.shape)}")
+    if not xp.isdtype(tgt.dtype, "integral"):
+        raise TypeError(f"target must be an integer array of class indices, got dtype {tgt.dtype}")
+    if max(n, d, v) > BLAS_INT_MAX:
+        raise ValueError(f"embeddings and classifier dimensions must be below 2**31, got N={n}, "
+                         f"D={d}, V={v}")
+    return xp, emb, cls, tgt, bias
+
+
+def _same_library(xp, emb, value, name):
+    """value as an array of xp (from a list or scalar if need be), on emb's device."""
+    if array_api_compat.is_array_api_obj(value) and not isinstance(value, np.generic):
+        if array_api_compat.array_namespace(value) is not xp:
+            raise TypeError(f"{name} must be an array of the same library as embeddings, got "
+                            f"{type(value).__name__} beside {type(emb).__name__}")
+    else:
+        try:
+            value = xp.asarray(value)
+        except Exception as exc:
+            raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
+    if array_api_compat.device(value) != array_api_compat.device(emb):
+        raise ValueError(f"{name} is on device {array_api_compat.device(value)} but embeddings "
+                         f"on {array_api_compat.device(emb)}")
+    return value
+
+
+def _check_matrix_like(a, name, shape, dtype):
+    """a has len(shape) dimensions, the given sizes (None: any) and dtype."""
+    if a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+        want = ", ".join("any" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name} must have shape ({want}) to match embeddings, got {tuple(a.shape)}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but embeddings has {dtype}; cast one of them")
+
+
+def _check_smoothing(label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def _check_options(ignore_index, reduction, chunk_size, return_grad):
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
+    ):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+            raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
+    check_bool(return_grad, "return_grad")
+
+
+def _normalize_ignore_index(xp, tgt, ignore_index):
+    """None when no target can equal ignore_index: outside the target
+    dtype's range (where array-api-strict refuses the comparison)."""
+    info = xp.iinfo(tgt.dtype)
+    return ignore_index if ignore_index is not None and info.min <= ignore_index <= info.max else None
+
+
+def _check_target(xp, tgt, ignore_index, v):
+    """The boolean mask of ignored samples; raises if any other target is
+    not a class index."""
+    if ignore_index is None:
+        ignored = xp.zeros(tgt.shape, dtype=xp.bool, device=array_api_compat.device(tgt))
+    else:
+        ignored = tgt == ignore_index
+    bad = ~ignored & ((tgt < 0) | (tgt >= v))
+    if bool(xp.any(bad)):
+        first = int(tgt[int(xp.argmax(xp.astype(bad, xp.int8)))])
+        allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        raise ValueError(f"target must hold class indices in [0, {v}){allowed}, found {first}")
+    return ignored
+
+
+# ---------------------------------------------------------------- compiled
+
+def _numpy(a):
+    """A NumPy view of an integer or boolean array of the compiled path
+    (NumPy or a PyTorch CPU tensor)."""
+    return a if isinstance(a, np.ndarray) else np.from_dlpack(a)
+
+
+def _blas_operand(a):
+    """a itself when BLAS can read it in place (native byte order, rows
+    contiguous, at least a row and less than 2**31 entries apart), else a
+    C-contiguous native copy."""
+    item = a.dtype.itemsize
+    if (a.dtype.isnative and a.strides[1] == item and a.strides[0] % item == 0
+            and item * a.shape[1] <= a.strides[0] <= item * BLAS_INT_MAX):
+        return a
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+
+
+def tile_shape(n, v, itemsize, chunk_size, want_grad):
+    """(rows, chunk) of the logits tile, within ``TILE_BYTES`` (see there).
+
+    chunk: ``chunk_size`` if given. By default, with gradients: the whole
+    vocabulary when ``MIN_ROWS`` rows of it (or all n, if fewer) fit, else as
+    many entries as ``MIN_ROWS`` rows fit; forward only: what fits next to
+    ``FORWARD_ROWS`` rows (or all n). rows: as many as fit next to the
+    chunk, up to ``GRAD_ROWS`` or ``FORWARD_ROWS``, at least 1, at most n.
+    """
+    budget = max(1, TILE_BYTES // itemsize)
+    max_rows = GRAD_ROWS if want_grad else FORWARD_ROWS
+    wanted_rows = max(1, min(n, MIN_ROWS if want_grad else FORWARD_ROWS))
+    if chunk_size is not None:
+        chunk = min(chunk_size, v)
+    elif want_grad and budget // v >= wanted_rows:
+        chunk = v
+    else:
+        chunk = min(v, max(1, budget // wanted_rows))
+    rows = max(1, min(n, max_rows, budget // chunk))
+    return rows, chunk
+
+
+def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, return_grad):
+    """Loss and gradients (NumPy arrays) from the compiled kernel."""
+    emb, cls = _blas_operand(emb), _blas_operand(cls)
+    dtype = emb.dtype
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, dtype=dtype)
+    (n, d), v = emb.shape, cls.shape[0]
+    rows, chunk = tile_shape(n, v, dtype.itemsize, chunk_size, return_grad)
+    # Ignored samples become -1: the kernel skips them without knowing ignore_index.
+    target = np.where(ignored, -1, tgt).astype(np.intp, copy=False)
+    n_valid = n - int(np.count_nonzero(ignored))
+    grads = _gradient_arrays(n, d, v, dtype, bias is not None) if return_grad else (None,) * 3
+    row_loss = np.zeros(n)
+    if n > 0:
+        with _single_threaded_blas:
+            _kernels.linear_cross_entropy(
+                emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
+                np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
+                *grads, get_num_threads(),
+            )
+    loss = _reduce(row_loss, reduction, n_valid, dtype)
+    return loss, tuple(g for g in grads if g is not None)
+
+
+class _SingleThreadedBlas:
+    """Context in which BLAS runs on one thread: the kernel shares each
+    product out over its own threads (see src/_linear_cross_entropy.pyx),
+    as scikit-learn's k-means does. The limit is process-wide, so calls from
+    several Python threads share one: the first to enter sets it, the last
+    to leave restores the original limits (nested threadpoolctl limits left
+    out of order would restore the wrong ones)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._controller = None     # made on first use: it inspects every loaded library
+        self._limiter = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    self._controller = threadpoolctl.ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limiter.restore_original_limits()
+
+
+_single_threaded_blas = _SingleThreadedBlas()
+
+
+def _gradient_arrays(n, d, v, dtype, with_bias):
+    """The kernel writes every entry; with no samples nothing is written, and
+    the gradients of the classifier and bias are zero."""
+    alloc = np.zeros if n == 0 else np.empty
+    d_bias = alloc(v, dtype) if with_bias else None
+    return np.empty((n, d), dtype), alloc((v, d), dtype), d_bias
+
+
+def _grad_scale(reduction, n_valid):
+    """d loss / d (per-sample loss) of a non-ignored sample. With every
+    sample ignored the "mean" is NaN and all gradients are 0, as in torch."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / n_valid if n_valid else 0.0
+
+
+def _reduce(row_loss, reduction, n_valid, dtype):
+    """The per-sample float64 losses reduced and cast to the inputs' dtype."""
+    if reduction == "none":
+        return row_loss.astype(dtype)
+    total = float(np.sum(row_loss))
+    if reduction == "mean":
+        total = total / n_valid if n_valid else math.nan
+    return np.asarray(total, dtype=dtype)
+
+
+# ---------------------------------------------------------------- portable
+
+def _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size, return_grad):
+    n, v = emb.shape[0], cls.shape[0]
+    if chunk_size is None:
+        # All rows of one chunk at a time: the chunk gets the tile's bytes.
+        itemsize = xp.finfo(emb.dtype).bits // 8
+        chunk_size = max(1, min(v, TILE_BYTES // (itemsize * max(n, 1))))
+    loss, grads = _portable.linear_cross_entropy(
+        xp, emb, cls, tgt, bias=bias, ignore_index=ignore_index, label_smoothing=eps,
+        reduction=reduction, chunk_size=chunk_size, return_grad=return_grad,
+    )
+    return (loss, grads) if return_grad else loss

@@ -1,0 +1,376 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled fused linear cross-entropy: the loss of
+``cross_entropy(emb @ cls.T + bias, target)`` and its gradients, without the
+N x V logits.
+
+The logits are made tile by tile in the caller's ``tile`` buffer (``rows``
+rows of the logits restricted to a vocabulary chunk of ``chunk`` entries) by
+BLAS, and consumed there:
+
+* pass 1, per row block: for every vocabulary chunk, the tile's logits are
+  folded into each row's running (max, sum of exp) state, an online
+  log-sum-exp, and the target's logit is picked up;
+* pass 2 (gradients), per row block and chunk: the tile becomes the scaled
+  gradient G of the loss with respect to the logits, in place, and BLAS adds
+  G @ cls_chunk into d_emb and G.T @ emb_block into d_cls, and the column
+  sums of G into d_bias.
+
+When a chunk is the whole vocabulary (the default whenever enough rows fit in
+the tile), pass 1 leaves exp(z - max) in the tile and pass 2 starts from it:
+the backward then costs no recomputed product and no second exp.
+
+BLAS is column-major: a row-major (m x k) matrix with row stride ld is the
+column-major (k x m) matrix of its transpose with leading dimension ld, so
+the row-major product C = A @ B.T is computed as the column-major
+C.T = B @ A.T, i.e. gemm('T', 'N', B, A).
+
+Threads: the caller limits BLAS to one thread, and every product is split
+here over ``n_threads`` OpenMP threads into disjoint blocks of its output
+(the logits and d_cls by vocabulary entries, d_emb by features). A tile's
+products are too small in M x N and too long in K for a threaded BLAS,
+which synchronizes its threads once per block of K: with two threads on a
+busy two-core machine that made the backward 3x slower than one thread.
+Each output element is still summed over its whole K in one BLAS call, so
+thread counts change results by rounding only (BLAS may pick another kernel
+for a smaller share: float64 results measured bit-identical, float32 ones
+differing at the rounding level). The row loops split the rows.
+
+Callers (``softarray/_linear_cross_entropy.py``) have validated everything,
+laid the operands out for BLAS (unit inner stride, row stride >= max(1, D)),
+mapped ignored targets to -1, and allocated every output and scratch array.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport NAN
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from "_linear_cross_entropy_kernels.h" nogil:
+    ctypedef struct sa_lce_row:
+        double max
+        double sum
+        double target
+        double total
+    void sa_lce_row_init(sa_lce_row *st)
+    double sa_lce_lse(const sa_lce_row *st)
+    void sa_lce_update_f32(float *z, const float *bias, Py_ssize_t n, Py_ssize_t t,
+                           int want_total, int store_exp, sa_lce_row *st)
+    void sa_lce_update_f64(double *z, const double *bias, Py_ssize_t n, Py_ssize_t t,
+                           int want_total, int store_exp, sa_lce_row *st)
+    void sa_lce_grad_f32(float *z, const float *bias, Py_ssize_t n, Py_ssize_t t,
+                         float lse, float scale, float off, float hit)
+    void sa_lce_grad_f64(double *z, const double *bias, Py_ssize_t n, Py_ssize_t t,
+                         double lse, double scale, double off, double hit)
+    void sa_lce_grad_from_exp_f32(float *e, Py_ssize_t n, Py_ssize_t t,
+                                  float factor, float off, float hit)
+    void sa_lce_grad_from_exp_f64(double *e, Py_ssize_t n, Py_ssize_t t,
+                                  double factor, double off, double hit)
+    void sa_lce_colsum_f32(const float *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                           float *out, int accumulate)
+    void sa_lce_colsum_f64(const double *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                           double *out, int accumulate)
+    enum:
+        SA_LCE_COLS
+
+# Row state doubles per sample: the Python layer allocates the state as an
+# (N, STATE_FIELDS) float64 array, viewed here as sa_lce_row structs.
+STATE_FIELDS = sizeof(sa_lce_row) // sizeof(double)
+
+# Below this many tile entries (row loops) or multiply-adds (products) one
+# thread is faster than waking a team.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+cdef Py_ssize_t PARALLEL_MIN_FLOPS = 1 << 20
+# Threads' shares of a product's output: multiples of 16 entries (a 64-byte
+# cache line of floats), so neighbouring shares do not share cache lines.
+cdef Py_ssize_t SHARE_ALIGN = 16
+
+cdef char *NO_TRANS = b"N"
+cdef char *TRANS = b"T"
+
+
+cdef struct Plan:
+    Py_ssize_t n, d, v                  # samples, features, vocabulary
+    Py_ssize_t rows, chunk              # the tile: rows per block, vocabulary entries per chunk
+    Py_ssize_t ld_emb, ld_cls, ld_tile  # row strides in elements
+    Py_ssize_t ld_d_emb, ld_d_cls
+    double smoothing                    # label smoothing eps
+    double grad_scale                   # 1 / (non-ignored samples) for "mean", else 1
+    int n_threads
+    bint want_grad
+    bint keep_exp                       # one chunk per row: pass 1 leaves exp(z - max) for pass 2
+
+
+# ---------------------------------------------------------------- BLAS
+
+cdef void _gemm(char *ta, char *tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                const floating *a, Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
+                floating beta, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """Column-major C = op(A) op(B) + beta C; beta = 0 overwrites C unread."""
+    cdef int im = m, in_ = n, ik = k, ia = lda, ib = ldb, ic = ldc
+    cdef floating one = 1
+    if floating is float:
+        sgemm(ta, tb, &im, &in_, &ik, &one, <float *> a, &ia, <float *> b, &ib, &beta, c, &ic)
+    else:
+        dgemm(ta, tb, &im, &in_, &ik, &one, <double *> a, &ia, <double *> b, &ib, &beta, c, &ic)
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t n, Py_ssize_t t, Py_ssize_t n_parts) noexcept nogil:
+    """Start of part t of [0, n) cut into n_parts in multiples of SHARE_ALIGN
+    (part t is [_share(n, t, k), _share(n, t + 1, k)), maybe empty)."""
+    cdef Py_ssize_t units = (n + SHARE_ALIGN - 1) // SHARE_ALIGN
+    return min(n, units * t // n_parts * SHARE_ALIGN)
+
+
+cdef inline int _blas_team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept nogil:
+    return 1 if nr * cw * p.d < PARALLEL_MIN_FLOPS else p.n_threads
+
+
+cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
+                  const floating *emb, const floating *cls, floating *tile) noexcept nogil:
+    """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias), the
+    tile's columns shared out over the threads."""
+    cdef Py_ssize_t t, j0, j1
+    cdef int team = _blas_team(p, nr, cw)
+    for t in prange(team, num_threads=team, schedule='static', chunksize=1):
+        j0 = _share(cw, t, team)
+        j1 = _share(cw, t + 1, team)
+        if j1 > j0:
+            _gemm(TRANS, NO_TRANS, j1 - j0, nr, p.d, cls + (c0 + j0) * p.ld_cls, p.ld_cls,
+                  emb + r0 * p.ld_emb, p.ld_emb, 0, tile + j0, p.ld_tile)
+
+
+cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
+                    const floating *emb, const floating *cls, const floating *tile,
+                    floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
+    """With G = tile[:nr, :cw]: d_emb[r0:r0+nr] += G @ cls[c0:c0+cw] (each
+    thread its share of the features), d_cls[c0:c0+cw] += G.T @
+    emb[r0:r0+nr] (each thread its share of the vocabulary chunk), and
+    d_bias[c0:c0+cw] += column sums of G. The first contribution to each
+    output overwrites it (beta = 0), so the outputs need no zeroing."""
+    cdef Py_ssize_t t, k0, k1, j0, j1
+    cdef int team = _blas_team(p, nr, cw)
+    for t in prange(team, num_threads=team, schedule='static', chunksize=1):
+        k0 = _share(p.d, t, team)
+        k1 = _share(p.d, t + 1, team)
+        if k1 > k0:
+            _gemm(NO_TRANS, NO_TRANS, k1 - k0, nr, cw, cls + c0 * p.ld_cls + k0, p.ld_cls,
+                  tile, p.ld_tile, 0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb + k0,
+                  p.ld_d_emb)
+        j0 = _share(cw, t, team)
+        j1 = _share(cw, t + 1, team)
+        if j1 > j0 and p.d > 0:
+            _gemm(NO_TRANS, TRANS, p.d, j1 - j0, nr, emb + r0 * p.ld_emb, p.ld_emb, tile + j0,
+                  p.ld_tile, 0 if r0 == 0 else 1, d_cls + (c0 + j0) * p.ld_d_cls, p.ld_d_cls)
+    if d_bias != NULL:
+        _column_sums(p, nr, cw, tile, r0 > 0, d_bias + c0)
+
+
+# ----------------------------------------------------------- row loops
+
+cdef inline int _team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept nogil:
+    return 1 if nr * cw < PARALLEL_MIN_ELEMENTS else p.n_threads
+
+
+cdef inline void _colsum(const floating *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                         floating *out, int accumulate) noexcept nogil:
+    if floating is float:
+        sa_lce_colsum_f32(g, ld, nr, n, out, accumulate)
+    else:
+        sa_lce_colsum_f64(g, ld, nr, n, out, accumulate)
+
+
+cdef void _column_sums(const Plan *p, Py_ssize_t nr, Py_ssize_t cw, const floating *tile,
+                       int accumulate, floating *out) noexcept nogil:
+    """out[:cw] (+)= tile[:nr, :cw].sum(axis=0), column blocks over the threads."""
+    cdef Py_ssize_t k, j0
+    for k in prange((cw + SA_LCE_COLS - 1) // SA_LCE_COLS, num_threads=_team(p, nr, cw),
+                    schedule='static'):
+        j0 = k * SA_LCE_COLS
+        _colsum(tile + j0, p.ld_tile, nr, min(<Py_ssize_t> SA_LCE_COLS, cw - j0), out + j0,
+                accumulate)
+
+
+cdef inline Py_ssize_t _column(Py_ssize_t y, Py_ssize_t c0, Py_ssize_t cw) noexcept nogil:
+    """The target's column within the chunk [c0, c0 + cw), or -1 (also for
+    ignored rows, whose target is -1)."""
+    return y - c0 if c0 <= y < c0 + cw else -1
+
+
+cdef inline void _update_row(floating *z, const floating *bias, Py_ssize_t n, Py_ssize_t t,
+                             int want_total, int store_exp, sa_lce_row *st) noexcept nogil:
+    if floating is float:
+        sa_lce_update_f32(z, bias, n, t, want_total, store_exp, st)
+    else:
+        sa_lce_update_f64(z, bias, n, t, want_total, store_exp, st)
+
+
+cdef void _update(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
+                  const floating *bias, const Py_ssize_t *target, floating *tile,
+                  sa_lce_row *state) noexcept nogil:
+    """Pass 1 over the tile's rows: bias in, online log-sum-exp state updated."""
+    cdef Py_ssize_t i
+    cdef const floating *bias_c = NULL
+    if bias != NULL:
+        bias_c = bias + c0
+    for i in prange(nr, num_threads=_team(p, nr, cw), schedule='static'):
+        _update_row(tile + i * p.ld_tile, bias_c, cw, _column(target[r0 + i], c0, cw),
+                    p.smoothing != 0, p.keep_exp, &state[r0 + i])
+
+
+cdef void _finish(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const Py_ssize_t *target,
+                  const sa_lce_row *state, double *row_loss) noexcept nogil:
+    """Per-sample loss (1 - eps) (lse - z_y) + eps (lse - mean z); 0 if ignored."""
+    cdef Py_ssize_t i
+    cdef double lse, eps = p.smoothing
+    for i in range(r0, r0 + nr):
+        lse = sa_lce_lse(&state[i])
+        if target[i] < 0:
+            row_loss[i] = 0.0
+        elif eps == 0:      # not folded into the formula: 0 * inf would be NaN
+            row_loss[i] = lse - state[i].target
+        else:
+            row_loss[i] = (1 - eps) * (lse - state[i].target) + eps * (lse - state[i].total / p.v)
+
+
+cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_ssize_t n,
+                           Py_ssize_t y, Py_ssize_t c0, const sa_lce_row *st) noexcept nogil:
+    """One row of one chunk of G = scale (softmax - (1 - eps) onehot - eps / V),
+    in place; 0 for ignored rows, NaN for rows whose lse is NaN (as torch's
+    softmax gives there)."""
+    cdef Py_ssize_t j, t = _column(y, c0, n)
+    cdef double lse = sa_lce_lse(st)
+    cdef floating scale = <floating> p.grad_scale
+    cdef floating off = <floating> (p.grad_scale * p.smoothing / p.v)
+    cdef floating hit = <floating> (p.grad_scale * (1 - p.smoothing))
+    if y < 0:
+        memset(g, 0, n * sizeof(floating))
+    elif lse != lse:
+        for j in range(n):
+            g[j] = NAN
+    elif p.keep_exp:
+        if floating is float:
+            sa_lce_grad_from_exp_f32(g, n, t, <float> (p.grad_scale / st.sum), off, hit)
+        else:
+            sa_lce_grad_from_exp_f64(g, n, t, p.grad_scale / st.sum, off, hit)
+    elif floating is float:
+        sa_lce_grad_f32(g, bias, n, t, <float> lse, scale, off, hit)
+    else:
+        sa_lce_grad_f64(g, bias, n, t, lse, scale, off, hit)
+
+
+cdef void _grad(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
+                const floating *bias, const Py_ssize_t *target, floating *tile,
+                const sa_lce_row *state) noexcept nogil:
+    """Pass 2 over the tile's rows: logits (or exp(z - max)) become G in place."""
+    cdef Py_ssize_t i
+    cdef const floating *bias_c = NULL
+    if bias != NULL and not p.keep_exp:     # kept exp values already include the bias
+        bias_c = bias + c0
+    for i in prange(nr, num_threads=_team(p, nr, cw), schedule='static'):
+        _grad_row(p, tile + i * p.ld_tile, bias_c, cw, target[r0 + i], c0, &state[r0 + i])
+
+
+# ------------------------------------------------------------- driver
+
+cdef void _forward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floating *emb,
+                         const floating *cls, const floating *bias, const Py_ssize_t *target,
+                         floating *tile, sa_lce_row *state) noexcept nogil:
+    cdef Py_ssize_t i, k, c0, cw
+    for i in range(r0, r0 + nr):
+        sa_lce_row_init(&state[i])
+    for k in range((p.v + p.chunk - 1) // p.chunk):
+        c0 = k * p.chunk
+        cw = min(p.chunk, p.v - c0)
+        _logits(p, r0, nr, c0, cw, emb, cls, tile)
+        _update(p, r0, nr, c0, cw, bias, target, tile, state)
+
+
+cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floating *emb,
+                          const floating *cls, const floating *bias, const Py_ssize_t *target,
+                          floating *tile, const sa_lce_row *state, floating *d_emb,
+                          floating *d_cls, floating *d_bias) noexcept nogil:
+    cdef Py_ssize_t k, c0, cw
+    for k in range((p.v + p.chunk - 1) // p.chunk):
+        c0 = k * p.chunk
+        cw = min(p.chunk, p.v - c0)
+        if not p.keep_exp:      # the tile holds another chunk's values: recompute
+            _logits(p, r0, nr, c0, cw, emb, cls, tile)
+        _grad(p, r0, nr, c0, cw, bias, target, tile, state)
+        _backprop(p, r0, nr, c0, cw, emb, cls, tile, d_emb, d_cls, d_bias)
+
+
+cdef void _run(const Plan *p, const floating *emb, const floating *cls, const floating *bias,
+               const Py_ssize_t *target, floating *tile, sa_lce_row *state, double *row_loss,
+               floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
+    cdef Py_ssize_t b, r0, nr
+    for b in range((p.n + p.rows - 1) // p.rows):
+        r0 = b * p.rows
+        nr = min(p.rows, p.n - r0)
+        _forward_block(p, r0, nr, emb, cls, bias, target, tile, state)
+        _finish(p, r0, nr, target, state, row_loss)
+        if p.want_grad:
+            _backward_block(p, r0, nr, emb, cls, bias, target, tile, state, d_emb, d_cls,
+                            d_bias)
+
+
+# ------------------------------------------------------- Python entry
+
+cdef inline Py_ssize_t _ld(Py_ssize_t stride_bytes, Py_ssize_t itemsize, Py_ssize_t cols) except? -1:
+    """Row stride in elements, checked to be a valid BLAS leading dimension.
+    With no columns (D = 0) BLAS reads nothing, but still wants ld >= 1."""
+    if cols == 0:
+        return 1
+    if stride_bytes % itemsize or stride_bytes // itemsize < cols:
+        raise ValueError("internal error: operand not laid out for BLAS")
+    return stride_bytes // itemsize
+
+
+cdef inline floating *_out2(floating[:, ::1] a) noexcept:
+    """An output's data, or NULL for None. (A zero-size array has data too:
+    a valid pointer that is never read through.)"""
+    return NULL if a is None else &a[0, 0]
+
+
+def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, const floating[::1] bias,
+                         const Py_ssize_t[::1] target, double smoothing, double grad_scale,
+                         floating[:, ::1] tile, double[:, ::1] state, double[::1] row_loss,
+                         floating[:, ::1] d_emb, floating[:, ::1] d_cls, floating[::1] d_bias,
+                         int n_threads):
+    """Per-sample losses into ``row_loss`` and, when ``d_emb`` is not None,
+    the gradients of ``grad_scale * sum(row_loss)`` into ``d_emb``, ``d_cls``
+    and ``d_bias`` (if not None).
+
+    ``bias`` may be None; ``target`` holds -1 for ignored samples; ``tile``
+    is (rows, chunk) scratch; ``state`` is (N, STATE_FIELDS) scratch.
+    """
+    cdef Plan p
+    p.n, p.d, p.v = emb.shape[0], emb.shape[1], cls.shape[0]
+    p.rows, p.chunk = tile.shape[0], tile.shape[1]
+    if (emb.strides[1] != sizeof(floating) or cls.strides[1] != sizeof(floating)
+            or cls.shape[1] != p.d or target.shape[0] != p.n or row_loss.shape[0] != p.n
+            or state.shape[0] != p.n or state.shape[1] != STATE_FIELDS or p.v == 0):
+        raise ValueError("internal error: linear_cross_entropy called with bad shapes")
+    if p.n == 0:
+        return
+    if p.rows == 0 or p.chunk == 0:
+        raise ValueError("internal error: empty tile")
+    p.ld_emb = _ld(emb.strides[0], sizeof(floating), p.d)
+    p.ld_cls = _ld(cls.strides[0], sizeof(floating), p.d)
+    p.ld_tile = p.chunk
+    p.ld_d_emb = p.ld_d_cls = max(p.d, <Py_ssize_t> 1)
+    p.smoothing, p.grad_scale, p.n_threads = smoothing, grad_scale, n_threads
+    p.want_grad = d_emb is not None
+    p.keep_exp = p.want_grad and p.chunk >= p.v
+    cdef const floating *pe = &emb[0, 0]
+    cdef const floating *pc = &cls[0, 0]
+    cdef const floating *pb = NULL
+    cdef floating *pde = _out2(d_emb)
+    cdef floating *pdc = _out2(d_cls)
+    cdef floating *pdb = NULL
+    if bias is not None:
+        pb = &bias[0]
+    if d_bias is not None:
+        pdb = &d_bias[0]
+    with nogil:
+        _run(&p, pe, pc, pb, &target[0], &tile[0, 0], <sa_lce_row *> &state[0, 0],
+             &row_loss[0], pde, pdc, pdb)
