@@ -5,8 +5,6 @@ or to the portable array-API implementation
 (``softarray._portable.linear_cross_entropy``); ``softarray._dispatch``
 decides which.
 """
-import math
-import numbers
 import threading
 
 import array_api_compat
@@ -16,10 +14,10 @@ import threadpoolctl
 from . import _dispatch
 from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
+from ._losses import _reduce
 from ._threads import get_num_threads
-from ._validate import check_bool
+from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction
 
-REDUCTIONS = ("mean", "sum", "none")
 # The logits tile is the one scratch buffer that grows with the problem; it
 # takes at most TILE_BYTES (with float32, N = 8192 and V = 65536: 1.6% of the
 # 2 GiB of logits). Its shape is a trade-off of BLAS costs. Every tile's
@@ -141,7 +139,7 @@ def linear_cross_entropy(
     ((4, 3), (5, 3))
     """
     xp, emb, cls, tgt, bias = _arrays(embeddings, classifier, target, bias)
-    eps = _check_smoothing(label_smoothing)
+    eps = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     _check_options(ignore_index, reduction, chunk_size, return_grad)
     ignore_index = _normalize_ignore_index(xp, tgt, ignore_index)
     ignored = _check_target(xp, tgt, ignore_index, cls.shape[0])
@@ -213,25 +211,11 @@ def _check_matrix_like(a, name, shape, dtype):
         raise TypeError(f"{name} has dtype {a.dtype} but embeddings has {dtype}; cast one of them")
 
 
-def _check_smoothing(label_smoothing):
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return eps
-
-
 def _check_options(ignore_index, reduction, chunk_size, return_grad):
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
-    ):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_ignore_index(ignore_index)
+    check_reduction(reduction)
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-            raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_int(chunk_size, "chunk_size")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     check_bool(return_grad, "return_grad")
@@ -320,7 +304,7 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
                 np.empty((rows, chunk), dtype), np.empty((n, _kernels.STATE_FIELDS)), row_loss,
                 *grads, get_num_threads(),
             )
-    loss = _reduce(row_loss, reduction, n_valid, dtype)
+    loss = _reduce(row_loss, reduction, n_valid, row_loss.shape, dtype)
     return loss, tuple(g for g in grads if g is not None)
 
 
@@ -370,16 +354,6 @@ def _grad_scale(reduction, n_valid):
     if reduction != "mean":
         return 1.0
     return 1.0 / n_valid if n_valid else 0.0
-
-
-def _reduce(row_loss, reduction, n_valid, dtype):
-    """The per-sample float64 losses reduced and cast to the inputs' dtype."""
-    if reduction == "none":
-        return row_loss.astype(dtype)
-    total = float(np.sum(row_loss))
-    if reduction == "mean":
-        total = total / n_valid if n_valid else math.nan
-    return np.asarray(total, dtype=dtype)
 
 
 # ---------------------------------------------------------------- portable

@@ -9,7 +9,6 @@ first argument's shape and dtype and is the gradient of the returned loss,
 or, with ``reduction="none"``, of the sum of the returned losses.
 """
 import math
-import numbers
 
 import numpy as np
 
@@ -18,9 +17,18 @@ from ._lib import _losses as _kernels
 from ._portable import losses as _portable
 from ._softmax import log_softmax
 from ._threads import get_num_threads
-from ._validate import check_bool, floating_input, normalize_axes
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_ignore_index,
+    check_int,
+    check_real,
+    check_reduction,
+    floating_input,
+    REDUCTIONS,
+    normalize_axes,
+)
 
-_REDUCTIONS = ("none", "mean", "sum")
 _MARGIN_FORMS = ("weston_watkins", "crammer_singer")
 
 # Z-loss defaults: the paper (de Brebisson & Vincent, 2016) treats a and b as
@@ -31,40 +39,6 @@ Z_LOSS_B = 0.0
 
 
 # --------------------------------------------------------------- validation
-
-def _check_reduction(reduction, allowed=_REDUCTIONS):
-    if not isinstance(reduction, str) or reduction not in allowed:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
-    return reduction
-
-
-def _check_real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False):
-    """Return value as a float after checking it is a finite real in the range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    below = v <= low if low_open else v < low
-    above = v >= high if high_open else v > high
-    if not math.isfinite(v) or below or above:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
-    return v
-
-
-def _check_int(value, name, *, allowed=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if allowed is not None and int(value) not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return int(value)
-
-
-def _check_choice(value, name, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
 
 def _logits_input(x, name):
     xp, x = _dispatch.namespace_of(x, name)
@@ -99,12 +73,6 @@ def _class_vector(xp, value, C, name, dtype):
     if not bool(xp.all(xp.isfinite(v))) or bool(xp.any(v < 0)):
         raise ValueError(f"{name} must be finite and non-negative")
     return v
-
-
-def _check_ignore_index(ignore_index):
-    if ignore_index is None:
-        return None
-    return _check_int(ignore_index, "ignore_index")
 
 
 def _index_target(xp, target, shape, axis, C, ignore_index):
@@ -153,12 +121,12 @@ def _split_target(xp, target, logits, axis, ignore_index, *, allow_probs):
     return _probability_target(xp, target, logits), True
 
 
-def _common(logits, axis, reduction, return_grad, name="logits", reductions=_REDUCTIONS):
+def _common(logits, axis, reduction, return_grad, name="logits", reductions=REDUCTIONS):
     xp, logits = _logits_input(logits, name)
     axis = _class_axis(axis, logits.ndim, name)
     if logits.shape[axis] == 0:
         raise ValueError(f"{name} has no classes: axis {axis} has length 0")
-    return xp, logits, axis, _check_reduction(reduction, reductions), check_bool(return_grad, "return_grad")
+    return xp, logits, axis, check_reduction(reduction, reductions), check_bool(return_grad, "return_grad")
 
 
 # --------------------------------------------------------------- compiled path
@@ -346,8 +314,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     C = logits.shape[axis]
-    eps = _check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
-    ignore_index = _check_ignore_index(ignore_index)
+    eps = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    ignore_index = check_ignore_index(ignore_index)
     weight = _class_vector(xp, weight, C, "weight", logits.dtype)
     target, probs = _split_target(xp, target, logits, axis, ignore_index, allow_probs=True)
 
@@ -403,7 +371,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, redu
     0.4904146265058631
     """
     xp, x, axis, reduction, return_grad = _common(log_probs, axis, reduction, return_grad, "log_probs")
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     weight = _class_vector(xp, weight, x.shape[axis], "weight", x.dtype)
     target, _ = _split_target(xp, target, x, axis, ignore_index, allow_probs=False)
 
@@ -462,9 +430,9 @@ def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, igno
     True
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    a = _check_real(a, "a", low=0.0, low_open=True)
-    b = _check_real(b, "b")
-    ignore_index = _check_ignore_index(ignore_index)
+    a = check_real(a, "a", low=0.0, low_open=True)
+    b = check_real(b, "b")
+    ignore_index = check_ignore_index(ignore_index)
     weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
     target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
 
@@ -508,8 +476,8 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=N
     True
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    gamma = _check_real(gamma, "gamma", low=0.0)
-    ignore_index = _check_ignore_index(ignore_index)
+    gamma = check_real(gamma, "gamma", low=0.0)
+    ignore_index = check_ignore_index(ignore_index)
     alpha = _class_vector(xp, alpha, logits.shape[axis], "alpha", logits.dtype)
     target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
 
@@ -559,12 +527,12 @@ def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=Non
     True
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    tau = _check_real(tau, "tau", low=0.0)
+    tau = check_real(tau, "tau", low=0.0)
     return _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, return_grad)
 
 
 def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, return_grad):
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
     target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
 
@@ -606,7 +574,7 @@ def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ig
     0.5
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    q = _check_real(q, "q", low=0.0, high=1.0, low_open=True)
+    q = check_real(q, "q", low=0.0, high=1.0, low_open=True)
     return _comp_sum(xp, logits, target, 1.0 + q, axis, weight, ignore_index, reduction, return_grad)
 
 
@@ -662,7 +630,7 @@ def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_g
     0.4804530139182014
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    weight = _check_real(weight, "weight", low=0.0)
+    weight = check_real(weight, "weight", low=0.0)
     ops = _compiled_operands(logits)
     if ops is None:
         return _portable_result(_portable.logsumexp_penalty(
@@ -713,9 +681,9 @@ def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="wes
     0.325
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
-    p = _check_int(p, "p", allowed=(1, 2))
-    margin = _check_real(margin, "margin")
-    form = _check_choice(form, "form", _MARGIN_FORMS)
+    p = check_int(p, "p", allowed=(1, 2))
+    margin = check_real(margin, "margin")
+    form = check_choice(form, "form", _MARGIN_FORMS)
     weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
     target, _ = _split_target(xp, target, logits, axis, None, allow_probs=False)
 
@@ -823,7 +791,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     1.41293
     """
     xp, x = _logits_input(logits, "logits")
-    reduction = _check_reduction(reduction)
+    reduction = check_reduction(reduction)
     return_grad = check_bool(return_grad, "return_grad")
     target = _elementwise_target(xp, target, x)
     shape = tuple(x.shape)
@@ -872,9 +840,9 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none
     array([0.69314718])
     """
     xp, x = _logits_input(logits, "logits")
-    alpha = _check_real(alpha, "alpha", high=1.0)
-    gamma = _check_real(gamma, "gamma", low=0.0)
-    reduction = _check_reduction(reduction)
+    alpha = check_real(alpha, "alpha", high=1.0)
+    gamma = check_real(gamma, "gamma", low=0.0)
+    reduction = check_reduction(reduction)
     return_grad = check_bool(return_grad, "return_grad")
     target = _elementwise_target(xp, target, x)
     ops = _compiled_operands(x, target)
@@ -931,7 +899,7 @@ def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_l
     """
     reductions = ("none", "mean", "batchmean", "sum")
     xp, x = _logits_input(input, "input")
-    reduction = _check_reduction(reduction, reductions)
+    reduction = check_reduction(reduction, reductions)
     return_grad = check_bool(return_grad, "return_grad")
     log_target = check_bool(log_target, "log_target")
     from_logits = check_bool(from_logits, "from_logits")

@@ -4,6 +4,9 @@ import math
 import numbers
 import operator
 
+# What a loss may be reduced to; kl_div adds "batchmean".
+REDUCTIONS = ("none", "mean", "sum")
+
 
 def normalize_axes(axis, ndim, *, name="axis"):
     """Return ``axis`` as a sorted tuple of distinct non-negative ints.
@@ -96,3 +99,43 @@ def mask_for(xp, where, x, name="where"):
         raise ValueError(
             f"{name} of shape {tuple(where.shape)} does not broadcast to x's shape {tuple(x.shape)}"
         ) from exc
+
+
+def check_reduction(reduction, allowed=REDUCTIONS):
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
+    return reduction
+
+
+def check_real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """Return value as a float after checking it is a finite real in the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    below = v <= low if low_open else v < low
+    above = v >= high if high_open else v > high
+    if not math.isfinite(v) or below or above:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
+    return v
+
+
+def check_int(value, name, *, allowed=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if allowed is not None and int(value) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return int(value)
+
+
+def check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    return check_int(ignore_index, "ignore_index")
