@@ -3,7 +3,6 @@ log_stablemax) through every backend, against independent references:
 scipy.special, NumPy formulas written here, and mpmath."""
 import itertools
 import math
-import sys
 
 import mpmath
 import numpy as np
