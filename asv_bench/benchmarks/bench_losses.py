@@ -22,8 +22,9 @@ except ImportError:
     torch = None
 try:
     from sklearn._loss.loss import HalfMultinomialLoss
+    from sklearn.metrics import log_loss
 except ImportError:
-    HalfMultinomialLoss = None
+    HalfMultinomialLoss = log_loss = None
 
 SIZES = {"small-classes": (100_000, 10), "large": (65_536, 1000)}
 THREADS = sorted({1, os.cpu_count() or 1})
@@ -57,7 +58,7 @@ class _Loss:
         self._limits = contextlib.ExitStack()   # first: asv tears down after a skip too
         if library == "torch" and torch is None:
             raise NotImplementedError("torch is not installed")
-        if library == "sklearn" and HalfMultinomialLoss is None:
+        if library.startswith("sklearn") and HalfMultinomialLoss is None:
             raise NotImplementedError("scikit-learn is not installed")
         logits, target = _inputs(size, dtype)
         self.run = self.prepare(library, logits, target, mode == "forward+grad")
@@ -83,10 +84,19 @@ def _torch_call(loss_fn, logits, with_grad):
 
 
 class CrossEntropy(_Loss):
-    peers = ["softarray", "torch", "sklearn"]
+    """sklearn: the compiled HalfMultinomialLoss (loss, or loss_gradient);
+    sklearn_log_loss: sklearn.metrics.log_loss on the probabilities (given
+    it, so its time leaves out the softmax), forward only."""
+    peers = ["softarray", "torch", "sklearn", "sklearn_log_loss"]
     dtypes = ["float32", "float64"]
 
     def prepare(self, library, logits, target, with_grad):
+        if library == "sklearn_log_loss":
+            if with_grad:
+                raise NotImplementedError("log_loss has no gradient")
+            probs = np.asarray(sa.softmax(logits))
+            labels = np.arange(logits.shape[1])
+            return lambda: log_loss(target, probs, labels=labels)
         if library == "softarray":
             return lambda: sa.cross_entropy(logits, target, return_grad=with_grad)
         if library == "torch":
