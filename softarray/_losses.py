@@ -121,6 +121,14 @@ def _split_target(xp, target, logits, axis, ignore_index, *, allow_probs):
     return _probability_target(xp, target, logits), True
 
 
+def _index_inputs(xp, logits, target, axis, weight, ignore_index, weight_name="weight"):
+    """Validate a class-index loss's target, class weights and ignore_index."""
+    ignore_index = check_ignore_index(ignore_index)
+    weight = _class_vector(xp, weight, logits.shape[axis], weight_name, logits.dtype)
+    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+    return target, weight, ignore_index
+
+
 def _common(logits, axis, reduction, return_grad, name="logits", reductions=REDUCTIONS):
     xp, logits = _logits_input(logits, name)
     axis = _class_axis(axis, logits.ndim, name)
@@ -371,9 +379,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, redu
     0.4904146265058631
     """
     xp, x, axis, reduction, return_grad = _common(log_probs, axis, reduction, return_grad, "log_probs")
-    ignore_index = check_ignore_index(ignore_index)
-    weight = _class_vector(xp, weight, x.shape[axis], "weight", x.dtype)
-    target, _ = _split_target(xp, target, x, axis, ignore_index, allow_probs=False)
+    target, weight, ignore_index = _index_inputs(xp, x, target, axis, weight, ignore_index)
 
     def portable():
         return _portable.nll_loss(xp, x, target, axis=axis, weight=weight, ignore_index=ignore_index,
@@ -432,9 +438,7 @@ def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, igno
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     a = check_real(a, "a", low=0.0, low_open=True)
     b = check_real(b, "b")
-    ignore_index = check_ignore_index(ignore_index)
-    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
-    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+    target, weight, ignore_index = _index_inputs(xp, logits, target, axis, weight, ignore_index)
 
     def portable():
         return _portable.z_loss(xp, logits, target, a=a, b=b, axis=axis, weight=weight,
@@ -477,9 +481,7 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=N
     """
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     gamma = check_real(gamma, "gamma", low=0.0)
-    ignore_index = check_ignore_index(ignore_index)
-    alpha = _class_vector(xp, alpha, logits.shape[axis], "alpha", logits.dtype)
-    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+    target, alpha, ignore_index = _index_inputs(xp, logits, target, axis, alpha, ignore_index, "alpha")
 
     def portable():
         return _portable.focal_loss(xp, logits, target, gamma=gamma, alpha=alpha, axis=axis,
@@ -532,9 +534,7 @@ def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=Non
 
 
 def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, return_grad):
-    ignore_index = check_ignore_index(ignore_index)
-    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
-    target, _ = _split_target(xp, target, logits, axis, ignore_index, allow_probs=False)
+    target, weight, ignore_index = _index_inputs(xp, logits, target, axis, weight, ignore_index)
 
     def portable():
         return _portable.comp_sum_loss(xp, logits, target, tau=tau, axis=axis, weight=weight,
@@ -684,8 +684,7 @@ def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="wes
     p = check_int(p, "p", allowed=(1, 2))
     margin = check_real(margin, "margin")
     form = check_choice(form, "form", _MARGIN_FORMS)
-    weight = _class_vector(xp, weight, logits.shape[axis], "weight", logits.dtype)
-    target, _ = _split_target(xp, target, logits, axis, None, allow_probs=False)
+    target, weight, _ = _index_inputs(xp, logits, target, axis, weight, None)
 
     def portable():
         return _portable.multi_margin_loss(xp, logits, target, p=p, margin=margin, weight=weight,
