@@ -28,7 +28,7 @@ import numpy as np
 
 import softarray as sa
 from benchmarks.bench_linear_cross_entropy import MODES, VARIANTS, extra_peak_mib, problem, torch
-from benchmarks.bench_softmax import _limit_threads
+from benchmarks._common import limit_threads
 
 MIB = 2**20
 # The issue's targets: the fused call within 1.3x of the fastest baseline's
@@ -98,7 +98,7 @@ def main():
           f"{'traced MiB':>10} {'RSS MiB':>10}   loss")
     judge_memory = (args.n, args.d, args.v) == ISSUE_SIZE
     for n_threads in args.threads:
-        with _limit_threads(n_threads):
+        with limit_threads(n_threads):
             for mode in MODES:
                 fns = {name: modes[mode] for name, modes in variants.items()}
                 results = measure(fns, inputs, args.repeat)

@@ -23,7 +23,7 @@ import numpy as np
 
 import softarray as sa
 
-from .bench_softmax import _limit_threads
+from ._common import limit_threads
 
 try:
     import torch
@@ -161,7 +161,7 @@ class LinearCrossEntropy:
             raise NotImplementedError("torch is not installed")
         self.args = problem(*SIZE)
         self.fn = VARIANTS[library][mode]
-        self._limits = _limit_threads(threads)
+        self._limits.enter_context(limit_threads(threads))
         # The first call pays one-off costs (thread start-up, BLAS buffers).
         self.fn(*self.args)
 
