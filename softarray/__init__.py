@@ -20,6 +20,7 @@ from ._losses import (
     sigmoid_focal_loss,
     z_loss,
 )
+from ._gating import topk
 from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._threads import get_num_threads, set_num_threads, threads
@@ -43,6 +44,7 @@ __all__ = [
     "generalized_cross_entropy",
     "mae_loss",
     "linear_cross_entropy",
+    "topk",
     "show_config",
     "get_num_threads",
     "set_num_threads",

@@ -1,0 +1,56 @@
+"""Top-k: softarray beside torch.topk and NumPy's argpartition, in one run.
+
+The router case of issue 4 is ``router`` (65536 tokens x 64 experts,
+float32, k = 2); ``wide`` exercises the large-k path.
+"""
+import contextlib
+import os
+
+import numpy as np
+
+import softarray as sa
+
+from ._common import limit_threads
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+CASES = {"router": ((65_536, 64), 2), "router-k8": ((65_536, 64), 8), "wide": ((256, 20_000), 1000)}
+THREADS = sorted({1, os.cpu_count() or 1})
+
+
+def _argpartition_topk(x, k):
+    """NumPy's fastest route to sorted top-k: partition, then sort the k."""
+    part = np.argpartition(-x, k - 1, axis=-1)[:, :k]
+    vals = np.take_along_axis(x, part, axis=-1)
+    order = np.argsort(-vals, axis=-1, kind="stable")
+    return np.take_along_axis(vals, order, axis=-1), np.take_along_axis(part, order, axis=-1)
+
+
+class TopK:
+    params = [["softarray", "torch", "numpy-argpartition"], list(CASES), THREADS]
+    param_names = ["library", "case", "threads"]
+
+    def setup(self, library, case, threads):
+        self._limits = contextlib.ExitStack()   # first: asv tears down after a skip too
+        if library == "torch" and torch is None:
+            raise NotImplementedError("torch is not installed")
+        shape, k = CASES[case]
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        if library == "softarray":
+            self.run = lambda: sa.topk(x, k)
+        elif library == "torch":
+            xt = torch.from_numpy(x)
+            self.run = lambda: torch.topk(xt, k)
+        else:
+            self.run = lambda: _argpartition_topk(x, k)
+        self._limits.enter_context(limit_threads(threads))
+        self.run()
+
+    def teardown(self, *params):
+        self._limits.close()
+
+    def time_topk(self, *params):
+        self.run()

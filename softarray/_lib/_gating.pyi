@@ -1,0 +1,15 @@
+"""Type stubs for the compiled gating kernels (src/_gating.pyx)."""
+import numpy as np
+import numpy.typing as npt
+
+_Float = np.float32 | np.float64
+
+def topk_rows(
+    x: npt.NDArray[_Float],
+    k: int,
+    largest: bool,
+    sorted: bool,
+    values: npt.NDArray[_Float],
+    indices: npt.NDArray[np.int64],
+    n_threads: int,
+) -> None: ...

@@ -1,0 +1,60 @@
+"""Gating with array-API calls only: the portable half of the gating family
+(top-k now; mixture-of-experts routing later).
+
+``x`` arrives validated: a real (floating, integer or bool) array, ``axis`` a
+non-negative int below ``x.ndim``, ``k`` an int with 0 <= k <= x.shape[axis].
+
+The order is the compiled kernel's: NaN above every number (+inf included),
+-0.0 equal to 0.0, and ties broken by the lower index first. Stable sorts
+give it: a stable descending sort keeps equal keys in index order just as an
+ascending one does.
+"""
+
+
+def topk(xp, x, k, *, axis, largest, sorted):
+    """softarray.topk: (values, int64 indices), axis of length k.
+
+    sorted=False returns the same (value, index) pairs as sorted=True; this
+    implementation simply returns them in sorted order."""
+    order = _order(xp, x, axis, descending=largest)
+    first_k = (slice(None),) * axis + (slice(0, k), ...)
+    indices = order[first_k]
+    if indices.dtype != xp.int64:
+        indices = xp.astype(indices, xp.int64)
+    return _take_along(xp, x, indices, axis), indices
+
+
+def _order(xp, x, axis, descending):
+    """The permutation along axis that sorts x by (value with NaN largest,
+    index)."""
+    if xp.isdtype(x.dtype, "bool"):
+        return xp.argsort(xp.astype(x, xp.uint8), axis=axis, descending=descending, stable=True)
+    if not xp.isdtype(x.dtype, "real floating"):
+        return xp.argsort(x, axis=axis, descending=descending, stable=True)
+    nan = xp.isnan(x)
+    # First by value, NaN standing in as +inf and -0.0 as 0.0 (so no sort's
+    # own NaN or signed-zero conventions matter) ...
+    key = xp.where(nan | (x == 0), xp.zeros_like(x), x)
+    key = xp.where(nan, xp.full_like(x, float("inf")), key)
+    by_value = xp.argsort(key, axis=axis, descending=descending, stable=True)
+    # ... then, stably, NaN after +inf: first when descending, last otherwise.
+    nan_sorted = xp.astype(_take_along(xp, nan, by_value, axis), xp.uint8)
+    by_nan = xp.argsort(nan_sorted, axis=axis, descending=descending, stable=True)
+    return _take_along(xp, by_value, by_nan, axis)
+
+
+def _take_along(xp, a, indices, axis):
+    """take_along_axis, or its equivalent on a flattened copy for namespaces
+    older than the 2024.12 standard."""
+    if hasattr(xp, "take_along_axis"):
+        return xp.take_along_axis(a, indices, axis=axis)
+    a_last = xp.moveaxis(a, axis, -1)
+    i_last = xp.moveaxis(indices, axis, -1)
+    n, k = a_last.shape[-1], i_last.shape[-1]
+    rows = 1
+    for size in i_last.shape[:-1]:
+        rows *= size
+    start = xp.arange(rows, dtype=i_last.dtype, device=i_last.device) * n
+    flat = xp.reshape(i_last, (rows, k)) + xp.reshape(start, (rows, 1))
+    out = xp.take(xp.reshape(a_last, (-1,)), xp.reshape(flat, (-1,)))
+    return xp.moveaxis(xp.reshape(out, i_last.shape), -1, axis)

@@ -1,0 +1,463 @@
+"""softarray.topk (the gating family) through every backend, against
+independent references written here:
+
+* a NumPy reference: np.lexsort on (index, value, is-NaN) keys, so NaN
+  ranks above every number, -0.0 ties with 0.0, and ties go to the lower
+  index, as torch.topk's documented semantics plus the tie rule say;
+* torch.sort(stable=True): equal keys keep their index order, NaN sorts
+  first when descending and last when ascending, -0.0 ties with 0.0, so its
+  first k entries are exactly the expected (values, indices);
+* torch.topk itself. With torch 2.13 CPU it does NOT break ties by the lower
+  index (checked on a 1000-long row of values in {0, 1, 2}: for k = 2, 8,
+  300 and 1000, largest or not, its indices are not lower-index-first), so
+  against it values are compared on every input and indices only on rows of
+  distinct values.
+
+sorted=False results are compared as sets of (value, index) pairs, both
+sides put in index order first. Expected values are never taken from
+softarray itself.
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import softarray as sa
+
+try:
+    import torch
+except ImportError:  # torch is an optional peer; torch-only tests skip
+    torch = None
+
+
+# ===================================================== references
+
+def np_topk(x, k, axis=-1, largest=True):
+    """(values, int64 indices) by a lexicographic sort of (is-NaN, value,
+    index) along axis. float64 keys hold float32, int32 and bool exactly."""
+    a = np.moveaxis(np.asarray(x), axis, -1)
+    v = a.astype(np.float64)
+    nan = np.isnan(v)
+    v = np.where(nan, 0.0, v) + 0.0                  # -0.0 + 0.0 is +0.0: signed zeros tie
+    index = np.broadcast_to(np.arange(a.shape[-1]), a.shape)
+    keys = (index, -v, ~nan) if largest else (index, v, nan)   # last key is the primary one
+    order = np.lexsort(keys, axis=-1)[..., :k].astype(np.int64)
+    values = np.take_along_axis(a, order, axis=-1)
+    return np.moveaxis(values, -1, axis), np.moveaxis(order, -1, axis)
+
+
+def torch_sort_topk(x, k, axis=-1, largest=True):
+    """The first k entries of torch's stable sort."""
+    values, indices = torch.sort(torch.from_numpy(np.array(x)), dim=axis, descending=largest,
+                                 stable=True)
+    return values.narrow(axis, 0, k).numpy(), indices.narrow(axis, 0, k).numpy()
+
+
+def by_index(values, indices, axis):
+    """Both put in index order along axis: sorted=False results as sets."""
+    order = np.argsort(indices, axis=axis, kind="stable")
+    return np.take_along_axis(values, order, axis), np.take_along_axis(indices, order, axis)
+
+
+def assert_same_entries(got, want):
+    """Bitwise equal: NaN where NaN, and a -0.0 stays -0.0 (a value is one
+    of x's own entries)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if got.dtype.kind == "f":
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_array_equal(got, want)
+
+
+def check_topk(got_values, got_indices, x, k, axis, largest, sorted):
+    """Against the NumPy reference; values also against x at the returned
+    indices."""
+    x = np.asarray(x)
+    want_values, want_indices = np_topk(x, k, axis, largest)
+    shape = list(x.shape)
+    shape[axis] = k
+    assert got_values.shape == tuple(shape) and got_indices.shape == tuple(shape)
+    assert got_values.dtype == x.dtype and got_indices.dtype == np.int64
+    assert_same_entries(got_values, np.take_along_axis(x, got_indices, axis))
+    if not sorted:
+        got_values, got_indices = by_index(got_values, got_indices, axis)
+        want_values, want_indices = by_index(want_values, want_indices, axis)
+    assert_same_entries(got_values, want_values)
+    np.testing.assert_array_equal(got_indices, want_indices)
+
+
+def run(backend, x, k, **opts):
+    """sa.topk on backend's array of x: checks the result types and that the
+    input is untouched, returns NumPy (values, indices)."""
+    xb = backend.asarray(x)
+    before = np.array(backend.to_numpy(xb))
+    values, indices = sa.topk(xb, k, **opts)
+    assert type(values) is type(xb) and type(indices) is type(xb)
+    assert values.dtype == xb.dtype
+    got_values, got_indices = backend.to_numpy(values), backend.to_numpy(indices)
+    assert got_indices.dtype == np.int64
+    assert_same_entries(backend.to_numpy(xb), before)
+    return got_values, got_indices
+
+
+def tied(rng, shape, dtype, levels=5, special=0.1):
+    """Small integer values (many ties) with NaN, +-inf and -0.0 sprinkled
+    in at rate `special` (floating dtypes)."""
+    if np.dtype(dtype) == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    x = rng.integers(-levels, levels + 1, shape).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        pick = rng.random(shape) < special
+        x[pick] = rng.choice(np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], dtype), pick.sum())
+    return x
+
+
+FLOATS = [np.float32, np.float64]
+ALL_DTYPES = FLOATS + [np.int32, np.bool_]
+
+
+# ===================================================== the references themselves
+
+def test_reference_on_a_hand_checked_row():
+    x = np.array([1.0, 3.0, np.nan, 3.0, -0.0, np.inf, 0.0, np.nan, -np.inf])
+    values, indices = np_topk(x, 9)
+    np.testing.assert_array_equal(indices, [2, 7, 5, 1, 3, 0, 4, 6, 8])
+    values, indices = np_topk(x, 9, largest=False)
+    np.testing.assert_array_equal(indices, [8, 4, 6, 0, 1, 3, 5, 2, 7])
+    assert np.signbit(values[1]) and not np.signbit(values[2])
+
+
+# ===================================================== every backend
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("sorted", [True, False])
+def test_every_backend(backend, dtype, largest, sorted):
+    rng = np.random.default_rng(1)
+    x = tied(rng, (6, 9), dtype, levels=3, special=0.25)
+    for k in (0, 1, 3, 9):
+        got = run(backend, x, k, largest=largest, sorted=sorted)
+        check_topk(*got, x, k, -1, largest, sorted)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])
+def test_axis_of_a_3d_array(backend, axis):
+    x = tied(np.random.default_rng(2), (4, 5, 6), np.float64, levels=2, special=0.2)
+    for largest in (True, False):
+        got = run(backend, x, 3, axis=axis, largest=largest)
+        check_topk(*got, x, 3, axis, largest, True)
+
+
+def test_defaults_are_last_axis_largest_sorted(backend):
+    x = np.array([[0.5, 2.0, -1.0, 2.0], [np.nan, 1.0, 1.0, -np.inf]])
+    got_values, got_indices = run(backend, x, 2)
+    np.testing.assert_array_equal(got_indices, [[1, 3], [0, 1]])
+    assert_same_entries(got_values, np.array([[2.0, 2.0], [np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("shape, axis, k", [
+    ((5,), 0, 0), ((3, 4), 1, 0), ((0, 5), 1, 2), ((3, 0), 1, 0), ((0,), 0, 0),
+    ((2, 0, 3), 2, 1), ((1,), 0, 1), ((4, 1), 1, 1), ((4, 1), 0, 4)])
+def test_empty_and_single(backend, shape, axis, k):
+    x = tied(np.random.default_rng(3), shape, np.float32)
+    got = run(backend, x, k, axis=axis)
+    check_topk(*got, x, k, axis, True, True)
+
+
+def test_numpy_integer_k(backend):
+    x = tied(np.random.default_rng(4), (3, 7), np.float64)
+    got = run(backend, x, np.int64(4), largest=False)
+    check_topk(*got, x, 4, -1, False, True)
+
+
+def test_special_values(backend):
+    """NaN above +inf, -inf at the bottom, -0.0 tying with 0.0 (lower index
+    first) and keeping its sign."""
+    x = np.array([0.0, -np.inf, np.nan, -0.0, np.inf, np.nan, 0.0, -0.0, 1.0], np.float32)
+    values, indices = run(backend, x, 9)
+    np.testing.assert_array_equal(indices, [2, 5, 4, 8, 0, 3, 6, 7, 1])
+    assert_same_entries(values, x[[2, 5, 4, 8, 0, 3, 6, 7, 1]])
+    values, indices = run(backend, x, 9, largest=False)
+    np.testing.assert_array_equal(indices, [1, 0, 3, 6, 7, 8, 4, 2, 5])
+    assert_same_entries(values, x[[1, 0, 3, 6, 7, 8, 4, 2, 5]])
+    values, indices = run(backend, x, 3, largest=False)
+    np.testing.assert_array_equal(indices, [1, 0, 3])
+
+
+def test_integer_extremes(backend):
+    info = np.iinfo(np.int32)
+    x = np.array([0, info.max, info.min, info.max, -1, info.min], np.int32)
+    got = run(backend, x, 3)
+    check_topk(*got, x, 3, 0, True, True)
+    np.testing.assert_array_equal(got[1], [1, 3, 0])
+    got = run(backend, x, 3, largest=False)
+    np.testing.assert_array_equal(got[1], [2, 5, 4])
+
+
+def test_torch_tensor_that_requires_grad():
+    """Takes the portable path; the values' gradient lands at the indices."""
+    torch = pytest.importorskip("torch")
+    x = tied(np.random.default_rng(5), (4, 10), np.float64, special=0.0)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    values, indices = sa.topk(xt, 3)
+    check_topk(values.detach().numpy(), indices.numpy(), x, 3, -1, True, True)
+    values.sum().backward()
+    want = np.zeros_like(x)
+    np.put_along_axis(want, indices.numpy(), 1.0, axis=-1)
+    np.testing.assert_array_equal(xt.grad.numpy(), want)
+
+
+# ===================================================== against torch
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("n, k", [(7, 3), (50, 1), (50, 2), (50, 8), (1000, 300), (1000, 1000)])
+def test_torch_references(dtype, largest, n, k):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    x = tied(rng, (5, n), dtype, levels=4, special=0.1)
+    got = sa.topk(x, k, largest=largest)
+    check_topk(*got, x, k, -1, largest, True)
+    want_values, want_indices = torch_sort_topk(x, k, -1, largest)
+    assert_same_entries(got[0], want_values)
+    np.testing.assert_array_equal(got[1], want_indices)
+    # torch.topk: values only (its tie order is unspecified) ...
+    top = torch.topk(torch.from_numpy(x), k, dim=-1, largest=largest, sorted=True)
+    np.testing.assert_array_equal(got[0], top.values.numpy())
+    # ... and indices too on distinct values
+    distinct = rng.permutation(5 * n).reshape(5, n).astype(dtype)
+    got = sa.topk(distinct, k, largest=largest)
+    top = torch.topk(torch.from_numpy(distinct), k, dim=-1, largest=largest, sorted=True)
+    np.testing.assert_array_equal(got[1], top.indices.numpy())
+    assert_same_entries(got[0], top.values.numpy())
+
+
+# ===================================================== properties
+
+SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+
+
+@st.composite
+def topk_problems(draw):
+    dtype = np.dtype(draw(st.sampled_from(ALL_DTYPES)))
+    ndim = draw(st.integers(1, 3))
+    shape = draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    if draw(st.integers(0, 3)) == 0:
+        shape[axis] = draw(st.integers(7, 60))                # a longer row
+    if dtype.kind == "f":
+        small = st.integers(-3, 3).map(float)
+        elements = st.one_of(small, small, small, st.sampled_from(SPECIAL))
+    elif dtype.kind == "i":
+        info = np.iinfo(dtype)
+        elements = st.one_of(st.integers(-3, 3), st.sampled_from([int(info.min), int(info.max)]))
+    else:
+        elements = st.booleans()
+    x = draw(hnp.arrays(dtype, tuple(shape), elements=elements))
+    k = draw(st.integers(0, shape[axis]))
+    opts = {"axis": axis, "largest": draw(st.booleans()), "sorted": draw(st.booleans())}
+    return x, k, opts
+
+
+# The backend fixture is a stateless description: sharing it across examples is fine.
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(problem=topk_problems())
+def test_topk_property(backend, problem):
+    """Every backend against the NumPy reference on tie-heavy inputs."""
+    x, k, opts = problem
+    got = run(backend, x, k, **opts)
+    check_topk(*got, x, k, opts["axis"], opts["largest"], opts["sorted"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(problem=topk_problems())
+def test_topk_property_against_torch(problem):
+    torch = pytest.importorskip("torch")
+    x, k, opts = problem
+    axis, largest = opts["axis"], opts["largest"]
+    got_values, got_indices = sa.topk(x, k, axis=axis, largest=largest)
+    want_values, want_indices = torch_sort_topk(x, k, axis, largest)
+    assert_same_entries(got_values, want_values)
+    np.testing.assert_array_equal(got_indices, want_indices)
+    if x.dtype != np.bool_:                                   # no torch.topk for bool on CPU
+        top = torch.topk(torch.from_numpy(x), k, dim=axis, largest=largest)
+        np.testing.assert_array_equal(got_values, top.values.numpy())
+
+
+# ===================================================== small k, large k, long rows
+
+LARGE_CASES = {
+    "k=1": ((256, 50), 1),
+    "k=2": ((256, 50), 2),
+    "k=8": ((256, 50), 8),
+    "k=32": ((256, 50), 32),
+    "k=33": ((256, 50), 33),
+    "n=1000 k=300": ((16, 1000), 300),
+    "n=100000 k=2": ((2, 100_000), 2),
+    "n=100000 k=5000": ((2, 100_000), 5000),
+    "router 65536x64 k=2": ((65536, 64), 2),
+}
+
+
+@pytest.mark.parametrize("case", list(LARGE_CASES))
+@pytest.mark.parametrize("largest", [True, False])
+def test_small_and_large_k(backend, case, largest):
+    shape, k = LARGE_CASES[case]
+    rng = np.random.default_rng(7)
+    # values rounded to 0.1: many ties, and a few NaN / inf
+    x = np.round(3 * rng.standard_normal(shape), 1).astype(np.float32)
+    x.flat[rng.choice(x.size, max(1, x.size // 5000), replace=False)] = np.nan
+    x.flat[rng.choice(x.size, max(1, x.size // 5000), replace=False)] = -np.inf
+    got = run(backend, x, k, largest=largest)
+    check_topk(*got, x, k, -1, largest, True)
+    if largest and case.startswith("n=100000"):
+        got = run(backend, x, k, sorted=False)
+        check_topk(*got, x, k, -1, True, False)
+
+
+ROW_KINDS = {
+    "constant": lambda n: np.full(n, 2.0),
+    "all NaN": lambda n: np.full(n, np.nan),
+    "signed zeros": lambda n: np.where(np.arange(n) % 3 == 0, -0.0, 0.0),
+    "two levels": lambda n: (np.arange(n) % 2).astype(float),
+    "increasing": lambda n: np.arange(n, dtype=float),
+    "decreasing": lambda n: np.arange(n, 0, -1, dtype=float),
+    "organ pipe": lambda n: np.minimum(np.arange(n), np.arange(n)[::-1]).astype(float),
+}
+
+
+@pytest.mark.parametrize("kind", list(ROW_KINDS))
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_degenerate_rows(kind, dtype):
+    """Rows that are all ties or already ordered, through the buffer
+    (k <= 32) and the selection (larger k) paths, sorted or not."""
+    x = np.stack([ROW_KINDS[kind](5000)] * 3).astype(dtype)
+    for k in (1, 2, 32, 33, 2500, 4999, 5000):
+        for largest in (True, False):
+            for sorted in (True, False):
+                got = sa.topk(x, k, largest=largest, sorted=sorted)
+                check_topk(*got, x, k, -1, largest, sorted)
+
+
+def test_byte_swapped_input():
+    x = tied(np.random.default_rng(11), (6, 40), np.float64).astype(">f8")
+    values, indices = sa.topk(x, 5)
+    want_values, want_indices = np_topk(x, 5)
+    assert values.dtype.kind == "f" and values.dtype.itemsize == 8
+    assert_same_entries(values.astype(np.float64), want_values.astype(np.float64))
+    np.testing.assert_array_equal(indices, want_indices)
+
+
+def test_router_shape_float64_classes_on_axis_0():
+    """The router logits transposed: 64 experts along axis 0, a strided
+    read."""
+    rng = np.random.default_rng(8)
+    x = np.round(rng.standard_normal((65536, 64)), 2).T
+    got = sa.topk(x, 2, axis=0)
+    check_topk(*got, x, 2, 0, True, True)
+
+
+# ===================================================== memory layouts
+
+def _layouts():
+    base = np.round(3 * np.random.default_rng(9).standard_normal((30, 17)))
+    base[4, 3] = base[11, 7] = np.nan
+    base[6, 2] = -0.0
+    readonly = base.copy()
+    readonly.setflags(write=False)
+    return {
+        "C": np.ascontiguousarray(base),
+        "F": np.asfortranarray(base),
+        "strided rows": np.repeat(base, 2, axis=0)[::2],
+        "strided columns": np.repeat(base, 3, axis=1)[:, ::3],
+        "negative strides": base[::-1, ::-1].copy()[::-1, ::-1],
+        "read-only": readonly,
+        "float32 F": np.asfortranarray(base.astype(np.float32)),
+        "int32 negative strides": np.nan_to_num(base[::-1]).astype(np.int32)[::-1],
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layouts()))
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("largest", [True, False])
+def test_any_memory_layout(layout, axis, largest):
+    x = _layouts()[layout]
+    before = x.copy()
+    for k in (1, 5, x.shape[axis]):
+        got = sa.topk(x, k, axis=axis, largest=largest)
+        check_topk(*got, x, k, axis, largest, True)
+    assert_same_entries(x, before)
+
+
+def test_non_contiguous_torch_tensors():
+    torch = pytest.importorskip("torch")
+    x = _layouts()["float32 F"]
+    xt = torch.from_numpy(np.ascontiguousarray(x.T)).T          # a transposed view
+    assert not xt.is_contiguous()
+    for axis in (0, 1):
+        values, indices = sa.topk(xt, 4, axis=axis)
+        assert isinstance(values, torch.Tensor) and indices.dtype == torch.int64
+        check_topk(values.numpy(), indices.numpy(), x, 4, axis, True, True)
+    sliced = torch.from_numpy(np.ascontiguousarray(x))[:, ::2]
+    values, indices = sa.topk(sliced, 3, largest=False)
+    check_topk(values.numpy(), indices.numpy(), x[:, ::2], 3, -1, False, True)
+
+
+# ===================================================== bad input
+
+def _names(arg):
+    """A regex for an error message naming argument `arg` (as in
+    test_losses: a one-letter name must stand as a word before =, 'must',
+    'is', ':' ... or be quoted)."""
+    if len(arg) > 1:
+        return rf"\b{arg}\b"
+    return rf"(?<![\w.]){arg}\s*(=|must|should|is|has|in|:|<|>|\(|\))|['\"`]{arg}['\"`]"
+
+
+BAD_INPUTS = [
+    ("k < 0", np.zeros((4, 3)), -1, {}, ValueError, _names("k")),
+    ("k > n", np.zeros((4, 3)), 4, {}, ValueError, _names("k")),
+    ("k > n on axis 0", np.zeros((4, 3)), 5, {"axis": 0}, ValueError, _names("k")),
+    ("k float", np.zeros((4, 3)), 1.5, {}, TypeError, _names("k")),
+    ("k integral float", np.zeros((4, 3)), 2.0, {}, TypeError, _names("k")),
+    ("k bool", np.zeros((4, 3)), True, {}, TypeError, _names("k")),
+    ("k None", np.zeros((4, 3)), None, {}, TypeError, _names("k")),
+    ("k str", np.zeros((4, 3)), "2", {}, TypeError, _names("k")),
+    ("complex x", np.zeros((4, 3)) + 1j, 1, {}, TypeError, "complex"),
+    ("axis too large", np.zeros((4, 3)), 1, {"axis": 2}, ValueError, "axis"),
+    ("axis too small", np.zeros((4, 3)), 1, {"axis": -3}, ValueError, "axis"),
+    ("axis float", np.zeros((4, 3)), 1, {"axis": 1.0}, TypeError, "axis"),
+]
+
+
+@pytest.mark.parametrize("case, x, k, opts, error, match", BAD_INPUTS,
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_naming_the_argument(backend, case, x, k, opts, error, match):
+    xb = backend.asarray(x)
+    before = np.array(backend.to_numpy(xb))
+    with pytest.raises(error, match=match):
+        sa.topk(xb, k, **opts)
+    np.testing.assert_array_equal(backend.to_numpy(xb), before)
+
+
+# ===================================================== threads
+
+@pytest.mark.parametrize("shape, k, axis", [
+    ((65536, 64), 2, -1), ((3, 100_000), 2, -1), ((3, 100_000), 5000, -1),
+    ((512, 1000), 300, -1), ((1000, 512), 8, 0)])
+def test_thread_counts_agree(shape, k, axis):
+    """1 and 2 threads: the same values (bitwise) and indices."""
+    rng = np.random.default_rng(10)
+    x = np.round(rng.standard_normal(shape), 1).astype(np.float32)
+    x.flat[rng.choice(x.size, 100, replace=False)] = np.nan
+    for largest in (True, False):
+        with sa.threads(1):
+            values1, indices1 = sa.topk(x, k, axis=axis, largest=largest)
+        with sa.threads(2):
+            values2, indices2 = sa.topk(x, k, axis=axis, largest=largest)
+        assert_same_entries(values1, values2)
+        np.testing.assert_array_equal(indices1, indices2)
+    check_topk(values2, indices2, x, k, axis, False, True)
