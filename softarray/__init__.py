@@ -20,7 +20,7 @@ from ._losses import (
     sigmoid_focal_loss,
     z_loss,
 )
-from ._gating import topk
+from ._gating import TopKGating, topk, topk_gating
 from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._threads import get_num_threads, set_num_threads, threads
@@ -45,6 +45,8 @@ __all__ = [
     "mae_loss",
     "linear_cross_entropy",
     "topk",
+    "topk_gating",
+    "TopKGating",
     "show_config",
     "get_num_threads",
     "set_num_threads",

@@ -1,14 +1,26 @@
-"""Top-k selection (and, as issue 4 lands, mixture-of-experts gating): the
+"""Top-k selection and the top-k gate of mixture-of-experts routers: the
 public functions. They validate, then run the compiled kernels
 (``softarray._lib._gating``) on NumPy arrays and CPU DLPack arrays, or the
 portable array-API implementation (``softarray._portable.gating``)."""
+import math
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _dispatch
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
+from ._softmax import logsumexp
 from ._threads import get_num_threads
-from ._validate import check_bool, check_int, normalize_axes
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_real,
+    check_temperature,
+    floating_input,
+    normalize_axes,
+)
 
 
 def topk(x, k, *, axis=-1, largest=True, sorted=True):
@@ -95,3 +107,168 @@ def _topk_compiled(a, k, axis, largest, sorted):
         _kernels.topk_rows(rows, k, largest, sorted, values.reshape(-1, k), indices.reshape(-1, k),
                            get_num_threads())
     return np.moveaxis(values, -1, axis), np.moveaxis(indices, -1, axis)
+
+
+class TopKGating(NamedTuple):
+    """What :func:`topk_gating` returns (a tuple; fields by name)."""
+
+    weights: object
+    """(tokens, k) gate weights, the router logits' dtype."""
+    indices: object
+    """(tokens, k) int64 experts, best first."""
+    positions: object = None
+    """(tokens, k) int64 slot of each assignment in its expert (with capacity_factor)."""
+    kept: object = None
+    """(tokens, k) bool: the slot is below the capacity (with capacity_factor)."""
+    capacity: int | None = None
+    """Slots per expert, ceil(capacity_factor * k * tokens / experts) (with capacity_factor)."""
+    aux: dict | None = None
+    """With return_aux: "load_balancing_loss", "router_z_loss", "expert_counts"."""
+
+
+_ORDERS = ("softmax_topk", "topk_softmax")
+
+
+def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, temperature=1.0,
+                noise_std=0.0, rng=None, capacity_factor=None, return_aux=False):
+    r"""Top-k gate of a mixture-of-experts router, fused.
+
+    For each token (row of ``router_logits``, shape (tokens, experts)) the
+    ``k`` experts with the largest logits (ties: the lower expert index) and
+    their gate weights, computed per row in one pass for the selection and
+    one for the softmax, without a (tokens, experts) probability array.
+
+    Parameters
+    ----------
+    router_logits : array, shape (tokens, experts)
+        Real logits; NaN raises ``ValueError``.
+    k : int
+        Experts per token, ``1 <= k <= experts``.
+    order : {"softmax_topk", "topk_softmax"}
+        "softmax_topk" (Switch Transformer, GShard, Mixtral): softmax over
+        all experts, then the top ``k`` probabilities; "topk_softmax" (the
+        noisy top-k gate of Shazeer et al.): the softmax over the ``k``
+        selected logits only. The two agree when ``renormalize`` is True.
+    renormalize : bool, default True
+        With "softmax_topk", divide the ``k`` weights by their sum.
+    temperature : float > 0, default 1
+        Weights from ``softmax(logits / temperature)``; the selection does
+        not depend on it.
+    noise_std : float >= 0, default 0
+        Adds ``noise_std`` times standard normal noise from ``rng`` to the
+        logits before selection and softmax (noisy top-k gating).
+    rng : numpy.random.Generator, optional
+        The noise's source (seed it for reproducible routing); default
+        ``numpy.random.default_rng()``.
+    capacity_factor : float > 0, optional
+        Each expert takes ``capacity = ceil(capacity_factor * k * tokens /
+        experts)`` assignments. Slots are given in order of arrival, every
+        token's first choice before any second choice (GShard, Switch
+        Transformer); ``positions`` holds each assignment's slot and
+        ``kept`` whether it is below the capacity (a dropped assignment
+        keeps its weight: zero it, or drop it, when combining).
+    return_aux : bool, default False
+        Also return, in ``aux``: ``"load_balancing_loss"``, Switch
+        Transformer's ``experts * sum_e f_e P_e`` (``f_e`` assignments to
+        expert e per token, ``P_e`` its mean router probability; with
+        ``k > 1`` as Mixtral's implementation), ``"router_z_loss"``, the
+        mean of ``logsumexp(router_logits)**2`` (ST-MoE; on the logits as
+        given, before noise and temperature), and ``"expert_counts"``, the
+        assignments per expert before any capacity drop.
+
+    Returns
+    -------
+    TopKGating
+        ``(weights, indices, positions, kept, capacity, aux)``; the fields
+        not asked for are None. Arrays are the caller's array type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> gate = sa.topk_gating(np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])), 2)
+    >>> gate.indices
+    array([[1, 2],
+           [0, 2]])
+    >>> gate.weights.round(4)
+    array([[0.6667, 0.3333],
+           [0.625 , 0.375 ]])
+    """
+    xp, z = _dispatch.namespace_of(router_logits, "router_logits")
+    z = floating_input(xp, z, "router_logits")
+    if z.ndim != 2:
+        raise ValueError(f"router_logits must be 2-D (tokens, experts), got shape {tuple(z.shape)}")
+    n_tokens, n_experts = z.shape
+    k = check_int(k, "k")
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"k must be in [1, {n_experts}] (the number of experts), got {k}")
+    order = check_choice(order, "order", _ORDERS)
+    renormalize = check_bool(renormalize, "renormalize")
+    inv_t = check_temperature(temperature)
+    noise_std = check_real(noise_std, "noise_std", low=0.0)
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    if capacity_factor is not None:
+        capacity_factor = check_real(capacity_factor, "capacity_factor", low=0.0, low_open=True)
+    return_aux = check_bool(return_aux, "return_aux")
+    if bool(xp.any(xp.isnan(z))):
+        raise ValueError("router_logits contains NaN")
+
+    routed = _with_noise(xp, z, noise_std, rng)
+    over_selected = order == "topk_softmax" or renormalize
+    weights, indices, prob_sum = _gate(xp, routed, k, inv_t, over_selected, return_aux)
+    result = {}
+    if capacity_factor is not None or return_aux:
+        positions, counts = _portable.capacity_slots(xp, indices, n_experts)
+    if capacity_factor is not None:
+        capacity = math.ceil(capacity_factor * k * n_tokens / n_experts)
+        result.update(positions=positions, kept=positions < capacity, capacity=capacity)
+    if return_aux:
+        result["aux"] = _aux(xp, z, counts, prob_sum, n_tokens, n_experts)
+    return TopKGating(weights, indices, **result)
+
+
+def _with_noise(xp, z, noise_std, rng):
+    if noise_std == 0.0:
+        return z
+    rng = np.random.default_rng() if rng is None else rng
+    noise = rng.standard_normal(tuple(z.shape)).astype(_numpy_dtype(z.dtype), copy=False)
+    return z + noise_std * xp.asarray(noise, device=getattr(z, "device", None))
+
+
+def _numpy_dtype(dtype):
+    """The NumPy dtype of a floating dtype of any namespace."""
+    return np.float32 if "float32" in str(dtype) else np.float64
+
+
+def _gate(xp, z, k, inv_t, over_selected, with_probs):
+    a = _dispatch.as_compiled_input(z)
+    if a is None:
+        return _portable.gate(xp, z, k, inv_temperature=inv_t, over_selected=over_selected,
+                              with_probs=with_probs)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if a.strides[1] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    n, e = a.shape
+    weights = np.empty((n, k), a.dtype)
+    indices = np.empty((n, k), np.int64)
+    prob_sum = np.zeros(e if with_probs else 0)
+    _kernels.gate_rows(a, k, inv_t, over_selected, weights, indices, prob_sum, get_num_threads())
+    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
+    return to(weights), to(indices), (to(prob_sum) if with_probs else None)
+
+
+def _aux(xp, z, counts, prob_sum, n_tokens, n_experts):
+    """Switch Transformer's load-balancing loss, ST-MoE's router z-loss,
+    and the assignments per expert."""
+    dtype = z.dtype
+    fraction = xp.astype(counts, dtype) / n_tokens
+    mean_prob = xp.astype(prob_sum, dtype) / n_tokens
+    lse = logsumexp(z, axis=1)
+    return {
+        # xp.asarray: NumPy reductions give scalars, the caller gets 0-d arrays
+        "load_balancing_loss": xp.asarray(n_experts * xp.sum(fraction * mean_prob)),
+        "router_z_loss": xp.asarray(xp.mean(lse * lse)),
+        "expert_counts": counts,
+    }

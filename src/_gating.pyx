@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled gating kernels: top-k selection along rows.
+"""Compiled gating kernels: top-k selection along rows, and the fused
+top-k gate of mixture-of-experts routers.
 
 This module spreads rows over OpenMP threads; the selection is in
 ``_gating_kernels.h``. The caller (``softarray/_gating.py``) has validated
@@ -22,11 +23,19 @@ cdef extern from "_gating_kernels.h" nogil:
     void sa_topk_rows_f64(const double *x, Py_ssize_t xs, Py_ssize_t n, Py_ssize_t k, int largest,
                           int sorted, double *values, int64_t *indices, Py_ssize_t begin,
                           Py_ssize_t end, sa_ranked *scratch)
+    void sa_gate_rows_f32(const float *x, Py_ssize_t xs, Py_ssize_t E, Py_ssize_t k, double inv_t,
+                          int over_selected, float *weights, int64_t *indices, double *prob_sum,
+                          Py_ssize_t begin, Py_ssize_t end, sa_ranked *scratch)
+    void sa_gate_rows_f64(const double *x, Py_ssize_t xs, Py_ssize_t E, Py_ssize_t k, double inv_t,
+                          int over_selected, double *weights, int64_t *indices, double *prob_sum,
+                          Py_ssize_t begin, Py_ssize_t end, sa_ranked *scratch)
 
 # Below this much work (entries read) one thread is faster than waking a team.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
 # Work items per thread.
 cdef Py_ssize_t CHUNKS_PER_THREAD = 4
+# Rows per work item when the gate sums router probabilities (see gate_rows).
+cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
 
 
 def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
@@ -66,3 +75,57 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
                     sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin,
                                      min(begin + chunk, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+
+
+def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint over_selected,
+              floating[:, ::1] weights, int64_t[:, ::1] indices, double[::1] prob_sum,
+              int n_threads):
+    """Top-k gate weights and experts of every router row (contiguous rows,
+    no NaN); prob_sum (E entries, or empty) receives the sum over rows of
+    every expert's softmax probability."""
+    cdef Py_ssize_t n_rows = x.shape[0], E = x.shape[1]
+    if x.strides[1] != sizeof(floating):
+        raise ValueError("internal error: gate_rows needs contiguous rows")
+    if not (0 < k <= E) or weights.shape[0] != n_rows or weights.shape[1] != k \
+            or indices.shape[0] != n_rows or indices.shape[1] != k \
+            or prob_sum.shape[0] not in (0, E):
+        raise ValueError("internal error: gate_rows output shapes")
+    if n_rows == 0:
+        return
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
+    cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else E
+    cdef int team = n_threads if (n_threads > 1 and n_rows > 1 and n_rows * E >= PARALLEL_MIN_ELEMENTS) else 1
+    cdef bint with_probs = prob_sum.shape[0] > 0
+    # With probabilities to sum, chunks of a fixed size, each summing into its
+    # own row of partial, then added in chunk order: the result does not
+    # depend on the thread count or on which thread took which chunk.
+    cdef Py_ssize_t n_chunks = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
+    cdef Py_ssize_t chunk = (n_rows + n_chunks - 1) // n_chunks
+    if with_probs:
+        chunk = GATE_CHUNK_ROWS
+        n_chunks = (n_rows + chunk - 1) // chunk
+    cdef Py_ssize_t c, begin
+    cdef int64_t[:, ::1] scratch = np.empty((team, 2 * scratch_len), np.int64)
+    cdef double[:, ::1] partial = np.zeros((n_chunks if with_probs else 1, E if with_probs else 1))
+    cdef const floating *px = &x[0, 0]
+    cdef floating *pw = &weights[0, 0]
+    cdef int64_t *pi = &indices[0, 0]
+    cdef int64_t *ps = &scratch[0, 0]
+    cdef double *pp = &partial[0, 0]
+    cdef Py_ssize_t width = partial.shape[1]
+    with nogil:
+        for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
+            begin = c * chunk
+            if begin < n_rows:
+                if floating is float:
+                    sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                                     (pp + c * width) if with_probs else NULL,
+                                     begin, min(begin + chunk, n_rows),
+                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+                else:
+                    sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                                     (pp + c * width) if with_probs else NULL,
+                                     begin, min(begin + chunk, n_rows),
+                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+    if with_probs:
+        np.sum(partial, axis=0, out=np.asarray(prob_sum))

@@ -8,8 +8,9 @@
  * lower index first because entries arrive in index order and a later entry
  * only displaces a kept one when its key is strictly larger.
  *
- * k <= 4 in float32 (the mixture-of-experts router's case): k vectorized
- * passes, each a maximum over 64-bit (rank key, index) packs. Other small k:
+ * k <= 2 in float32 (the mixture-of-experts router's case): one pass with
+ * 8 lanes each keeping its best k 64-bit (rank key, index) packs; k <= 4:
+ * k vectorized passes, each a maximum over the packs. Other small k:
  * one pass with the k best kept sorted in a tiny array; a new entry costs
  * one comparison unless it enters. Large k: the keys of the row go to
  * scratch, a quickselect puts the k best in front, and (if sorted) they are
@@ -170,6 +171,83 @@ SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k
     }
 }
 
+/* float32, k <= 2 (top-1 and top-2 routers): one pass in which each of 8
+ * lanes keeps its own best k packed keys (a max/min network per entry),
+ * then the 8 k candidates and the row's tail are merged. k and largest are
+ * literals at every call. */
+#define SA_TOPK_LANES 8
+SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int largest,
+                                     sa_ranked *best)
+{
+    uint64_t lane[2][SA_TOPK_LANES] = {{0}};
+    ptrdiff_t i = 0;
+    for (; i + SA_TOPK_LANES <= n; i += SA_TOPK_LANES) {
+#pragma omp simd
+        for (int l = 0; l < SA_TOPK_LANES; l++) {
+            uint64_t c = ((uint64_t)(uint32_t)sa_rank_f32(row[i + l], largest) << 32)
+                         | (uint32_t)~(uint32_t)(i + l);
+            for (int j = 0; j < k; j++) {
+                const uint64_t kept = lane[j][l];
+                lane[j][l] = c > kept ? c : kept;
+                c = c > kept ? kept : c;
+            }
+        }
+    }
+    uint64_t cand[2 * SA_TOPK_LANES + SA_TOPK_LANES];
+    int m = 0;
+    for (int j = 0; j < k; j++)
+        for (int l = 0; l < SA_TOPK_LANES; l++)
+            cand[m++] = lane[j][l];
+    for (; i < n; i++)
+        cand[m++] = ((uint64_t)(uint32_t)sa_rank_f32(row[i], largest) << 32) | (uint32_t)~(uint32_t)i;
+    for (int j = 0; j < k; j++) {           /* selection of the k largest candidates */
+        int a = j;
+        for (int q = j + 1; q < m; q++)
+            a = cand[q] > cand[a] ? q : a;
+        const uint64_t top = cand[a];
+        cand[a] = cand[j];
+        cand[j] = top;
+        best[j].key = top >> 32;
+        best[j].index = (uint32_t)~(uint32_t)top;
+    }
+}
+
+/* The k first entries of one row, in result order when sorted, into best. */
+#define SA_TOPK_ROW(SUF, T)                                                                   \
+SA_INLINE void sa_topk_row_##SUF(const T *row, ptrdiff_t n, ptrdiff_t k, int largest,         \
+                                 int sorted, sa_ranked *best)                                 \
+{                                                                                             \
+    if (sizeof(T) == 4 && k <= 2 && n < ((ptrdiff_t)1 << 32)) {                               \
+        const float *r32 = (const float *)row;                                                \
+        if (k == 1)                                                                           \
+            largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, best)                               \
+                    : sa_topk_lanes_row_f32(r32, n, 1, 0, best);                              \
+        else                                                                                  \
+            largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)                               \
+                    : sa_topk_lanes_row_f32(r32, n, 2, 0, best);                              \
+    } else if (sizeof(T) == 4 && k <= SA_TOPK_PASSES_K && n < ((ptrdiff_t)1 << 32)) {         \
+        if (largest)                                                                          \
+            sa_topk_passes_row_f32((const float *)row, n, k, 1, best);                        \
+        else                                                                                  \
+            sa_topk_passes_row_f32((const float *)row, n, k, 0, best);                        \
+    } else if (k <= SA_TOPK_SMALL_K) {                                                        \
+        /* literal largest: the rank key folds to straight-line code */                       \
+        if (largest)                                                                          \
+            sa_topk_small_row_##SUF(row, n, k, 1, best);                                      \
+        else                                                                                  \
+            sa_topk_small_row_##SUF(row, n, k, 0, best);                                      \
+    } else {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                   \
+            const sa_ranked e = {sa_rank_##SUF(row[i], largest), i};                          \
+            best[i] = e;                                                                      \
+        }                                                                                     \
+        if (k < n)                                                                            \
+            sa_select(best, n, k);                                                            \
+        if (sorted)                                                                           \
+            qsort(best, (size_t)k, sizeof(sa_ranked), sa_ranked_cmp);                         \
+    }                                                                                         \
+}
+
 #define SA_TOPK_ROWS(SUF, T)                                                                  \
 SA_MULTIVERSION                                                                               \
 void sa_topk_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int largest,     \
@@ -178,38 +256,65 @@ void sa_topk_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int 
 {                                                                                             \
     for (ptrdiff_t r = begin; r < end; r++) {                                                 \
         const T *row = x + r * xs;                                                            \
-        sa_ranked *best = scratch;                                                            \
-        if (sizeof(T) == 4 && k <= SA_TOPK_PASSES_K && n < ((ptrdiff_t)1 << 32)) {          \
-            if (largest)                                                                      \
-                sa_topk_passes_row_f32((const float *)row, n, k, 1, best);                    \
-            else                                                                              \
-                sa_topk_passes_row_f32((const float *)row, n, k, 0, best);                    \
-        } else if (k <= SA_TOPK_SMALL_K) {                                                    \
-            /* literal largest: the rank key folds to straight-line code */                   \
-            if (largest)                                                                      \
-                sa_topk_small_row_##SUF(row, n, k, 1, best);                                  \
-            else                                                                              \
-                sa_topk_small_row_##SUF(row, n, k, 0, best);                                  \
-        } else {                                                                              \
-            for (ptrdiff_t i = 0; i < n; i++) {                                               \
-                const sa_ranked e = {sa_rank_##SUF(row[i], largest), i};                      \
-                best[i] = e;                                                                  \
-            }                                                                                 \
-            if (k < n)                                                                        \
-                sa_select(best, n, k);                                                        \
-            if (sorted)                                                                       \
-                qsort(best, (size_t)k, sizeof(sa_ranked), sa_ranked_cmp);                     \
-        }                                                                                     \
+        sa_topk_row_##SUF(row, n, k, largest, sorted, scratch);                               \
         for (ptrdiff_t j = 0; j < k; j++) {                                                   \
-            values[r * k + j] = row[best[j].index];                                           \
-            indices[r * k + j] = best[j].index;                                               \
+            values[r * k + j] = row[scratch[j].index];                                        \
+            indices[r * k + j] = scratch[j].index;                                            \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+/* Top-k gating of router rows (no NaN: the Python layer refuses them), one
+ * pass for the selection and, when needed, one for the softmax over all
+ * experts. With s = z / temperature and m the row's maximum:
+ *   over_selected = 1: w_j = exp(s_j - s_top) / sum over the k selected
+ *                      (top-k then softmax; = softmax then top-k, renormalized);
+ *   over_selected = 0: w_j = exp(s_j - m) / sum over all experts (softmax, then top-k).
+ * prob_sum (E entries, or NULL) accumulates every expert's softmax probability
+ * (the load-balancing loss's mean router probability). */
+#define SA_GATE_ROWS(SUF, T, EXP)                                                             \
+SA_MULTIVERSION                                                                               \
+void sa_gate_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t E, ptrdiff_t k, double inv_t,     \
+                        int over_selected, T *weights, int64_t *indices, double *prob_sum,   \
+                        ptrdiff_t begin, ptrdiff_t end, sa_ranked *scratch)                   \
+{                                                                                             \
+    const T it = (T)inv_t;                                                                    \
+    for (ptrdiff_t r = begin; r < end; r++) {                                                 \
+        const T *row = x + r * xs;                                                            \
+        sa_topk_row_##SUF(row, E, k, 1, 1, scratch);                                          \
+        const T top = row[scratch[0].index];                                                  \
+        T total = 0;                                                                          \
+        if (!over_selected || prob_sum) {                                                     \
+            _Pragma("omp simd reduction(+ : total)")                                          \
+            for (ptrdiff_t e = 0; e < E; e++)                                                 \
+                total += EXP((row[e] - top) * it);                                            \
+        }                                                                                     \
+        double norm = 0.0;                                                                    \
+        for (ptrdiff_t j = 0; j < k; j++) {                                                   \
+            const double w = (double)EXP((row[scratch[j].index] - top) * it);                 \
+            weights[r * k + j] = (T)w;                                                        \
+            indices[r * k + j] = scratch[j].index;                                            \
+            norm += w;                                                                        \
+        }                                                                                     \
+        const double scale = 1.0 / (over_selected ? norm : (double)total);                    \
+        for (ptrdiff_t j = 0; j < k; j++)                                                     \
+            weights[r * k + j] = (T)((double)weights[r * k + j] * scale);                     \
+        if (prob_sum) {                                                                       \
+            const T inv_total = (T)(1.0 / (double)total);                                     \
+            _Pragma("omp simd")                                                               \
+            for (ptrdiff_t e = 0; e < E; e++)                                                 \
+                prob_sum[e] += (double)(EXP((row[e] - top) * it) * inv_total);                \
         }                                                                                     \
     }                                                                                         \
 }
 
 SA_TOPK_SMALL_ROW(f32, float, uint32_t)
 SA_TOPK_SMALL_ROW(f64, double, uint64_t)
+SA_TOPK_ROW(f32, float)
+SA_TOPK_ROW(f64, double)
 SA_TOPK_ROWS(f32, float)
 SA_TOPK_ROWS(f64, double)
+SA_GATE_ROWS(f32, float, sa_exp_f32)
+SA_GATE_ROWS(f64, double, sa_exp_f64)
 
 #endif /* SOFTARRAY_GATING_KERNELS_H */

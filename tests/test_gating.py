@@ -17,6 +17,8 @@ sorted=False results are compared as sets of (value, index) pairs, both
 sides put in index order first. Expected values are never taken from
 softarray itself.
 """
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -461,3 +463,441 @@ def test_thread_counts_agree(shape, k, axis):
         assert_same_entries(values1, values2)
         np.testing.assert_array_equal(indices1, indices2)
     check_topk(values2, indices2, x, k, axis, False, True)
+
+
+# ===================================================== topk_gating: references
+#
+# Written here in float64 NumPy from topk_gating's docstring, never taken
+# from softarray: the k largest logits per row (ties: the lower expert
+# index), softmax weights, capacity slots by an explicit loop (every
+# token's first choice before any second choice), and the auxiliary losses.
+
+
+def np_gate_experts(z, k, vectorized=False):
+    """(tokens, k) int64 experts, largest logit first, ties by the lower
+    index: np.lexsort on (index, -z), or a stable argsort of -z."""
+    z = np.asarray(z, np.float64)
+    if vectorized:
+        return np.argsort(-z, axis=1, kind="stable")[:, :k].astype(np.int64)
+    index = np.broadcast_to(np.arange(z.shape[1]), z.shape)
+    return np.lexsort((index, -z), axis=-1)[:, :k].astype(np.int64)
+
+
+def np_softmax64(s):
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def np_gate(z, k, order="softmax_topk", renormalize=True, temperature=1.0, vectorized=False):
+    """(weights, experts): softmax over the selected logits / temperature
+    (topk_softmax, or renormalized), else softmax over all experts taken at
+    the selected ones."""
+    z = np.asarray(z, np.float64)
+    experts = np_gate_experts(z, k, vectorized)
+    if order == "topk_softmax" or renormalize:
+        weights = np_softmax64(np.take_along_axis(z, experts, 1) / temperature)
+    else:
+        weights = np.take_along_axis(np_softmax64(z / temperature), experts, 1)
+    return weights, experts
+
+
+def np_slots(experts, n_experts):
+    """Slot of each (token, choice): loop over choice rank j, then tokens in
+    order, one counter per expert. Also the counts per expert."""
+    n, k = experts.shape
+    rows = experts.tolist()
+    counter = [0] * n_experts
+    slots = [[0] * k for _ in range(n)]
+    for j in range(k):
+        for t in range(n):
+            e = rows[t][j]
+            slots[t][j] = counter[e]
+            counter[e] += 1
+    return np.array(slots, np.int64).reshape(n, k), np.array(counter, np.int64)
+
+
+def np_capacity(capacity_factor, k, n, e):
+    return math.ceil(capacity_factor * k * n / e)
+
+
+def np_aux(z_given, z_routed, experts, temperature):
+    """load_balancing_loss = E sum_e (count_e / N) mean_t softmax(z/T)[t, e]
+    (on the routed logits); router_z_loss = mean(logsumexp(z_given)**2)."""
+    z_routed = np.asarray(z_routed, np.float64)
+    n, e = z_routed.shape
+    counts = np.bincount(experts.ravel(), minlength=e).astype(np.int64)
+    mean_prob = np_softmax64(z_routed / temperature).mean(axis=0)
+    z = np.asarray(z_given, np.float64)
+    m = z.max(axis=1)
+    lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    return {"load_balancing_loss": e * np.sum(counts / n * mean_prob),
+            "router_z_loss": np.mean(lse ** 2), "expert_counts": counts}
+
+
+def gate_rtol(dtype):
+    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
+
+
+def run_gate(backend, z, k, **opts):
+    """sa.topk_gating on backend's array of z: checks the result types and
+    dtypes and that z is untouched; returns the fields as NumPy arrays (None
+    where not asked for, capacity as is)."""
+    zb = backend.asarray(z)
+    before = np.array(backend.to_numpy(zb))
+    gate = sa.topk_gating(zb, k, **opts)
+    assert isinstance(gate, sa.TopKGating)
+    n = z.shape[0]
+    out = {}
+    for name, dtype in [("weights", z.dtype), ("indices", np.int64), ("positions", np.int64),
+                        ("kept", np.bool_)]:
+        value = getattr(gate, name)
+        if value is None:
+            out[name] = None
+            continue
+        assert type(value) is type(zb), name
+        out[name] = np.asarray(backend.to_numpy(value))
+        assert out[name].dtype == dtype and out[name].shape == (n, k), name
+    want_fields = opts.get("capacity_factor") is not None
+    assert (gate.positions is not None) == want_fields and (gate.kept is not None) == want_fields
+    assert (gate.capacity is not None) == want_fields
+    out["capacity"] = gate.capacity
+    assert (gate.aux is not None) == opts.get("return_aux", False)
+    if gate.aux is not None:
+        assert set(gate.aux) == {"load_balancing_loss", "router_z_loss", "expert_counts"}
+        aux = {}
+        for name, value in gate.aux.items():
+            # (0-d NumPy results are checked to be arrays, not scalars, in
+            # test_gating_aux_losses_are_0d_arrays)
+            assert type(value) is type(zb) or (type(zb) is np.ndarray and isinstance(value, np.generic)), name
+            aux[name] = np.asarray(backend.to_numpy(value))
+        assert aux["expert_counts"].dtype == np.int64 and aux["expert_counts"].shape == (z.shape[1],)
+        for name in ("load_balancing_loss", "router_z_loss"):
+            assert aux[name].dtype == z.dtype and aux[name].shape == (), name
+        out["aux"] = aux
+    else:
+        out["aux"] = None
+    assert_same_entries(backend.to_numpy(zb), before)
+    return out
+
+
+def check_gate(got, z, k, order="softmax_topk", renormalize=True, temperature=1.0,
+               capacity_factor=None, return_aux=False, vectorized=False, z_routed=None):
+    """Every field of run_gate's result against the references."""
+    rtol = gate_rtol(z.dtype)
+    z_routed = z if z_routed is None else z_routed
+    weights, experts = np_gate(z_routed, k, order, renormalize, temperature, vectorized)
+    np.testing.assert_array_equal(got["indices"], experts)
+    np.testing.assert_allclose(got["weights"], weights, rtol=rtol, atol=0)
+    slots, counts = np_slots(experts, z.shape[1])
+    if capacity_factor is not None:
+        capacity = np_capacity(capacity_factor, k, *z.shape)
+        assert got["capacity"] == capacity and isinstance(got["capacity"], int)
+        np.testing.assert_array_equal(got["positions"], slots)
+        np.testing.assert_array_equal(got["kept"], slots < capacity)
+    if return_aux:
+        want = np_aux(z, z_routed, experts, temperature)
+        np.testing.assert_array_equal(got["aux"]["expert_counts"], want["expert_counts"])
+        for name in ("load_balancing_loss", "router_z_loss"):
+            np.testing.assert_allclose(got["aux"][name], want[name], rtol=rtol, atol=0, err_msg=name)
+
+
+def router_logits(rng, shape, dtype, scale=2.0, decimals=None):
+    z = scale * rng.standard_normal(shape)
+    return (z if decimals is None else np.round(z, decimals)).astype(dtype)
+
+
+# ===================================================== topk_gating: the references themselves
+
+def test_gate_references_on_hand_checked_rows():
+    z = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.25, 0.25, 0.5]]))
+    weights, experts = np_gate(z, 2)
+    np.testing.assert_array_equal(experts, [[1, 2], [0, 2], [2, 0]])
+    np.testing.assert_allclose(weights, [[2 / 3, 1 / 3], [0.625, 0.375], [2 / 3, 1 / 3]], rtol=1e-14)
+    weights, _ = np_gate(z, 2, renormalize=False)
+    np.testing.assert_allclose(weights, [[0.6, 0.3], [0.5, 0.3], [0.5, 0.25]], rtol=1e-14)
+    ties = np.array([[1.0, 2.0, 2.0, 1.0, 2.0], [-0.0, 0.0, -1.0, 0.0, -0.0]])
+    for vectorized in (False, True):
+        np.testing.assert_array_equal(np_gate_experts(ties, 4, vectorized), [[1, 2, 4, 0], [0, 1, 3, 4]])
+    slots, counts = np_slots(np.array([[0, 1], [1, 0], [0, 2], [0, 1]]), 3)
+    np.testing.assert_array_equal(slots, [[0, 1], [0, 3], [1, 0], [2, 2]])
+    np.testing.assert_array_equal(counts, [4, 3, 1])
+
+
+# ===================================================== topk_gating: every backend
+
+GATE_MODES = [("softmax_topk", True), ("softmax_topk", False), ("topk_softmax", True),
+              ("topk_softmax", False)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("order, renormalize", GATE_MODES)
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 3.0])
+def test_gating_every_backend(backend, dtype, order, renormalize, temperature):
+    rng = np.random.default_rng(20)
+    z = router_logits(rng, (37, 8), dtype)
+    z[3] = z[3, 0]                                   # an all-tie row
+    z[5, 2:6] = z[5].max() + 1                       # ties at the top
+    for k in (1, 2, 3, 8):
+        opts = dict(order=order, renormalize=renormalize, temperature=temperature)
+        check_gate(run_gate(backend, z, k, **opts), z, k, **opts)
+        opts.update(capacity_factor=1.0 if k % 2 else 0.6, return_aux=True)
+        check_gate(run_gate(backend, z, k, **opts), z, k, **opts)
+
+
+def test_gating_defaults_and_docstring_example(backend):
+    z = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
+    got = run_gate(backend, z, 2)
+    np.testing.assert_array_equal(got["indices"], [[1, 2], [0, 2]])
+    np.testing.assert_allclose(got["weights"], [[2 / 3, 1 / 3], [0.625, 0.375]], rtol=1e-12)
+    assert got["positions"] is got["kept"] is got["capacity"] is got["aux"] is None
+
+
+def test_gating_single_expert_and_k_equals_experts(backend):
+    z = router_logits(np.random.default_rng(21), (9, 1), np.float64)
+    got = run_gate(backend, z, 1, capacity_factor=2.0, return_aux=True)
+    np.testing.assert_array_equal(got["weights"], np.ones((9, 1)))
+    np.testing.assert_array_equal(got["positions"][:, 0], np.arange(9))
+    check_gate(got, z, 1, capacity_factor=2.0, return_aux=True)
+    z = router_logits(np.random.default_rng(22), (9, 5), np.float32)
+    got = run_gate(backend, z, 5, renormalize=False)
+    np.testing.assert_allclose(got["weights"].sum(axis=1), 1.0, rtol=1e-5)
+    check_gate(got, z, 5, renormalize=False)
+
+
+def test_gating_aux_losses_are_0d_arrays(backend):
+    """The losses are 0-d arrays of the caller's type (as sa.cross_entropy's
+    scalar reductions), not NumPy scalars."""
+    zb = backend.asarray(router_logits(np.random.default_rng(29), (10, 4), np.float32))
+    aux = sa.topk_gating(zb, 2, return_aux=True).aux
+    for name in ("load_balancing_loss", "router_z_loss"):
+        assert type(aux[name]) is type(zb) and aux[name].shape == (), (name, type(aux[name]))
+
+
+# ===================================================== topk_gating: capacity by hand
+
+# (name, logits, k, capacity_factor, capacity, positions, kept, expert_counts)
+HAND_CAPACITY = [
+    # 4 tokens, 2 experts, k=1: experts 0, 0, 1, 0
+    ("k1 cf1", [[2, 1], [3, 0], [0, 1], [5, 4]], 1, 1.0, 2,
+     [[0], [1], [0], [2]], [[1], [1], [1], [0]], [3, 1]),
+    ("k1 cf0.5", [[2, 1], [3, 0], [0, 1], [5, 4]], 1, 0.5, 1,
+     [[0], [1], [0], [2]], [[1], [0], [1], [0]], [3, 1]),
+    # all ties: every token's choice is expert 0
+    ("k1 ties cf1", [[0, 0]] * 4, 1, 1.0, 2, [[0], [1], [2], [3]], [[1], [1], [0], [0]], [4, 0]),
+    # k=2: (0, 1), (1, 0), (0, 1), (1, 0); first choices fill slots 0-1 of both
+    ("k2 cf1", [[2, 1], [0, 3], [1, 0], [0, 1]], 2, 1.0, 4,
+     [[0, 2], [0, 2], [1, 3], [1, 3]], [[1, 1]] * 4, [4, 4]),
+    ("k2 cf0.5", [[2, 1], [0, 3], [1, 0], [0, 1]], 2, 0.5, 2,
+     [[0, 2], [0, 2], [1, 3], [1, 3]], [[1, 0]] * 4, [4, 4]),
+    # 3 experts, k=2: (0, 1), (1, 0), (0, 2), (0, 1)
+    ("3 experts cf1", [[3, 2, 1], [2, 3, 1], [3, 1, 2], [3, 2, 1]], 2, 1.0, 3,
+     [[0, 1], [0, 3], [1, 0], [2, 2]], [[1, 1], [1, 0], [1, 1], [1, 1]], [4, 3, 1]),
+    ("3 experts cf0.5", [[3, 2, 1], [2, 3, 1], [3, 1, 2], [3, 2, 1]], 2, 0.5, 2,
+     [[0, 1], [0, 3], [1, 0], [2, 2]], [[1, 1], [1, 0], [1, 1], [0, 0]], [4, 3, 1]),
+]
+
+
+@pytest.mark.parametrize("case", HAND_CAPACITY, ids=[c[0] for c in HAND_CAPACITY])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gating_capacity_by_hand(backend, case, dtype):
+    _, z, k, factor, capacity, positions, kept, counts = case
+    z = np.array(z, dtype)
+    got = run_gate(backend, z, k, capacity_factor=factor, return_aux=True)
+    assert got["capacity"] == capacity
+    np.testing.assert_array_equal(got["positions"], positions)
+    np.testing.assert_array_equal(got["kept"], np.array(kept, bool))
+    np.testing.assert_array_equal(got["aux"]["expert_counts"], counts)
+    check_gate(got, z, k, capacity_factor=factor, return_aux=True)
+
+
+def test_gating_aux_by_hand(backend):
+    """Equal logits, 2 experts, k=1: every token goes to expert 0, so
+    f = (1, 0), P = (1/2, 1/2), loss = 2 * 1/2; logsumexp = log 2 + c."""
+    z = np.full((4, 2), 0.5)
+    got = run_gate(backend, z, 1, return_aux=True, temperature=2.0)
+    np.testing.assert_allclose(got["aux"]["load_balancing_loss"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(got["aux"]["router_z_loss"], (np.log(2) + 0.5) ** 2, rtol=1e-12)
+    np.testing.assert_array_equal(got["aux"]["expert_counts"], [4, 0])
+
+
+@pytest.mark.parametrize("shape, k", [((200, 8), 1), ((200, 8), 2), ((333, 16), 4), ((64, 5), 5)])
+@pytest.mark.parametrize("factor", [0.25, 1.0, 1.25, 3.0])
+def test_gating_capacity_random(backend, shape, k, factor):
+    rng = np.random.default_rng(23)
+    z = router_logits(rng, shape, np.float32, decimals=0)        # ties and skewed loads
+    z[:, 0] += 1.0
+    opts = dict(capacity_factor=factor, return_aux=True, temperature=1.5)
+    check_gate(run_gate(backend, z, k, **opts), z, k, **opts)
+
+
+# ===================================================== topk_gating: noise
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("order, renormalize", GATE_MODES[:3])
+def test_gating_noise_is_added_logits(backend, dtype, order, renormalize):
+    rng = np.random.default_rng(24)
+    z = router_logits(rng, (60, 8), dtype, scale=1.0)
+    opts = dict(order=order, renormalize=renormalize, temperature=0.8, capacity_factor=1.0,
+                return_aux=True)
+    got = run_gate(backend, z, 2, noise_std=0.5, rng=np.random.default_rng(7), **opts)
+    noisy = z + 0.5 * np.random.default_rng(7).standard_normal(z.shape).astype(dtype)
+    assert noisy.dtype == dtype
+    want = run_gate(backend, noisy, 2, **opts)
+    for name in ("indices", "positions", "kept", "capacity"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_allclose(got["weights"], want["weights"], rtol=gate_rtol(dtype), atol=0)
+    np.testing.assert_array_equal(got["aux"]["expert_counts"], want["aux"]["expert_counts"])
+    np.testing.assert_allclose(got["aux"]["load_balancing_loss"], want["aux"]["load_balancing_loss"],
+                               rtol=gate_rtol(dtype))
+    # the z-loss is on the logits as given, before the noise
+    check_gate(got, z, 2, z_routed=noisy, **opts)
+    assert not np.array_equal(got["indices"], np_gate_experts(z, 2))       # the noise mattered
+    # the same seed routes the same way; another seed differently
+    again = run_gate(backend, z, 2, noise_std=0.5, rng=np.random.default_rng(7), **opts)
+    for name in ("indices", "weights", "positions", "kept"):
+        np.testing.assert_array_equal(again[name], got[name], err_msg=name)
+    other = run_gate(backend, z, 2, noise_std=0.5, rng=np.random.default_rng(8), **opts)
+    assert not np.array_equal(other["indices"], got["indices"])
+
+
+def test_gating_noise_default_rng_and_zero_noise(backend):
+    z = router_logits(np.random.default_rng(25), (30, 6), np.float64)
+    got = run_gate(backend, z, 2, noise_std=0.1)                     # rng=None: any valid routing
+    assert ((got["indices"] >= 0) & (got["indices"] < 6)).all()
+    np.testing.assert_allclose(got["weights"].sum(axis=1), 1.0, rtol=1e-12)
+    rng = np.random.default_rng(3)
+    got = run_gate(backend, z, 2, noise_std=0.0, rng=rng)             # no noise: no draw
+    check_gate(got, z, 2)
+
+
+@pytest.mark.parametrize("bad_rng", [np.random.RandomState(0), 0, np.random.SeedSequence(0)],
+                         ids=["RandomState", "int", "SeedSequence"])
+def test_gating_rng_of_the_wrong_type(backend, bad_rng):
+    z = backend.asarray(np.zeros((4, 3)))
+    with pytest.raises(TypeError, match=r"\brng\b"):
+        sa.topk_gating(z, 1, noise_std=1.0, rng=bad_rng)
+
+
+# ===================================================== topk_gating: against torch
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("order, renormalize", GATE_MODES[:3])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_gating_against_torch(dtype, order, renormalize, temperature, k):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(26)
+    z = router_logits(rng, (300, 16), dtype)
+    assert all(len(np.unique(row)) == row.size for row in z)          # no ties
+    zt = torch.from_numpy(z.copy())
+    if order == "softmax_topk":
+        weights, indices = torch.topk(torch.softmax(zt / temperature, dim=-1), k, dim=-1)
+        if renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+    else:
+        values, indices = torch.topk(zt, k, dim=-1)
+        weights = torch.softmax(values / temperature, dim=-1)
+    gate = sa.topk_gating(z, k, order=order, renormalize=renormalize, temperature=temperature)
+    np.testing.assert_array_equal(gate.indices, indices.numpy())
+    np.testing.assert_allclose(gate.weights, weights.numpy(), rtol=gate_rtol(dtype), atol=0)
+    # torch tensors in, torch tensors out, the same numbers
+    tgate = sa.topk_gating(zt, k, order=order, renormalize=renormalize, temperature=temperature)
+    assert isinstance(tgate.weights, torch.Tensor) and tgate.indices.dtype == torch.int64
+    np.testing.assert_array_equal(tgate.indices.numpy(), gate.indices)
+    np.testing.assert_allclose(tgate.weights.numpy(), gate.weights, rtol=gate_rtol(dtype), atol=0)
+
+
+# ===================================================== topk_gating: the router shape
+
+_ROUTER_REFERENCE = {}
+
+
+def _router_case():
+    """65536 x 64 float32 logits rounded to 0.1 (many ties), and the
+    vectorized reference's experts (computed once)."""
+    if not _ROUTER_REFERENCE:
+        z = router_logits(np.random.default_rng(27), (65536, 64), np.float32, scale=1.0, decimals=1)
+        _ROUTER_REFERENCE["z"] = z
+    return _ROUTER_REFERENCE["z"]
+
+
+def test_gating_router_shape(backend):
+    z = _router_case()
+    opts = dict(capacity_factor=1.25, return_aux=True)
+    got = run_gate(backend, z, 2, **opts)
+    check_gate(got, z, 2, vectorized=True, **opts)
+    assert got["capacity"] == 2560
+    got = run_gate(backend, z, 2, order="topk_softmax", temperature=0.7)
+    check_gate(got, z, 2, order="topk_softmax", temperature=0.7, vectorized=True)
+
+
+# ===================================================== topk_gating: bad input
+
+_Z = np.zeros((4, 3))
+_NAN_Z = np.where(np.eye(4, 3) > 0, np.nan, 0.0)
+
+GATE_BAD_INPUTS = [
+    ("k = 0", _Z, 0, {}, ValueError, _names("k")),
+    ("k < 0", _Z, -1, {}, ValueError, _names("k")),
+    ("k > experts", _Z, 4, {}, ValueError, _names("k")),
+    ("k float", _Z, 1.5, {}, TypeError, _names("k")),
+    ("k integral float", _Z, 2.0, {}, TypeError, _names("k")),
+    ("k bool", _Z, True, {}, TypeError, _names("k")),
+    ("k None", _Z, None, {}, TypeError, _names("k")),
+    ("k str", _Z, "2", {}, TypeError, _names("k")),
+    ("1-D logits", np.zeros(3), 1, {}, ValueError, "router_logits"),
+    ("3-D logits", np.zeros((2, 4, 3)), 1, {}, ValueError, "router_logits"),
+    ("NaN logits", _NAN_Z, 1, {}, ValueError, "router_logits"),
+    ("one NaN", np.array([[0.0, 1.0], [2.0, np.nan]]), 1, {}, ValueError, "router_logits"),
+    ("temperature 0", _Z, 1, {"temperature": 0.0}, ValueError, "temperature"),
+    ("temperature < 0", _Z, 1, {"temperature": -1.0}, ValueError, "temperature"),
+    ("temperature inf", _Z, 1, {"temperature": np.inf}, ValueError, "temperature"),
+    ("temperature str", _Z, 1, {"temperature": "1"}, TypeError, "temperature"),
+    ("noise_std < 0", _Z, 1, {"noise_std": -0.1}, ValueError, "noise_std"),
+    ("noise_std nan", _Z, 1, {"noise_std": np.nan}, ValueError, "noise_std"),
+    ("noise_std None", _Z, 1, {"noise_std": None}, TypeError, "noise_std"),
+    ("capacity_factor 0", _Z, 1, {"capacity_factor": 0.0}, ValueError, "capacity_factor"),
+    ("capacity_factor < 0", _Z, 1, {"capacity_factor": -1.0}, ValueError, "capacity_factor"),
+    ("capacity_factor str", _Z, 1, {"capacity_factor": "1"}, TypeError, "capacity_factor"),
+    ("unknown order", _Z, 1, {"order": "topk"}, ValueError, "order"),
+    ("order None", _Z, 1, {"order": None}, (ValueError, TypeError), "order"),
+    ("renormalize int", _Z, 1, {"renormalize": 1}, TypeError, "renormalize"),
+    ("renormalize None", _Z, 1, {"renormalize": None}, TypeError, "renormalize"),
+    ("return_aux str", _Z, 1, {"return_aux": "yes"}, TypeError, "return_aux"),
+    ("return_aux int", _Z, 1, {"return_aux": 0}, TypeError, "return_aux"),
+]
+
+
+@pytest.mark.parametrize("case, z, k, opts, error, match", GATE_BAD_INPUTS,
+                         ids=[b[0] for b in GATE_BAD_INPUTS])
+def test_gating_bad_input_raises_naming_the_argument(backend, case, z, k, opts, error, match):
+    zb = backend.asarray(z)
+    before = np.array(backend.to_numpy(zb))
+    with pytest.raises(error, match=match):
+        sa.topk_gating(zb, k, **opts)
+    assert_same_entries(backend.to_numpy(zb), before)
+
+
+# ===================================================== topk_gating: threads
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("order, renormalize", [("softmax_topk", True), ("softmax_topk", False)])
+def test_gating_thread_counts_agree(dtype, order, renormalize):
+    """1 and 2 threads: every field identical (bitwise), the input untouched.
+    Two threads run several times: a result that depends on how the rows
+    were shared out would show as a difference in one of the runs."""
+    z = router_logits(np.random.default_rng(28), (32768, 64), dtype, decimals=1)
+    before = z.copy()
+    opts = dict(order=order, renormalize=renormalize, capacity_factor=1.0, return_aux=True)
+    with sa.threads(1):
+        one = sa.topk_gating(z, 2, **opts)
+    for _ in range(6):
+        with sa.threads(2):
+            two = sa.topk_gating(z, 2, **opts)
+        for name in ("weights", "indices", "positions", "kept"):
+            assert_same_entries(getattr(two, name), getattr(one, name))
+        assert one.capacity == two.capacity
+        for name in one.aux:
+            assert_same_entries(np.asarray(two.aux[name]), np.asarray(one.aux[name]))
+    assert_same_entries(z, before)
+    check_gate({**two._asdict()}, z, 2, **opts)

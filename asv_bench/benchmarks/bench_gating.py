@@ -1,4 +1,4 @@
-"""Top-k: softarray beside torch.topk and NumPy's argpartition, in one run.
+"""Top-k and top-k gating: softarray beside torch and NumPy, in one run.
 
 The router case of issue 4 is ``router`` (65536 tokens x 64 experts,
 float32, k = 2); ``wide`` exercises the large-k path.
@@ -53,4 +53,48 @@ class TopK:
         self._limits.close()
 
     def time_topk(self, *params):
+        self.run()
+
+
+def _torch_gate(logits, k):
+    """The PyTorch sequence a router runs: softmax, top-k, renormalize."""
+    probs = torch.softmax(logits, dim=-1)
+    values, indices = torch.topk(probs, k, dim=-1)
+    return values / values.sum(dim=-1, keepdim=True), indices
+
+
+def _numpy_gate(logits, k):
+    """NumPy's fastest route: argpartition the logits, softmax over the k."""
+    part = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    chosen = np.take_along_axis(logits, part, axis=-1)
+    order = np.argsort(-chosen, axis=-1, kind="stable")
+    chosen = np.take_along_axis(chosen, order, axis=-1)
+    weights = np.exp(chosen - chosen[:, :1])
+    return weights / weights.sum(axis=-1, keepdims=True), np.take_along_axis(part, order, axis=-1)
+
+
+class TopKGating:
+    """Issue 4's router case: 65536 tokens, 64 experts, float32, k = 2."""
+    params = [["softarray", "torch", "numpy-argpartition"], [2, 8], THREADS]
+    param_names = ["library", "k", "threads"]
+
+    def setup(self, library, k, threads):
+        self._limits = contextlib.ExitStack()
+        if library == "torch" and torch is None:
+            raise NotImplementedError("torch is not installed")
+        x = np.random.default_rng(0).standard_normal((65_536, 64), dtype=np.float32)
+        if library == "softarray":
+            self.run = lambda: sa.topk_gating(x, k)
+        elif library == "torch":
+            xt = torch.from_numpy(x)
+            self.run = lambda: _torch_gate(xt, k)
+        else:
+            self.run = lambda: _numpy_gate(x, k)
+        self._limits.enter_context(limit_threads(threads))
+        self.run()
+
+    def teardown(self, *params):
+        self._limits.close()
+
+    def time_topk_gating(self, *params):
         self.run()

@@ -13,3 +13,13 @@ def topk_rows(
     indices: npt.NDArray[np.int64],
     n_threads: int,
 ) -> None: ...
+def gate_rows(
+    x: npt.NDArray[_Float],
+    k: int,
+    inv_temperature: float,
+    over_selected: bool,
+    weights: npt.NDArray[_Float],
+    indices: npt.NDArray[np.int64],
+    prob_sum: npt.NDArray[np.float64],
+    n_threads: int,
+) -> None: ...

@@ -1,5 +1,5 @@
 """Gating with array-API calls only: the portable half of the gating family
-(top-k now; mixture-of-experts routing later).
+(top-k, the top-k gate of mixture-of-experts routers, capacity slots).
 
 ``x`` arrives validated: a real (floating, integer or bool) array, ``axis`` a
 non-negative int below ``x.ndim``, ``k`` an int with 0 <= k <= x.shape[axis].
@@ -58,3 +58,44 @@ def _take_along(xp, a, indices, axis):
     flat = xp.reshape(i_last, (rows, k)) + xp.reshape(start, (rows, 1))
     out = xp.take(xp.reshape(a_last, (-1,)), xp.reshape(flat, (-1,)))
     return xp.moveaxis(xp.reshape(out, i_last.shape), -1, axis)
+
+
+def gate(xp, z, k, *, inv_temperature, over_selected, with_probs):
+    """The top-k gate of router logits z (tokens, experts), no NaN: weights
+    and int64 experts (tokens, k), and every expert's summed softmax
+    probability (or None). See softarray.topk_gating."""
+    values, indices = topk(xp, z, k, axis=1, largest=True, sorted=True)
+    top = values[:, :1]
+    selected = xp.exp((values - top) * inv_temperature)
+    if over_selected:
+        weights = selected / xp.sum(selected, axis=1, keepdims=True)
+    else:
+        total = xp.sum(xp.exp((z - top) * inv_temperature), axis=1, keepdims=True)
+        weights = selected / total
+    prob_sum = None
+    if with_probs:
+        e = xp.exp((z - top) * inv_temperature)
+        prob_sum = xp.sum(e / xp.sum(e, axis=1, keepdims=True), axis=0)
+    return weights, indices, prob_sum
+
+
+def capacity_slots(xp, indices, num_experts):
+    """Each (token, choice)'s slot in its expert, assigned in order of
+    arrival: every token's first choice before any second choice (GShard,
+    Switch Transformer), tokens in order within a choice. Returns the slots
+    (tokens, k) and the number of assignments per expert, both int64.
+
+    A stable sort of the experts in priority order groups each expert's
+    assignments in arrival order; an entry's slot is its position in the
+    sorted order less its group's first position (found by searchsorted)."""
+    n, k = indices.shape
+    flat = xp.reshape(xp.permute_dims(indices, (1, 0)), (-1,))
+    order = xp.argsort(flat, stable=True)
+    grouped = xp.take(flat, order)
+    first = xp.searchsorted(grouped, grouped, side="left")
+    slot_sorted = xp.arange(n * k, dtype=xp.int64) - xp.astype(first, xp.int64)
+    slots = xp.take(slot_sorted, xp.argsort(order))
+    experts = xp.arange(num_experts, dtype=grouped.dtype)
+    counts = (xp.searchsorted(grouped, experts, side="right")
+              - xp.searchsorted(grouped, experts, side="left"))
+    return xp.permute_dims(xp.reshape(slots, (k, n)), (1, 0)), xp.astype(counts, xp.int64)
