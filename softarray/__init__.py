@@ -20,7 +20,14 @@ from ._losses import (
     sigmoid_focal_loss,
     z_loss,
 )
-from ._gating import TopKGating, topk, topk_gating
+from ._gating import (
+    TopKGating,
+    dense_to_sparse_gating,
+    gumbel_softmax,
+    gumbel_topk,
+    topk,
+    topk_gating,
+)
 from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._threads import get_num_threads, set_num_threads, threads
@@ -47,6 +54,9 @@ __all__ = [
     "topk",
     "topk_gating",
     "TopKGating",
+    "dense_to_sparse_gating",
+    "gumbel_softmax",
+    "gumbel_topk",
     "show_config",
     "get_num_threads",
     "set_num_threads",

@@ -10,7 +10,7 @@ import numpy as np
 from . import _dispatch
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
-from ._softmax import logsumexp
+from ._softmax import logsumexp, softmax
 from ._threads import get_num_threads
 from ._validate import (
     check_bool,
@@ -272,3 +272,190 @@ def _aux(xp, z, counts, prob_sum, n_tokens, n_experts):
         "router_z_loss": xp.asarray(xp.mean(lse * lse)),
         "expert_counts": counts,
     }
+
+
+# Activations the dense-to-sparse gate accepts by name; a callable is used as is.
+_ACTIVATIONS = {
+    "sigmoid": lambda xp, v: 1 / (1 + xp.exp(-v)),
+    "tanh": lambda xp, v: xp.tanh(v),
+    "relu": lambda xp, v: xp.maximum(v, xp.zeros_like(v)),
+}
+
+
+def dense_to_sparse_gating(router_logits, *, temperature, activation=None, threshold=0.0,
+                           renormalize=True, axis=-1):
+    r"""The temperature-controlled dense-to-sparse gate.
+
+    ``softmax(activation(router_logits) / temperature)`` along ``axis``, with
+    the weights below ``threshold`` set to 0 (and, by default, the rest
+    renormalized to sum 1). A high temperature gives a dense gate; lowering
+    it during training, with a threshold, makes it sparse ("Is Temperature
+    Sample Efficient for Softmax Gaussian Mixture of Experts?", Nguyen,
+    Akbarian & Ho, 2024, which also proposes the activation before the
+    softmax to restore polynomial estimation rates).
+
+    Parameters
+    ----------
+    router_logits : array
+        Real logits, experts along ``axis``.
+    temperature : float > 0
+        Required: the gate's defining knob.
+    activation : {None, "sigmoid", "tanh", "relu"} or callable, optional
+        Applied to the logits before the softmax (the "activation
+        dense-to-sparse gate"); a callable receives and returns an array of
+        the caller's library.
+    threshold : float in [0, 1), default 0
+        Weights strictly below it become 0; 0 keeps the gate dense. The
+        largest weight of a row is always kept.
+    renormalize : bool, default True
+        Divide the kept weights by their sum.
+    axis : int, default -1
+
+    Returns
+    -------
+    array
+        The weights, the logits' shape, type and floating dtype; zero where
+        an expert is not used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> z = np.array([[2.0, 1.0, -1.0]])
+    >>> sa.dense_to_sparse_gating(z, temperature=0.5, threshold=0.1).round(4)
+    array([[0.8808, 0.1192, 0.    ]])
+    """
+    xp, z = _dispatch.namespace_of(router_logits, "router_logits")
+    z = floating_input(xp, z, "router_logits")
+    if z.ndim == 0:
+        raise ValueError("router_logits must have at least one dimension (the experts)")
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    axis = normalize_axes(axis, z.ndim)[0]
+    check_temperature(temperature)
+    threshold = check_real(threshold, "threshold", low=0.0, high=1.0, high_open=True)
+    renormalize = check_bool(renormalize, "renormalize")
+    act = _activation(activation)
+    scores = z if act is None else act(xp, z)
+    weights = softmax(scores, axis=axis, temperature=temperature)
+    if threshold == 0.0:
+        return weights
+    top = xp.max(weights, axis=axis, keepdims=True)
+    kept = (weights >= threshold) | (weights == top)
+    weights = xp.where(kept, weights, xp.zeros_like(weights))
+    if renormalize:
+        weights = weights / xp.sum(weights, axis=axis, keepdims=True)
+    return weights
+
+
+def _activation(activation):
+    if activation is None or callable(activation):
+        return None if activation is None else (lambda xp, v: activation(v))
+    if isinstance(activation, str) and activation in _ACTIVATIONS:
+        return _ACTIVATIONS[activation]
+    raise ValueError(f"activation must be None, a callable or one of {sorted(_ACTIVATIONS)}, "
+                     f"got {activation!r}")
+
+
+def _gumbel_noise(xp, like, rng):
+    """Standard Gumbel noise of like's shape, from a NumPy Generator."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    rng = np.random.default_rng() if rng is None else rng
+    noise = rng.gumbel(size=tuple(like.shape)).astype(_numpy_dtype(like.dtype), copy=False)
+    return xp.asarray(noise, device=getattr(like, "device", None))
+
+
+def _sampling_input(logits, axis):
+    xp, z = _dispatch.namespace_of(logits, "logits")
+    z = floating_input(xp, z, "logits")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least one dimension")
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    return xp, z, normalize_axes(axis, z.ndim)[0]
+
+
+def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
+    r"""Gumbel-softmax sample: ``softmax((logits + g) / tau)``, ``g`` standard Gumbel.
+
+    ``torch.nn.functional.gumbel_softmax`` semantics ("Categorical
+    Reparameterization with Gumbel-Softmax", Jang, Gu & Poole), with the
+    noise drawn from a seeded NumPy ``Generator``.
+
+    Parameters
+    ----------
+    logits : array
+    tau : float > 0, default 1
+        Temperature; small ``tau`` approaches a one-hot sample.
+    hard : bool, default False
+        Return the one-hot of the sample's largest entry (ties: lower index)
+        instead of the soft sample. (PyTorch returns ``y_hard - y_soft.detach()
+        + y_soft`` to pass gradients straight through; the values are the
+        same one-hot; with autograd, build that expression from the soft
+        sample.)
+    rng : numpy.random.Generator, optional
+        Noise source; default ``numpy.random.default_rng()``.
+    axis : int, default -1
+
+    Returns
+    -------
+    array
+        The logits' shape, type and floating dtype; each slice along
+        ``axis`` sums to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> y = sa.gumbel_softmax(np.log(np.array([0.2, 0.3, 0.5])), tau=0.5, rng=np.random.default_rng(0))
+    >>> bool(np.isclose(y.sum(), 1.0))
+    True
+    """
+    xp, z, axis = _sampling_input(logits, axis)
+    check_temperature(tau)
+    hard = check_bool(hard, "hard")
+    soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
+    if not hard:
+        return soft
+    _, index = topk(soft, 1, axis=axis)
+    positions = xp.reshape(xp.arange(z.shape[axis]), (-1,) + (1,) * (z.ndim - 1 - axis))
+    return xp.astype(positions == index, z.dtype)
+
+
+def gumbel_topk(logits, k, *, rng=None, axis=-1):
+    r"""``k`` categories sampled without replacement from ``softmax(logits)``.
+
+    The Gumbel top-k trick: the indices of the ``k`` largest of ``logits +
+    g`` (``g`` standard Gumbel) are a sample without replacement, in order
+    of selection, from the categorical distribution ``softmax(logits)``
+    (Kool, van Hoof & Welling, 2019).
+
+    Parameters
+    ----------
+    logits : array
+    k : int
+        ``0 <= k <= logits.shape[axis]``.
+    rng : numpy.random.Generator, optional
+        Noise source; default ``numpy.random.default_rng()``.
+    axis : int, default -1
+
+    Returns
+    -------
+    array of int64
+        The sampled indices, ``axis`` of length ``k``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> idx = sa.gumbel_topk(np.zeros(10), 3, rng=np.random.default_rng(0))
+    >>> len(set(idx.tolist()))
+    3
+    """
+    xp, z, axis = _sampling_input(logits, axis)
+    k = check_int(k, "k")
+    if not 0 <= k <= z.shape[axis]:
+        raise ValueError(f"k must be in [0, {z.shape[axis]}] (the length of axis {axis}), got {k}")
+    _, indices = topk(z + _gumbel_noise(xp, z, rng), k, axis=axis)
+    return indices
