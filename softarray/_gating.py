@@ -276,7 +276,9 @@ def _aux(xp, z, counts, prob_sum, n_tokens, n_experts):
 
 # Activations the dense-to-sparse gate accepts by name; a callable is used as is.
 _ACTIVATIONS = {
-    "sigmoid": lambda xp, v: 1 / (1 + xp.exp(-v)),
+    # exp of -|v| only: no overflow for very negative logits
+    "sigmoid": lambda xp, v: xp.where(v >= 0, 1 / (1 + xp.exp(-xp.abs(v))),
+                                      xp.exp(-xp.abs(v)) / (1 + xp.exp(-xp.abs(v)))),
     "tanh": lambda xp, v: xp.tanh(v),
     "relu": lambda xp, v: xp.maximum(v, xp.zeros_like(v)),
 }
@@ -413,7 +415,7 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     True
     """
     xp, z, axis = _sampling_input(logits, axis)
-    check_temperature(tau)
+    check_temperature(tau, "tau")
     hard = check_bool(hard, "hard")
     soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
     if not hard:

@@ -37,13 +37,13 @@ def normalize_axes(axis, ndim, *, name="axis"):
     return tuple(sorted(out))
 
 
-def check_temperature(temperature):
+def check_temperature(temperature, name="temperature"):
     """Return 1 / temperature for a positive, finite real temperature."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive real number, got {temperature!r}")
+        raise TypeError(f"{name} must be a positive real number, got {temperature!r}")
     t = float(temperature)
     if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+        raise ValueError(f"{name} must be positive and finite, got {temperature!r}")
     return 1.0 / t
 
 

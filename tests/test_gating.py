@@ -18,9 +18,11 @@ sides put in index order first. Expected values are never taken from
 softarray itself.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
+import scipy.special
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -901,3 +903,596 @@ def test_gating_thread_counts_agree(dtype, order, renormalize):
             assert_same_entries(np.asarray(two.aux[name]), np.asarray(one.aux[name]))
     assert_same_entries(z, before)
     check_gate({**two._asdict()}, z, 2, **opts)
+
+
+# ===================================================== dense_to_sparse_gating, gumbel_softmax, gumbel_topk
+# References written here in float64 NumPy / SciPy from the docstrings,
+# never taken from softarray:
+#
+# * dense_to_sparse_gating: scipy.special.softmax(activation(z) / T) along
+#   axis; weights strictly below the threshold become 0 except each row's
+#   largest (all of a row's tied largest are kept); renormalized by default;
+# * gumbel_softmax: scipy.special.softmax((z + g) / tau) with g =
+#   np.random.default_rng(seed).gumbel(size=z.shape) cast to z's dtype (the
+#   sum z + g in that dtype); hard: the one-hot of its argmax, ties to the
+#   lower index;
+# * gumbel_topk: the indices of the k largest of z + g (the same g), by a
+#   stable sort (ties: the lower index).
+# The sampling statistics are checked against the categorical / Plackett-Luce
+# probabilities softmax(z) gives.
+
+def sparse_gate_activation(name):
+    """The reference activations, on float64 NumPy arrays."""
+    return {None: lambda v: v, "sigmoid": scipy.special.expit, "tanh": np.tanh,
+            "relu": lambda v: np.maximum(v, 0.0)}[name]
+
+
+def np_dense_sparse(z, temperature, activation=None, threshold=0.0, renormalize=True, axis=-1):
+    z = np.asarray(z, np.float64)
+    act = activation if callable(activation) else sparse_gate_activation(activation)
+    w = scipy.special.softmax(act(z) / temperature, axis=axis)
+    if threshold > 0:
+        keep = (w >= threshold) | (w == w.max(axis=axis, keepdims=True))
+        w = np.where(keep, w, 0.0)
+        if renormalize:
+            w = w / w.sum(axis=axis, keepdims=True)
+    return w
+
+
+def np_gumbel_noise(seed, shape, dtype, draws=1):
+    """The noise of `draws` consecutive calls on default_rng(seed), cast to dtype."""
+    rng = np.random.default_rng(seed)
+    return [rng.gumbel(size=shape).astype(dtype) for _ in range(draws)]
+
+
+def np_gumbel_softmax(z, noise, tau=1.0, hard=False, axis=-1):
+    s = z + noise                                   # in z's dtype
+    assert s.dtype == z.dtype
+    if hard:
+        winner = np.expand_dims(np.argmax(s, axis=axis), axis)   # argmax: first of equals
+        shape = [1] * s.ndim
+        shape[axis] = s.shape[axis]
+        return (np.arange(s.shape[axis]).reshape(shape) == winner).astype(z.dtype)
+    return scipy.special.softmax(s.astype(np.float64) / tau, axis=axis)
+
+
+def np_gumbel_topk(z, noise, k, axis=-1):
+    s = np.moveaxis(z + noise, axis, -1)
+    order = np.argsort(-s, axis=-1, kind="stable")[..., :k].astype(np.int64)
+    return np.moveaxis(order, -1, axis)
+
+
+def sample_rtol(dtype):
+    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
+
+
+def sample_atol(dtype):
+    """Below the normal range relative precision is lost; nothing else is
+    excused."""
+    return 1e-35 if np.dtype(dtype) == np.float32 else 1e-300
+
+
+def call_new(backend, func, z, *args, dtype=None, **opts):
+    """func on backend's array of z: checks the result's type, dtype
+    (z's, or `dtype`) and that z is untouched; returns the result as NumPy."""
+    zb = backend.asarray(z)
+    before = np.array(backend.to_numpy(zb))
+    out = func(zb, *args, **opts)
+    assert type(out) is type(zb)
+    got = np.asarray(backend.to_numpy(out))
+    assert got.dtype == (z.dtype if dtype is None else dtype)
+    assert_same_entries(backend.to_numpy(zb), before)
+    return got
+
+
+def clear_of_threshold(rng, shape, dtype, temperature, threshold, activation=None, axis=-1,
+                       scale=2.0):
+    """Logits whose float64 reference weights are all at least 1e-3
+    (relative) away from the threshold, so float32 rounding cannot move a
+    weight across it."""
+    for _ in range(100):
+        z = (scale * rng.standard_normal(shape)).astype(dtype)
+        w = np_dense_sparse(z, temperature, activation, axis=axis)
+        if threshold == 0 or (np.abs(w - threshold) > 1e-3 * threshold).all():
+            return z
+    raise AssertionError("no clear logits drawn")
+
+
+def _square(v):
+    return v * v
+
+
+SPARSE_ACTIVATIONS = [None, "sigmoid", "tanh", "relu", _square]
+
+
+# ----------------------------------------------------- dense_to_sparse_gating
+
+def test_dense_sparse_docstring_example_by_hand(backend):
+    z = np.array([[2.0, 1.0, -1.0]])
+    # softmax([4, 2, -2]) = [0.87887824, 0.11894324, 0.00217852]; the last < 0.1
+    p = np.exp([4.0, 2.0, -2.0]) / np.exp([4.0, 2.0, -2.0]).sum()
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=0.5, threshold=0.1)
+    np.testing.assert_allclose(got, [[p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1]), 0.0]], rtol=1e-12)
+    np.testing.assert_allclose(got.round(4), [[0.8808, 0.1192, 0.0]])
+    assert got[0, 2] == 0.0
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=0.5, threshold=0.1,
+                   renormalize=False)
+    np.testing.assert_allclose(got, [[p[0], p[1], 0.0]], rtol=1e-12)
+    np.testing.assert_allclose(np_dense_sparse(z, 0.5, threshold=0.1), [[0.8808, 0.1192, 0.0]],
+                               atol=5e-5)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("activation", SPARSE_ACTIVATIONS,
+                         ids=["none", "sigmoid", "tanh", "relu", "callable"])
+@pytest.mark.parametrize("threshold, renormalize", [(0.0, True), (0.15, True), (0.15, False)])
+def test_dense_sparse_every_backend(backend, dtype, activation, threshold, renormalize):
+    temperature = 0.2 if activation in ("sigmoid", "tanh") else 0.7   # a sparse gate either way
+    z = clear_of_threshold(np.random.default_rng(40), (40, 6), dtype, temperature, threshold,
+                           activation)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=temperature,
+                   activation=activation, threshold=threshold, renormalize=renormalize)
+    want = np_dense_sparse(z, temperature, activation, threshold, renormalize)
+    np.testing.assert_allclose(got, want, rtol=sample_rtol(dtype), atol=sample_atol(dtype))
+    np.testing.assert_array_equal(got == 0, want == 0)
+    if threshold > 0:
+        assert (want == 0).any() and (want > 0).sum(axis=1).max() > 1       # some dropped, some not
+        assert (got[want == 0] == 0).all()
+    if renormalize or threshold == 0:
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=10 * sample_rtol(dtype))
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 4.0])
+def test_dense_sparse_threshold_0_is_softmax(backend, temperature):
+    z = router_logits(np.random.default_rng(41), (25, 7), np.float64)
+    want = scipy.special.softmax(z / temperature, axis=-1)
+    for opts in ({}, {"threshold": 0.0}, {"threshold": 0, "renormalize": False}):
+        got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=temperature, **opts)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape, axis", [((6, 30), 0), ((30, 6), -1), ((4, 6, 5), 1),
+                                         ((4, 5, 6), 2), ((6, 4, 5), -3)])
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_dense_sparse_axis(backend, dtype, shape, axis, activation):
+    temperature = 0.1 if activation else 0.6
+    z = clear_of_threshold(np.random.default_rng(42), shape, dtype, temperature, 0.2, activation,
+                           axis=axis)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=temperature,
+                   activation=activation, threshold=0.2, axis=axis)
+    want = np_dense_sparse(z, temperature, activation, 0.2, axis=axis)
+    np.testing.assert_allclose(got, want, rtol=sample_rtol(dtype), atol=sample_atol(dtype))
+    np.testing.assert_array_equal(got == 0, want == 0)
+    np.testing.assert_allclose(got.sum(axis=axis), 1.0, rtol=10 * sample_rtol(dtype))
+
+
+def test_dense_sparse_threshold_edges(backend):
+    """A weight equal to the threshold stays; all of a row's tied largest
+    weights stay even above the threshold; a threshold near 1 leaves the
+    row's largest only."""
+    z = np.array([[0.0, 0.0, 0.0, 0.0],                  # 0.25 each (exact)
+                  [0.0, 0.0, -np.inf, -np.inf],          # 0.5, 0.5, 0, 0
+                  [1.0, 3.0, 2.0, 3.0 - 1e-9]])
+    kw = dict(temperature=1.0)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, threshold=0.25, **kw)
+    np.testing.assert_allclose(got[:2], [[0.25] * 4, [0.5, 0.5, 0, 0]], rtol=1e-15, atol=0)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, threshold=0.9, **kw)
+    np.testing.assert_allclose(got, [[0.25] * 4, [0.5, 0.5, 0, 0], [0, 1, 0, 0]], rtol=1e-15, atol=0)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, threshold=0.9, renormalize=False, **kw)
+    top = np.exp(0.0) / np.exp(z[2] - 3.0).sum()
+    np.testing.assert_allclose(got, [[0.25] * 4, [0.5, 0.5, 0, 0], [0, top, 0, 0]], rtol=1e-12, atol=0)
+    # masked (-inf) experts get 0 whatever the threshold
+    for threshold in (0.0, 0.3):
+        got = call_new(backend, sa.dense_to_sparse_gating, z[1:2], threshold=threshold, **kw)
+        np.testing.assert_array_equal(got, [[0.5, 0.5, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_dense_sparse_weight_equal_to_the_threshold_stays(backend, dtype):
+    """Only weights strictly below the threshold go: with the threshold set
+    to a (non-largest) weight the dense gate gives, that weight stays."""
+    z = np.array([[2.0, 1.0, -1.0, 0.5]], dtype)
+    dense = call_new(backend, sa.dense_to_sparse_gating, z, temperature=1.0)
+    t = float(dense[0, 1])
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=1.0, threshold=t,
+                   renormalize=False)
+    assert_same_entries(got, np.where(dense >= dense[0, 1], dense, 0).astype(dtype))
+    assert got[0, 1] == dense[0, 1] and got[0, 2] == 0 and got[0, 3] == 0
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=1.0,
+                   threshold=float(np.nextafter(dense[0, 1], dtype(1))), renormalize=False)
+    assert got[0, 1] == 0 and got[0, 0] == dense[0, 0]
+
+
+def test_dense_sparse_callable_gets_the_callers_arrays(backend):
+    seen = []
+
+    def act(v):
+        seen.append((type(v), v.dtype, tuple(v.shape)))
+        return 3.0 * v - 1.0
+
+    zb = backend.asarray(np.arange(12.0).reshape(3, 4) / 4)
+    got = sa.dense_to_sparse_gating(zb, temperature=2.0, activation=act, threshold=0.3)
+    assert seen == [(type(zb), zb.dtype, (3, 4))]
+    want = np_dense_sparse(backend.to_numpy(zb), 2.0, lambda v: 3.0 * v - 1.0, 0.3)
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 1), (5,)])
+def test_dense_sparse_small_shapes(backend, shape):
+    z = router_logits(np.random.default_rng(43), shape, np.float64)
+    got = call_new(backend, sa.dense_to_sparse_gating, z, temperature=0.5, threshold=0.3)
+    assert got.shape == shape
+    np.testing.assert_allclose(got, np_dense_sparse(z, 0.5, threshold=0.3), rtol=1e-12, atol=0)
+
+
+def test_dense_sparse_integer_logits_become_floating():
+    z = np.array([[3, 1, 0], [0, 0, 2]], np.int32)
+    got = sa.dense_to_sparse_gating(z, temperature=1.0, threshold=0.1)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    np.testing.assert_allclose(got, np_dense_sparse(z, 1.0, threshold=0.1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_dense_sparse_sigmoid_of_extreme_logits(backend, dtype):
+    """Logits far in the tails: right values, and no overflow warning from
+    the sigmoid (exp(-z) for very negative z)."""
+    z = np.array([[-1e3, -100.0, 0.0, 100.0, 1e3], [-200.0, -90.0, 5.0, -5.0, 40.0]], dtype)
+    zb = backend.asarray(z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = sa.dense_to_sparse_gating(zb, temperature=0.05, activation="sigmoid", threshold=0.01)
+    want = np_dense_sparse(z, 0.05, "sigmoid", 0.01)
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=sample_rtol(dtype),
+                               atol=sample_atol(dtype))
+
+
+_GZ = np.zeros((4, 3))
+
+SPARSE_BAD_INPUTS = [
+    ("temperature 0", {"temperature": 0.0}, ValueError, "temperature"),
+    ("temperature < 0", {"temperature": -1.0}, ValueError, "temperature"),
+    ("temperature inf", {"temperature": np.inf}, ValueError, "temperature"),
+    ("temperature nan", {"temperature": np.nan}, ValueError, "temperature"),
+    ("temperature None", {"temperature": None}, TypeError, "temperature"),
+    ("temperature str", {"temperature": "1"}, TypeError, "temperature"),
+    ("threshold < 0", {"threshold": -0.1}, ValueError, "threshold"),
+    ("threshold 1", {"threshold": 1.0}, ValueError, "threshold"),
+    ("threshold > 1", {"threshold": 1.5}, ValueError, "threshold"),
+    ("threshold nan", {"threshold": np.nan}, ValueError, "threshold"),
+    ("threshold None", {"threshold": None}, TypeError, "threshold"),
+    ("threshold str", {"threshold": "0.1"}, TypeError, "threshold"),
+    ("unknown activation", {"activation": "softplus"}, ValueError, "activation"),
+    ("activation case", {"activation": "Sigmoid"}, ValueError, "activation"),
+    ("activation int", {"activation": 3}, (ValueError, TypeError), "activation"),
+    ("renormalize int", {"renormalize": 1}, TypeError, "renormalize"),
+    ("renormalize None", {"renormalize": None}, TypeError, "renormalize"),
+    ("renormalize str", {"renormalize": "yes"}, TypeError, "renormalize"),
+    ("axis too large", {"axis": 2}, ValueError, "axis"),
+    ("axis float", {"axis": 1.0}, TypeError, "axis"),
+    ("axis tuple", {"axis": (0, 1)}, TypeError, "axis"),
+]
+
+
+@pytest.mark.parametrize("case, opts, error, match", SPARSE_BAD_INPUTS,
+                         ids=[b[0] for b in SPARSE_BAD_INPUTS])
+def test_dense_sparse_bad_input_raises_naming_the_argument(backend, case, opts, error, match):
+    zb = backend.asarray(_GZ)
+    opts = {"temperature": 1.0, "threshold": 0.1, **opts}
+    with pytest.raises(error, match=match):
+        sa.dense_to_sparse_gating(zb, **opts)
+    assert_same_entries(backend.to_numpy(zb), _GZ)
+
+
+def test_dense_sparse_temperature_is_required(backend):
+    zb = backend.asarray(_GZ)
+    with pytest.raises(TypeError, match="temperature"):
+        sa.dense_to_sparse_gating(zb)
+    with pytest.raises(TypeError, match="temperature"):
+        sa.dense_to_sparse_gating(zb, threshold=0.1)
+    with pytest.raises(TypeError):
+        sa.dense_to_sparse_gating(zb, 1.0)                               # keyword-only
+    with pytest.raises(ValueError, match="router_logits"):
+        sa.dense_to_sparse_gating(backend.asarray(np.float64(1.0)), temperature=1.0)
+
+
+# ----------------------------------------------------- gumbel_softmax
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("tau", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("hard", [False, True])
+def test_gumbel_softmax_is_softmax_of_noisy_logits(backend, dtype, tau, hard):
+    z = router_logits(np.random.default_rng(50), (64, 7), dtype)
+    (noise,) = np_gumbel_noise(5, z.shape, dtype)
+    got = call_new(backend, sa.gumbel_softmax, z, tau=tau, hard=hard, rng=np.random.default_rng(5))
+    want = np_gumbel_softmax(z, noise, tau, hard)
+    if hard:
+        assert_same_entries(got, want)
+        # the one-hot marks the largest entry of the soft sample of the same noise
+        soft = np_gumbel_softmax(z, noise, tau)
+        np.testing.assert_array_equal(np.argmax(got, axis=1), np.argmax(soft, axis=1))
+    else:
+        np.testing.assert_allclose(got, want, rtol=sample_rtol(dtype), atol=sample_atol(dtype))
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=10 * sample_rtol(dtype))
+    assert ((got >= 0) & (got <= 1)).all()
+    # the same seed, the same sample; another seed, another
+    again = call_new(backend, sa.gumbel_softmax, z, tau=tau, hard=hard, rng=np.random.default_rng(5))
+    assert_same_entries(again, got)
+    other = call_new(backend, sa.gumbel_softmax, z, tau=tau, hard=hard, rng=np.random.default_rng(6))
+    assert not np.array_equal(other, got)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape, axis", [((7, 20), 0), ((3, 7, 4), 1), ((3, 4, 7), -1),
+                                         ((7, 3, 4), -3)])
+@pytest.mark.parametrize("hard", [False, True])
+def test_gumbel_softmax_axis(backend, dtype, shape, axis, hard):
+    z = router_logits(np.random.default_rng(51), shape, dtype)
+    (noise,) = np_gumbel_noise(9, shape, dtype)
+    got = call_new(backend, sa.gumbel_softmax, z, tau=0.7, hard=hard, rng=np.random.default_rng(9),
+                   axis=axis)
+    want = np_gumbel_softmax(z, noise, 0.7, hard, axis)
+    np.testing.assert_allclose(got, want, rtol=sample_rtol(dtype), atol=sample_atol(dtype))
+    np.testing.assert_allclose(got.sum(axis=axis), 1.0, rtol=10 * sample_rtol(dtype))
+
+
+def test_gumbel_softmax_consecutive_calls_are_consecutive_draws(backend):
+    z = router_logits(np.random.default_rng(52), (10, 5), np.float64)
+    rng = np.random.default_rng(11)
+    noises = np_gumbel_noise(11, z.shape, np.float64, draws=3)
+    for noise, hard in zip(noises, [False, True, False]):
+        got = call_new(backend, sa.gumbel_softmax, z, hard=hard, rng=rng)
+        np.testing.assert_allclose(got, np_gumbel_softmax(z, noise, 1.0, hard), rtol=1e-12, atol=1e-300)
+
+
+def test_gumbel_softmax_defaults_and_default_rng(backend):
+    z = np.log(np.array([[0.2, 0.3, 0.5]] * 50))
+    (noise,) = np_gumbel_noise(0, z.shape, np.float64)
+    got = call_new(backend, sa.gumbel_softmax, z, rng=np.random.default_rng(0))   # tau 1, soft
+    np.testing.assert_allclose(got, np_gumbel_softmax(z, noise), rtol=1e-12, atol=1e-300)
+    one = call_new(backend, sa.gumbel_softmax, z)                                  # rng=None
+    two = call_new(backend, sa.gumbel_softmax, z)
+    np.testing.assert_allclose(one.sum(axis=1), 1.0, rtol=1e-12)
+    assert ((one > 0) & (one < 1)).all() and not np.array_equal(one, two)
+    hard = call_new(backend, sa.gumbel_softmax, z, hard=True)
+    assert set(np.unique(hard)) <= {0.0, 1.0} and (hard.sum(axis=1) == 1).all()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gumbel_softmax_hard_ties_go_to_the_lower_index(backend, dtype):
+    """Logits of 1e30 swallow the noise: the noisy logits tie exactly."""
+    z = np.array([[0.0, 1e30, 1e30], [1e30, 0.0, 1e30], [1e30, 1e30, 1e30]], dtype)
+    (noise,) = np_gumbel_noise(3, z.shape, dtype)
+    assert ((z + noise) == z)[z == np.asarray(1e30, dtype)].all()
+    got = call_new(backend, sa.gumbel_softmax, z, hard=True, rng=np.random.default_rng(3))
+    assert_same_entries(got, np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0]], dtype))
+    soft = call_new(backend, sa.gumbel_softmax, z, rng=np.random.default_rng(3))
+    np.testing.assert_allclose(soft, [[0, 0.5, 0.5], [0.5, 0, 0.5], [1 / 3] * 3],
+                               rtol=sample_rtol(dtype), atol=0)
+    got = call_new(backend, sa.gumbel_softmax, np.ascontiguousarray(z.T), hard=True, axis=0,
+                   rng=np.random.default_rng(3))
+    assert_same_entries(got, np.array([[0, 1, 1], [1, 0, 0], [0, 0, 0]], dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_gumbel_softmax_hard_samples_are_categorical(backend, dtype, axis):
+    """20000 hard samples of one row of logits: each class's frequency is
+    softmax(logits) within 4 standard errors."""
+    n = 20000
+    logits = np.array([1.0, 0.0, -1.0, 2.0, 0.5, -3.0])
+    p = scipy.special.softmax(logits)
+    z = np.tile(logits, (n, 1)).astype(dtype)
+    if axis == 0:
+        z = np.ascontiguousarray(z.T)
+    got = call_new(backend, sa.gumbel_softmax, z, tau=0.3, hard=True, axis=axis,
+                   rng=np.random.default_rng(12))
+    assert (got.sum(axis=axis) == 1).all()
+    freq = got.mean(axis=1 - (axis % 2), dtype=np.float64)
+    se = np.sqrt(p * (1 - p) / n)
+    assert (np.abs(freq - p) < 4 * se).all(), (freq, p)
+
+
+def test_gumbel_softmax_against_torch_distribution():
+    """torch.nn.functional.gumbel_softmax draws its own noise: the two are
+    compared as distributions (per-class means of soft samples, and the
+    class frequencies of hard ones), each within 4 standard errors."""
+    torch = pytest.importorskip("torch")
+    n = 20000
+    logits = np.array([0.5, -1.0, 1.5, 0.0, -0.5])
+    z = np.tile(logits, (n, 1))
+    for tau in (0.5, 2.0):
+        ours = sa.gumbel_softmax(torch.from_numpy(z.copy()), tau=tau, rng=np.random.default_rng(13))
+        assert isinstance(ours, torch.Tensor) and ours.dtype == torch.float64
+        with torch.random.fork_rng():
+            torch.manual_seed(13)
+            theirs = torch.nn.functional.gumbel_softmax(torch.from_numpy(z.copy()), tau=tau)
+        ours, theirs = ours.numpy(), theirs.numpy()
+        se = np.sqrt(ours.var(axis=0) / n + theirs.var(axis=0) / n)
+        assert (np.abs(ours.mean(axis=0) - theirs.mean(axis=0)) < 4 * se).all()
+        se = np.sqrt((ours.max(axis=1).var() + theirs.max(axis=1).var()) / n)
+        assert abs(ours.max(axis=1).mean() - theirs.max(axis=1).mean()) < 4 * se
+    ours = sa.gumbel_softmax(z, hard=True, rng=np.random.default_rng(14))
+    with torch.random.fork_rng():
+        torch.manual_seed(14)
+        theirs = torch.nn.functional.gumbel_softmax(torch.from_numpy(z.copy()), hard=True).numpy()
+    f_ours = np.bincount(ours.argmax(axis=1), minlength=5) / n
+    f_theirs = np.bincount(theirs.argmax(axis=1), minlength=5) / n
+    p = scipy.special.softmax(logits)
+    assert (np.abs(f_ours - f_theirs) < 4 * np.sqrt(2 * p * (1 - p) / n)).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 1), (5,)])
+def test_gumbel_softmax_small_shapes(backend, shape):
+    z = router_logits(np.random.default_rng(53), shape, np.float64)
+    (noise,) = np_gumbel_noise(4, shape, np.float64)
+    for hard in (False, True):
+        got = call_new(backend, sa.gumbel_softmax, z, hard=hard, rng=np.random.default_rng(4))
+        assert got.shape == shape
+        np.testing.assert_allclose(got, np_gumbel_softmax(z, noise, 1.0, hard), rtol=1e-12,
+                                   atol=1e-300)
+
+
+GUMBEL_BAD_INPUTS = [
+    ("tau 0", {"tau": 0.0}, ValueError, r"\btau\b"),
+    ("tau < 0", {"tau": -1.0}, ValueError, r"\btau\b"),
+    ("tau inf", {"tau": np.inf}, ValueError, r"\btau\b"),
+    ("tau nan", {"tau": np.nan}, ValueError, r"\btau\b"),
+    ("tau str", {"tau": "1"}, TypeError, r"\btau\b"),
+    ("tau None", {"tau": None}, TypeError, r"\btau\b"),
+    ("hard int", {"hard": 1}, TypeError, r"\bhard\b"),
+    ("hard None", {"hard": None}, TypeError, r"\bhard\b"),
+    ("rng int", {"rng": 0}, TypeError, r"\brng\b"),
+    ("rng RandomState", {"rng": np.random.RandomState(0)}, TypeError, r"\brng\b"),
+    ("rng SeedSequence", {"rng": np.random.SeedSequence(0)}, TypeError, r"\brng\b"),
+    ("axis too large", {"axis": 2}, ValueError, "axis"),
+    ("axis too small", {"axis": -3}, ValueError, "axis"),
+    ("axis float", {"axis": 1.0}, TypeError, "axis"),
+    ("axis None", {"axis": None}, TypeError, "axis"),
+]
+
+
+@pytest.mark.parametrize("case, opts, error, match", GUMBEL_BAD_INPUTS,
+                         ids=[b[0] for b in GUMBEL_BAD_INPUTS])
+def test_gumbel_softmax_bad_input_raises_naming_the_argument(backend, case, opts, error, match):
+    zb = backend.asarray(_GZ)
+    with pytest.raises(error, match=match):
+        sa.gumbel_softmax(zb, **opts)
+    assert_same_entries(backend.to_numpy(zb), _GZ)
+
+
+def test_gumbel_bad_logits(backend):
+    for func, args in ((sa.gumbel_softmax, ()), (sa.gumbel_topk, (1,))):
+        with pytest.raises(ValueError, match="logits"):
+            func(backend.asarray(np.float64(0.0)), *args)
+    with pytest.raises(TypeError, match="complex"):
+        sa.gumbel_softmax(np.zeros((2, 3)) + 1j)
+    with pytest.raises(TypeError, match="complex"):
+        sa.gumbel_topk(np.zeros((2, 3)) + 1j, 1)
+
+
+# ----------------------------------------------------- gumbel_topk
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("k", [0, 1, 3, 8])
+def test_gumbel_topk_is_topk_of_noisy_logits(backend, dtype, k):
+    z = router_logits(np.random.default_rng(60), (50, 8), dtype)
+    (noise,) = np_gumbel_noise(21, z.shape, dtype)
+    got = call_new(backend, sa.gumbel_topk, z, k, rng=np.random.default_rng(21), dtype=np.int64)
+    want = np_gumbel_topk(z, noise, k)
+    assert got.shape == (50, k)
+    np.testing.assert_array_equal(got, want)
+    assert all(len(set(row)) == k for row in got.tolist())                # distinct per row
+    if k == 8:
+        np.testing.assert_array_equal(np.sort(got, axis=1), np.broadcast_to(np.arange(8), (50, 8)))
+    again = call_new(backend, sa.gumbel_topk, z, k, rng=np.random.default_rng(21), dtype=np.int64)
+    np.testing.assert_array_equal(again, got)
+    if k:
+        other = call_new(backend, sa.gumbel_topk, z, k, rng=np.random.default_rng(22), dtype=np.int64)
+        assert not np.array_equal(other, got)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape, axis, k", [((9, 20), 0, 4), ((3, 9, 4), 1, 9), ((3, 4, 9), -1, 2),
+                                            ((9, 3, 4), -3, 0)])
+def test_gumbel_topk_axis(backend, dtype, shape, axis, k):
+    z = router_logits(np.random.default_rng(61), shape, dtype)
+    (noise,) = np_gumbel_noise(23, shape, dtype)
+    got = call_new(backend, sa.gumbel_topk, z, k, rng=np.random.default_rng(23), axis=axis,
+                   dtype=np.int64)
+    want_shape = list(shape)
+    want_shape[axis] = k
+    assert got.shape == tuple(want_shape)
+    np.testing.assert_array_equal(got, np_gumbel_topk(z, noise, k, axis))
+
+
+def test_gumbel_topk_consecutive_calls_and_default_rng(backend):
+    z = router_logits(np.random.default_rng(62), (20, 6), np.float64)
+    rng = np.random.default_rng(24)
+    for noise in np_gumbel_noise(24, z.shape, np.float64, draws=3):
+        got = call_new(backend, sa.gumbel_topk, z, 3, rng=rng, dtype=np.int64)
+        np.testing.assert_array_equal(got, np_gumbel_topk(z, noise, 3))
+    one = call_new(backend, sa.gumbel_topk, z, 6, dtype=np.int64)           # rng=None
+    two = call_new(backend, sa.gumbel_topk, z, 6, dtype=np.int64)
+    for got in (one, two):
+        np.testing.assert_array_equal(np.sort(got, axis=1), np.broadcast_to(np.arange(6), (20, 6)))
+    assert not np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gumbel_topk_ties_and_masked_logits(backend, dtype):
+    """1e30 swallows the noise (exact ties: lower index first); -inf logits
+    (probability 0) come after every finite one."""
+    z = np.array([[1e30, 0.0, 1e30, 1e30, -np.inf],
+                  [-np.inf, 2.0, -np.inf, -1.0, 0.5]], dtype)
+    got = call_new(backend, sa.gumbel_topk, z, 5, rng=np.random.default_rng(25), dtype=np.int64)
+    np.testing.assert_array_equal(got[0], [0, 2, 3, 1, 4])
+    assert sorted(got[1, :3].tolist()) == [1, 3, 4]
+    np.testing.assert_array_equal(got[1, 3:], [0, 2])                       # -inf ties: by index
+    got = call_new(backend, sa.gumbel_topk, np.ascontiguousarray(z.T), 3, axis=0,
+                   rng=np.random.default_rng(25), dtype=np.int64)
+    np.testing.assert_array_equal(got[:, 0], [0, 2, 3])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gumbel_topk_samples_without_replacement(backend, dtype):
+    """40000 draws of k=2 from one row: the first index is distributed as
+    softmax(logits), the ordered pair (i, j) as p_i p_j / (1 - p_i), each
+    cell within 4 standard errors; k = C gives permutations whose first
+    entry has the same law."""
+    n, logits = 40000, np.array([1.0, -0.5, 0.3, 0.0])
+    c = logits.size
+    p = scipy.special.softmax(logits)
+    pair = p[:, None] * p[None, :] / (1 - p[:, None])
+    np.fill_diagonal(pair, 0.0)
+    assert np.isclose(pair.sum(), 1.0)
+    z = np.tile(logits, (n, 1)).astype(dtype)
+    got = call_new(backend, sa.gumbel_topk, z, 2, rng=np.random.default_rng(26), dtype=np.int64)
+    freq = np.bincount(got[:, 0] * c + got[:, 1], minlength=c * c).reshape(c, c) / n
+    assert np.diag(freq).sum() == 0
+    assert (np.abs(freq - pair) <= 4 * np.sqrt(pair * (1 - pair) / n)).all(), (freq, pair)
+    first = np.bincount(got[:, 0], minlength=c) / n
+    assert (np.abs(first - p) < 4 * np.sqrt(p * (1 - p) / n)).all()
+    got = call_new(backend, sa.gumbel_topk, np.ascontiguousarray(z.T), c, axis=0,
+                   rng=np.random.default_rng(27), dtype=np.int64)
+    np.testing.assert_array_equal(np.sort(got, axis=0), np.broadcast_to(np.arange(c)[:, None], (c, n)))
+    first = np.bincount(got[0], minlength=c) / n
+    assert (np.abs(first - p) < 4 * np.sqrt(p * (1 - p) / n)).all()
+    # second index given the first: p_j / (1 - p_i), through the pair law
+    freq = np.bincount(got[0] * c + got[1], minlength=c * c).reshape(c, c) / n
+    assert (np.abs(freq - pair) <= 4 * np.sqrt(pair * (1 - pair) / n)).all()
+
+
+_KZ = np.zeros((4, 3))
+
+TOPK_SAMPLE_BAD_INPUTS = [
+    ("k < 0", -1, {}, ValueError, _names("k")),
+    ("k > n", 4, {}, ValueError, _names("k")),
+    ("k > n on axis 0", 5, {"axis": 0}, ValueError, _names("k")),
+    ("k float", 1.5, {}, TypeError, _names("k")),
+    ("k integral float", 2.0, {}, TypeError, _names("k")),
+    ("k bool", True, {}, TypeError, _names("k")),
+    ("k None", None, {}, TypeError, _names("k")),
+    ("k str", "2", {}, TypeError, _names("k")),
+    ("rng int", 1, {"rng": 0}, TypeError, r"\brng\b"),
+    ("rng RandomState", 1, {"rng": np.random.RandomState(0)}, TypeError, r"\brng\b"),
+    ("axis too large", 1, {"axis": 2}, ValueError, "axis"),
+    ("axis float", 1, {"axis": 1.0}, TypeError, "axis"),
+]
+
+
+@pytest.mark.parametrize("case, k, opts, error, match", TOPK_SAMPLE_BAD_INPUTS,
+                         ids=[b[0] for b in TOPK_SAMPLE_BAD_INPUTS])
+def test_gumbel_topk_bad_input_raises_naming_the_argument(backend, case, k, opts, error, match):
+    zb = backend.asarray(_KZ)
+    with pytest.raises(error, match=match):
+        sa.gumbel_topk(zb, k, **opts)
+    assert_same_entries(backend.to_numpy(zb), _KZ)
+
+
+def test_gumbel_topk_numpy_integer_k(backend):
+    z = router_logits(np.random.default_rng(63), (5, 6), np.float64)
+    (noise,) = np_gumbel_noise(28, z.shape, np.float64)
+    got = call_new(backend, sa.gumbel_topk, z, np.int32(3), rng=np.random.default_rng(28),
+                   dtype=np.int64)
+    np.testing.assert_array_equal(got, np_gumbel_topk(z, noise, 3))
