@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softarray as sa
+from layouts import memory_layouts
 
 try:
     import torch
@@ -370,16 +371,8 @@ def _layouts():
     base = np.round(3 * np.random.default_rng(9).standard_normal((30, 17)))
     base[4, 3] = base[11, 7] = np.nan
     base[6, 2] = -0.0
-    readonly = base.copy()
-    readonly.setflags(write=False)
     return {
-        "C": np.ascontiguousarray(base),
-        "F": np.asfortranarray(base),
-        "strided rows": np.repeat(base, 2, axis=0)[::2],
-        "strided columns": np.repeat(base, 3, axis=1)[:, ::3],
-        "negative strides": base[::-1, ::-1].copy()[::-1, ::-1],
-        "read-only": readonly,
-        "float32 F": np.asfortranarray(base.astype(np.float32)),
+        **memory_layouts(base),
         "int32 negative strides": np.nan_to_num(base[::-1]).astype(np.int32)[::-1],
     }
 

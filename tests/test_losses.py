@@ -23,6 +23,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import softarray as sa
+from layouts import memory_layouts
 
 try:
     import torch
@@ -909,18 +910,7 @@ def test_thread_counts_agree(shape):
 # ===================================================== memory layouts
 
 def _layouts():
-    base = 3 * np.random.default_rng(9).standard_normal((30, 17))
-    readonly = base.copy()
-    readonly.setflags(write=False)
-    return {
-        "C": np.ascontiguousarray(base),
-        "F": np.asfortranarray(base),
-        "strided rows": np.repeat(base, 2, axis=0)[::2],
-        "strided columns": np.repeat(base, 3, axis=1)[:, ::3],
-        "negative strides": base[::-1, ::-1].copy()[::-1, ::-1],
-        "read-only": readonly,
-        "float32 F": np.asfortranarray(base.astype(np.float32)),
-    }
+    return memory_layouts(3 * np.random.default_rng(9).standard_normal((30, 17)))
 
 
 LAYOUT_CASES = [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softarray as sa
+from layouts import memory_layouts
 
 # float32: x - max rounds to 2^-24 relative, i.e. up to ~6e-6 in exp() for |x - max| ~ 100
 RTOL = {np.float32: 1e-5, np.float64: 1e-14}
@@ -221,19 +222,10 @@ def test_logsumexp_keepdims(backend):
 
 def _layouts():
     base = np.random.default_rng(5).standard_normal((40, 60)) * 3
-    big = np.ascontiguousarray(base)
-    readonly = big.copy()
-    readonly.setflags(write=False)
     return {
-        "C": big,
-        "F": np.asfortranarray(base),
-        "strided rows": np.repeat(base, 2, axis=0)[::2],
-        "strided columns": np.repeat(base, 2, axis=1)[:, ::2],
-        "negative strides": base[::-1, ::-1].copy()[::-1, ::-1],
+        **memory_layouts(base),
         "transposed view": base.T.copy().T,
-        "read-only": readonly,
         "big-endian": base.astype(">f8"),
-        "float32 F": np.asfortranarray(base.astype(np.float32)),
     }
 
 
