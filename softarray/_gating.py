@@ -13,13 +13,13 @@ from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
 from ._threads import get_num_threads
 from ._validate import (
+    check_axis,
     check_bool,
     check_choice,
     check_int,
     check_real,
     check_temperature,
     floating_input,
-    normalize_axes,
 )
 
 
@@ -75,11 +75,7 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
         raise TypeError(f"x has complex dtype {x.dtype}; topk needs a real array (complex numbers are not ordered)")
     if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"x must have a real numeric dtype, got {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension")
-    if isinstance(axis, (tuple, list)) or axis is None:
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    axis = normalize_axes(axis, x.ndim)[0]
+    axis = check_axis(axis, x.ndim, "x")
     k = check_int(k, "k")
     n = x.shape[axis]
     if not 0 <= k <= n:
@@ -206,13 +202,14 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     renormalize = check_bool(renormalize, "renormalize")
     inv_t = check_temperature(temperature)
     noise_std = check_real(noise_std, "noise_std", low=0.0)
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    rng = _check_rng(rng)
     if capacity_factor is not None:
         capacity_factor = check_real(capacity_factor, "capacity_factor", low=0.0, low_open=True)
     return_aux = check_bool(return_aux, "return_aux")
 
-    routed = _with_noise(xp, z, noise_std, rng)
+    routed = z
+    if noise_std > 0.0:
+        routed = z + noise_std * _host_noise(xp, z, rng, lambda g, shape: g.standard_normal(shape))
     over_selected = order == "topk_softmax" or renormalize
     weights, indices, prob_sum = _gate(xp, routed, k, inv_t, over_selected, return_aux)
     result = {}
@@ -226,12 +223,19 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     return TopKGating(weights, indices, **result)
 
 
-def _with_noise(xp, z, noise_std, rng):
-    if noise_std == 0.0:
-        return z
+def _check_rng(rng):
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    return rng
+
+
+def _host_noise(xp, like, rng, draw):
+    """Noise of like's shape drawn on the host by ``draw(rng, shape)`` (so one
+    seed gives one sample whatever the library), in like's dtype and device;
+    an unseeded generator when rng is None."""
     rng = np.random.default_rng() if rng is None else rng
-    noise = rng.standard_normal(tuple(z.shape)).astype(_numpy_dtype(z.dtype), copy=False)
-    return z + noise_std * xp.asarray(noise, device=getattr(z, "device", None))
+    noise = draw(rng, tuple(like.shape)).astype(_numpy_dtype(like.dtype), copy=False)
+    return xp.asarray(noise, device=getattr(like, "device", None))
 
 
 def _numpy_dtype(dtype):
@@ -334,13 +338,7 @@ def dense_to_sparse_gating(router_logits, *, temperature, activation=None, thres
     >>> sa.dense_to_sparse_gating(z, temperature=0.5, threshold=0.1).round(4)
     array([[0.8808, 0.1192, 0.    ]])
     """
-    xp, z = _dispatch.namespace_of(router_logits, "router_logits")
-    z = floating_input(xp, z, "router_logits")
-    if z.ndim == 0:
-        raise ValueError("router_logits must have at least one dimension (the experts)")
-    if isinstance(axis, (tuple, list)) or axis is None:
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    axis = normalize_axes(axis, z.ndim)[0]
+    xp, z, axis = _logits_along(router_logits, axis, "router_logits", " (the experts)")
     check_temperature(temperature)
     threshold = check_real(threshold, "threshold", low=0.0, high=1.0, high_open=True)
     renormalize = check_bool(renormalize, "renormalize")
@@ -367,22 +365,15 @@ def _activation(activation):
 
 
 def _gumbel_noise(xp, like, rng):
-    """Standard Gumbel noise of like's shape, from a NumPy Generator."""
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-    rng = np.random.default_rng() if rng is None else rng
-    noise = rng.gumbel(size=tuple(like.shape)).astype(_numpy_dtype(like.dtype), copy=False)
-    return xp.asarray(noise, device=getattr(like, "device", None))
+    """Standard Gumbel noise of like's shape."""
+    return _host_noise(xp, like, _check_rng(rng), lambda g, shape: g.gumbel(size=shape))
 
 
-def _sampling_input(logits, axis):
-    xp, z = _dispatch.namespace_of(logits, "logits")
-    z = floating_input(xp, z, "logits")
-    if z.ndim == 0:
-        raise ValueError("logits must have at least one dimension")
-    if isinstance(axis, (tuple, list)) or axis is None:
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    return xp, z, normalize_axes(axis, z.ndim)[0]
+def _logits_along(logits, axis, name="logits", role=""):
+    """(xp, floating logits, validated axis) for the gates and samplers."""
+    xp, z = _dispatch.namespace_of(logits, name)
+    z = floating_input(xp, z, name)
+    return xp, z, check_axis(axis, z.ndim, name, role)
 
 
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
@@ -421,7 +412,7 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     >>> bool(np.isclose(y.sum(), 1.0))
     True
     """
-    xp, z, axis = _sampling_input(logits, axis)
+    xp, z, axis = _logits_along(logits, axis)
     check_temperature(tau, "tau")
     hard = check_bool(hard, "hard")
     soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
@@ -462,7 +453,7 @@ def gumbel_topk(logits, k, *, rng=None, axis=-1):
     >>> len(set(idx.tolist()))
     3
     """
-    xp, z, axis = _sampling_input(logits, axis)
+    xp, z, axis = _logits_along(logits, axis)
     k = check_int(k, "k")
     if not 0 <= k <= z.shape[axis]:
         raise ValueError(f"k must be in [0, {z.shape[axis]}] (the length of axis {axis}), got {k}")

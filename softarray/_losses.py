@@ -18,6 +18,7 @@ from ._portable import losses as _portable
 from ._softmax import log_softmax
 from ._threads import get_num_threads
 from ._validate import (
+    check_axis,
     check_bool,
     check_choice,
     check_ignore_index,
@@ -26,7 +27,6 @@ from ._validate import (
     check_reduction,
     floating_input,
     REDUCTIONS,
-    normalize_axes,
 )
 
 _MARGIN_FORMS = ("weston_watkins", "crammer_singer")
@@ -43,14 +43,6 @@ Z_LOSS_B = 0.0
 def _logits_input(x, name):
     xp, x = _dispatch.namespace_of(x, name)
     return xp, floating_input(xp, x, name)
-
-
-def _class_axis(axis, ndim, name):
-    if ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension (the classes)")
-    if isinstance(axis, (tuple, list)) or axis is None:
-        raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
-    return normalize_axes(axis, ndim)[0]
 
 
 def _as_namespace_array(xp, value, name):
@@ -131,7 +123,7 @@ def _index_inputs(xp, logits, target, axis, weight, ignore_index, weight_name="w
 
 def _common(logits, axis, reduction, return_grad, name="logits", reductions=REDUCTIONS):
     xp, logits = _logits_input(logits, name)
-    axis = _class_axis(axis, logits.ndim, name)
+    axis = check_axis(axis, logits.ndim, name, " (the classes)")
     if logits.shape[axis] == 0:
         raise ValueError(f"{name} has no classes: axis {axis} has length 0")
     return xp, logits, axis, check_reduction(reduction, reductions), check_bool(return_grad, "return_grad")
@@ -903,7 +895,7 @@ def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_l
     log_target = check_bool(log_target, "log_target")
     from_logits = check_bool(from_logits, "from_logits")
     if from_logits:
-        axis = _class_axis(axis, x.ndim, "input")
+        axis = check_axis(axis, x.ndim, "input", " (the classes)")
         if x.shape[axis] == 0:
             raise ValueError(f"input has no classes: axis {axis} has length 0")
     else:

@@ -37,6 +37,17 @@ def normalize_axes(axis, ndim, *, name="axis"):
     return tuple(sorted(out))
 
 
+def check_axis(axis, ndim, name, role=""):
+    """The non-negative index of one axis (an int) of an array ``name`` of
+    ``ndim`` dimensions, which must have at least one; ``role`` (e.g.
+    " (the classes)") says in the error what that dimension holds."""
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension{role}")
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    return normalize_axes(axis, ndim)[0]
+
+
 def check_temperature(temperature, name="temperature"):
     """Return 1 / temperature for a positive, finite real temperature."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
