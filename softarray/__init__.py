@@ -1,10 +1,19 @@
-"""softarray: fast, trusted CPU kernels for the softmax family and classification
-losses (and, as they land, top-k gating and NMS) behind an array-API
+"""softarray: fast, trusted CPU kernels for the softmax family, classification
+losses, top-k gating and non-maximum suppression behind an array-API
 namespace. ``import softarray as sa; sa.softmax(x)`` accepts arrays from any
 array-API library and returns the caller's array type.
 """
 __version__ = "0.1.0"
 
+from ._boxes import (
+    batched_nms,
+    batched_soft_nms,
+    box_area,
+    box_convert,
+    box_iou,
+    nms,
+    soft_nms,
+)
 from ._config import show_config
 from ._losses import (
     binary_cross_entropy_with_logits,
@@ -57,6 +66,13 @@ __all__ = [
     "dense_to_sparse_gating",
     "gumbel_softmax",
     "gumbel_topk",
+    "box_convert",
+    "box_area",
+    "box_iou",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "batched_soft_nms",
     "show_config",
     "get_num_threads",
     "set_num_threads",

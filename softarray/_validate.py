@@ -72,7 +72,7 @@ def floating_input(xp, x, name="x"):
         return x
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(
-            f"{name} has complex dtype {dtype}; softmax-family functions are defined for real "
+            f"{name} has complex dtype {dtype}; softarray's functions are defined for real "
             "inputs only (take the real part or the magnitude first)"
         )
     if xp.isdtype(dtype, ("integral", "bool")):

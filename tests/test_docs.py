@@ -8,6 +8,8 @@ MODULES = [
     "softarray._softmax",
     "softarray._losses",
     "softarray._linear_cross_entropy",
+    "softarray._gating",
+    "softarray._boxes",
     "softarray._threads",
     "softarray._config",
 ]

@@ -1,0 +1,450 @@
+"""Box operations and non-maximum suppression: the public functions. They
+validate, then run the compiled kernels (``softarray._lib._boxes``) on NumPy
+arrays and CPU DLPack arrays, or the portable array-API implementation
+(``softarray._portable.boxes``).
+
+Boxes are axis-aligned, ``(x1, y1, x2, y2)`` with the continuous convention
+of torchvision (width ``x2 - x1``, no ``+ 1``).
+"""
+import array_api_compat
+import numpy as np
+
+from . import _dispatch
+from ._lib import _boxes as _kernels
+from ._portable import boxes as _portable
+from ._threads import get_num_threads
+from ._validate import check_choice, check_int, check_real, floating_input
+
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+SOFT_NMS_METHODS = ("linear", "gaussian")
+
+
+# ----------------------------------------------------------------- validation
+
+def _boxes_input(xp, boxes, name, *, batch=False):
+    """boxes as a real floating array of shape (n, 4), or (..., 4) with batch."""
+    boxes = floating_input(xp, boxes, name)
+    if batch:
+        if boxes.ndim == 0 or boxes.shape[-1] != 4:
+            raise ValueError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
+    elif boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (n, 4), got {tuple(boxes.shape)}")
+    return boxes
+
+
+def _boxes_and_scores(boxes, scores):
+    """(xp, boxes, scores): one namespace, one floating dtype, n boxes and n scores."""
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    _, scores = _dispatch.namespace_of(scores, "scores")
+    _same_namespace(boxes, scores, "scores")
+    boxes = _boxes_input(xp, boxes, "boxes")
+    scores = floating_input(xp, scores, "scores")
+    if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"scores must have shape ({boxes.shape[0]},), one per box, got {tuple(scores.shape)}"
+        )
+    dtype = xp.result_type(boxes.dtype, scores.dtype)
+    return xp, xp.astype(boxes, dtype, copy=False), xp.astype(scores, dtype, copy=False)
+
+
+def _same_namespace(boxes, other, name):
+    try:
+        array_api_compat.array_namespace(boxes, other)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an array of the same library as boxes") from exc
+
+
+def _labels_input(xp, labels, n):
+    _, labels = _dispatch.namespace_of(labels, "labels")
+    if not (xp.isdtype(labels.dtype, "integral") and not xp.isdtype(labels.dtype, "bool")):
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},), one per box, got {tuple(labels.shape)}")
+    return labels
+
+
+def _check_iou_threshold(iou_threshold):
+    # Negative thresholds would let boxes that do not touch suppress each
+    # other (torchvision allows them); 0 already means "any overlap".
+    return check_real(iou_threshold, "iou_threshold", low=0.0)
+
+
+def _check_max_output(max_output, n):
+    """max_output as a count (n when None)."""
+    if max_output is None:
+        return n
+    max_output = check_int(max_output, "max_output")
+    if max_output < 0:
+        raise ValueError(f"max_output must be >= 0 or None, got {max_output}")
+    return min(max_output, n)
+
+
+def _check_score_threshold(score_threshold, *, optional):
+    if score_threshold is None and optional:
+        return None
+    return check_real(score_threshold, "score_threshold")
+
+
+# ------------------------------------------------------------------ dispatch
+
+def _host(x):
+    """x as a NumPy array the kernels can read (native byte order), sharing
+    memory where possible, or None for the portable path."""
+    a = _dispatch.as_compiled_input(x)
+    if a is not None and not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _host_labels(labels):
+    """Integer labels as a contiguous int64 NumPy array, or None."""
+    if isinstance(labels, np.ndarray):
+        return np.ascontiguousarray(labels, dtype=np.int64)
+    if array_api_compat.is_torch_array(labels) and labels.device.type == "cpu":
+        return np.ascontiguousarray(np.from_dlpack(labels), dtype=np.int64)
+    return None
+
+
+# ----------------------------------------------------------------- functions
+
+def box_area(boxes):
+    r"""Area of each box, ``(x2 - x1) * (y2 - y1)``.
+
+    Parameters
+    ----------
+    boxes : array, shape (..., 4)
+        Boxes ``(x1, y1, x2, y2)``.
+
+    Returns
+    -------
+    array, shape (...)
+        ``boxes``' type and floating dtype. As ``torchvision.ops.box_area``,
+        not clamped: a box with ``x2 < x1`` or ``y2 < y1`` has a negative
+        area (both: positive).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.box_area(np.array([[0.0, 0.0, 4.0, 3.0], [1.0, 1.0, 2.0, 5.0]]))
+    array([12.,  4.])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    a = _host(boxes)
+    if a is None:
+        return _portable.box_area(xp, boxes)
+    rows = a.reshape(-1, 4)
+    out = np.empty(rows.shape[0], a.dtype)
+    _kernels.box_area(rows, out)
+    return _dispatch.to_caller(xp, out.reshape(a.shape[:-1]), boxes)
+
+
+def box_convert(boxes, in_fmt, out_fmt):
+    r"""Convert boxes between the ``"xyxy"``, ``"xywh"`` and ``"cxcywh"`` formats.
+
+    ``"xyxy"`` is ``(x1, y1, x2, y2)``, ``"xywh"`` ``(x1, y1, width,
+    height)`` and ``"cxcywh"`` ``(centre x, centre y, width, height)``. The
+    arithmetic is ``torchvision.ops.box_convert``'s, operation for
+    operation (any format goes through ``"xyxy"``), so results are equal to
+    the bit.
+
+    Parameters
+    ----------
+    boxes : array, shape (..., 4)
+    in_fmt, out_fmt : {"xyxy", "xywh", "cxcywh"}
+
+    Returns
+    -------
+    array, shape (..., 4)
+        A new array (also when ``in_fmt == out_fmt``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.box_convert(np.array([[10.0, 20.0, 4.0, 6.0]]), "cxcywh", "xyxy")
+    array([[ 8., 17., 12., 23.]])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    in_fmt = check_choice(in_fmt, "in_fmt", BOX_FORMATS)
+    out_fmt = check_choice(out_fmt, "out_fmt", BOX_FORMATS)
+    boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    if in_fmt == out_fmt:
+        return xp.asarray(boxes, copy=True)     # not a round trip through xyxy, which rounds
+    a = _host(boxes)
+    if a is None:
+        return _portable.box_convert(xp, boxes, in_fmt, out_fmt)
+    rows = a.reshape(-1, 4)
+    out = np.empty(rows.shape, a.dtype)
+    _kernels.box_convert(rows, BOX_FORMATS.index(in_fmt), BOX_FORMATS.index(out_fmt), out)
+    return _dispatch.to_caller(xp, out.reshape(a.shape), boxes)
+
+
+def box_iou(boxes1, boxes2):
+    r"""Pairwise intersection over union of two sets of boxes.
+
+    ``iou[i, j] = inter / (area1[i] + area2[j] - inter)``, computed in the
+    boxes' dtype exactly as ``torchvision.ops.box_iou`` does (equal to the
+    bit; a zero union gives NaN, NaN coordinates give NaN).
+
+    Parameters
+    ----------
+    boxes1 : array, shape (n, 4)
+    boxes2 : array, shape (m, 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library.
+
+    Returns
+    -------
+    array, shape (n, m)
+
+    Notes
+    -----
+    The rows are shared out over the threads; each is one vectorized pass
+    over ``boxes2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.box_iou(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0]]))
+    array([[0.33333333, 0.        ]])
+    """
+    xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
+    _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
+    try:
+        array_api_compat.array_namespace(boxes1, boxes2)
+    except TypeError as exc:
+        raise TypeError("boxes2 must be an array of the same library as boxes1") from exc
+    boxes1 = _boxes_input(xp, boxes1, "boxes1")
+    boxes2 = _boxes_input(xp, boxes2, "boxes2")
+    dtype = xp.result_type(boxes1.dtype, boxes2.dtype)
+    boxes1, boxes2 = xp.astype(boxes1, dtype, copy=False), xp.astype(boxes2, dtype, copy=False)
+    a, b = _host(boxes1), _host(boxes2)
+    if a is None or b is None:
+        return _portable.box_iou(xp, boxes1, boxes2)
+    out = np.empty((a.shape[0], b.shape[0]), a.dtype)
+    _kernels.box_iou(a, b, out, get_num_threads())
+    return _dispatch.to_caller(xp, out, boxes1)
+
+
+def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
+    r"""Greedy non-maximum suppression, exactly ``torchvision.ops.nms``.
+
+    Boxes are visited by decreasing score; a box is dropped when a box kept
+    before it has an IoU strictly greater than ``iou_threshold`` with it.
+    Ties in score are broken by the lower index (a stable sort), NaN scores
+    rank above every number (as ``torch.sort``), and ``-0.0`` ties with
+    ``0.0``. IoU is computed in the boxes' dtype with torchvision's formula,
+    so the kept set is torchvision's to the bit.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+        Boxes ``(x1, y1, x2, y2)``.
+    scores : array, shape (n,)
+        One score per box; boxes and scores share the promoted floating dtype.
+    iou_threshold : float >= 0
+        Suppress at IoU strictly above this. (torchvision also accepts
+        negative thresholds, which suppress boxes that do not overlap at all;
+        softarray refuses them.)
+    score_threshold : float, optional
+        Consider only boxes with ``score > score_threshold`` (NaN scores are
+        then dropped too), as detection heads and ``cv2.dnn.NMSBoxes`` do.
+    max_output : int, optional
+        Return at most this many indices (the highest scoring); the
+        suppression stops as soon as it has found them.
+
+    Returns
+    -------
+    array of int64, shape (k,)
+        Indices of the kept boxes, by decreasing score.
+
+    Notes
+    -----
+    Degenerate boxes (``x2 <= x1`` or ``y2 <= y1``) and boxes with a NaN or
+    infinite coordinate have no intersection of positive area with any box:
+    they are never suppressed and never suppress (torchvision's formula
+    gives the same). The compiled kernel compares a box only with the kept
+    boxes that can reach it, found in a hashed multi-level grid, so the cost
+    grows close to linearly for realistic detections; the result is the
+    quadratic algorithm's, always.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], dtype=np.float32)
+    >>> scores = np.array([0.9, 0.8, 0.7], dtype=np.float32)
+    >>> sa.nms(boxes, scores, 0.5)
+    array([0, 2])
+    """
+    return _nms(boxes, scores, None, iou_threshold, score_threshold, max_output)
+
+
+def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, max_output=None):
+    r"""Non-maximum suppression within each label, as ``torchvision.ops.batched_nms``.
+
+    Boxes of different labels never suppress each other. Each label's boxes
+    go through :func:`nms` on their own (in parallel over labels), so there
+    is no coordinate-offset trick and none of its float-precision errors
+    for large coordinates.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+    scores : array, shape (n,)
+    labels : array of integers, shape (n,)
+        The class (or image, or any group) of each box.
+    iou_threshold : float >= 0
+    score_threshold : float, optional
+        As in :func:`nms`.
+    max_output : int, optional
+        At most this many indices in total.
+
+    Returns
+    -------
+    array of int64, shape (k,)
+        Indices of the kept boxes of all labels, by decreasing score (ties:
+        lower index first; NaN first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [1, 1, 11, 11]], dtype=np.float32)
+    >>> scores = np.array([0.9, 0.8, 0.7], dtype=np.float32)
+    >>> sa.batched_nms(boxes, scores, np.array([0, 0, 1]), 0.5)
+    array([0, 2])
+    """
+    return _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output)
+
+
+def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
+    xp, boxes, scores = _boxes_and_scores(boxes, scores)
+    n = boxes.shape[0]
+    if labels is not None:
+        _same_namespace(boxes, labels, "labels")
+        labels = _labels_input(xp, labels, n)
+    iou_threshold = _check_iou_threshold(iou_threshold)
+    score_threshold = _check_score_threshold(score_threshold, optional=True)
+    max_output = _check_max_output(max_output, n)
+    a, s = _host(boxes), _host(scores)
+    host_labels = None if labels is None else _host_labels(labels)
+    if a is None or s is None or (labels is not None and host_labels is None):
+        return _portable.nms(xp, boxes, scores, labels, iou_threshold, score_threshold, max_output)
+    kept = _kernels.nms(a, s, host_labels, iou_threshold, score_threshold, max_output,
+                        get_num_threads())
+    return _dispatch.to_caller(xp, kept, boxes)
+
+
+def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
+             score_threshold=0.001, max_output=None):
+    r"""Soft-NMS: decay the scores of overlapping boxes instead of dropping them.
+
+    From "Soft-NMS -- Improving Object Detection With One Line of Code"
+    (Bodla et al., 2017). Repeatedly select the remaining box ``M`` with the
+    largest current score (ties: the lower index) and multiply the score of
+    every other remaining box ``b`` by
+
+    * ``"linear"``: ``1 - IoU(M, b)`` when ``IoU(M, b) > iou_threshold``;
+    * ``"gaussian"``: ``exp(-IoU(M, b)**2 / sigma)``;
+
+    then drop the boxes whose score fell below ``score_threshold``.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+    scores : array, shape (n,)
+    method : {"linear", "gaussian"}, default "linear"
+    sigma : float > 0, default 0.5
+        Width of the gaussian decay.
+    iou_threshold : float >= 0, default 0.3
+        The linear method's overlap threshold (unused by "gaussian").
+    score_threshold : float, default 0.001
+        Boxes whose current score is not ``>= score_threshold`` (NaN
+        included) are dropped, initially and after every decay.
+    max_output : int, optional
+        Stop after selecting this many.
+
+    Returns
+    -------
+    indices : array of int64, shape (k,)
+        The selected boxes, in order of selection.
+    scores : array, shape (k,)
+        Their decayed scores (non-increasing), in the boxes' dtype.
+
+    Notes
+    -----
+    IoU is torchvision's formula in the boxes' dtype; the decay factor is
+    computed in float64 and the product rounded once to the dtype. A
+    degenerate box (``x2 <= x1`` or ``y2 <= y1``) or one with a non-finite
+    coordinate overlaps nothing: it is never decayed and decays nothing.
+    The compiled kernel keeps the remaining boxes in a hashed multi-level
+    grid and an indexed heap of scores, so a selection touches only the
+    boxes that overlap it, not all n.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]], dtype=np.float32)
+    >>> indices, decayed = sa.soft_nms(boxes, np.array([0.9, 0.8, 0.7], dtype=np.float32))
+    >>> indices
+    array([0, 2, 1])
+    >>> decayed
+    array([0.9, 0.7, 0.4], dtype=float32)
+    """
+    return _soft_nms(boxes, scores, None, method, sigma, iou_threshold, score_threshold, max_output)
+
+
+def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_threshold=0.3,
+                     score_threshold=0.001, max_output=None):
+    r"""Soft-NMS within each label (boxes of different labels never decay each other).
+
+    Parameters are those of :func:`soft_nms`, plus ``labels`` (integers,
+    shape (n,)); ``max_output`` limits the total.
+
+    Returns
+    -------
+    indices : array of int64, shape (k,)
+    scores : array, shape (k,)
+        The selected boxes of all labels and their decayed scores, by
+        decreasing decayed score (ties: lower index first). Within one
+        label this is its order of selection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 5]], dtype=np.float32)
+    >>> scores = np.array([0.9, 0.8, 0.7], dtype=np.float32)
+    >>> indices, decayed = sa.batched_soft_nms(boxes, scores, np.array([0, 0, 1]))
+    >>> indices
+    array([0, 2, 1])
+    >>> decayed
+    array([0.9, 0.7, 0.4], dtype=float32)
+    """
+    return _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_threshold, max_output)
+
+
+def _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_threshold, max_output):
+    xp, boxes, scores = _boxes_and_scores(boxes, scores)
+    n = boxes.shape[0]
+    if labels is not None:
+        _same_namespace(boxes, labels, "labels")
+        labels = _labels_input(xp, labels, n)
+    method = check_choice(method, "method", SOFT_NMS_METHODS)
+    sigma = check_real(sigma, "sigma", low=0.0, low_open=True)
+    iou_threshold = _check_iou_threshold(iou_threshold)
+    score_threshold = _check_score_threshold(score_threshold, optional=False)
+    max_output = _check_max_output(max_output, n)
+    gaussian = method == "gaussian"
+    a, s = _host(boxes), _host(scores)
+    host_labels = None if labels is None else _host_labels(labels)
+    if a is None or s is None or (labels is not None and host_labels is None):
+        return _portable.soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold,
+                                  score_threshold, max_output)
+    kept, decayed = _kernels.soft_nms(a, s, host_labels, gaussian, sigma, iou_threshold,
+                                      score_threshold, max_output, get_num_threads())
+    return _dispatch.to_caller(xp, kept, boxes), _dispatch.to_caller(xp, decayed, boxes)

@@ -1,0 +1,180 @@
+"""Box operations and non-maximum suppression with array-API calls only: the
+portable half of the boxes family (GPU arrays, JAX, Dask, array-api-strict).
+
+Arguments arrive validated: boxes (n, 4) (or (..., 4) for area and
+conversion) and scores (n,) of one real floating dtype, labels (n,)
+integers or None, thresholds as Python floats, max_output an int <= n.
+
+Results equal the compiled kernels': the same IoU formula in the same
+dtype, the same order (score descending, NaN first, ties by lower index),
+and the same rule that only boxes intersecting with positive area interact.
+Greedy NMS is computed a tile of boxes at a time: the tile's boxes are
+first checked against every box kept before it, then the greedy decisions
+inside the tile are the fixed point of "kept unless a kept earlier box
+suppresses it", reached by a few whole-tile iterations instead of one
+Python step per box.
+"""
+import numpy as np
+
+from .gating import _order
+
+# Boxes per tile of the portable NMS: the tile's IoU matrix has TILE**2 entries.
+TILE = 512
+
+
+def box_area(xp, boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_convert(xp, boxes, in_fmt, out_fmt):
+    p, q, r, s = (boxes[..., i] for i in range(4))
+    if in_fmt == "xywh":
+        x1, y1, x2, y2 = p, q, p + r, q + s
+    elif in_fmt == "cxcywh":
+        x1, y1, x2, y2 = p - 0.5 * r, q - 0.5 * s, p + 0.5 * r, q + 0.5 * s
+    else:
+        x1, y1, x2, y2 = p, q, r, s
+    if out_fmt == "xywh":
+        cols = (x1, y1, x2 - x1, y2 - y1)
+    elif out_fmt == "cxcywh":
+        cols = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+    else:
+        cols = (x1, y1, x2, y2)
+    return xp.stack(cols, axis=-1)
+
+
+def box_iou(xp, boxes1, boxes2):
+    """torchvision's box_iou: NaN-propagating max/min and clamp."""
+    a = boxes1[:, None, :]
+    b = boxes2[None, :, :]
+    w = _clamp0(xp, xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]))
+    h = _clamp0(xp, xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]))
+    inter = w * h
+    return inter / (box_area(xp, boxes1)[:, None] + box_area(xp, boxes2)[None, :] - inter)
+
+
+def _clamp0(xp, v):
+    return xp.where(v < 0, xp.zeros_like(v), v)
+
+
+def _overlap_iou(xp, a, b):
+    """IoU of every box of a (p, 4) with every box of b (q, 4), zero unless
+    the two intersect with positive area (a's area first in the union)."""
+    a_ok = _can_overlap(xp, a)[:, None]
+    b_ok = _can_overlap(xp, b)[None, :]
+    w = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])
+    h = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])
+    hit = a_ok & b_ok & (w > 0) & (h > 0)
+    zero = xp.zeros_like(w)
+    inter = xp.where(hit, w * h, zero)
+    union = box_area(xp, a)[:, None] + box_area(xp, b)[None, :] - inter
+    return xp.where(hit, inter / xp.where(hit, union, xp.ones_like(union)), zero)
+
+
+def _can_overlap(xp, boxes):
+    finite = xp.all(xp.isfinite(boxes), axis=-1)
+    return finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
+def _dtype_threshold(threshold, dtype):
+    """The largest value of dtype <= threshold: for v of that dtype,
+    ``v > result`` exactly when ``float64(v) > threshold``, as the compiled
+    kernels (and torchvision) compare."""
+    npdtype = np.float32 if "float32" in str(dtype) else np.float64
+    t = npdtype(threshold)
+    if float(t) > threshold:
+        t = np.nextafter(t, npdtype(-np.inf))
+    return float(t)
+
+
+def _same_label(xp, labels, rows, cols):
+    if labels is None:
+        return None
+    return labels[rows][:, None] == labels[cols][None, :]
+
+
+def nms(xp, boxes, scores, labels, iou_threshold, score_threshold, max_output):
+    """softarray.nms / batched_nms: kept indices (int64), score descending.
+    Boxes of different labels never suppress each other, which makes the
+    batched result the per-label results merged by score."""
+    candidates = xp.arange(scores.shape[0], dtype=xp.int64, device=getattr(scores, "device", None))
+    if score_threshold is not None:
+        candidates = candidates[scores > score_threshold]
+    order = xp.take(candidates, _order(xp, xp.take(scores, candidates), 0, descending=True))
+    order = xp.astype(order, xp.int64)
+    sorted_boxes = xp.take(boxes, order, axis=0)
+    threshold = _dtype_threshold(iou_threshold, boxes.dtype)
+    n = order.shape[0]
+    kept = xp.zeros((0,), dtype=xp.int64, device=getattr(order, "device", None))
+    for start in range(0, n, TILE):
+        if kept.shape[0] >= max_output:
+            break
+        stop = min(start + TILE, n)
+        rows = xp.arange(start, stop, dtype=xp.int64, device=getattr(order, "device", None))
+        tile = sorted_boxes[start:stop, :]
+        alive = xp.ones((stop - start,), dtype=xp.bool, device=getattr(order, "device", None))
+        if kept.shape[0]:
+            hits = _overlap_iou(xp, xp.take(sorted_boxes, kept, axis=0), tile) > threshold
+            same = _same_label(xp, labels, xp.take(order, kept), xp.take(order, rows))
+            if same is not None:
+                hits = hits & same
+            alive = ~xp.any(hits, axis=0)
+        inside = _overlap_iou(xp, tile, tile) > threshold
+        earlier = rows[:, None] < rows[None, :]
+        inside = inside & earlier
+        same = _same_label(xp, labels, xp.take(order, rows), xp.take(order, rows))
+        if same is not None:
+            inside = inside & same
+        keep = _greedy_fixed_point(xp, inside, alive)
+        kept = xp.concat([kept, rows[keep]])
+    return xp.take(order, kept[:min(max_output, kept.shape[0])])
+
+
+def _greedy_fixed_point(xp, suppresses, alive):
+    """keep[i] = alive[i] and no kept j < i suppresses i (suppresses[j, i]).
+
+    Starting from alive and iterating keep <- alive & ~any(suppresses[kept]),
+    position i is settled once every position before it is, so the
+    iteration stops at the greedy answer (usually after a few rounds)."""
+    keep = alive
+    while True:
+        new = alive & ~xp.any(suppresses & keep[:, None], axis=0)
+        if bool(xp.all(new == keep)):
+            return keep
+        keep = new
+
+
+def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_threshold,
+             max_output):
+    """softarray.soft_nms / batched_soft_nms: (indices, decayed scores) in
+    order of selection, one whole-array step per selected box. Boxes of
+    different labels never decay each other; picking the largest score over
+    all labels at each step merges the per-label selections by score."""
+    device = getattr(scores, "device", None)
+    dtype = scores.dtype
+    current = scores
+    alive = current >= score_threshold
+    linear_threshold = _dtype_threshold(iou_threshold, dtype)
+    picked, picked_scores = [], []
+    minus_inf = xp.full_like(current, -float("inf"))
+    for _ in range(max_output):
+        if not bool(xp.any(alive)):
+            break
+        m = int(xp.argmax(xp.where(alive, current, minus_inf)))
+        picked.append(m)
+        picked_scores.append(current[m:m + 1])
+        alive = alive & (xp.arange(current.shape[0], device=device) != m)
+        iou = _overlap_iou(xp, boxes[m:m + 1, :], boxes)[0, :]
+        if labels is not None:
+            iou = xp.where(labels == labels[m], iou, xp.zeros_like(iou))
+        iou64 = xp.astype(iou, xp.float64)
+        if gaussian:
+            weight = xp.exp(-(iou64 * iou64) / sigma)
+        else:
+            weight = xp.where(iou > linear_threshold, 1.0 - iou64, xp.ones_like(iou64))
+        decayed = xp.astype(xp.astype(current, xp.float64) * weight, dtype)
+        current = xp.where(alive, decayed, current)
+        alive = alive & (current >= score_threshold)
+    indices = xp.asarray(picked, dtype=xp.int64, device=device)
+    values = xp.concat(picked_scores) if picked_scores else xp.zeros((0,), dtype=dtype, device=device)
+    return indices, values

@@ -1,0 +1,348 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled box kernels: area, format conversion, pairwise IoU, greedy NMS
+and Soft-NMS, each class of a batched call on its own thread.
+
+The algorithms are in ``_boxes_kernels.h``; this module orders the boxes
+(stable radix sorts on score and label keys), hands out scratch memory and
+merges the classes' results. The caller (``softarray/_boxes.py``) has
+validated every argument; boxes are (n, 4) arrays of any strides.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int8_t, int64_t, uint64_t
+from libc.math cimport INFINITY
+
+import numpy as np
+
+cdef extern from "_boxes_kernels.h" nogil:
+    ctypedef struct sa_columns_f32:
+        float *x1
+        float *y1
+        float *x2
+        float *y2
+        float *area
+    ctypedef struct sa_columns_f64:
+        double *x1
+        double *y1
+        double *x2
+        double *y2
+        double *area
+    void sa_gather_columns_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
+                               Py_ssize_t m, sa_columns_f32 *c)
+    void sa_gather_columns_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
+                               Py_ssize_t m, sa_columns_f64 *c)
+    void sa_box_area_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n, float *out)
+    void sa_box_area_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n, double *out)
+    void sa_box_convert_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n,
+                            int in_fmt, int out_fmt, float *out)
+    void sa_box_convert_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n,
+                            int in_fmt, int out_fmt, double *out)
+    void sa_box_iou_rows_f32(const float *a, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t begin,
+                             Py_ssize_t end, const sa_columns_f32 *b, Py_ssize_t m, float *out,
+                             Py_ssize_t out_stride)
+    void sa_box_iou_rows_f64(const double *a, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t begin,
+                             Py_ssize_t end, const sa_columns_f64 *b, Py_ssize_t m, double *out,
+                             Py_ssize_t out_stride)
+    void sa_desc_keys_f32(const float *scores, Py_ssize_t ss, const int64_t *idx, Py_ssize_t n,
+                          uint64_t *keys)
+    void sa_desc_keys_f64(const double *scores, Py_ssize_t ss, const int64_t *idx, Py_ssize_t n,
+                          uint64_t *keys)
+    uint64_t sa_label_key(int64_t label)
+    void sa_radix_sort(uint64_t *keys, int64_t *vals, Py_ssize_t n, int key_bytes, uint64_t *tk,
+                       int64_t *tv)
+    Py_ssize_t sa_grid_buckets(Py_ssize_t m)
+    void sa_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
+                            Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
+                            const int64_t *bucket_off, double threshold, Py_ssize_t max_keep,
+                            float *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                            int64_t *keep, int64_t *n_kept, int n_threads)
+    void sa_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
+                            Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
+                            const int64_t *bucket_off, double threshold, Py_ssize_t max_keep,
+                            double *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                            int64_t *keep, int64_t *n_kept, int n_threads)
+    void sa_soft_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1,
+                                 const float *scores, Py_ssize_t ss, const int64_t *order,
+                                 Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
+                                 const int64_t *bucket_off, int gaussian, double sigma,
+                                 double iou_threshold, double score_threshold, Py_ssize_t max_keep,
+                                 float *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                                 int64_t *keep, float *keep_score, int64_t *n_kept, int n_threads)
+    void sa_soft_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1,
+                                 const double *scores, Py_ssize_t ss, const int64_t *order,
+                                 Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
+                                 const int64_t *bucket_off, int gaussian, double sigma,
+                                 double iou_threshold, double score_threshold, Py_ssize_t max_keep,
+                                 double *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                                 int64_t *keep, double *keep_score, int64_t *n_kept, int n_threads)
+
+# Below this many IoU entries one thread is faster than waking a team.
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 16
+# Rows of the IoU matrix per work item.
+cdef Py_ssize_t IOU_CHUNK_ROWS = 16
+# Bytes of a sort key: scores' bits, labels' (int64) bits.
+cdef int SCORE_KEY_BYTES_F32 = 4
+cdef int SCORE_KEY_BYTES_F64 = 8
+cdef int LABEL_KEY_BYTES = 8
+cdef int INDEX_KEY_BYTES = 8
+
+
+cdef inline Py_ssize_t _stride(Py_ssize_t bytes, Py_ssize_t itemsize):
+    return bytes // itemsize
+
+
+def box_area(const floating[:, :] boxes, floating[::1] out):
+    """(x2 - x1) * (y2 - y1) of every row of boxes (n, 4) into out (n,)."""
+    cdef Py_ssize_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or out.shape[0] != n:
+        raise ValueError("internal error: box_area shapes")
+    if n == 0:
+        return
+    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    with nogil:
+        if floating is float:
+            sa_box_area_f32(&boxes[0, 0], s0, s1, n, &out[0])
+        else:
+            sa_box_area_f64(&boxes[0, 0], s0, s1, n, &out[0])
+
+
+def box_convert(const floating[:, :] boxes, int in_fmt, int out_fmt, floating[:, ::1] out):
+    """Rows of boxes (n, 4) from format in_fmt to out_fmt (0 xyxy, 1 xywh,
+    2 cxcywh) into out (n, 4)."""
+    cdef Py_ssize_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or out.shape[0] != n or out.shape[1] != 4:
+        raise ValueError("internal error: box_convert shapes")
+    if n == 0:
+        return
+    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    with nogil:
+        if floating is float:
+            sa_box_convert_f32(&boxes[0, 0], s0, s1, n, in_fmt, out_fmt, &out[0, 0])
+        else:
+            sa_box_convert_f64(&boxes[0, 0], s0, s1, n, in_fmt, out_fmt, &out[0, 0])
+
+
+def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:, ::1] out,
+            int n_threads):
+    """The (n, m) IoU matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
+    cdef Py_ssize_t n = boxes1.shape[0], m = boxes2.shape[0]
+    if boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or out.shape[0] != n or out.shape[1] != m:
+        raise ValueError("internal error: box_iou shapes")
+    if n == 0 or m == 0:
+        return
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] cols = np.empty((5, m), dtype)
+    cdef sa_columns_f32 c32
+    cdef sa_columns_f64 c64
+    cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
+    cdef Py_ssize_t t0 = _stride(boxes2.strides[0], sizeof(floating)), t1 = _stride(boxes2.strides[1], sizeof(floating))
+    cdef int team = n_threads if (n_threads > 1 and n * m >= PARALLEL_MIN_ENTRIES) else 1
+    cdef Py_ssize_t n_chunks = (n + IOU_CHUNK_ROWS - 1) // IOU_CHUNK_ROWS
+    cdef Py_ssize_t c, begin
+    with nogil:
+        if floating is float:
+            c32.x1 = &cols[0, 0]; c32.y1 = &cols[1, 0]; c32.x2 = &cols[2, 0]
+            c32.y2 = &cols[3, 0]; c32.area = &cols[4, 0]
+            sa_gather_columns_f32(&boxes2[0, 0], t0, t1, NULL, m, &c32)
+        else:
+            c64.x1 = &cols[0, 0]; c64.y1 = &cols[1, 0]; c64.x2 = &cols[2, 0]
+            c64.y2 = &cols[3, 0]; c64.area = &cols[4, 0]
+            sa_gather_columns_f64(&boxes2[0, 0], t0, t1, NULL, m, &c64)
+        for c in prange(n_chunks, num_threads=team, schedule='static'):
+            begin = c * IOU_CHUNK_ROWS
+            if floating is float:
+                sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
+                                    &c32, m, &out[0, 0], m)
+            else:
+                sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
+                                    &c64, m, &out[0, 0], m)
+
+
+cdef void _sort_by_score(const floating *scores, Py_ssize_t ss, int64_t[::1] idx,
+                         uint64_t[::1] keys, uint64_t[::1] tk, int64_t[::1] tv) noexcept nogil:
+    """Stable sort of idx (ascending on entry) by decreasing score, NaN first."""
+    cdef Py_ssize_t n = idx.shape[0]
+    if n == 0:
+        return
+    if floating is float:
+        sa_desc_keys_f32(scores, ss, &idx[0], n, &keys[0])
+        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F32, &tk[0], &tv[0])
+    else:
+        sa_desc_keys_f64(scores, ss, &idx[0], n, &keys[0])
+        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F64, &tk[0], &tv[0])
+
+
+cdef Py_ssize_t _group_by_label(const int64_t[::1] labels, int64_t[::1] idx, uint64_t[::1] keys,
+                                uint64_t[::1] tk, int64_t[::1] tv, int64_t[::1] seg) noexcept nogil:
+    """Stable sort of idx by label; seg receives the start of every label's
+    run and, after the last, the end. Returns the number of labels."""
+    cdef Py_ssize_t i, n = idx.shape[0], n_seg = 0
+    if n == 0:
+        seg[0] = 0
+        return 0
+    for i in range(n):
+        keys[i] = sa_label_key(labels[idx[i]])
+    sa_radix_sort(&keys[0], &idx[0], n, LABEL_KEY_BYTES, &tk[0], &tv[0])
+    for i in range(n):
+        if i == 0 or keys[i] != keys[i - 1]:
+            seg[n_seg] = i
+            n_seg += 1
+    seg[n_seg] = n
+    return n_seg
+
+
+cdef Py_ssize_t _bucket_offsets(const int64_t[::1] seg, Py_ssize_t n_seg, int64_t[::1] off) noexcept nogil:
+    """Each class's first hash bucket; returns the total bucket count."""
+    cdef Py_ssize_t c, total = 0
+    for c in range(n_seg):
+        off[c] = total
+        total += sa_grid_buckets(seg[c + 1] - seg[c])
+    return total
+
+
+def _classes(labels, idx, keys, tk, tv):
+    """(seg, n_seg): idx grouped by label (or one class without labels)."""
+    n = idx.shape[0]
+    seg = np.empty(n + 1 if labels is not None else 2, np.int64)
+    if labels is None:
+        seg[0], seg[1] = 0, n
+        return seg, (1 if n else 0)
+    cdef const int64_t[::1] lab = labels
+    cdef Py_ssize_t n_seg
+    cdef int64_t[::1] idx_v = idx, seg_v = seg
+    cdef uint64_t[::1] keys_v = keys, tk_v = tk
+    cdef int64_t[::1] tv_v = tv
+    with nogil:
+        n_seg = _group_by_label(lab, idx_v, keys_v, tk_v, tv_v, seg_v)
+    return seg, n_seg
+
+
+def _kept_slots(const int64_t[::1] seg, const int64_t[::1] n_kept, Py_ssize_t n_seg):
+    """Where the classes' results lie in the shared output arrays, class
+    after class."""
+    cdef Py_ssize_t c, j, total = 0
+    for c in range(n_seg):
+        total += n_kept[c]
+    out = np.empty(total, np.int64)
+    cdef int64_t[::1] o = out
+    total = 0
+    for c in range(n_seg):
+        for j in range(n_kept[c]):
+            o[total] = seg[c] + j
+            total += 1
+    return out
+
+
+def order_by_score(const floating[::1] scores, idx):
+    """idx (int64, any order) sorted by decreasing score, ties by lower index."""
+    cdef Py_ssize_t n = idx.shape[0]
+    cdef int64_t[::1] v = np.sort(idx)
+    cdef uint64_t[::1] keys = np.empty(n, np.uint64), tk = np.empty(n, np.uint64)
+    cdef int64_t[::1] tv = np.empty(n, np.int64)
+    with nogil:
+        _sort_by_score(&scores[0] if n else NULL, 1, v, keys, tk, tv)
+    return np.asarray(v)
+
+
+def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou_threshold,
+        score_threshold, Py_ssize_t max_keep, int n_threads):
+    """Greedy NMS (per label when labels, an int64 array, is given); the
+    kept indices by decreasing score, ties by lower index, at most max_keep."""
+    cdef Py_ssize_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or scores.shape[0] != n or (labels is not None and len(labels) != n):
+        raise ValueError("internal error: nms shapes")
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating)) if n else 1
+    # Candidates in index order; a stable sort then breaks ties by index.
+    score_array = np.asarray(scores)
+    if score_threshold is None:
+        idx = np.arange(n, dtype=np.int64)
+    else:
+        idx = np.flatnonzero(score_array > score_threshold).astype(np.int64)
+    cdef Py_ssize_t m = idx.shape[0]
+    keys, tk, tv = np.empty(m, np.uint64), np.empty(m, np.uint64), np.empty(m, np.int64)
+    cdef int64_t[::1] idx_v = idx
+    cdef uint64_t[::1] keys_v = keys, tk_v = tk
+    cdef int64_t[::1] tv_v = tv
+    with nogil:
+        _sort_by_score(&scores[0] if m else NULL, ss, idx_v, keys_v, tk_v, tv_v)
+    seg, n_classes = _classes(labels, idx, keys, tk, tv)
+    cdef Py_ssize_t n_seg = n_classes
+    bucket_off = np.empty(max(n_seg, 1), np.int64)
+    cdef int64_t[::1] seg_v = seg, off_v = bucket_off
+    cdef Py_ssize_t n_buckets
+    with nogil:
+        n_buckets = _bucket_offsets(seg_v, n_seg, off_v)
+    if m == 0:
+        return np.empty(0, np.int64)
+    cdef floating[::1] tscratch = np.empty(5 * m, dtype)
+    cdef int64_t[::1] iscratch = np.empty(4 * m, np.int64), heads = np.empty(n_buckets, np.int64)
+    cdef int8_t[::1] level = np.empty(m, np.int8)
+    cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
+    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    with nogil:
+        if floating is float:
+            sa_nms_classes_f32(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
+                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &heads[0],
+                               &level[0], &keep[0], &n_kept[0], n_threads)
+        else:
+            sa_nms_classes_f64(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
+                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &heads[0],
+                               &level[0], &keep[0], &n_kept[0], n_threads)
+    kept = np.asarray(keep)[_kept_slots(seg_v, n_kept, n_seg)]
+    if n_seg > 1:
+        kept = order_by_score(np.ascontiguousarray(score_array), kept)
+    return kept[:max_keep]
+
+
+def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint gaussian,
+             double sigma, double iou_threshold, double score_threshold, Py_ssize_t max_keep,
+             int n_threads):
+    """Soft-NMS (per label when labels, an int64 array, is given): the
+    selected indices and their decayed scores, in order of selection (one
+    class) or by decreasing decayed score, ties by lower index (several)."""
+    cdef Py_ssize_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or scores.shape[0] != n or (labels is not None and len(labels) != n):
+        raise ValueError("internal error: soft_nms shapes")
+    dtype = np.float32 if floating is float else np.float64
+    idx = np.arange(n, dtype=np.int64)
+    keys, tk, tv = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
+    seg, n_classes = _classes(labels, idx, keys, tk, tv)
+    cdef Py_ssize_t n_seg = n_classes
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, dtype)
+    bucket_off = np.empty(n_seg, np.int64)
+    cdef int64_t[::1] seg_v = seg, off_v = bucket_off, idx_v = idx
+    cdef Py_ssize_t n_buckets
+    with nogil:
+        n_buckets = _bucket_offsets(seg_v, n_seg, off_v)
+    cdef floating[::1] tscratch = np.empty(6 * n, dtype)
+    cdef int64_t[::1] iscratch = np.empty(6 * n, np.int64), heads = np.empty(n_buckets, np.int64)
+    cdef int8_t[::1] level = np.empty(n, np.int8)
+    cdef int64_t[::1] keep = np.empty(n, np.int64), n_kept = np.empty(n_seg, np.int64)
+    keep_score = np.empty(n, dtype)
+    cdef floating[::1] keep_score_v = keep_score
+    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating))
+    with nogil:
+        if floating is float:
+            sa_soft_nms_classes_f32(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
+                                    n_seg, &off_v[0], gaussian, sigma, iou_threshold,
+                                    score_threshold, max_keep, &tscratch[0], &iscratch[0],
+                                    &heads[0], &level[0], &keep[0], &keep_score_v[0],
+                                    &n_kept[0], n_threads)
+        else:
+            sa_soft_nms_classes_f64(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
+                                    n_seg, &off_v[0], gaussian, sigma, iou_threshold,
+                                    score_threshold, max_keep, &tscratch[0], &iscratch[0],
+                                    &heads[0], &level[0], &keep[0], &keep_score_v[0],
+                                    &n_kept[0], n_threads)
+    slots = _kept_slots(seg_v, n_kept, n_seg)
+    kept, kept_score = np.asarray(keep)[slots], keep_score[slots]
+    if n_seg == 1:
+        return kept, kept_score
+    # Several classes: by decreasing decayed score.
+    decayed = np.empty(n, dtype)
+    decayed[kept] = kept_score
+    kept = order_by_score(decayed, kept)[:max_keep]
+    return kept, decayed[kept]
