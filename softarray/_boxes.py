@@ -328,6 +328,8 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
         labels = _labels_input(xp, labels, n)
     iou_threshold = _check_iou_threshold(iou_threshold)
     score_threshold = _check_score_threshold(score_threshold, optional=True)
+    if score_threshold is not None:     # compared exactly, not rounded to the scores' dtype
+        score_threshold = _portable.threshold_in_dtype(score_threshold, scores.dtype, strict=True)
     max_output = _check_max_output(max_output, n)
     a, s = _host(boxes), _host(scores)
     host_labels = None if labels is None else _host_labels(labels)
@@ -410,8 +412,9 @@ def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_t
     indices : array of int64, shape (k,)
     scores : array, shape (k,)
         The selected boxes of all labels and their decayed scores, by
-        decreasing decayed score (ties: lower index first). Within one
-        label this is its order of selection.
+        decreasing decayed score (ties: lower index first). With scores >= 0
+        this is, within one label, its order of selection (a negative score
+        rises as it decays, so then it may not be).
 
     Examples
     --------

@@ -50,30 +50,30 @@ cdef extern from "_boxes_kernels.h" nogil:
     uint64_t sa_label_key(int64_t label)
     void sa_radix_sort(uint64_t *keys, int64_t *vals, Py_ssize_t n, int key_bytes, uint64_t *tk,
                        int64_t *tv)
-    Py_ssize_t sa_grid_buckets(Py_ssize_t m)
+    Py_ssize_t sa_grid_cells_needed(Py_ssize_t m)
     void sa_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
                             Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
-                            const int64_t *bucket_off, double threshold, Py_ssize_t max_keep,
-                            float *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                            const int64_t *cells_at, double threshold, Py_ssize_t max_keep,
+                            float *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
                             int64_t *keep, int64_t *n_kept, int n_threads)
     void sa_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
                             Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
-                            const int64_t *bucket_off, double threshold, Py_ssize_t max_keep,
-                            double *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                            const int64_t *cells_at, double threshold, Py_ssize_t max_keep,
+                            double *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
                             int64_t *keep, int64_t *n_kept, int n_threads)
     void sa_soft_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1,
                                  const float *scores, Py_ssize_t ss, const int64_t *order,
                                  Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
-                                 const int64_t *bucket_off, int gaussian, double sigma,
+                                 const int64_t *cells_at, int gaussian, double sigma,
                                  double iou_threshold, double score_threshold, Py_ssize_t max_keep,
-                                 float *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                                 float *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
                                  int64_t *keep, float *keep_score, int64_t *n_kept, int n_threads)
     void sa_soft_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1,
                                  const double *scores, Py_ssize_t ss, const int64_t *order,
                                  Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
-                                 const int64_t *bucket_off, int gaussian, double sigma,
+                                 const int64_t *cells_at, int gaussian, double sigma,
                                  double iou_threshold, double score_threshold, Py_ssize_t max_keep,
-                                 double *tscratch, int64_t *iscratch, int64_t *heads, int8_t *level,
+                                 double *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
                                  int64_t *keep, double *keep_score, int64_t *n_kept, int n_threads)
 
 # Below this many IoU entries one thread is faster than waking a team.
@@ -191,12 +191,12 @@ cdef Py_ssize_t _group_by_label(const int64_t[::1] labels, int64_t[::1] idx, uin
     return n_seg
 
 
-cdef Py_ssize_t _bucket_offsets(const int64_t[::1] seg, Py_ssize_t n_seg, int64_t[::1] off) noexcept nogil:
-    """Each class's first hash bucket; returns the total bucket count."""
+cdef Py_ssize_t _cell_offsets(const int64_t[::1] seg, Py_ssize_t n_seg, int64_t[::1] off) noexcept nogil:
+    """Where each class's grid cells start; returns the total."""
     cdef Py_ssize_t c, total = 0
     for c in range(n_seg):
         off[c] = total
-        total += sa_grid_buckets(seg[c + 1] - seg[c])
+        total += sa_grid_cells_needed(seg[c + 1] - seg[c])
     return total
 
 
@@ -268,27 +268,27 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
         _sort_by_score(&scores[0] if m else NULL, ss, idx_v, keys_v, tk_v, tv_v)
     seg, n_classes = _classes(labels, idx, keys, tk, tv)
     cdef Py_ssize_t n_seg = n_classes
-    bucket_off = np.empty(max(n_seg, 1), np.int64)
-    cdef int64_t[::1] seg_v = seg, off_v = bucket_off
-    cdef Py_ssize_t n_buckets
+    cells_at = np.empty(max(n_seg, 1), np.int64)
+    cdef int64_t[::1] seg_v = seg, off_v = cells_at
+    cdef Py_ssize_t n_cells
     with nogil:
-        n_buckets = _bucket_offsets(seg_v, n_seg, off_v)
+        n_cells = _cell_offsets(seg_v, n_seg, off_v)
     if m == 0:
         return np.empty(0, np.int64)
     cdef floating[::1] tscratch = np.empty(5 * m, dtype)
-    cdef int64_t[::1] iscratch = np.empty(4 * m, np.int64), heads = np.empty(n_buckets, np.int64)
-    cdef int8_t[::1] level = np.empty(m, np.int8)
+    cdef int64_t[::1] iscratch = np.empty(m, np.int64), cells = np.empty(n_cells, np.int64)
+    cdef int8_t[::1] bscratch = np.empty(2 * m, np.int8)
     cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
     with nogil:
         if floating is float:
             sa_nms_classes_f32(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
-                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &heads[0],
-                               &level[0], &keep[0], &n_kept[0], n_threads)
+                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &cells[0],
+                               &bscratch[0], &keep[0], &n_kept[0], n_threads)
         else:
             sa_nms_classes_f64(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
-                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &heads[0],
-                               &level[0], &keep[0], &n_kept[0], n_threads)
+                               iou_threshold, max_keep, &tscratch[0], &iscratch[0], &cells[0],
+                               &bscratch[0], &keep[0], &n_kept[0], n_threads)
     kept = np.asarray(keep)[_kept_slots(seg_v, n_kept, n_seg)]
     if n_seg > 1:
         kept = order_by_score(np.ascontiguousarray(score_array), kept)
@@ -311,14 +311,14 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef Py_ssize_t n_seg = n_classes
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, dtype)
-    bucket_off = np.empty(n_seg, np.int64)
-    cdef int64_t[::1] seg_v = seg, off_v = bucket_off, idx_v = idx
-    cdef Py_ssize_t n_buckets
+    cells_at = np.empty(n_seg, np.int64)
+    cdef int64_t[::1] seg_v = seg, off_v = cells_at, idx_v = idx
+    cdef Py_ssize_t n_cells
     with nogil:
-        n_buckets = _bucket_offsets(seg_v, n_seg, off_v)
+        n_cells = _cell_offsets(seg_v, n_seg, off_v)
     cdef floating[::1] tscratch = np.empty(6 * n, dtype)
-    cdef int64_t[::1] iscratch = np.empty(6 * n, np.int64), heads = np.empty(n_buckets, np.int64)
-    cdef int8_t[::1] level = np.empty(n, np.int8)
+    cdef int64_t[::1] iscratch = np.empty(3 * n, np.int64), cells = np.empty(n_cells, np.int64)
+    cdef int8_t[::1] bscratch = np.empty(2 * n, np.int8)
     cdef int64_t[::1] keep = np.empty(n, np.int64), n_kept = np.empty(n_seg, np.int64)
     keep_score = np.empty(n, dtype)
     cdef floating[::1] keep_score_v = keep_score
@@ -329,19 +329,20 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
             sa_soft_nms_classes_f32(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
                                     score_threshold, max_keep, &tscratch[0], &iscratch[0],
-                                    &heads[0], &level[0], &keep[0], &keep_score_v[0],
+                                    &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
                                     &n_kept[0], n_threads)
         else:
             sa_soft_nms_classes_f64(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
                                     score_threshold, max_keep, &tscratch[0], &iscratch[0],
-                                    &heads[0], &level[0], &keep[0], &keep_score_v[0],
+                                    &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
                                     &n_kept[0], n_threads)
     slots = _kept_slots(seg_v, n_kept, n_seg)
     kept, kept_score = np.asarray(keep)[slots], keep_score[slots]
-    if n_seg == 1:
+    if labels is None:
         return kept, kept_score
-    # Several classes: by decreasing decayed score.
+    # By labels: by decreasing decayed score (for scores >= 0 that is each
+    # label's order of selection; a negative score rises as it decays).
     decayed = np.empty(n, dtype)
     decayed[kept] = kept_score
     kept = order_by_score(decayed, kept)[:max_keep]

@@ -121,9 +121,9 @@ SA_INLINE double SA_FN(sa_height)(const SA_FN(sa_columns) *c, ptrdiff_t k) { ret
 SA_INLINE double SA_FN(sa_centre_x)(const SA_FN(sa_columns) *c, ptrdiff_t k) { return ((double)c->x1[k] + (double)c->x2[k]) / 2; }
 SA_INLINE double SA_FN(sa_centre_y)(const SA_FN(sa_columns) *c, ptrdiff_t k) { return ((double)c->y1[k] + (double)c->y2[k]) / 2; }
 
-/* Set up the grid for boxes 0..m) of c: each box's level, or -1 for a box
- * that overlaps nothing, and the cells of every level. */
-static void SA_FN(sa_grid_setup)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t m)
+/* Build the grid over boxes 0..m) of c: each box's level, or -1 for a box
+ * that overlaps nothing, then the cells. */
+static void SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t m)
 {
     double ox = INFINITY, oy = INFINITY, hx = -INFINITY, hy = -INFINITY, min_size = INFINITY;
     for (ptrdiff_t k = 0; k < m; k++) {
@@ -140,19 +140,26 @@ static void SA_FN(sa_grid_setup)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff
     }
     if (!(min_size < INFINITY))
         return;                                     /* nothing can overlap */
-    const double extent = sa_max_d(hx - ox, hy - oy);
-    const double s0 = sa_max_d(min_size, extent * SA_GRID_FINEST);
+    const double s0 = sa_max_d(min_size, sa_max_d(hx - ox, hy - oy) * SA_GRID_FINEST);
     for (ptrdiff_t k = 0; k < m; k++) {
         if (g->level[k] < 0)
             continue;
         const double w = SA_FN(sa_width)(c, k), h = SA_FN(sa_height)(c, k);
         g->level[k] = sa_grid_level_of(sa_max_d(w, h), s0);
-        sa_grid_note_size(g, g->level[k], w, h);
+        sa_grid_note(g, g->level[k], w, h, (double)c->area[k]);
     }
-    sa_grid_finish(g, ox, oy);
+    sa_grid_shape(g, ox, oy, hx, hy);
+    for (ptrdiff_t k = 0; k < m; k++)
+        if (g->level[k] >= 0)
+            sa_grid_count(g, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    sa_grid_prefix(g);
+    for (ptrdiff_t k = 0; k < m; k++)
+        if (g->level[k] >= 0)
+            sa_grid_place(g, k, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    sa_grid_close(g);
 }
 
-/* Visit the inserted boxes of g that could reach IoU > min_iou with box k. */
+/* Visit the boxes of g that could reach IoU > min_iou with box k. */
 SA_INLINE int SA_FN(sa_visit_near)(const sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t k,
                                    double min_iou, sa_grid_visitor visit, void *ctx)
 {
@@ -161,50 +168,46 @@ SA_INLINE int SA_FN(sa_visit_near)(const sa_grid *g, const SA_FN(sa_columns) *c,
                          min_iou, visit, ctx);
 }
 
-SA_INLINE void SA_FN(sa_insert)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t k)
-{
-    sa_grid_insert(g, k, SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k), (double)c->area[k]);
-}
-
 /* ----------------------------------------------------------- greedy NMS */
 
 typedef struct {
     const SA_FN(sa_columns) *c;
+    const int8_t *kept;
     int64_t query;
     double threshold;
 } SA_FN(sa_nms_query);
 
-/* Does kept box b suppress the query (IoU strictly above the threshold,
- * compared in double as torchvision does)? */
+/* Is b a kept box that suppresses the query (IoU strictly above the
+ * threshold, compared in double as torchvision does)? */
 SA_INLINE int SA_FN(sa_nms_suppresses)(void *ctx, int64_t b)
 {
     const SA_FN(sa_nms_query) *q = (const SA_FN(sa_nms_query) *)ctx;
-    return (double)SA_FN(sa_pair_iou)(q->c, b, q->query) > q->threshold;
+    return q->kept[b] && (double)SA_FN(sa_pair_iou)(q->c, b, q->query) > q->threshold;
 }
 
 /* Greedy NMS of one class: boxes order[0..m) are in the order of
  * processing (score desc, index asc). Writes the kept original indices to
  * keep (at most max_keep) and returns their count. Scratch: c (m entries per
- * column), heads (buckets), next, level_next, cell_x, cell_y (m each), level (m). */
+ * column), the grid's arrays, kept (m). */
 static ptrdiff_t SA_FN(sa_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                      const int64_t *order, ptrdiff_t m, double threshold,
                                      ptrdiff_t max_keep, SA_FN(sa_columns) *c, sa_grid *g,
-                                     int64_t *keep)
+                                     int8_t *kept, int64_t *keep)
 {
     SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, c);
-    SA_FN(sa_grid_setup)(g, c, m);
-    SA_FN(sa_nms_query) q = {c, 0, threshold};
-    ptrdiff_t kept = 0;
-    for (ptrdiff_t k = 0; k < m && kept < max_keep; k++) {
-        if (g->level[k] >= 0) {
-            q.query = k;
-            if (SA_FN(sa_visit_near)(g, c, k, threshold, SA_FN(sa_nms_suppresses), &q))
-                continue;
-            SA_FN(sa_insert)(g, c, k);
-        }
-        keep[kept++] = order[k];
+    SA_FN(sa_grid_build)(g, c, m);
+    SA_FN(sa_nms_query) q = {c, kept, 0, threshold};
+    ptrdiff_t n_kept = 0;
+    for (ptrdiff_t k = 0; k < m; k++)
+        kept[k] = 0;
+    for (ptrdiff_t k = 0; k < m && n_kept < max_keep; k++) {
+        q.query = k;
+        if (g->level[k] >= 0 && SA_FN(sa_visit_near)(g, c, k, threshold, SA_FN(sa_nms_suppresses), &q))
+            continue;
+        kept[k] = 1;
+        keep[n_kept++] = order[k];
     }
-    return kept;
+    return n_kept;
 }
 
 /* -------------------------------------------------------------- Soft-NMS */
@@ -294,9 +297,12 @@ SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t b)
     const SA_T decayed = (SA_T)((double)q->score[b] * weight);
     if (!(decayed >= q->score_threshold)) {
         SA_FN(sa_heap_remove)(q->heap, q->score, q->index, b);
-    } else if (decayed != q->score[b]) {
+    } else if (decayed < q->score[b]) {
         q->score[b] = decayed;
         SA_FN(sa_heap_sift_down)(q->heap, q->score, q->index, q->heap->where[b]);
+    } else if (decayed > q->score[b]) {         /* a negative score decays towards 0 */
+        q->score[b] = decayed;
+        SA_FN(sa_heap_sift_up)(q->heap, q->score, q->index, q->heap->where[b]);
     }
     return 0;
 }
@@ -304,8 +310,8 @@ SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t b)
 /* Soft-NMS of one class: boxes order[0..m) (any order; ties between equal
  * scores go to the lower original index). Writes the selected original
  * indices and their decayed scores in order of selection (at most
- * max_keep) and returns their count. Scratch as sa_nms_class, plus
- * score (m), heap slot and where (m each). */
+ * max_keep) and returns their count. Scratch: c and the grid's arrays as
+ * sa_nms_class, score (m), heap slot and where (m each). */
 static ptrdiff_t SA_FN(sa_soft_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                           const SA_T *scores, ptrdiff_t ss, const int64_t *order,
                                           ptrdiff_t m, int gaussian, double sigma,
@@ -314,7 +320,7 @@ static ptrdiff_t SA_FN(sa_soft_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdi
                                           sa_grid *g, sa_heap *h, int64_t *keep, SA_T *keep_score)
 {
     SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, c);
-    SA_FN(sa_grid_setup)(g, c, m);
+    SA_FN(sa_grid_build)(g, c, m);
     h->size = 0;
     for (ptrdiff_t k = 0; k < m; k++) {
         score[k] = scores[order[k] * ss];
@@ -322,8 +328,6 @@ static ptrdiff_t SA_FN(sa_soft_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdi
         if (score[k] >= score_threshold) {          /* NaN never is */
             h->slot[h->size] = k;
             h->where[k] = h->size++;
-            if (g->level[k] >= 0)
-                SA_FN(sa_insert)(g, c, k);
         }
     }
     for (ptrdiff_t i = h->size / 2 - 1; i >= 0; i--)
@@ -355,19 +359,19 @@ static void SA_FN(sa_desc_keys)(const SA_T *scores, ptrdiff_t ss, const int64_t 
 /* --------------------------------------------------------- per-class drivers */
 
 /* Per-class scratch is carved from shared arrays at the class's start s:
- * tscratch holds 6 columns of n values, iscratch 6 columns of n int64,
- * level n bytes, heads the class's buckets at bucket_off[c]. */
-SA_INLINE void SA_FN(sa_class_scratch)(ptrdiff_t n, ptrdiff_t s, ptrdiff_t m, int64_t buckets_at,
-                                       SA_T *tscratch, int64_t *iscratch, int64_t *heads,
-                                       int8_t *level, SA_FN(sa_columns) *cols, sa_grid *g)
+ * tscratch holds 6 columns of n values, iscratch 3 columns of n int64,
+ * bscratch 2 columns of n bytes, cells the class's cell starts at
+ * cells_at[c] (sa_grid_cells_needed(m) of them). */
+SA_INLINE void SA_FN(sa_class_scratch)(ptrdiff_t n, ptrdiff_t s, int64_t *cells, SA_T *tscratch,
+                                       int64_t *iscratch, int8_t *bscratch,
+                                       SA_FN(sa_columns) *cols, sa_grid *g)
 {
     cols->x1 = tscratch + s;
     cols->y1 = tscratch + n + s;
     cols->x2 = tscratch + 2 * n + s;
     cols->y2 = tscratch + 3 * n + s;
     cols->area = tscratch + 4 * n + s;
-    sa_grid_init(g, heads + buckets_at, sa_grid_buckets(m), iscratch + s, iscratch + n + s,
-                 iscratch + 2 * n + s, iscratch + 3 * n + s, level + s);
+    sa_grid_init(g, cells, iscratch + s, bscratch + s);
 }
 
 /* Greedy NMS of every class: class c is order[seg[c]..seg[c+1]) (score
@@ -375,9 +379,9 @@ SA_INLINE void SA_FN(sa_class_scratch)(ptrdiff_t n, ptrdiff_t s, ptrdiff_t m, in
  * n_kept[c]. Classes are shared out over the threads. */
 static void SA_FN(sa_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                   const int64_t *order, ptrdiff_t n, const int64_t *seg,
-                                  ptrdiff_t n_seg, const int64_t *bucket_off, double threshold,
+                                  ptrdiff_t n_seg, const int64_t *cells_at, double threshold,
                                   ptrdiff_t max_keep, SA_T *tscratch, int64_t *iscratch,
-                                  int64_t *heads, int8_t *level, int64_t *keep, int64_t *n_kept,
+                                  int64_t *cells, int8_t *bscratch, int64_t *keep, int64_t *n_kept,
                                   int n_threads)
 {
     (void)n_threads;
@@ -386,9 +390,9 @@ static void SA_FN(sa_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
         const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
         SA_FN(sa_columns) cols;
         sa_grid g;
-        SA_FN(sa_class_scratch)(n, s, m, bucket_off[c], tscratch, iscratch, heads, level, &cols, &g);
+        SA_FN(sa_class_scratch)(n, s, cells + cells_at[c], tscratch, iscratch, bscratch, &cols, &g);
         n_kept[c] = SA_FN(sa_nms_class)(boxes, s0, s1, order + s, m, threshold, max_keep, &cols,
-                                        &g, keep + s);
+                                        &g, bscratch + n + s, keep + s);
     }
 }
 
@@ -397,10 +401,10 @@ static void SA_FN(sa_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
 static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                        const SA_T *scores, ptrdiff_t ss, const int64_t *order,
                                        ptrdiff_t n, const int64_t *seg, ptrdiff_t n_seg,
-                                       const int64_t *bucket_off, int gaussian, double sigma,
+                                       const int64_t *cells_at, int gaussian, double sigma,
                                        double iou_threshold, double score_threshold,
                                        ptrdiff_t max_keep, SA_T *tscratch, int64_t *iscratch,
-                                       int64_t *heads, int8_t *level, int64_t *keep,
+                                       int64_t *cells, int8_t *bscratch, int64_t *keep,
                                        SA_T *keep_score, int64_t *n_kept, int n_threads)
 {
     (void)n_threads;
@@ -409,8 +413,8 @@ static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_
         const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
         SA_FN(sa_columns) cols;
         sa_grid g;
-        sa_heap h = {iscratch + 4 * n + s, iscratch + 5 * n + s, 0};
-        SA_FN(sa_class_scratch)(n, s, m, bucket_off[c], tscratch, iscratch, heads, level, &cols, &g);
+        sa_heap h = {iscratch + n + s, iscratch + 2 * n + s, 0};
+        SA_FN(sa_class_scratch)(n, s, cells + cells_at[c], tscratch, iscratch, bscratch, &cols, &g);
         n_kept[c] = SA_FN(sa_soft_nms_class)(boxes, s0, s1, scores, ss, order + s, m, gaussian,
                                              sigma, iou_threshold, score_threshold, max_keep,
                                              &cols, tscratch + 5 * n + s, &g, &h, keep + s,

@@ -8,15 +8,15 @@
  * decisions equal torchvision.ops.nms's bit for bit.
  *
  * Speed. Greedy NMS compares every box with every kept box in the textbook
- * form. Two boxes can only have IoU > 0 when they intersect with positive
- * area, and with an IoU threshold >= 0 no other pair can suppress, so each
- * box is compared only with the kept boxes whose extent can reach it: they
- * live in a hashed multi-level grid (a box of size s sits in the level whose
- * cells are just larger than s, in the cell of its lower corner, so a query
- * looks at 2 x 2 or so cells per level). The kept set is exactly the
- * quadratic algorithm's. Soft-NMS keeps its remaining boxes in the same grid
- * and in an indexed max-heap of current scores: selecting a box and decaying
- * its neighbours costs O(neighbours * log n), not O(n).
+ * form. Two boxes can only reach IoU > t >= 0 when they intersect, with an
+ * overlap along each axis above t times the larger side, which bounds how
+ * far apart their centres can be. So each box is compared only with the
+ * kept boxes whose centres are that close, found in a multi-level grid
+ * (levels by box size, cells of about half the box size, stored CSR). The
+ * kept set is exactly the quadratic algorithm's. Soft-NMS finds the boxes
+ * near a selected one in the same grid and keeps the remaining boxes in an
+ * indexed max-heap of current scores: selecting a box and decaying its
+ * neighbours costs O(neighbours * log n), not O(n).
  *
  * Boxes that cannot intersect anything with positive area (a non-finite
  * coordinate, zero or negative width or height) overlap nothing here, which
@@ -120,60 +120,49 @@ static void sa_radix_sort(uint64_t *keys, int64_t *vals, ptrdiff_t n, int key_by
 
 /* ----------------------------------------------------------------- grid */
 
-/* A hashed multi-level grid over the boxes of one class, addressed by
- * their positions 0..m-1 in the class's arrays. A box's level is set by
- * its larger side (level l: up to s0 * 2^l); within a level, boxes are
- * filed by the cell of their centre, cells being half the level's largest
- * side. A query asks for the boxes whose centre is close enough to its own
- * to reach a given IoU, which for detections is a few cells per level. */
+/* A multi-level grid over the boxes of one class, addressed by their
+ * positions 0..m-1 in the class's arrays, built once. A box's level is set
+ * by its larger side (level l: up to s0 * 2^l); within a level, boxes are
+ * filed by the cell of their centre, cells being a quarter of the level's
+ * largest side (larger when that would make more than SA_CELLS_PER_BOX
+ * cells per box of the level). Cells are stored row by row and their members contiguously (CSR),
+ * so a query reads one contiguous run of boxes per row of cells it covers. */
+#define SA_CELLS_PER_BOX 8
+#define SA_CELLS_PER_SIDE 4
+#define SA_CELLS_SPARE 16               /* extra cells a level may always have */
 typedef struct {
-    int64_t *heads;          /* bucket -> first box in it, -1 when empty (mask + 1 buckets) */
-    uint64_t mask;
-    int64_t *next;           /* next box in the same bucket */
-    int64_t *level_next;     /* next box of the same level */
-    int64_t *cell_x, *cell_y;/* each inserted box's cell */
+    int64_t *cell_start;     /* per level, per cell: its first member; then the end */
+    int64_t *members;        /* box positions, cell by cell, ascending within a cell */
     int8_t *level;           /* each box's level; -1: it overlaps nothing */
-    double ox, oy;           /* the grid's origin */
-    /* Per level: fixed at set-up from all the boxes of the level ... */
-    double inv_cell[SA_GRID_LEVELS];
-    double max_w[SA_GRID_LEVELS], max_h[SA_GRID_LEVELS];
-    /* ... and growing with the boxes inserted. */
-    int64_t level_head[SA_GRID_LEVELS];
-    int64_t level_count[SA_GRID_LEVELS];
-    double level_min_area[SA_GRID_LEVELS], level_max_area[SA_GRID_LEVELS];
+    double ox, oy;           /* the lowest corner of the boxes */
     int n_levels;            /* levels in use: 0 .. n_levels - 1 */
+    double inv_cell[SA_GRID_LEVELS];
+    int64_t nx[SA_GRID_LEVELS], ny[SA_GRID_LEVELS], base[SA_GRID_LEVELS];
+    double max_w[SA_GRID_LEVELS], max_h[SA_GRID_LEVELS];
+    double min_area[SA_GRID_LEVELS], max_area[SA_GRID_LEVELS];
+    int64_t count[SA_GRID_LEVELS];
 } sa_grid;
 
-/* Hash buckets for m boxes: a power of two between 2m and 4m. */
-SA_INLINE ptrdiff_t sa_grid_buckets(ptrdiff_t m)
+/* Entries of cell_start a grid of m boxes may need. */
+SA_INLINE ptrdiff_t sa_grid_cells_needed(ptrdiff_t m)
 {
-    ptrdiff_t b = 16;
-    while (b < 2 * m)
-        b *= 2;
-    return b;
+    return SA_CELLS_PER_BOX * m + SA_CELLS_SPARE * SA_GRID_LEVELS + 1;
 }
 
-SA_INLINE void sa_grid_init(sa_grid *g, int64_t *heads, ptrdiff_t buckets, int64_t *next,
-                            int64_t *level_next, int64_t *cell_x, int64_t *cell_y, int8_t *level)
+SA_INLINE void sa_grid_init(sa_grid *g, int64_t *cell_start, int64_t *members, int8_t *level)
 {
-    g->heads = heads;
-    g->mask = (uint64_t)buckets - 1;
-    g->next = next;
-    g->level_next = level_next;
-    g->cell_x = cell_x;
-    g->cell_y = cell_y;
+    g->cell_start = cell_start;
+    g->members = members;
     g->level = level;
     g->ox = g->oy = 0;
     g->n_levels = 0;
-    for (ptrdiff_t b = 0; b < buckets; b++)
-        heads[b] = -1;
     for (int l = 0; l < SA_GRID_LEVELS; l++) {
         g->inv_cell[l] = 0;
+        g->nx[l] = g->ny[l] = g->base[l] = 0;
         g->max_w[l] = g->max_h[l] = 0;
-        g->level_head[l] = -1;
-        g->level_count[l] = 0;
-        g->level_min_area[l] = INFINITY;
-        g->level_max_area[l] = 0;
+        g->min_area[l] = INFINITY;
+        g->max_area[l] = 0;
+        g->count[l] = 0;
     }
 }
 
@@ -190,54 +179,92 @@ SA_INLINE int8_t sa_grid_level_of(double size, double s0)
     return (int8_t)l;
 }
 
-/* Note a box of level l with sides w, h (set-up, before any insert). */
-SA_INLINE void sa_grid_note_size(sa_grid *g, int l, double w, double h)
+/* Note a box of level l with sides w, h and the given area. */
+SA_INLINE void sa_grid_note(sa_grid *g, int l, double w, double h, double area)
 {
     g->max_w[l] = sa_max_d(g->max_w[l], w);
     g->max_h[l] = sa_max_d(g->max_h[l], h);
+    g->min_area[l] = sa_min_d(g->min_area[l], area);
+    g->max_area[l] = sa_max_d(g->max_area[l], area);
+    g->count[l]++;
     g->n_levels = l + 1 > g->n_levels ? l + 1 : g->n_levels;
 }
 
-/* After every box is noted: cells of half the largest side of the level. */
-SA_INLINE void sa_grid_finish(sa_grid *g, double ox, double oy)
+/* After every box is noted: each level's cells over the extent
+ * [ox, hx] x [oy, hy] of the boxes, and the zeroed cell counts. */
+SA_INLINE void sa_grid_shape(sa_grid *g, double ox, double oy, double hx, double hy)
 {
     g->ox = ox;
     g->oy = oy;
-    for (int l = 0; l < SA_GRID_LEVELS; l++) {
-        const double side = sa_max_d(g->max_w[l], g->max_h[l]);
-        g->inv_cell[l] = side > 0 ? 2.0 / side : 0;
+    int64_t total = 0;
+    for (int l = 0; l < g->n_levels; l++) {
+        if (g->count[l] == 0)
+            continue;
+        double cell = sa_max_d(g->max_w[l], g->max_h[l]) / SA_CELLS_PER_SIDE;
+        const double limit = (double)(SA_CELLS_PER_BOX * g->count[l] + SA_CELLS_SPARE);
+        double nx, ny;
+        for (;;) {
+            nx = floor((hx - ox) / cell) + 1;
+            ny = floor((hy - oy) / cell) + 1;
+            if (nx * ny <= limit)
+                break;
+            cell *= 2;
+        }
+        g->inv_cell[l] = 1 / cell;
+        g->nx[l] = (int64_t)nx;
+        g->ny[l] = (int64_t)ny;
+        g->base[l] = total;
+        total += g->nx[l] * g->ny[l];
     }
+    for (int64_t i = 0; i <= total; i++)
+        g->cell_start[i] = 0;
 }
 
-SA_INLINE int64_t sa_grid_cell(double v, double origin, double inv_cell)
+SA_INLINE int64_t sa_grid_index(double v, double origin, double inv_cell, int64_t n)
 {
-    return (int64_t)floor((v - origin) * inv_cell);
+    const double i = floor((v - origin) * inv_cell);
+    return i < 0 ? 0 : (i > (double)(n - 1) ? n - 1 : (int64_t)i);
 }
 
-SA_INLINE uint64_t sa_grid_hash(const sa_grid *g, int64_t cx, int64_t cy, int level)
+/* The cell of a box of level l centred at (cx, cy). */
+SA_INLINE int64_t sa_grid_cell_of(const sa_grid *g, int l, double cx, double cy)
 {
-    uint64_t h = (uint64_t)cx * 0x9E3779B97F4A7C15ull ^ (uint64_t)cy * 0xC2B2AE3D27D4EB4Full
-                 ^ (uint64_t)level * 0x165667B19E3779F9ull;
-    h ^= h >> 29;
-    return h & g->mask;
+    return g->base[l] + sa_grid_index(cy, g->oy, g->inv_cell[l], g->ny[l]) * g->nx[l]
+           + sa_grid_index(cx, g->ox, g->inv_cell[l], g->nx[l]);
 }
 
-/* Insert box k (its level already set, >= 0) with centre (cx, cy). */
-SA_INLINE void sa_grid_insert(sa_grid *g, ptrdiff_t k, double cx, double cy, double area)
+/* Counting sort of the boxes into cells, in two calls: first count every
+ * box's cell (sa_grid_count), then sa_grid_prefix, then place every box in
+ * increasing position order (sa_grid_place), then sa_grid_close. */
+SA_INLINE void sa_grid_count(sa_grid *g, int l, double cx, double cy)
 {
-    const int l = g->level[k];
-    const int64_t x = sa_grid_cell(cx, g->ox, g->inv_cell[l]);
-    const int64_t y = sa_grid_cell(cy, g->oy, g->inv_cell[l]);
-    const uint64_t h = sa_grid_hash(g, x, y, l);
-    g->cell_x[k] = x;
-    g->cell_y[k] = y;
-    g->next[k] = g->heads[h];
-    g->heads[h] = k;
-    g->level_next[k] = g->level_head[l];
-    g->level_head[l] = k;
-    g->level_count[l]++;
-    g->level_min_area[l] = sa_min_d(g->level_min_area[l], area);
-    g->level_max_area[l] = sa_max_d(g->level_max_area[l], area);
+    g->cell_start[sa_grid_cell_of(g, l, cx, cy) + 1]++;
+}
+
+SA_INLINE void sa_grid_prefix(sa_grid *g)
+{
+    int64_t total = 0;
+    for (int l = 0; l < g->n_levels; l++)
+        total += g->nx[l] * g->ny[l];
+    for (int64_t i = 1; i <= total; i++)
+        g->cell_start[i] += g->cell_start[i - 1];
+}
+
+SA_INLINE void sa_grid_place(sa_grid *g, ptrdiff_t k, int l, double cx, double cy)
+{
+    g->members[g->cell_start[sa_grid_cell_of(g, l, cx, cy)]++] = k;
+}
+
+/* Placing advanced every cell's start to its end, the next cell's start:
+ * shift them back. */
+SA_INLINE void sa_grid_close(sa_grid *g)
+{
+    int64_t total = 0;
+    for (int l = 0; l < g->n_levels; l++)
+        total += g->nx[l] * g->ny[l];
+    for (int64_t i = total; i > 0; i--)
+        g->cell_start[i] = g->cell_start[i - 1];
+    g->cell_start[0] = 0;
 }
 
 /* How far apart, along one axis, the centres of a query of side q and a box
@@ -255,18 +282,17 @@ SA_INLINE double sa_grid_reach(double q, double m, double t)
     return sa_max_d(at_m, at_q);
 }
 
-/* Calls visit(ctx, b) once for every inserted box b that could reach IoU >
- * min_iou with the query (centre qcx, qcy; sides qw, qh; area `area`), and
- * for some more; stops and returns 1 when visit returns nonzero. A level is
- * scanned whole when that is cheaper than its cells; a level whose areas
- * are all too small or too large for the IoU (IoU <= smaller area / larger
- * area) is skipped. The query's own level comes first, then the nearer
- * sizes, where a suppressing box is likeliest.
+/* Calls visit(ctx, b) once for every box b of the grid that could reach IoU
+ * > min_iou with the query (centre qcx, qcy; sides qw, qh; area `area`),
+ * and for some more; stops and returns 1 when visit returns nonzero. A
+ * level whose areas are all too small or too large for the IoU (IoU <=
+ * smaller area / larger area) is skipped. The query's own level comes
+ * first, then the nearer sizes, where a suppressing box is likeliest.
  *
  * The bounds hold in exact arithmetic for the true IoU; a computed IoU
  * exceeds the true one by a few rounding errors at most, so min_iou is
  * lowered by SA_IOU_SLACK first and the reach widened, which more than
- * covers it. */
+ * covers it, and the rounding of the centres (relative 2^-52). */
 #define SA_IOU_SLACK 1e-4
 typedef int (*sa_grid_visitor)(void *ctx, int64_t b);
 
@@ -277,33 +303,27 @@ SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double 
     const double t = min_iou * (1 - SA_IOU_SLACK);
     for (int d = 0; d < 2 * g->n_levels; d++) {
         const int l = own_level + ((d & 1) ? -(d + 1) / 2 : d / 2);
-        if (l < 0 || l >= g->n_levels)
+        if (l < 0 || l >= g->n_levels || g->count[l] == 0
+                || g->max_area[l] <= t * area || area <= t * g->min_area[l])
             continue;
-        const int64_t count = g->level_count[l];
-        if (count == 0 || g->level_max_area[l] <= t * area || area <= t * g->level_min_area[l])
-            continue;
-        const double inv = g->inv_cell[l];
         const double rx_exact = sa_grid_reach(qw, g->max_w[l], t);
         const double ry_exact = sa_grid_reach(qh, g->max_h[l], t);
         if (rx_exact <= 0 || ry_exact <= 0)
             continue;
-        /* Widened for the rounding of the centres, too (relative 2^-52). */
         const double rx = rx_exact * (1 + SA_IOU_SLACK) + 1e-12 * (fabs(qcx) + fabs(g->ox) + qw);
         const double ry = ry_exact * (1 + SA_IOU_SLACK) + 1e-12 * (fabs(qcy) + fabs(g->oy) + qh);
-        const int64_t x_lo = sa_grid_cell(qcx - rx, g->ox, inv), x_hi = sa_grid_cell(qcx + rx, g->ox, inv);
-        const int64_t y_lo = sa_grid_cell(qcy - ry, g->oy, inv), y_hi = sa_grid_cell(qcy + ry, g->oy, inv);
-        const double cells = (double)(x_hi - x_lo + 1) * (double)(y_hi - y_lo + 1);
-        if (cells >= (double)count) {
-            for (int64_t b = g->level_head[l]; b >= 0; b = g->level_next[b])
-                if (visit(ctx, b))
+        const double inv = g->inv_cell[l];
+        const int64_t x_lo = sa_grid_index(qcx - rx, g->ox, inv, g->nx[l]);
+        const int64_t x_hi = sa_grid_index(qcx + rx, g->ox, inv, g->nx[l]);
+        const int64_t y_lo = sa_grid_index(qcy - ry, g->oy, inv, g->ny[l]);
+        const int64_t y_hi = sa_grid_index(qcy + ry, g->oy, inv, g->ny[l]);
+        for (int64_t y = y_lo; y <= y_hi; y++) {
+            const int64_t row = g->base[l] + y * g->nx[l];
+            const int64_t stop = g->cell_start[row + x_hi + 1];
+            for (int64_t i = g->cell_start[row + x_lo]; i < stop; i++)
+                if (visit(ctx, g->members[i]))
                     return 1;
-            continue;
         }
-        for (int64_t cy = y_lo; cy <= y_hi; cy++)
-            for (int64_t cx = x_lo; cx <= x_hi; cx++)
-                for (int64_t b = g->heads[sa_grid_hash(g, cx, cy, l)]; b >= 0; b = g->next[b])
-                    if (g->level[b] == l && g->cell_x[b] == cx && g->cell_y[b] == cy && visit(ctx, b))
-                        return 1;
     }
     return 0;
 }

@@ -62,6 +62,9 @@ def _overlap_iou(xp, a, b):
     the two intersect with positive area (a's area first in the union)."""
     a_ok = _can_overlap(xp, a)[:, None]
     b_ok = _can_overlap(xp, b)[None, :]
+    # Boxes that overlap nothing take part as zeros: no inf - inf warnings.
+    a = xp.where(a_ok, a, xp.zeros_like(a))
+    b = xp.where(b_ok.T, b, xp.zeros_like(b))
     w = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])
     h = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])
     hit = a_ok & b_ok & (w > 0) & (h > 0)
@@ -76,14 +79,19 @@ def _can_overlap(xp, boxes):
     return finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
 
 
-def _dtype_threshold(threshold, dtype):
-    """The largest value of dtype <= threshold: for v of that dtype,
-    ``v > result`` exactly when ``float64(v) > threshold``, as the compiled
-    kernels (and torchvision) compare."""
-    npdtype = np.float32 if "float32" in str(dtype) else np.float64
-    t = npdtype(threshold)
-    if float(t) > threshold:
+def threshold_in_dtype(threshold, dtype, *, strict):
+    """The threshold as a value t of ``dtype`` such that, for every v of that
+    dtype, ``v > t`` (strict) or ``v >= t`` holds exactly when it holds for
+    float64(v) against the float64 threshold (as the compiled kernels and
+    torchvision compare): the threshold rounded down, or up. Comparing an
+    array with a Python float would round it to nearest instead."""
+    npdtype = {"float16": np.float16, "float32": np.float32}.get(str(dtype).split(".")[-1], np.float64)
+    with np.errstate(over="ignore"):
+        t = npdtype(threshold)
+    if strict and float(t) > threshold:
         t = np.nextafter(t, npdtype(-np.inf))
+    elif not strict and float(t) < threshold:
+        t = np.nextafter(t, npdtype(np.inf))
     return float(t)
 
 
@@ -98,12 +106,12 @@ def nms(xp, boxes, scores, labels, iou_threshold, score_threshold, max_output):
     Boxes of different labels never suppress each other, which makes the
     batched result the per-label results merged by score."""
     candidates = xp.arange(scores.shape[0], dtype=xp.int64, device=getattr(scores, "device", None))
-    if score_threshold is not None:
+    if score_threshold is not None:     # already in the scores' dtype (threshold_in_dtype)
         candidates = candidates[scores > score_threshold]
     order = xp.take(candidates, _order(xp, xp.take(scores, candidates), 0, descending=True))
     order = xp.astype(order, xp.int64)
     sorted_boxes = xp.take(boxes, order, axis=0)
-    threshold = _dtype_threshold(iou_threshold, boxes.dtype)
+    threshold = threshold_in_dtype(iou_threshold, boxes.dtype, strict=True)
     n = order.shape[0]
     kept = xp.zeros((0,), dtype=xp.int64, device=getattr(order, "device", None))
     for start in range(0, n, TILE):
@@ -147,14 +155,16 @@ def _greedy_fixed_point(xp, suppresses, alive):
 def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_threshold,
              max_output):
     """softarray.soft_nms / batched_soft_nms: (indices, decayed scores) in
-    order of selection, one whole-array step per selected box. Boxes of
-    different labels never decay each other; picking the largest score over
-    all labels at each step merges the per-label selections by score."""
+    order of selection (with labels: by decreasing decayed score), one
+    whole-array step per selected box. Boxes of different labels never
+    decay each other, so one pass over all labels gives every label's
+    selections."""
     device = getattr(scores, "device", None)
     dtype = scores.dtype
     current = scores
+    score_threshold = threshold_in_dtype(score_threshold, dtype, strict=False)
     alive = current >= score_threshold
-    linear_threshold = _dtype_threshold(iou_threshold, dtype)
+    linear_threshold = threshold_in_dtype(iou_threshold, dtype, strict=True)
     picked, picked_scores = [], []
     minus_inf = xp.full_like(current, -float("inf"))
     for _ in range(max_output):
@@ -177,4 +187,11 @@ def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_th
         alive = alive & (current >= score_threshold)
     indices = xp.asarray(picked, dtype=xp.int64, device=device)
     values = xp.concat(picked_scores) if picked_scores else xp.zeros((0,), dtype=dtype, device=device)
+    if labels is not None and picked:
+        # By decreasing decayed score, ties by index: the order of selection
+        # unless a negative score rose as it decayed.
+        by_index = xp.argsort(indices)
+        indices, values = xp.take(indices, by_index), xp.take(values, by_index)
+        by_score = _order(xp, values, 0, descending=True)
+        indices, values = xp.take(indices, by_score), xp.take(values, by_score)
     return indices, values
