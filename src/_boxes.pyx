@@ -84,7 +84,10 @@ cdef Py_ssize_t IOU_CHUNK_ROWS = 16
 cdef int SCORE_KEY_BYTES_F32 = 4
 cdef int SCORE_KEY_BYTES_F64 = 8
 cdef int LABEL_KEY_BYTES = 8
-cdef int INDEX_KEY_BYTES = 8
+# Columns of per-class scratch (sa_work_init in _boxes_impl.h): values, int64
+# indices, bytes (2, the bscratch arrays below).
+cdef Py_ssize_t SCRATCH_VALUE_COLUMNS = 12
+cdef Py_ssize_t SCRATCH_INDEX_COLUMNS = 4
 
 
 cdef inline Py_ssize_t _stride(Py_ssize_t bytes, Py_ssize_t itemsize):
@@ -275,8 +278,8 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
         n_cells = _cell_offsets(seg_v, n_seg, off_v)
     if m == 0:
         return np.empty(0, np.int64)
-    cdef floating[::1] tscratch = np.empty(5 * m, dtype)
-    cdef int64_t[::1] iscratch = np.empty(m, np.int64), cells = np.empty(n_cells, np.int64)
+    cdef floating[::1] tscratch = np.empty(SCRATCH_VALUE_COLUMNS * m, dtype)
+    cdef int64_t[::1] iscratch = np.empty(SCRATCH_INDEX_COLUMNS * m, np.int64), cells = np.empty(n_cells, np.int64)
     cdef int8_t[::1] bscratch = np.empty(2 * m, np.int8)
     cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
@@ -316,8 +319,8 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef Py_ssize_t n_cells
     with nogil:
         n_cells = _cell_offsets(seg_v, n_seg, off_v)
-    cdef floating[::1] tscratch = np.empty(6 * n, dtype)
-    cdef int64_t[::1] iscratch = np.empty(3 * n, np.int64), cells = np.empty(n_cells, np.int64)
+    cdef floating[::1] tscratch = np.empty(SCRATCH_VALUE_COLUMNS * n, dtype)
+    cdef int64_t[::1] iscratch = np.empty(SCRATCH_INDEX_COLUMNS * n, np.int64), cells = np.empty(n_cells, np.int64)
     cdef int8_t[::1] bscratch = np.empty(2 * n, np.int8)
     cdef int64_t[::1] keep = np.empty(n, np.int64), n_kept = np.empty(n_seg, np.int64)
     keep_score = np.empty(n, dtype)

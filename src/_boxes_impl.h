@@ -96,23 +96,24 @@ SA_MULTIVERSION static void SA_FN(sa_box_iou_rows)(const SA_T *a, ptrdiff_t s0, 
 
 /* --------------------------------------------------------- overlap tests */
 
-/* IoU of boxes i and j of c when they intersect with positive area, else 0
- * (the pair can then neither suppress nor decay). i's area comes first in
- * the union, as in torchvision's kernel where i is the kept box. */
-SA_INLINE SA_T SA_FN(sa_pair_iou)(const SA_FN(sa_columns) *c, int64_t i, int64_t j)
+/* IoU of box i of a and box j of b when they intersect with positive area,
+ * else 0 (the pair can then neither suppress nor decay). i's area comes
+ * first in the union, as in torchvision's kernel where i is the kept box. */
+SA_INLINE SA_T SA_FN(sa_pair_iou)(const SA_FN(sa_columns) *a, int64_t i, const SA_FN(sa_columns) *b,
+                                  int64_t j)
 {
-    const SA_T xx1 = c->x1[i] > c->x1[j] ? c->x1[i] : c->x1[j];
-    const SA_T xx2 = c->x2[i] < c->x2[j] ? c->x2[i] : c->x2[j];
+    const SA_T xx1 = a->x1[i] > b->x1[j] ? a->x1[i] : b->x1[j];
+    const SA_T xx2 = a->x2[i] < b->x2[j] ? a->x2[i] : b->x2[j];
     const SA_T w = xx2 - xx1;
     if (!(w > 0))
         return 0;
-    const SA_T yy1 = c->y1[i] > c->y1[j] ? c->y1[i] : c->y1[j];
-    const SA_T yy2 = c->y2[i] < c->y2[j] ? c->y2[i] : c->y2[j];
+    const SA_T yy1 = a->y1[i] > b->y1[j] ? a->y1[i] : b->y1[j];
+    const SA_T yy2 = a->y2[i] < b->y2[j] ? a->y2[i] : b->y2[j];
     const SA_T h = yy2 - yy1;
     if (!(h > 0))
         return 0;
     const SA_T inter = w * h;
-    return inter / (c->area[i] + c->area[j] - inter);
+    return inter / (a->area[i] + b->area[j] - inter);
 }
 
 /* Sides and centre of box k of c, in double. */
@@ -168,43 +169,88 @@ SA_INLINE int SA_FN(sa_visit_near)(const sa_grid *g, const SA_FN(sa_columns) *c,
                          min_iou, visit, ctx);
 }
 
+/* Soft-NMS's max-heap of remaining boxes, lazy for decreases: each entry
+ * holds a key, a score its box had; entries are ordered by (key desc,
+ * original index asc). A decayed score is only written to the box's score;
+ * when an entry whose key is above its box's score reaches the top it is
+ * re-keyed and sifted down, so a box decayed many times between two
+ * visits of the top costs one sift, not one per decay. A box that drops
+ * below the threshold gets score NaN and leaves when it reaches the top.
+ * (A negative score rises as it decays: that entry is re-keyed and sifted
+ * up at once, keeping every key >= its box's score.) */
+typedef struct {
+    SA_T *key;
+    int64_t *pos;               /* heap entry -> box position */
+    int64_t *where;             /* box position -> heap entry, -1 once out */
+    ptrdiff_t size;
+} SA_FN(sa_heap);
+
+/* One class's working memory: its boxes by position (the order of
+ * processing) and the same boxes by grid slot, which a query reads as
+ * contiguous runs. */
+typedef struct {
+    SA_FN(sa_columns) c;        /* by position */
+    SA_FN(sa_columns) sc;       /* by grid slot */
+    int64_t *slot_of;           /* position -> grid slot (boxes in the grid) */
+    int8_t *flag;               /* by slot: NMS kept, Soft-NMS remaining */
+    SA_T *score;                /* Soft-NMS: current scores, by position */
+    sa_grid g;
+    SA_FN(sa_heap) h;
+} SA_FN(sa_work);
+
+/* Gather boxes order[0..m) and build their grid and slot-ordered copy. */
+static void SA_FN(sa_work_prepare)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
+                                   const int64_t *order, ptrdiff_t m)
+{
+    SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, &w->c);
+    SA_FN(sa_grid_build)(&w->g, &w->c, m);
+    const int64_t slots = w->g.cell_start[sa_grid_total_cells(&w->g)];
+    for (int64_t i = 0; i < slots; i++) {
+        const int64_t b = w->g.members[i];
+        w->sc.x1[i] = w->c.x1[b];
+        w->sc.y1[i] = w->c.y1[b];
+        w->sc.x2[i] = w->c.x2[b];
+        w->sc.y2[i] = w->c.y2[b];
+        w->sc.area[i] = w->c.area[b];
+        w->slot_of[b] = i;
+        w->flag[i] = 0;
+    }
+}
+
 /* ----------------------------------------------------------- greedy NMS */
 
 typedef struct {
-    const SA_FN(sa_columns) *c;
-    const int8_t *kept;
+    const SA_FN(sa_work) *w;
     int64_t query;
     double threshold;
 } SA_FN(sa_nms_query);
 
-/* Is b a kept box that suppresses the query (IoU strictly above the
- * threshold, compared in double as torchvision does)? */
-SA_INLINE int SA_FN(sa_nms_suppresses)(void *ctx, int64_t b)
+/* Is the box in slot i kept, and does it suppress the query (IoU strictly
+ * above the threshold, compared in double as torchvision does)? */
+SA_INLINE int SA_FN(sa_nms_suppresses)(void *ctx, int64_t i)
 {
     const SA_FN(sa_nms_query) *q = (const SA_FN(sa_nms_query) *)ctx;
-    return q->kept[b] && (double)SA_FN(sa_pair_iou)(q->c, b, q->query) > q->threshold;
+    return q->w->flag[i]
+           && (double)SA_FN(sa_pair_iou)(&q->w->sc, i, &q->w->c, q->query) > q->threshold;
 }
 
 /* Greedy NMS of one class: boxes order[0..m) are in the order of
  * processing (score desc, index asc). Writes the kept original indices to
- * keep (at most max_keep) and returns their count. Scratch: c (m entries per
- * column), the grid's arrays, kept (m). */
-static ptrdiff_t SA_FN(sa_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
-                                     const int64_t *order, ptrdiff_t m, double threshold,
-                                     ptrdiff_t max_keep, SA_FN(sa_columns) *c, sa_grid *g,
-                                     int8_t *kept, int64_t *keep)
+ * keep (at most max_keep) and returns their count. */
+static ptrdiff_t SA_FN(sa_nms_class)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0,
+                                     ptrdiff_t s1, const int64_t *order, ptrdiff_t m,
+                                     double threshold, ptrdiff_t max_keep, int64_t *keep)
 {
-    SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, c);
-    SA_FN(sa_grid_build)(g, c, m);
-    SA_FN(sa_nms_query) q = {c, kept, 0, threshold};
+    SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m);
+    SA_FN(sa_nms_query) q = {w, 0, threshold};
     ptrdiff_t n_kept = 0;
-    for (ptrdiff_t k = 0; k < m; k++)
-        kept[k] = 0;
     for (ptrdiff_t k = 0; k < m && n_kept < max_keep; k++) {
-        q.query = k;
-        if (g->level[k] >= 0 && SA_FN(sa_visit_near)(g, c, k, threshold, SA_FN(sa_nms_suppresses), &q))
-            continue;
-        kept[k] = 1;
+        if (w->g.level[k] >= 0) {
+            q.query = k;
+            if (SA_FN(sa_visit_near)(&w->g, &w->c, k, threshold, SA_FN(sa_nms_suppresses), &q))
+                continue;
+            w->flag[w->slot_of[k]] = 1;
+        }
         keep[n_kept++] = order[k];
     }
     return n_kept;
@@ -212,81 +258,98 @@ static ptrdiff_t SA_FN(sa_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t 
 
 /* -------------------------------------------------------------- Soft-NMS */
 
-/* Heap order: a before b when its score is larger, or equal with a lower
+/* Heap entry i before entry j: a larger key, or an equal key and a lower
  * original index. */
-SA_INLINE int SA_FN(sa_heap_before)(const SA_T *score, const int64_t *index, int64_t a, int64_t b)
+SA_INLINE int SA_FN(sa_heap_before)(const SA_FN(sa_heap) *h, const int64_t *index, ptrdiff_t i,
+                                    ptrdiff_t j)
 {
-    return score[a] > score[b] || (score[a] == score[b] && index[a] < index[b]);
+    return h->key[i] > h->key[j] || (h->key[i] == h->key[j] && index[h->pos[i]] < index[h->pos[j]]);
 }
 
-static void SA_FN(sa_heap_sift_down)(sa_heap *h, const SA_T *score, const int64_t *index, ptrdiff_t i)
+SA_INLINE void SA_FN(sa_heap_swap)(SA_FN(sa_heap) *h, ptrdiff_t i, ptrdiff_t j)
 {
-    const int64_t k = h->slot[i];
+    const SA_T key = h->key[i];
+    const int64_t pos = h->pos[i];
+    h->key[i] = h->key[j];
+    h->pos[i] = h->pos[j];
+    h->key[j] = key;
+    h->pos[j] = pos;
+    h->where[h->pos[i]] = i;
+    h->where[h->pos[j]] = j;
+}
+
+static void SA_FN(sa_heap_sift_down)(SA_FN(sa_heap) *h, const int64_t *index, ptrdiff_t i)
+{
     for (;;) {
         ptrdiff_t child = 2 * i + 1;
         if (child >= h->size)
-            break;
-        if (child + 1 < h->size && SA_FN(sa_heap_before)(score, index, h->slot[child + 1], h->slot[child]))
+            return;
+        if (child + 1 < h->size && SA_FN(sa_heap_before)(h, index, child + 1, child))
             child++;
-        if (!SA_FN(sa_heap_before)(score, index, h->slot[child], k))
-            break;
-        h->slot[i] = h->slot[child];
-        h->where[h->slot[i]] = i;
+        if (!SA_FN(sa_heap_before)(h, index, child, i))
+            return;
+        SA_FN(sa_heap_swap)(h, i, child);
         i = child;
     }
-    h->slot[i] = k;
-    h->where[k] = i;
 }
 
-static void SA_FN(sa_heap_sift_up)(sa_heap *h, const SA_T *score, const int64_t *index, ptrdiff_t i)
+static void SA_FN(sa_heap_sift_up)(SA_FN(sa_heap) *h, const int64_t *index, ptrdiff_t i)
 {
-    const int64_t k = h->slot[i];
-    while (i > 0) {
-        const ptrdiff_t parent = (i - 1) / 2;
-        if (!SA_FN(sa_heap_before)(score, index, k, h->slot[parent]))
-            break;
-        h->slot[i] = h->slot[parent];
-        h->where[h->slot[i]] = i;
-        i = parent;
+    while (i > 0 && SA_FN(sa_heap_before)(h, index, i, (i - 1) / 2)) {
+        SA_FN(sa_heap_swap)(h, i, (i - 1) / 2);
+        i = (i - 1) / 2;
     }
-    h->slot[i] = k;
-    h->where[k] = i;
 }
 
-/* Take position k out of the heap. */
-static void SA_FN(sa_heap_remove)(sa_heap *h, const SA_T *score, const int64_t *index, int64_t k)
+static void SA_FN(sa_heap_pop_top)(SA_FN(sa_heap) *h, const int64_t *index)
 {
-    const ptrdiff_t i = h->where[k];
-    h->where[k] = -1;
-    h->size--;
-    if (i == h->size)
+    h->where[h->pos[0]] = -1;
+    if (--h->size == 0)
         return;
-    h->slot[i] = h->slot[h->size];
-    h->where[h->slot[i]] = i;
-    if (i > 0 && SA_FN(sa_heap_before)(score, index, h->slot[i], h->slot[(i - 1) / 2]))
-        SA_FN(sa_heap_sift_up)(h, score, index, i);
-    else
-        SA_FN(sa_heap_sift_down)(h, score, index, i);
+    h->key[0] = h->key[h->size];
+    h->pos[0] = h->pos[h->size];
+    h->where[h->pos[0]] = 0;
+    SA_FN(sa_heap_sift_down)(h, index, 0);
+}
+
+/* Take the remaining box with the largest current score (ties: the lower
+ * original index) out of the heap; -1 when none remains. */
+static int64_t SA_FN(sa_heap_take_best)(SA_FN(sa_heap) *h, const SA_T *score, const int64_t *index)
+{
+    while (h->size > 0) {
+        const int64_t k = h->pos[0];
+        if (score[k] != score[k]) {                 /* dropped */
+            SA_FN(sa_heap_pop_top)(h, index);
+        } else if (h->key[0] != score[k]) {         /* decayed since keyed */
+            h->key[0] = score[k];
+            SA_FN(sa_heap_sift_down)(h, index, 0);
+        } else {
+            SA_FN(sa_heap_pop_top)(h, index);
+            return k;
+        }
+    }
+    return -1;
 }
 
 typedef struct {
-    const SA_FN(sa_columns) *c;
-    SA_T *score;
+    SA_FN(sa_work) *w;
     const int64_t *index;
-    sa_heap *heap;
     int64_t selected;
     int gaussian;
     double sigma, iou_threshold, score_threshold;
 } SA_FN(sa_soft_query);
 
-/* Decay remaining box b by its overlap with the selected box; drop it
- * when its score falls below the threshold. Never stops the visit. */
-SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t b)
+/* Decay the remaining box in slot i by its overlap with the selected box;
+ * drop it when its score is no longer >= the threshold. */
+SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t i)
 {
     SA_FN(sa_soft_query) *q = (SA_FN(sa_soft_query) *)ctx;
-    if (q->heap->where[b] < 0)
+    SA_FN(sa_work) *w = q->w;
+    if (!w->flag[i])
         return 0;
-    const double iou = (double)SA_FN(sa_pair_iou)(q->c, q->selected, b);
+    const double iou = (double)SA_FN(sa_pair_iou)(&w->c, q->selected, &w->sc, i);
+    if (iou == 0)
+        return 0;                               /* a weight of exactly 1 either way */
     double weight;
     if (q->gaussian)
         weight = exp(-(iou * iou) / q->sigma);
@@ -294,15 +357,18 @@ SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t b)
         weight = 1.0 - iou;
     else
         return 0;
-    const SA_T decayed = (SA_T)((double)q->score[b] * weight);
+    const int64_t b = w->g.members[i];
+    const SA_T decayed = (SA_T)((double)w->score[b] * weight);
     if (!(decayed >= q->score_threshold)) {
-        SA_FN(sa_heap_remove)(q->heap, q->score, q->index, b);
-    } else if (decayed < q->score[b]) {
-        q->score[b] = decayed;
-        SA_FN(sa_heap_sift_down)(q->heap, q->score, q->index, q->heap->where[b]);
-    } else if (decayed > q->score[b]) {         /* a negative score decays towards 0 */
-        q->score[b] = decayed;
-        SA_FN(sa_heap_sift_up)(q->heap, q->score, q->index, q->heap->where[b]);
+        w->flag[i] = 0;
+        w->score[b] = (SA_T)NAN;
+    } else if (decayed > w->score[b]) {             /* a negative score rises as it decays */
+        const ptrdiff_t e = w->h.where[b];
+        w->score[b] = decayed;
+        w->h.key[e] = decayed;
+        SA_FN(sa_heap_sift_up)(&w->h, q->index, e);
+    } else {
+        w->score[b] = decayed;
     }
     return 0;
 }
@@ -310,39 +376,44 @@ SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t b)
 /* Soft-NMS of one class: boxes order[0..m) (any order; ties between equal
  * scores go to the lower original index). Writes the selected original
  * indices and their decayed scores in order of selection (at most
- * max_keep) and returns their count. Scratch: c and the grid's arrays as
- * sa_nms_class, score (m), heap slot and where (m each). */
-static ptrdiff_t SA_FN(sa_soft_nms_class)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
-                                          const SA_T *scores, ptrdiff_t ss, const int64_t *order,
-                                          ptrdiff_t m, int gaussian, double sigma,
-                                          double iou_threshold, double score_threshold,
-                                          ptrdiff_t max_keep, SA_FN(sa_columns) *c, SA_T *score,
-                                          sa_grid *g, sa_heap *h, int64_t *keep, SA_T *keep_score)
+ * max_keep) and returns their count. */
+static ptrdiff_t SA_FN(sa_soft_nms_class)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0,
+                                          ptrdiff_t s1, const SA_T *scores, ptrdiff_t ss,
+                                          const int64_t *order, ptrdiff_t m, int gaussian,
+                                          double sigma, double iou_threshold,
+                                          double score_threshold, ptrdiff_t max_keep,
+                                          int64_t *keep, SA_T *keep_score)
 {
-    SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, c);
-    SA_FN(sa_grid_build)(g, c, m);
+    SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m);
+    SA_FN(sa_heap) *h = &w->h;
     h->size = 0;
     for (ptrdiff_t k = 0; k < m; k++) {
-        score[k] = scores[order[k] * ss];
+        w->score[k] = scores[order[k] * ss];
         h->where[k] = -1;
-        if (score[k] >= score_threshold) {          /* NaN never is */
-            h->slot[h->size] = k;
+        if (w->score[k] >= score_threshold) {       /* NaN never is */
+            h->key[h->size] = w->score[k];
+            h->pos[h->size] = k;
             h->where[k] = h->size++;
+            if (w->g.level[k] >= 0)
+                w->flag[w->slot_of[k]] = 1;
         }
     }
     for (ptrdiff_t i = h->size / 2 - 1; i >= 0; i--)
-        SA_FN(sa_heap_sift_down)(h, score, order, i);
-    SA_FN(sa_soft_query) q = {c, score, order, h, 0, gaussian, sigma, iou_threshold, score_threshold};
+        SA_FN(sa_heap_sift_down)(h, order, i);
+    SA_FN(sa_soft_query) q = {w, order, 0, gaussian, sigma, iou_threshold, score_threshold};
     ptrdiff_t kept = 0;
-    while (h->size > 0 && kept < max_keep) {
-        const int64_t k = h->slot[0];
-        SA_FN(sa_heap_remove)(h, score, order, k);
+    while (kept < max_keep) {
+        const int64_t k = SA_FN(sa_heap_take_best)(h, w->score, order);
+        if (k < 0)
+            break;
         keep[kept] = order[k];
-        keep_score[kept++] = score[k];
-        if (g->level[k] >= 0) {
+        keep_score[kept++] = w->score[k];
+        if (w->g.level[k] >= 0) {
+            w->flag[w->slot_of[k]] = 0;
             q.selected = k;
             /* Only the linear method leaves boxes at IoU <= iou_threshold alone. */
-            SA_FN(sa_visit_near)(g, c, k, gaussian ? 0.0 : iou_threshold, SA_FN(sa_soft_decay), &q);
+            SA_FN(sa_visit_near)(&w->g, &w->c, k, gaussian ? 0.0 : iou_threshold,
+                                 SA_FN(sa_soft_decay), &q);
         }
     }
     return kept;
@@ -359,19 +430,23 @@ static void SA_FN(sa_desc_keys)(const SA_T *scores, ptrdiff_t ss, const int64_t 
 /* --------------------------------------------------------- per-class drivers */
 
 /* Per-class scratch is carved from shared arrays at the class's start s:
- * tscratch holds 6 columns of n values, iscratch 3 columns of n int64,
- * bscratch 2 columns of n bytes, cells the class's cell starts at
- * cells_at[c] (sa_grid_cells_needed(m) of them). */
-SA_INLINE void SA_FN(sa_class_scratch)(ptrdiff_t n, ptrdiff_t s, int64_t *cells, SA_T *tscratch,
-                                       int64_t *iscratch, int8_t *bscratch,
-                                       SA_FN(sa_columns) *cols, sa_grid *g)
+ * tscratch holds 12 columns of n values, iscratch 4 columns of n int64,
+ * bscratch 2 columns of n bytes, cells the class's cell starts. */
+SA_INLINE void SA_FN(sa_work_init)(SA_FN(sa_work) *w, ptrdiff_t n, ptrdiff_t s, int64_t *cells,
+                                   SA_T *tscratch, int64_t *iscratch, int8_t *bscratch)
 {
-    cols->x1 = tscratch + s;
-    cols->y1 = tscratch + n + s;
-    cols->x2 = tscratch + 2 * n + s;
-    cols->y2 = tscratch + 3 * n + s;
-    cols->area = tscratch + 4 * n + s;
-    sa_grid_init(g, cells, iscratch + s, bscratch + s);
+    SA_T *t = tscratch + s;
+    w->c.x1 = t; w->c.y1 = t + n; w->c.x2 = t + 2 * n; w->c.y2 = t + 3 * n; w->c.area = t + 4 * n;
+    w->sc.x1 = t + 5 * n; w->sc.y1 = t + 6 * n; w->sc.x2 = t + 7 * n; w->sc.y2 = t + 8 * n;
+    w->sc.area = t + 9 * n;
+    w->score = t + 10 * n;
+    w->h.key = t + 11 * n;
+    w->slot_of = iscratch + n + s;
+    w->h.pos = iscratch + 2 * n + s;
+    w->h.where = iscratch + 3 * n + s;
+    w->h.size = 0;
+    w->flag = bscratch + n + s;
+    sa_grid_init(&w->g, cells, iscratch + s, bscratch + s);
 }
 
 /* Greedy NMS of every class: class c is order[seg[c]..seg[c+1]) (score
@@ -388,11 +463,9 @@ static void SA_FN(sa_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
 #pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
     for (ptrdiff_t c = 0; c < n_seg; c++) {
         const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
-        SA_FN(sa_columns) cols;
-        sa_grid g;
-        SA_FN(sa_class_scratch)(n, s, cells + cells_at[c], tscratch, iscratch, bscratch, &cols, &g);
-        n_kept[c] = SA_FN(sa_nms_class)(boxes, s0, s1, order + s, m, threshold, max_keep, &cols,
-                                        &g, bscratch + n + s, keep + s);
+        SA_FN(sa_work) w;
+        SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
+        n_kept[c] = SA_FN(sa_nms_class)(&w, boxes, s0, s1, order + s, m, threshold, max_keep, keep + s);
     }
 }
 
@@ -411,14 +484,11 @@ static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_
 #pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
     for (ptrdiff_t c = 0; c < n_seg; c++) {
         const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
-        SA_FN(sa_columns) cols;
-        sa_grid g;
-        sa_heap h = {iscratch + n + s, iscratch + 2 * n + s, 0};
-        SA_FN(sa_class_scratch)(n, s, cells + cells_at[c], tscratch, iscratch, bscratch, &cols, &g);
-        n_kept[c] = SA_FN(sa_soft_nms_class)(boxes, s0, s1, scores, ss, order + s, m, gaussian,
+        SA_FN(sa_work) w;
+        SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
+        n_kept[c] = SA_FN(sa_soft_nms_class)(&w, boxes, s0, s1, scores, ss, order + s, m, gaussian,
                                              sigma, iou_threshold, score_threshold, max_keep,
-                                             &cols, tscratch + 5 * n + s, &g, &h, keep + s,
-                                             keep_score + s);
+                                             keep + s, keep_score + s);
     }
 }
 

@@ -152,6 +152,7 @@ SA_INLINE ptrdiff_t sa_grid_cells_needed(ptrdiff_t m)
 SA_INLINE void sa_grid_init(sa_grid *g, int64_t *cell_start, int64_t *members, int8_t *level)
 {
     g->cell_start = cell_start;
+    g->cell_start[0] = 0;           /* no cells, no members, until sa_grid_shape */
     g->members = members;
     g->level = level;
     g->ox = g->oy = 0;
@@ -220,10 +221,14 @@ SA_INLINE void sa_grid_shape(sa_grid *g, double ox, double oy, double hx, double
         g->cell_start[i] = 0;
 }
 
+/* The cell index of coordinate v, clamped to [0, n): floor((v - origin) *
+ * inv_cell), by truncation (floor is a library call on baseline x86-64);
+ * the value is clamped before the conversion, so it always fits. */
 SA_INLINE int64_t sa_grid_index(double v, double origin, double inv_cell, int64_t n)
 {
-    const double i = floor((v - origin) * inv_cell);
-    return i < 0 ? 0 : (i > (double)(n - 1) ? n - 1 : (int64_t)i);
+    double x = (v - origin) * inv_cell;
+    x = x < 0 ? 0 : (x > (double)(n - 1) ? (double)(n - 1) : x);
+    return (int64_t)x;              /* x >= 0: truncation is floor */
 }
 
 /* The cell of a box of level l centred at (cx, cy). */
@@ -241,11 +246,18 @@ SA_INLINE void sa_grid_count(sa_grid *g, int l, double cx, double cy)
     g->cell_start[sa_grid_cell_of(g, l, cx, cy) + 1]++;
 }
 
-SA_INLINE void sa_grid_prefix(sa_grid *g)
+/* Cells of all levels. */
+SA_INLINE int64_t sa_grid_total_cells(const sa_grid *g)
 {
     int64_t total = 0;
     for (int l = 0; l < g->n_levels; l++)
         total += g->nx[l] * g->ny[l];
+    return total;
+}
+
+SA_INLINE void sa_grid_prefix(sa_grid *g)
+{
+    const int64_t total = sa_grid_total_cells(g);
     for (int64_t i = 1; i <= total; i++)
         g->cell_start[i] += g->cell_start[i - 1];
 }
@@ -259,10 +271,7 @@ SA_INLINE void sa_grid_place(sa_grid *g, ptrdiff_t k, int l, double cx, double c
  * shift them back. */
 SA_INLINE void sa_grid_close(sa_grid *g)
 {
-    int64_t total = 0;
-    for (int l = 0; l < g->n_levels; l++)
-        total += g->nx[l] * g->ny[l];
-    for (int64_t i = total; i > 0; i--)
+    for (int64_t i = sa_grid_total_cells(g); i > 0; i--)
         g->cell_start[i] = g->cell_start[i - 1];
     g->cell_start[0] = 0;
 }
@@ -282,7 +291,7 @@ SA_INLINE double sa_grid_reach(double q, double m, double t)
     return sa_max_d(at_m, at_q);
 }
 
-/* Calls visit(ctx, b) once for every box b of the grid that could reach IoU
+/* Calls visit(ctx, i) once for the slot i of every box of the grid that could reach IoU
  * > min_iou with the query (centre qcx, qcy; sides qw, qh; area `area`),
  * and for some more; stops and returns 1 when visit returns nonzero. A
  * level whose areas are all too small or too large for the IoU (IoU <=
@@ -294,7 +303,8 @@ SA_INLINE double sa_grid_reach(double q, double m, double t)
  * lowered by SA_IOU_SLACK first and the reach widened, which more than
  * covers it, and the rounding of the centres (relative 2^-52). */
 #define SA_IOU_SLACK 1e-4
-typedef int (*sa_grid_visitor)(void *ctx, int64_t b);
+/* Called with a grid slot i (the box is members[i]). */
+typedef int (*sa_grid_visitor)(void *ctx, int64_t i);
 
 SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double qcy, double qw,
                             double qh, double area, double min_iou, sa_grid_visitor visit,
@@ -321,22 +331,13 @@ SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double 
             const int64_t row = g->base[l] + y * g->nx[l];
             const int64_t stop = g->cell_start[row + x_hi + 1];
             for (int64_t i = g->cell_start[row + x_lo]; i < stop; i++)
-                if (visit(ctx, g->members[i]))
+                if (visit(ctx, i))
                     return 1;
         }
     }
     return 0;
 }
 
-/* ------------------------------------------------ indexed max-heap (Soft-NMS) */
-
-/* Positions ordered by (score desc, original index asc); scores are never
- * NaN (such boxes are dropped before). where[k] is k's slot, -1 once out. */
-typedef struct {
-    int64_t *slot;           /* heap array of positions */
-    int64_t *where;
-    ptrdiff_t size;
-} sa_heap;
 
 #define SA_T float
 #define SA_SUF f32
