@@ -266,9 +266,9 @@ def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     infinite coordinate have no intersection of positive area with any box:
     they are never suppressed and never suppress (torchvision's formula
     gives the same). The compiled kernel compares a box only with the kept
-    boxes that can reach it, found in a hashed multi-level grid, so the cost
-    grows close to linearly for realistic detections; the result is the
-    quadratic algorithm's, always.
+    boxes whose centres are close enough to reach the IoU threshold, found
+    in a multi-level grid, so the cost grows close to linearly for
+    realistic detections; the result is the quadratic algorithm's, always.
 
     Examples
     --------
@@ -382,9 +382,9 @@ def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
     computed in float64 and the product rounded once to the dtype. A
     degenerate box (``x2 <= x1`` or ``y2 <= y1``) or one with a non-finite
     coordinate overlaps nothing: it is never decayed and decays nothing.
-    The compiled kernel keeps the remaining boxes in a hashed multi-level
-    grid and an indexed heap of scores, so a selection touches only the
-    boxes that overlap it, not all n.
+    The compiled kernel finds the boxes near a selected one in a
+    multi-level grid and keeps the scores in a heap, so a selection touches
+    only the boxes that overlap it, not all n.
 
     Examples
     --------

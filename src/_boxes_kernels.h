@@ -124,8 +124,8 @@ static void sa_radix_sort(uint64_t *keys, int64_t *vals, ptrdiff_t n, int key_by
  * positions 0..m-1 in the class's arrays, built once. A box's level is set
  * by its larger side (level l: up to s0 * 2^l); within a level, boxes are
  * filed by the cell of their centre, cells being a quarter of the level's
- * largest side (larger when that would make more than SA_CELLS_PER_BOX
- * cells per box of the level). Cells are stored row by row and their members contiguously (CSR),
+ * largest width by a quarter of its largest height (coarser when that would
+ * make more than SA_CELLS_PER_BOX cells per box of the level). Cells are stored row by row and their members contiguously (CSR),
  * so a query reads one contiguous run of boxes per row of cells it covers. */
 #define SA_CELLS_PER_BOX 8
 #define SA_CELLS_PER_SIDE 4
@@ -136,7 +136,7 @@ typedef struct {
     int8_t *level;           /* each box's level; -1: it overlaps nothing */
     double ox, oy;           /* the lowest corner of the boxes */
     int n_levels;            /* levels in use: 0 .. n_levels - 1 */
-    double inv_cell[SA_GRID_LEVELS];
+    double inv_cell_x[SA_GRID_LEVELS], inv_cell_y[SA_GRID_LEVELS];
     int64_t nx[SA_GRID_LEVELS], ny[SA_GRID_LEVELS], base[SA_GRID_LEVELS];
     double max_w[SA_GRID_LEVELS], max_h[SA_GRID_LEVELS];
     double min_area[SA_GRID_LEVELS], max_area[SA_GRID_LEVELS];
@@ -158,7 +158,7 @@ SA_INLINE void sa_grid_init(sa_grid *g, int64_t *cell_start, int64_t *members, i
     g->ox = g->oy = 0;
     g->n_levels = 0;
     for (int l = 0; l < SA_GRID_LEVELS; l++) {
-        g->inv_cell[l] = 0;
+        g->inv_cell_x[l] = g->inv_cell_y[l] = 0;
         g->nx[l] = g->ny[l] = g->base[l] = 0;
         g->max_w[l] = g->max_h[l] = 0;
         g->min_area[l] = INFINITY;
@@ -201,17 +201,23 @@ SA_INLINE void sa_grid_shape(sa_grid *g, double ox, double oy, double hx, double
     for (int l = 0; l < g->n_levels; l++) {
         if (g->count[l] == 0)
             continue;
-        double cell = sa_max_d(g->max_w[l], g->max_h[l]) / SA_CELLS_PER_SIDE;
+        /* Cells follow the level's widths and heights apart, so long thin
+         * boxes get long thin cells; the axis with more cells coarsens first. */
+        double cell_x = g->max_w[l] / SA_CELLS_PER_SIDE, cell_y = g->max_h[l] / SA_CELLS_PER_SIDE;
         const double limit = (double)(SA_CELLS_PER_BOX * g->count[l] + SA_CELLS_SPARE);
         double nx, ny;
         for (;;) {
-            nx = floor((hx - ox) / cell) + 1;
-            ny = floor((hy - oy) / cell) + 1;
+            nx = floor((hx - ox) / cell_x) + 1;
+            ny = floor((hy - oy) / cell_y) + 1;
             if (nx * ny <= limit)
                 break;
-            cell *= 2;
+            if (nx > ny)
+                cell_x *= 2;
+            else
+                cell_y *= 2;
         }
-        g->inv_cell[l] = 1 / cell;
+        g->inv_cell_x[l] = 1 / cell_x;
+        g->inv_cell_y[l] = 1 / cell_y;
         g->nx[l] = (int64_t)nx;
         g->ny[l] = (int64_t)ny;
         g->base[l] = total;
@@ -234,8 +240,8 @@ SA_INLINE int64_t sa_grid_index(double v, double origin, double inv_cell, int64_
 /* The cell of a box of level l centred at (cx, cy). */
 SA_INLINE int64_t sa_grid_cell_of(const sa_grid *g, int l, double cx, double cy)
 {
-    return g->base[l] + sa_grid_index(cy, g->oy, g->inv_cell[l], g->ny[l]) * g->nx[l]
-           + sa_grid_index(cx, g->ox, g->inv_cell[l], g->nx[l]);
+    return g->base[l] + sa_grid_index(cy, g->oy, g->inv_cell_y[l], g->ny[l]) * g->nx[l]
+           + sa_grid_index(cx, g->ox, g->inv_cell_x[l], g->nx[l]);
 }
 
 /* Counting sort of the boxes into cells, in two calls: first count every
@@ -322,11 +328,11 @@ SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double 
             continue;
         const double rx = rx_exact * (1 + SA_IOU_SLACK) + 1e-12 * (fabs(qcx) + fabs(g->ox) + qw);
         const double ry = ry_exact * (1 + SA_IOU_SLACK) + 1e-12 * (fabs(qcy) + fabs(g->oy) + qh);
-        const double inv = g->inv_cell[l];
-        const int64_t x_lo = sa_grid_index(qcx - rx, g->ox, inv, g->nx[l]);
-        const int64_t x_hi = sa_grid_index(qcx + rx, g->ox, inv, g->nx[l]);
-        const int64_t y_lo = sa_grid_index(qcy - ry, g->oy, inv, g->ny[l]);
-        const int64_t y_hi = sa_grid_index(qcy + ry, g->oy, inv, g->ny[l]);
+        const double inv_x = g->inv_cell_x[l], inv_y = g->inv_cell_y[l];
+        const int64_t x_lo = sa_grid_index(qcx - rx, g->ox, inv_x, g->nx[l]);
+        const int64_t x_hi = sa_grid_index(qcx + rx, g->ox, inv_x, g->nx[l]);
+        const int64_t y_lo = sa_grid_index(qcy - ry, g->oy, inv_y, g->ny[l]);
+        const int64_t y_hi = sa_grid_index(qcy + ry, g->oy, inv_y, g->ny[l]);
         for (int64_t y = y_lo; y <= y_hi; y++) {
             const int64_t row = g->base[l] + y * g->nx[l];
             const int64_t stop = g->cell_start[row + x_hi + 1];
