@@ -22,16 +22,26 @@ def limit_threads(n):
     """Cap every pool a library may use. threadpoolctl covers OpenMP and BLAS,
     but softarray's override and torch's intra-op pool take precedence over
     the OpenMP default, so they are set as well."""
-    with threadpool_limits(n), sa.threads(n):
-        if torch is None:
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    with threadpool_limits(n), sa.threads(n), pool_threads(torch, n):
+        yield
+
+
+@contextlib.contextmanager
+def pool_threads(library, n):
+    """Set a library's own thread count (torch, cv2: ``get_num_threads`` /
+    ``set_num_threads`` or ``getNumThreads`` / ``setNumThreads``) for the
+    block; nothing when the library is None (not installed)."""
+    if library is None:
+        yield
+        return
+    get = getattr(library, "get_num_threads", None) or library.getNumThreads
+    put = getattr(library, "set_num_threads", None) or library.setNumThreads
+    previous = get()
+    put(n)
+    try:
+        yield
+    finally:
+        put(previous)
 
 
 def median_seconds(fn, repeat):

@@ -24,7 +24,7 @@ import numpy as np
 
 import softarray as sa
 
-from ._common import limit_threads
+from ._common import limit_threads, pool_threads
 
 try:
     import torch
@@ -84,16 +84,8 @@ def soft_method(method):
 @contextlib.contextmanager
 def limit_all_threads(n):
     """limit_threads (softarray, OpenMP, BLAS, torch) and OpenCV's pool."""
-    with limit_threads(n):
-        if cv2 is None:
-            yield
-            return
-        previous = cv2.getNumThreads()
-        cv2.setNumThreads(n)
-        try:
-            yield
-        finally:
-            cv2.setNumThreads(previous)
+    with limit_threads(n), pool_threads(cv2, n):
+        yield
 
 
 def require(library):
