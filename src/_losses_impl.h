@@ -397,8 +397,13 @@ SA_INLINE double SA_FN(sa_bce_row_body)(const SA_T *x, const SA_T *t, ptrdiff_t 
         const SA_T xi = x[i], ti = t[i];
         const SA_T lw = (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti;
         const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));                       /* exp(-|x|) in (0, 1] */
-        const SA_T softplus_neg = (xi < 0 ? -xi : (SA_T)0) + SA_LOG1P(e);   /* log(1 + exp(-x)) */
-        const SA_T l = w[i * ws] * (((SA_T)1 - ti) * xi + lw * softplus_neg);
+        const SA_T l1p = SA_LOG1P(e);
+        /* (1 - t) x + lw softplus(-x), written for each sign of x as a sum of
+         * non-negative terms (for 0 <= t <= 1): at x < 0 it is
+         * lw log1p(exp(x)) - x pw t, which keeps a tiny loss accurate where
+         * x + softplus(-x) would cancel to 0 (as torch's formula does). */
+        const SA_T l = w[i * ws] * (xi >= 0 ? ((SA_T)1 - ti) * xi + lw * l1p
+                                            : lw * l1p - xi * (pw[i * ps] * ti));
         if (store)
             out[i] = l;
         sum += (double)l;

@@ -111,7 +111,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
         }
         if (bmax > m) {
             if (sum != 0.0)
-                sum *= exp(m - bmax);
+                sum *= sa_exp_shifted_f64(m, bmax);     /* exp(m - bmax), the difference's rounding restored */
             m = bmax;
         }
         shift[k] = m;
@@ -134,7 +134,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         SA_T *ob = out + b;
-        const SA_T f = (SA_T)(shift[k] == m ? inv : exp(shift[k] - m) * inv);
+        const SA_T f = (SA_T)(shift[k] == m ? inv : sa_exp_shifted_f64(shift[k], m) * inv);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < len; i++)
             ob[i] *= f;
