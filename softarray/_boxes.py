@@ -63,6 +63,12 @@ def _labels_input(xp, labels, n):
     return labels
 
 
+def _require_labels(labels):
+    """The batched functions need labels: None would silently mean one group."""
+    if labels is None:
+        raise TypeError("labels must be an integer array of shape (n,), got None")
+
+
 def _check_iou_threshold(iou_threshold):
     # Negative thresholds would let boxes that do not touch suppress each
     # other (torchvision allows them); 0 already means "any overlap".
@@ -317,6 +323,7 @@ def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, m
     >>> sa.batched_nms(boxes, scores, np.array([0, 0, 1]), 0.5)
     array([0, 2])
     """
+    _require_labels(labels)
     return _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output)
 
 
@@ -428,6 +435,7 @@ def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_t
     >>> decayed
     array([0.9, 0.7, 0.4], dtype=float32)
     """
+    _require_labels(labels)
     return _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_threshold, max_output)
 
 

@@ -79,7 +79,7 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
     k = check_int(k, "k")
     n = x.shape[axis]
     if not 0 <= k <= n:
-        raise ValueError(f"k must be in [0, {n}] (the length of axis {axis}), got {k}")
+        raise ValueError(f"k must be in [0, {n}] (the length of axis {axis} of x), got {k}")
     largest = check_bool(largest, "largest")
     sorted = check_bool(sorted, "sorted")
     a = _dispatch.as_compiled_input(x)
@@ -338,7 +338,7 @@ def dense_to_sparse_gating(router_logits, *, temperature, activation=None, thres
     >>> sa.dense_to_sparse_gating(z, temperature=0.5, threshold=0.1).round(4)
     array([[0.8808, 0.1192, 0.    ]])
     """
-    xp, z, axis = _logits_along(router_logits, axis, "router_logits", " (the experts)")
+    xp, z, axis = _logits_along(router_logits, axis, "router_logits", " (the experts)", nonempty=True)
     check_temperature(temperature)
     threshold = check_real(threshold, "threshold", low=0.0, high=1.0, high_open=True)
     renormalize = check_bool(renormalize, "renormalize")
@@ -369,11 +369,16 @@ def _gumbel_noise(xp, like, rng):
     return _host_noise(xp, like, _check_rng(rng), lambda g, shape: g.gumbel(size=shape))
 
 
-def _logits_along(logits, axis, name="logits", role=""):
-    """(xp, floating logits, validated axis) for the gates and samplers."""
+def _logits_along(logits, axis, name="logits", role="", *, nonempty=False):
+    """(xp, floating logits, validated axis) for the gates and samplers;
+    with ``nonempty``, ``axis`` must not have length 0 (a distribution over
+    no categories)."""
     xp, z = _dispatch.namespace_of(logits, name)
     z = floating_input(xp, z, name)
-    return xp, z, check_axis(axis, z.ndim, name, role)
+    axis = check_axis(axis, z.ndim, name, role)
+    if nonempty and z.shape[axis] == 0:
+        raise ValueError(f"{name} has no categories{role}: axis {axis} has length 0")
+    return xp, z, axis
 
 
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
@@ -412,7 +417,7 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     >>> bool(np.isclose(y.sum(), 1.0))
     True
     """
-    xp, z, axis = _logits_along(logits, axis)
+    xp, z, axis = _logits_along(logits, axis, nonempty=True)
     check_temperature(tau, "tau")
     hard = check_bool(hard, "hard")
     soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
@@ -456,6 +461,7 @@ def gumbel_topk(logits, k, *, rng=None, axis=-1):
     xp, z, axis = _logits_along(logits, axis)
     k = check_int(k, "k")
     if not 0 <= k <= z.shape[axis]:
-        raise ValueError(f"k must be in [0, {z.shape[axis]}] (the length of axis {axis}), got {k}")
+        raise ValueError(f"k must be in [0, {z.shape[axis]}] (the length of axis {axis} of logits), "
+                         f"got {k}")
     _, indices = topk(z + _gumbel_noise(xp, z, rng), k, axis=axis)
     return indices

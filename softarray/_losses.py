@@ -693,7 +693,10 @@ def _broadcast_param(xp, value, shape, name, dtype):
     """An optional array parameter broadcast to ``shape``: finite, >= 0."""
     if value is None:
         return None
-    v = xp.astype(_as_namespace_array(xp, value, name), dtype)
+    v = _as_namespace_array(xp, value, name)
+    if not xp.isdtype(v.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"{name} must be a real array, got dtype {v.dtype}")
+    v = xp.astype(v, dtype)
     try:
         v = xp.broadcast_to(v, shape)
     except (ValueError, RuntimeError) as exc:
