@@ -76,8 +76,11 @@ cdef extern from "_boxes_kernels.h" nogil:
                                  double *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
                                  int64_t *keep, double *keep_score, int64_t *n_kept, int n_threads)
 
-# Below this many IoU entries one thread is faster than waking a team.
-cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 16
+# Below this many IoU entries (about a millisecond of work) one thread is
+# faster than waking a team, whose members may be descheduled on a busy machine.
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
+# Below this many boxes the labels of a batched call share one thread.
+cdef Py_ssize_t PARALLEL_MIN_BOXES = 4096
 # Rows of the IoU matrix per work item.
 cdef Py_ssize_t IOU_CHUNK_ROWS = 16
 # Bytes of a sort key: scores' bits, labels' (int64) bits.
@@ -283,6 +286,8 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
     cdef int8_t[::1] bscratch = np.empty(2 * m, np.int8)
     cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    if m < PARALLEL_MIN_BOXES:
+        n_threads = 1
     with nogil:
         if floating is float:
             sa_nms_classes_f32(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
@@ -327,6 +332,8 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef floating[::1] keep_score_v = keep_score
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
     cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating))
+    if n < PARALLEL_MIN_BOXES:
+        n_threads = 1
     with nogil:
         if floating is float:
             sa_soft_nms_classes_f32(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],

@@ -1,0 +1,190 @@
+"""The compiled kernels release the GIL and are safe to call from many Python
+threads at once: the same calls run from 8 Python threads (alone and with
+OpenMP threads inside each call) give results bitwise equal to the serial
+ones, and the thread-count override is per context, so one thread's
+``sa.threads(n)`` does not change another's."""
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import softarray as sa
+
+WORKERS = 8
+ITERATIONS = 3        # each worker runs every case this many times
+
+
+def _boxes(rng, n, scale=200.0):
+    xy = rng.random((n, 2), dtype=np.float32) * scale
+    wh = rng.random((n, 2), dtype=np.float32) * 30 + 1
+    return np.concatenate([xy, xy + wh], axis=1)
+
+
+def _cases():
+    """name -> zero-argument call. Inputs are sized so that each call runs
+    for a few milliseconds on one core: long enough that calls from different
+    Python threads overlap inside the kernels, short enough to keep the module
+    well under 30 s on two cores."""
+    rng = np.random.default_rng(20240601)
+    x = rng.standard_normal((256, 2048), dtype=np.float32)
+    x64 = rng.standard_normal((128, 1024))
+    target = rng.integers(0, x.shape[1], x.shape[0])
+    emb = rng.standard_normal((128, 128), dtype=np.float32)
+    cls = rng.standard_normal((2048, 128), dtype=np.float32)
+    emb_target = rng.integers(0, cls.shape[0], emb.shape[0])
+    router = rng.standard_normal((4096, 64), dtype=np.float32)
+    boxes = _boxes(rng, 4000)
+    scores = rng.random(4000, dtype=np.float32)
+    labels = rng.integers(0, 5, 4000)
+    iou_boxes = _boxes(rng, 600)
+    cases = {
+        "softmax": lambda: sa.softmax(x),
+        "softmax_f64_axis0": lambda: sa.softmax(x64, axis=0),
+        "log_softmax_axis0": lambda: sa.log_softmax(x, axis=0),
+        "logsumexp": lambda: sa.logsumexp(x),
+        "logsumexp_axis0": lambda: sa.logsumexp(x, axis=0),
+        "cross_entropy_grad": lambda: sa.cross_entropy(
+            x, target, label_smoothing=0.1, return_grad=True),
+        "cross_entropy_none": lambda: sa.cross_entropy(x64, target[:128] % 1024, reduction="none"),
+        "topk": lambda: sa.topk(x, 8),
+        "topk_quickselect_axis0": lambda: sa.topk(x, 64, axis=0, largest=False),
+        "topk_gating": lambda: sa.topk_gating(router, 2, capacity_factor=1.25, return_aux=True),
+        "nms": lambda: sa.nms(boxes, scores, 0.5),
+        "batched_nms": lambda: sa.batched_nms(boxes, scores, labels, 0.5, max_output=1000),
+        "soft_nms": lambda: sa.soft_nms(boxes[:1500], scores[:1500], method="gaussian"),
+        "box_iou": lambda: sa.box_iou(iou_boxes, iou_boxes[::-1]),
+    }
+    blas_cases = {
+        "linear_cross_entropy": lambda: sa.linear_cross_entropy(
+            emb, cls, emb_target, chunk_size=512, return_grad=True),
+    }
+    return cases, blas_cases
+
+
+CASES, BLAS_CASES = _cases()
+
+
+def _leaves(result):
+    """Flatten a result (array, tuple of arrays, NamedTuple with an ``aux``
+    dict, nested tuples) into a list of (path, value) pairs."""
+    if isinstance(result, dict):
+        return [(f"[{k!r}]{p}", v) for k in sorted(result) for p, v in _leaves(result[k])]
+    if isinstance(result, tuple):
+        return [(f"[{i}]{p}", v) for i, item in enumerate(result) for p, v in _leaves(item)]
+    return [("", result)]
+
+
+def _assert_bitwise_equal(got, want, name):
+    got, want = _leaves(got), _leaves(want)
+    assert [p for p, _ in got] == [p for p, _ in want], name
+    for (path, g), (_, w) in zip(got, want):
+        if g is None or w is None or isinstance(w, (int, float, str)):
+            assert g == w, f"{name}{path}"
+            continue
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.dtype == w.dtype and g.shape == w.shape, f"{name}{path}"
+        # bitwise: compare the raw bytes, so -0.0 vs 0.0 and NaN payloads count
+        assert g.tobytes() == w.tobytes(), f"{name}{path} differs"
+
+
+def _serial(cases, n_threads):
+    with sa.threads(n_threads):
+        return {name: call() for name, call in cases.items()}
+
+
+def _worker(cases, seed, n_threads, reference):
+    """Run every case ITERATIONS times in a shuffled order (a different order
+    per worker, so different kernels overlap) and compare with the serial
+    results. The override is set here: worker threads do not inherit the
+    submitting thread's context."""
+    order = [name for name in cases for _ in range(ITERATIONS)]
+    random.Random(seed).shuffle(order)
+    with sa.threads(n_threads):
+        assert sa.get_num_threads() == n_threads
+        for name in order:
+            _assert_bitwise_equal(cases[name](), reference[name], name)
+    return len(order)
+
+
+def _check_threads_match_serial(cases, n_threads):
+    reference = _serial(cases, n_threads)
+    # the serial results themselves are reproducible
+    for name, result in _serial(cases, n_threads).items():
+        _assert_bitwise_equal(result, reference[name], name)
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = [pool.submit(_worker, cases, seed, n_threads, reference)
+                   for seed in range(WORKERS)]
+        done = [f.result() for f in futures]     # re-raises a worker's failure
+    assert done == [ITERATIONS * len(cases)] * WORKERS
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["omp1", "omp2"])
+def test_threads_match_serial(n_threads):
+    _check_threads_match_serial(CASES, n_threads)
+
+
+# Known failure (found by this test): linear_cross_entropy limits BLAS to one
+# thread with threadpoolctl's ``ThreadpoolController.limit`` without entering
+# it as a context manager. threadpoolctl >= 3.6 lets only one "controlling"
+# Python thread change a pthreads OpenBLAS's limit, and that thread is only
+# released on a limiter's ``__exit__``; so once one thread (here the main
+# thread computing the reference) has made a call, the limit set by calls
+# from other threads is silently ignored. BLAS then runs on its own threads
+# inside the kernel's OpenMP team (OpenBLAS prints "Detect OpenMP Loop and
+# this application may hang") and the gradients differ by rounding.
+# Not strict: where OpenBLAS has one thread anyway the results agree.
+@pytest.mark.xfail(reason="BLAS limit ignored outside threadpoolctl's controlling thread",
+                   strict=False)
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["omp1", "omp2"])
+def test_linear_cross_entropy_threads_match_serial(n_threads):
+    _check_threads_match_serial(BLAS_CASES, n_threads)
+
+
+def test_thread_override_is_per_thread():
+    default = sa.get_num_threads()
+    inside = threading.Event()
+    checked = threading.Event()
+    seen = {}
+
+    def limited():
+        with sa.threads(1):
+            seen["limited"] = sa.get_num_threads()
+            inside.set()
+            assert checked.wait(10)
+            seen["limited_after"] = sa.get_num_threads()
+        seen["limited_restored"] = sa.get_num_threads()
+        sa.set_num_threads(3)            # a bare set in a worker stays there too
+        seen["limited_set"] = sa.get_num_threads()
+
+    def other():
+        assert inside.wait(10)
+        seen["other"] = sa.get_num_threads()
+        with sa.threads(2):
+            seen["other_inner"] = sa.get_num_threads()
+        checked.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(limited), pool.submit(other)]
+        for f in futures:
+            f.result()
+    assert seen == {
+        "limited": 1,
+        "other": default,
+        "other_inner": 2,
+        "limited_after": 1,
+        "limited_restored": default,
+        "limited_set": 3,
+    }
+    assert sa.get_num_threads() == default
+
+
+def test_main_thread_override_not_inherited_by_workers():
+    """contextvars are per thread: a pool started inside ``sa.threads(1)``
+    runs at the OpenMP default unless the worker sets its own override."""
+    default = sa.get_num_threads()
+    with sa.threads(1), ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda _: sa.get_num_threads(), range(4)))
+        assert sa.get_num_threads() == 1
+    assert counts == [default] * 4
