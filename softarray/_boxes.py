@@ -47,11 +47,11 @@ def _boxes_and_scores(boxes, scores):
     return xp, xp.astype(boxes, dtype, copy=False), xp.astype(scores, dtype, copy=False)
 
 
-def _same_namespace(boxes, other, name):
+def _same_namespace(first, other, name, first_name="boxes"):
     try:
-        array_api_compat.array_namespace(boxes, other)
+        array_api_compat.array_namespace(first, other)
     except TypeError as exc:
-        raise TypeError(f"{name} must be an array of the same library as boxes") from exc
+        raise TypeError(f"{name} must be an array of the same library as {first_name}") from exc
 
 
 def _labels_input(xp, labels, n):
@@ -97,18 +97,13 @@ def _host(x):
     """x as a NumPy array the kernels can read (native byte order), sharing
     memory where possible, or None for the portable path."""
     a = _dispatch.as_compiled_input(x)
-    if a is not None and not a.dtype.isnative:
-        a = a.astype(a.dtype.newbyteorder("="))
-    return a
+    return None if a is None else _dispatch.native_byte_order(a)
 
 
 def _host_labels(labels):
     """Integer labels as a contiguous int64 NumPy array, or None."""
-    if isinstance(labels, np.ndarray):
-        return np.ascontiguousarray(labels, dtype=np.int64)
-    if array_api_compat.is_torch_array(labels) and labels.device.type == "cpu":
-        return np.ascontiguousarray(np.from_dlpack(labels), dtype=np.int64)
-    return None
+    v = _dispatch.numpy_view(labels)
+    return None if v is None else np.ascontiguousarray(v, dtype=np.int64)
 
 
 # ----------------------------------------------------------------- functions
@@ -218,10 +213,7 @@ def box_iou(boxes1, boxes2):
     """
     xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
     _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
-    try:
-        array_api_compat.array_namespace(boxes1, boxes2)
-    except TypeError as exc:
-        raise TypeError("boxes2 must be an array of the same library as boxes1") from exc
+    _same_namespace(boxes1, boxes2, "boxes2", "boxes1")
     boxes1 = _boxes_input(xp, boxes1, "boxes1")
     boxes2 = _boxes_input(xp, boxes2, "boxes2")
     dtype = xp.result_type(boxes1.dtype, boxes2.dtype)

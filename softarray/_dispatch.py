@@ -48,6 +48,21 @@ def as_compiled_input(x):
     return a if a.dtype in COMPILED_DTYPES or a.dtype.newbyteorder("=") in COMPILED_DTYPES else None
 
 
+def native_byte_order(a):
+    """a (a NumPy array) in native byte order: itself, or a converted copy."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def numpy_view(x):
+    """x as a NumPy array sharing memory (NumPy, CPU DLPack), or None."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, ValueError, AttributeError):
+        return None
+
+
 def to_caller(xp, out, like):
     """Hand a NumPy result back as the caller's array type (zero-copy)."""
     if isinstance(like, np.ndarray):

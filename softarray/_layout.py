@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from ._dispatch import native_byte_order
+
 # With fewer contiguous columns than this the column kernel cannot fill a
 # SIMD register well; a transposed copy into rows is faster.
 MIN_INNER = 16
@@ -28,8 +30,7 @@ class ReductionLayout:
     """How ``a`` reduced over ``axes`` maps onto kernel views, and back."""
 
     def __init__(self, a, axes):
-        if not a.dtype.isnative:
-            a = a.astype(a.dtype.newbyteorder("="))
+        a = native_byte_order(a)
         if not a.flags.aligned:
             a = a.copy()
         self.shape = a.shape

@@ -131,32 +131,18 @@ def _common(logits, axis, reduction, return_grad, name="logits", reductions=REDU
 
 # --------------------------------------------------------------- compiled path
 
-def _native(a):
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
-
-
-def _numpy_view(x):
-    """x as a NumPy array sharing memory (NumPy, CPU DLPack), or None."""
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        return np.from_dlpack(x)
-    except (TypeError, RuntimeError, BufferError, ValueError, AttributeError):
-        return None
-
-
 def _compiled_operands(logits, *others):
     """NumPy views of logits and the other arrays for the kernels, or None
     when any of them must take the portable path."""
     a = _dispatch.as_compiled_input(logits)
     if a is None:
         return None
-    views = [_native(a)]
+    views = [_dispatch.native_byte_order(a)]
     for x in others:
         if x is None:
             views.append(None)
             continue
-        v = _numpy_view(x)
+        v = _dispatch.numpy_view(x)
         if v is None:
             return None
         views.append(v)
@@ -192,7 +178,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
                 class_weight_sum=float(cw.sum()) if cw.size else float(C))
     loss = np.empty(n, np.float64)
     grad = np.empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
-    t3 = x3 if t is None else _native(t).astype(a.dtype, copy=False).reshape(outer, C, inner)
+    t3 = x3 if t is None else _dispatch.native_byte_order(t).astype(a.dtype, copy=False).reshape(outer, C, inner)
     y1 = np.empty(0, np.int64) if y is None else np.ascontiguousarray(y, np.int64).reshape(-1)
     _kernels.samples(x3, y1, t3, grad, loss, cw, opts, get_num_threads())
     if none_shape is None:
@@ -722,7 +708,7 @@ def _as_rows(v, shape):
     """(R, L) view of an array broadcast to ``shape``; L = last axis."""
     L = shape[-1] if shape else 1
     R = math.prod(shape[:-1]) if shape else 1
-    return np.broadcast_to(_native(v), shape).reshape(R, L)
+    return np.broadcast_to(_dispatch.native_byte_order(v), shape).reshape(R, L)
 
 
 def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, denominator,

@@ -88,9 +88,10 @@ cdef int SCORE_KEY_BYTES_F32 = 4
 cdef int SCORE_KEY_BYTES_F64 = 8
 cdef int LABEL_KEY_BYTES = 8
 # Columns of per-class scratch (sa_work_init in _boxes_impl.h): values, int64
-# indices, bytes (2, the bscratch arrays below).
+# indices, bytes.
 cdef Py_ssize_t SCRATCH_VALUE_COLUMNS = 12
 cdef Py_ssize_t SCRATCH_INDEX_COLUMNS = 4
+cdef Py_ssize_t SCRATCH_BYTE_COLUMNS = 2
 
 
 cdef inline Py_ssize_t _stride(Py_ssize_t bytes, Py_ssize_t itemsize):
@@ -223,6 +224,19 @@ def _classes(labels, idx, keys, tk, tv):
     return seg, n_seg
 
 
+def _class_scratch(seg, Py_ssize_t n_seg, Py_ssize_t n, dtype):
+    """Scratch for n boxes in n_seg classes (sa_work_init in _boxes_impl.h):
+    (each class's first cell, values, int64 indices, cells, bytes)."""
+    cells_at = np.empty(max(n_seg, 1), np.int64)
+    cdef int64_t[::1] seg_v = seg, off_v = cells_at
+    cdef Py_ssize_t n_cells
+    with nogil:
+        n_cells = _cell_offsets(seg_v, n_seg, off_v)
+    return (cells_at, np.empty(SCRATCH_VALUE_COLUMNS * n, dtype),
+            np.empty(SCRATCH_INDEX_COLUMNS * n, np.int64), np.empty(n_cells, np.int64),
+            np.empty(SCRATCH_BYTE_COLUMNS * n, np.int8))
+
+
 def _kept_slots(const int64_t[::1] seg, const int64_t[::1] n_kept, Py_ssize_t n_seg):
     """Where the classes' results lie in the shared output arrays, class
     after class."""
@@ -274,16 +288,13 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
         _sort_by_score(&scores[0] if m else NULL, ss, idx_v, keys_v, tk_v, tv_v)
     seg, n_classes = _classes(labels, idx, keys, tk, tv)
     cdef Py_ssize_t n_seg = n_classes
-    cells_at = np.empty(max(n_seg, 1), np.int64)
-    cdef int64_t[::1] seg_v = seg, off_v = cells_at
-    cdef Py_ssize_t n_cells
-    with nogil:
-        n_cells = _cell_offsets(seg_v, n_seg, off_v)
     if m == 0:
         return np.empty(0, np.int64)
-    cdef floating[::1] tscratch = np.empty(SCRATCH_VALUE_COLUMNS * m, dtype)
-    cdef int64_t[::1] iscratch = np.empty(SCRATCH_INDEX_COLUMNS * m, np.int64), cells = np.empty(n_cells, np.int64)
-    cdef int8_t[::1] bscratch = np.empty(2 * m, np.int8)
+    cdef int64_t[::1] seg_v = seg, off_v, cells
+    cdef floating[::1] tscratch
+    cdef int64_t[::1] iscratch
+    cdef int8_t[::1] bscratch
+    off_v, tscratch, iscratch, cells, bscratch = _class_scratch(seg, n_seg, m, dtype)
     cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
     if m < PARALLEL_MIN_BOXES:
@@ -319,14 +330,11 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef Py_ssize_t n_seg = n_classes
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, dtype)
-    cells_at = np.empty(n_seg, np.int64)
-    cdef int64_t[::1] seg_v = seg, off_v = cells_at, idx_v = idx
-    cdef Py_ssize_t n_cells
-    with nogil:
-        n_cells = _cell_offsets(seg_v, n_seg, off_v)
-    cdef floating[::1] tscratch = np.empty(SCRATCH_VALUE_COLUMNS * n, dtype)
-    cdef int64_t[::1] iscratch = np.empty(SCRATCH_INDEX_COLUMNS * n, np.int64), cells = np.empty(n_cells, np.int64)
-    cdef int8_t[::1] bscratch = np.empty(2 * n, np.int8)
+    cdef int64_t[::1] seg_v = seg, idx_v = idx, off_v, cells
+    cdef floating[::1] tscratch
+    cdef int64_t[::1] iscratch
+    cdef int8_t[::1] bscratch
+    off_v, tscratch, iscratch, cells, bscratch = _class_scratch(seg, n_seg, n, dtype)
     cdef int64_t[::1] keep = np.empty(n, np.int64), n_kept = np.empty(n_seg, np.int64)
     keep_score = np.empty(n, dtype)
     cdef floating[::1] keep_score_v = keep_score
