@@ -10,6 +10,7 @@ import array_api_compat
 import numpy as np
 
 from . import _dispatch
+from ._dask import dask_route
 from ._lib import _boxes as _kernels
 from ._portable import boxes as _portable
 from ._threads import get_num_threads
@@ -108,6 +109,7 @@ def _host_labels(labels):
 
 # ----------------------------------------------------------------- functions
 
+@dask_route
 def box_area(boxes):
     r"""Area of each box, ``(x2 - x1) * (y2 - y1)``.
 
@@ -141,6 +143,7 @@ def box_area(boxes):
     return _dispatch.to_caller(xp, out.reshape(a.shape[:-1]), boxes)
 
 
+@dask_route
 def box_convert(boxes, in_fmt, out_fmt):
     r"""Convert boxes between the ``"xyxy"``, ``"xywh"`` and ``"cxcywh"`` formats.
 
@@ -182,6 +185,7 @@ def box_convert(boxes, in_fmt, out_fmt):
     return _dispatch.to_caller(xp, out.reshape(a.shape), boxes)
 
 
+@dask_route
 def box_iou(boxes1, boxes2):
     r"""Pairwise intersection over union of two sets of boxes.
 
@@ -226,6 +230,7 @@ def box_iou(boxes1, boxes2):
     return _dispatch.to_caller(xp, out, boxes1)
 
 
+@dask_route
 def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     r"""Greedy non-maximum suppression, exactly ``torchvision.ops.nms``.
 
@@ -280,6 +285,7 @@ def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     return _nms(boxes, scores, None, iou_threshold, score_threshold, max_output)
 
 
+@dask_route
 def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, max_output=None):
     r"""Non-maximum suppression within each label, as ``torchvision.ops.batched_nms``.
 
@@ -339,6 +345,7 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     return _dispatch.to_caller(xp, kept, boxes)
 
 
+@dask_route
 def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
              score_threshold=0.001, max_output=None):
     r"""Soft-NMS: decay the scores of overlapping boxes instead of dropping them.
@@ -399,12 +406,24 @@ def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
     return _soft_nms(boxes, scores, None, method, sigma, iou_threshold, score_threshold, max_output)
 
 
+@dask_route
 def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_threshold=0.3,
                      score_threshold=0.001, max_output=None):
     r"""Soft-NMS within each label (boxes of different labels never decay each other).
 
-    Parameters are those of :func:`soft_nms`, plus ``labels`` (integers,
-    shape (n,)); ``max_output`` limits the total.
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+    scores : array, shape (n,)
+    labels : array of integers, shape (n,)
+        The class (or image, or any group) of each box.
+    method : {"linear", "gaussian"}, default "linear"
+    sigma : float > 0, default 0.5
+    iou_threshold : float >= 0, default 0.3
+    score_threshold : float, default 0.001
+        As in :func:`soft_nms`.
+    max_output : int, optional
+        At most this many selections in total.
 
     Returns
     -------

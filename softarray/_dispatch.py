@@ -2,9 +2,11 @@
 
 NumPy arrays and PyTorch CPU tensors (shared zero-copy through DLPack) go to
 the compiled kernels when their dtype is float32 or float64. Everything else
-(GPU arrays, JAX, Dask, array-api-strict, other dtypes, tensors that require
-grad so autograd keeps working) goes to the portable array-API
-implementation, which returns the caller's array type, dtype and device.
+(GPU arrays, JAX, array-api-strict, other dtypes, tensors that require grad
+so autograd keeps working) goes to the portable array-API implementation,
+which returns the caller's array type, dtype and device. Dask arrays never
+get here: ``softarray._dask.dask_route`` maps the public function itself
+over their blocks first.
 """
 import numpy as np
 import array_api_compat
@@ -31,6 +33,25 @@ def _is_array(x):
     return array_api_compat.is_array_api_obj(x)
 
 
+def companion_array(xp, first, value, name, first_name="x"):
+    """value, an argument that goes with the array ``first``, as an array of
+    first's library ``xp`` on first's device: Python scalars and sequences
+    are converted; an array of another library or device is refused."""
+    if _is_array(value) and not isinstance(value, np.generic):
+        if array_api_compat.array_namespace(value) is not xp:
+            raise TypeError(f"{name} must be an array of the same library as {first_name}, got "
+                            f"{type(value).__name__} beside {type(first).__name__}")
+    else:
+        try:
+            value = xp.asarray(value, device=array_api_compat.device(first))
+        except Exception as exc:
+            raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
+    if array_api_compat.device(value) != array_api_compat.device(first):
+        raise ValueError(f"{name} is on device {array_api_compat.device(value)} but {first_name} "
+                         f"on {array_api_compat.device(first)}")
+    return value
+
+
 def as_compiled_input(x):
     """Return x as a NumPy array the kernels can read, sharing memory with
     x, or None when x must take the portable path."""
@@ -45,12 +66,18 @@ def as_compiled_input(x):
             return None
     else:
         return None
-    return a if a.dtype in COMPILED_DTYPES or a.dtype.newbyteorder("=") in COMPILED_DTYPES else None
+    return a if native_dtype(a.dtype) in COMPILED_DTYPES else None
 
 
 def native_byte_order(a):
     """a (a NumPy array) in native byte order: itself, or a converted copy."""
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+    return a if a.dtype.isnative else a.astype(native_dtype(a.dtype))
+
+
+def native_dtype(dtype):
+    """A NumPy dtype in native byte order (">f4" becomes float32); another
+    library's dtype as it is."""
+    return dtype.newbyteorder("=") if isinstance(dtype, np.dtype) else dtype
 
 
 def numpy_view(x):

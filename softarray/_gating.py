@@ -2,12 +2,12 @@
 public functions. They validate, then run the compiled kernels
 (``softarray._lib._gating``) on NumPy arrays and CPU DLPack arrays, or the
 portable array-API implementation (``softarray._portable.gating``)."""
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _dispatch
+from ._dask import dask_route
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
@@ -23,6 +23,7 @@ from ._validate import (
 )
 
 
+@dask_route
 def topk(x, k, *, axis=-1, largest=True, sorted=True):
     r"""The ``k`` largest (or smallest) entries along ``axis``, and their indices.
 
@@ -105,7 +106,34 @@ def _topk_compiled(a, k, axis, largest, sorted):
 
 
 class TopKGating(NamedTuple):
-    """What :func:`topk_gating` returns (a tuple; fields by name)."""
+    """What :func:`topk_gating` returns (a tuple; fields by name).
+
+    Parameters
+    ----------
+    weights : array, shape (tokens, k)
+        Gate weights, the router logits' dtype.
+    indices : array of int64, shape (tokens, k)
+        Experts, best first.
+    positions, kept : array of int64, array of bool, shape (tokens, k), optional
+        Slot of each assignment in its expert, and whether it is below the
+        capacity (with ``capacity_factor``).
+    capacity : int, optional
+        Slots per expert (with ``capacity_factor``).
+    aux : dict, optional
+        With ``return_aux``: "load_balancing_loss", "router_z_loss",
+        "expert_counts".
+
+    Examples
+    --------
+    >>> import numpy as np, softarray as sa
+    >>> gate = sa.topk_gating(np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]]), 2)
+    >>> gate.indices
+    array([[1, 2],
+           [0, 2]])
+    >>> weights, indices, *_ = gate
+    >>> gate.capacity is None
+    True
+    """
 
     weights: object
     """(tokens, k) gate weights, the router logits' dtype."""
@@ -124,6 +152,7 @@ class TopKGating(NamedTuple):
 _ORDERS = ("softmax_topk", "topk_softmax")
 
 
+@dask_route
 def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, temperature=1.0,
                 noise_std=0.0, rng=None, capacity_factor=None, return_aux=False):
     r"""Top-k gate of a mixture-of-experts router, fused.
@@ -215,7 +244,7 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     if capacity_factor is not None or return_aux:
         positions, counts = _portable.capacity_slots(xp, indices, n_experts)
     if capacity_factor is not None:
-        capacity = math.ceil(capacity_factor * k * n_tokens / n_experts)
+        capacity = _portable.expert_capacity(capacity_factor, k, n_tokens, n_experts)
         result.update(positions=positions, kept=positions < capacity, capacity=capacity)
     if return_aux:
         result["aux"] = _aux(xp, z, counts, prob_sum, n_tokens, n_experts)
@@ -239,7 +268,7 @@ def _host_noise(xp, like, rng, draw):
 
 def _numpy_dtype(dtype):
     """The NumPy dtype of a floating dtype of any namespace."""
-    return np.float32 if "float32" in str(dtype) else np.float64
+    return np.float32 if "float32" in str(_dispatch.native_dtype(dtype)) else np.float64
 
 
 def _gate(xp, z, k, inv_t, over_selected, with_probs):
@@ -293,6 +322,7 @@ _ACTIVATIONS = {
 }
 
 
+@dask_route
 def dense_to_sparse_gating(router_logits, *, temperature, activation=None, threshold=0.0,
                            renormalize=True, axis=-1):
     r"""The temperature-controlled dense-to-sparse gate.
@@ -379,6 +409,7 @@ def _logits_along(logits, axis, name="logits", role="", *, nonempty=False):
     return xp, z, axis
 
 
+@dask_route
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     r"""Gumbel-softmax sample: ``softmax((logits + g) / tau)``, ``g`` standard Gumbel.
 
@@ -422,10 +453,11 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     if not hard:
         return soft
     _, index = topk(soft, 1, axis=axis)
-    positions = xp.reshape(xp.arange(z.shape[axis]), (-1,) + (1,) * (z.ndim - 1 - axis))
+    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
     return xp.astype(positions == index, z.dtype)
 
 
+@dask_route
 def gumbel_topk(logits, k, *, rng=None, axis=-1):
     r"""``k`` categories sampled without replacement from ``softmax(logits)``.
 

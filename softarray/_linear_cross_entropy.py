@@ -5,6 +5,7 @@ or to the portable array-API implementation
 (``softarray._portable.linear_cross_entropy``); ``softarray._dispatch``
 decides which.
 """
+import contextlib
 import threading
 
 import array_api_compat
@@ -12,6 +13,7 @@ import numpy as np
 import threadpoolctl
 
 from . import _dispatch
+from ._dask import dask_route
 from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
 from ._losses import _reduce
@@ -39,6 +41,7 @@ MIN_ROWS = 64
 BLAS_INT_MAX = 2**31 - 1
 
 
+@dask_route
 def linear_cross_entropy(
     embeddings,
     classifier,
@@ -161,9 +164,9 @@ def linear_cross_entropy(
 def _arrays(embeddings, classifier, target, bias):
     """The four arrays in embeddings' namespace, with their shapes and dtypes checked."""
     xp, emb = _dispatch.namespace_of(embeddings, "embeddings")
-    cls = _same_library(xp, emb, classifier, "classifier")
-    tgt = _same_library(xp, emb, target, "target")
-    bias = None if bias is None else _same_library(xp, emb, bias, "bias")
+    cls = _dispatch.companion_array(xp, emb, classifier, "classifier", "embeddings")
+    tgt = _dispatch.companion_array(xp, emb, target, "target", "embeddings")
+    bias = None if bias is None else _dispatch.companion_array(xp, emb, bias, "bias", "embeddings")
     if not xp.isdtype(emb.dtype, "real floating"):
         raise TypeError(f"embeddings must have a real floating dtype, got {emb.dtype}")
     if emb.ndim != 2:
@@ -185,29 +188,12 @@ def _arrays(embeddings, classifier, target, bias):
     return xp, emb, cls, tgt, bias
 
 
-def _same_library(xp, emb, value, name):
-    """value as an array of xp (from a list or scalar if need be), on emb's device."""
-    if array_api_compat.is_array_api_obj(value) and not isinstance(value, np.generic):
-        if array_api_compat.array_namespace(value) is not xp:
-            raise TypeError(f"{name} must be an array of the same library as embeddings, got "
-                            f"{type(value).__name__} beside {type(emb).__name__}")
-    else:
-        try:
-            value = xp.asarray(value)
-        except Exception as exc:
-            raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
-    if array_api_compat.device(value) != array_api_compat.device(emb):
-        raise ValueError(f"{name} is on device {array_api_compat.device(value)} but embeddings "
-                         f"on {array_api_compat.device(emb)}")
-    return value
-
-
 def _check_matrix_like(a, name, shape, dtype):
     """a has len(shape) dimensions, the given sizes (None: any) and dtype."""
     if a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
         want = ", ".join("any" if s is None else str(s) for s in shape)
         raise ValueError(f"{name} must have shape ({want}) to match embeddings, got {tuple(a.shape)}")
-    if a.dtype != dtype:
+    if _dispatch.native_dtype(a.dtype) != _dispatch.native_dtype(dtype):
         raise TypeError(f"{name} has dtype {a.dtype} but embeddings has {dtype}; cast one of them")
 
 
@@ -259,7 +245,7 @@ def _blas_operand(a):
     if (a.dtype.isnative and a.strides[1] == item and a.strides[0] % item == 0
             and item * a.shape[1] <= a.strides[0] <= item * BLAS_INT_MAX):
         return a
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a, dtype=_dispatch.native_dtype(a.dtype))
 
 
 def tile_shape(n, v, itemsize, chunk_size, want_grad):
@@ -293,7 +279,8 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     (n, d), v = emb.shape, cls.shape[0]
     rows, chunk = tile_shape(n, v, dtype.itemsize, chunk_size, return_grad)
     # Ignored samples become -1: the kernel skips them without knowing ignore_index.
-    target = np.where(ignored, -1, tgt).astype(np.intp, copy=False)
+    # intp first: -1 would wrap around in an unsigned target dtype.
+    target = np.where(ignored, -1, tgt.astype(np.intp, copy=False))
     n_valid = n - int(np.count_nonzero(ignored))
     grads = _gradient_arrays(n, d, v, dtype, bias is not None) if return_grad else (None,) * 3
     row_loss = np.zeros(n)
@@ -327,14 +314,36 @@ class _SingleThreadedBlas:
             if self._users == 0:
                 if self._controller is None:
                     self._controller = threadpoolctl.ThreadpoolController()
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                with _blas_control():
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
             self._users += 1
 
     def __exit__(self, *exc_info):
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                self._limiter.restore_original_limits()
+                with _blas_control():
+                    self._limiter.restore_original_limits()
+
+
+@contextlib.contextmanager
+def _blas_control():
+    """Let this thread change a pthreads OpenBLAS's limit, and hand the right
+    back afterwards. threadpoolctl >= 3.6 lets only one "controlling" Python
+    thread do so (the first to try, until it leaves a ``with`` limit) and
+    silently ignores the others; the last Python thread to leave a call is
+    often not the first to enter one. The caller holds the lock that orders
+    every change softarray makes."""
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                      "clear_controlling_thread", None)
+    if release is None:  # threadpoolctl < 3.6: any thread may set the limit
+        yield
+        return
+    release(force=True)
+    try:
+        yield
+    finally:
+        release(force=True)
 
 
 _single_threaded_blas = _SingleThreadedBlas()

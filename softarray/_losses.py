@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import _dispatch
+from ._dask import dask_route
 from ._lib import _losses as _kernels
 from ._portable import losses as _portable
 from ._softmax import log_softmax
@@ -76,8 +77,9 @@ def _index_target(xp, target, shape, axis, C, ignore_index):
             f"got {tuple(target.shape)}"
         )
     bad = (target < 0) | (target >= C)
-    if ignore_index is not None:
-        bad = bad & (target != ignore_index)
+    kept = _portable.not_ignored(xp, target, ignore_index)
+    if kept is not None:
+        bad = bad & kept
     if bool(xp.any(bad)):
         allowed = f"[0, {C})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
         raise ValueError(f"target has class indices outside {allowed}")
@@ -253,6 +255,7 @@ _RETURNS_DOC = """loss : array
         ``reduction="none"``)."""
 
 
+@dask_route
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, label_smoothing=0.0,
                   reduction="mean", return_grad=False):
     r"""Cross-entropy between ``softmax(logits)`` and ``target``, fused.
@@ -325,6 +328,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     return _finish(xp, logits, loss, grad, return_grad)
 
 
+@dask_route
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Negative log-likelihood of class indices under log-probabilities.
@@ -367,6 +371,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, redu
                        ignore_index=ignore_index, portable=portable)
 
 
+@dask_route
 def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, ignore_index=None,
            reduction="mean", return_grad=False):
     r"""The Z-loss of de Brébisson & Vincent, a shift- and scale-invariant loss.
@@ -426,6 +431,7 @@ def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, igno
                        ignore_index=ignore_index, portable=portable, params={"a": a, "b": b})
 
 
+@dask_route
 def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=None,
                reduction="mean", return_grad=False):
     r"""Softmax focal loss (Lin et al.): ``-alpha[y] (1 - p_y)^gamma log p_y``.
@@ -471,6 +477,7 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=N
                        params={"gamma": gamma})
 
 
+@dask_route
 def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=None, reduction="mean",
                   return_grad=False):
     r"""The comp-sum losses of Mao, Mohri & Zhong, indexed by ``tau >= 0``.
@@ -523,6 +530,7 @@ def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, re
                        ignore_index=ignore_index, portable=portable, params={"tau": tau})
 
 
+@dask_route
 def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ignore_index=None,
                               reduction="mean", return_grad=False):
     r"""Generalized cross-entropy (Zhang & Sabuncu): ``(1 - p_y^q) / q``.
@@ -556,6 +564,7 @@ def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ig
     return _comp_sum(xp, logits, target, 1.0 + q, axis, weight, ignore_index, reduction, return_grad)
 
 
+@dask_route
 def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Mean absolute error on probabilities, ``1 - p_y`` (comp-sum, ``tau = 2``).
@@ -583,6 +592,7 @@ def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reducti
     return _comp_sum(xp, logits, target, 2.0, axis, weight, ignore_index, reduction, return_grad)
 
 
+@dask_route
 def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_grad=False):
     r"""The router z-loss of PaLM and ST-MoE: ``weight * logsumexp(logits)^2``.
 
@@ -622,6 +632,7 @@ def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_g
     return _finish(xp, logits, loss, grad, return_grad)
 
 
+@dask_route
 def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="weston_watkins", axis=-1,
                       reduction="mean", return_grad=False):
     r"""Multiclass hinge loss; ``p=2`` is the squared hinge (L2-SVM).
@@ -699,8 +710,8 @@ def _elementwise_target(xp, target, x):
     if tuple(target.shape) != tuple(x.shape):
         raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
     target = xp.astype(target, x.dtype)
-    if bool(xp.any(xp.isnan(target))):
-        raise ValueError("target contains NaN")
+    if not bool(xp.all(xp.isfinite(target))):
+        raise ValueError("target must be finite (it contains NaN or an infinity)")
     return target
 
 
@@ -736,6 +747,7 @@ def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, den
     return loss, (grad.reshape(shape) if return_grad else None)
 
 
+@dask_route
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean",
                                      return_grad=False):
     r"""Sigmoid and binary cross-entropy in one stable step.
@@ -789,6 +801,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     return _finish(xp, x, loss, grad, return_grad)
 
 
+@dask_route
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none", return_grad=False):
     r"""Binary focal loss on logits, as ``torchvision.ops.sigmoid_focal_loss``.
 
@@ -837,6 +850,7 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none
     return _finish(xp, x, loss, grad, return_grad)
 
 
+@dask_route
 def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_logits=False,
            return_grad=False):
     r"""Kullback-Leibler divergence ``KL(target || exp(input))``, pointwise summed.

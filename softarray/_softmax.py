@@ -3,9 +3,12 @@ functions. They validate, then hand the work to the compiled kernels
 (``softarray._lib._softmax``) or to the portable array-API implementation
 (``softarray._portable.softmax``); ``softarray._dispatch`` decides which.
 """
+import math
+
 import numpy as np
 
 from . import _dispatch
+from ._dask import dask_route
 from ._layout import ReductionLayout
 from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
@@ -47,11 +50,11 @@ def _normalize(op, x, axis, scale, where):
 
 def _normalize_compiled(op, a, axes, scale, mask):
     if a.size == 0:
-        return np.empty(a.shape, a.dtype.newbyteorder("="))
+        return np.empty(a.shape, _dispatch.native_dtype(a.dtype))
     if mask is not None:
         # The masked-out entries become -inf (probability 0) in the output
         # buffer and the kernel then works in place on it: no further copy.
-        a = np.where(mask, a, -np.inf).astype(a.dtype.newbyteorder("="), copy=False)
+        a = np.where(mask, a, -np.inf).astype(_dispatch.native_dtype(a.dtype), copy=False)
     layout = ReductionLayout(a, axes)
     code = _kernels.OPS[op]
     n_threads = get_num_threads()
@@ -69,6 +72,7 @@ def _normalize_compiled(op, a, axes, scale, mask):
     return result
 
 
+@dask_route
 def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Softmax along ``axis``: ``exp(x / T) / sum(exp(x / T))``.
 
@@ -113,6 +117,7 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("softmax", x, axis, check_temperature(temperature), where)
 
 
+@dask_route
 def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Logarithm of :func:`softmax`: ``x / T - logsumexp(x / T)``.
 
@@ -154,6 +159,7 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("log_softmax", x, axis, check_temperature(temperature), where)
 
 
+@dask_route
 def stablemax(x, /, axis=-1, *, where=None):
     r"""StableMax: ``s(x) / sum(s(x))`` with ``s(x) = x + 1`` for ``x >= 0``
     and ``1 / (1 - x)`` below.
@@ -191,6 +197,7 @@ def stablemax(x, /, axis=-1, *, where=None):
     return _normalize("stablemax", x, axis, 1.0, where)
 
 
+@dask_route
 def log_stablemax(x, /, axis=-1, *, where=None):
     r"""Logarithm of :func:`stablemax`, computed without forming it.
 
@@ -220,33 +227,48 @@ def log_stablemax(x, /, axis=-1, *, where=None):
     return _normalize("log_stablemax", x, axis, 1.0, where)
 
 
-def logsumexp(x, /, axis=-1, *, keepdims=False, where=None):
-    r"""``log(sum(exp(x)))`` along ``axis``, without overflow.
+@dask_route
+def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None):
+    r"""``log(sum(b * exp(x)))`` along ``axis``, without overflow.
 
     Parameters
     ----------
     x : array
         Any array-API array, or anything ``numpy.asarray`` accepts.
     axis : int, tuple of ints or None, default -1
-        Axes to reduce; None reduces all of them.
+        Axes to reduce; None reduces all of them (SciPy's default).
+    b : array, optional
+        Weights of ``exp(x)``, broadcast with ``x`` as in
+        ``scipy.special.logsumexp``. They may be negative (to subtract);
+        a zero weight leaves its entry out, even an infinite or NaN one,
+        unless the rest of the sum is not finite: then, as in SciPy,
+        ``0 * exp(+inf)`` and ``0 * exp(NaN)`` make the result NaN.
     keepdims : bool, default False
         Keep the reduced axes with length one.
+    return_sign : bool, default False
+        Also return the sign of the sum: then the result is
+        ``log(abs(sum))``. Without it, a negative sum gives NaN.
     where : array of bool, optional
         Only entries where ``where`` is True are summed; a slice with none
         gives ``-inf`` (the log of an empty sum). Broadcast against ``x``.
 
     Returns
     -------
-    array
-        ``x``'s array type, dtype and device, with the reduced axes removed
-        (or of length one with ``keepdims``).
+    res : array
+        ``x``'s array type, dtype (promoted with ``b``'s) and device, with
+        the reduced axes removed (or of length one with ``keepdims``).
+    sgn : array
+        Only with ``return_sign``: the sign of the sum, +1, 0 or -1 (NaN
+        where ``res`` is NaN), in ``res``'s dtype.
 
     Notes
     -----
     Like ``scipy.special.logsumexp``: a slice containing ``+inf`` gives
     ``+inf``, one of only ``-inf`` (or an empty one) gives ``-inf``, NaN
     propagates. The result is ``max + log1p(rest)``, accurate when one entry
-    dominates.
+    dominates. With ``b``, the terms of each sign are summed separately as
+    ``logsumexp(x + log|b|)`` and the two sums are subtracted once, in log
+    space.
 
     Examples
     --------
@@ -256,9 +278,31 @@ def logsumexp(x, /, axis=-1, *, keepdims=False, where=None):
     array([ 0.69314718, 10.69314718])
     >>> sa.logsumexp(np.arange(6.0).reshape(2, 3), axis=0, keepdims=True)
     array([[3.04858735, 4.04858735, 5.04858735]])
+
+    ``log(e - e**2)`` is the log of a negative number; with its sign:
+
+    >>> sa.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    (array(1.54132485), array(-1.))
     """
     check_bool(keepdims, "keepdims")
-    xp, x, axes, mask = _prepare(x, axis, where)
+    check_bool(return_sign, "return_sign")
+    xp, x = _dispatch.namespace_of(x)
+    x = floating_input(xp, x)
+    if b is not None:
+        x, b = _with_weights(xp, x, b)
+    axes = normalize_axes(axis, x.ndim)
+    mask = mask_for(xp, where, x)
+    if b is None:
+        out = _logsumexp(xp, x, axes, keepdims, mask)
+        return (out, _sign_of_exp_sum(xp, out)) if return_sign else out
+    out, sign = _signed_logsumexp(xp, x, b, axes, keepdims, mask)
+    if return_sign:
+        return out, sign
+    return xp.where(sign < 0, xp.asarray(math.nan, dtype=out.dtype, device=out.device), out)
+
+
+def _logsumexp(xp, x, axes, keepdims, mask):
+    """The unweighted log-sum-exp on whichever path runs x."""
     a = _dispatch.as_compiled_input(x)
     if a is None:
         return _portable.logsumexp(xp, x, axes, keepdims, mask)
@@ -266,9 +310,71 @@ def logsumexp(x, /, axis=-1, *, keepdims=False, where=None):
     return _dispatch.to_caller(xp, out, x)
 
 
+def _with_weights(xp, x, b):
+    """x and b promoted to one floating dtype and broadcast to one shape,
+    as SciPy does."""
+    b = _dispatch.companion_array(xp, x, b, "b")
+    if not xp.isdtype(b.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"b must have a real numeric dtype, got {b.dtype}")
+    dtype = xp.result_type(x.dtype, b.dtype)
+    try:
+        x, b = xp.broadcast_arrays(x, b)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast with x's shape "
+                         f"{tuple(x.shape)}") from exc
+    return xp.astype(x, dtype, copy=False), xp.astype(b, dtype, copy=False)
+
+
+def _sign_of_exp_sum(xp, out):
+    """Sign of a sum of exponentials from its log: 0 for an empty sum, NaN
+    for NaN, else +1."""
+    return xp.where(out == -math.inf, xp.zeros_like(out), xp.where(xp.isnan(out), out, xp.ones_like(out)))
+
+
+def _signed_logsumexp(xp, x, b, axes, keepdims, mask):
+    """(log|sum(b exp(x))|, sign) from two unweighted log-sum-exps, one over
+    the positive terms and one over the negative ones."""
+    zero = b == 0
+    negative = b < 0
+    positive = ~negative & ~zero  # a NaN weight counts here, so it propagates
+    # 0 * exp(+inf) and 0 * exp(NaN) are NaN. Like SciPy, leave such terms
+    # out when the rest of the sum is finite, and let them make a sum that is
+    # not finite NaN (SciPy's direct formula).
+    poison = zero & ~(x < math.inf)
+    if mask is not None:
+        negative, positive, poison = negative & mask, positive & mask, poison & mask
+    with np.errstate(invalid="ignore"):  # -inf + log(inf) is NaN, as inf * exp(-inf)
+        y = x + xp.log(xp.where(zero, xp.ones_like(b), xp.abs(b)))
+    out = _logsumexp(xp, y, axes, keepdims, positive)
+    if bool(xp.any(negative)):
+        out, sign = _log_difference(xp, out, _logsumexp(xp, y, axes, keepdims, negative))
+    else:
+        sign = _sign_of_exp_sum(xp, out)
+    if bool(xp.any(poison)):
+        poisoned = xp.any(poison, axis=axes, keepdims=keepdims) & ~xp.isfinite(out)
+        nan = xp.full_like(out, math.nan)
+        out, sign = xp.where(poisoned, nan, out), xp.where(poisoned, nan, sign)
+    return out, sign
+
+
+def _log_difference(xp, pos, neg):
+    """log|exp(pos) - exp(neg)| and its sign, with the larger term factored
+    out: hi + log1p(-exp(lo - hi))."""
+    hi, lo = xp.maximum(pos, neg), xp.minimum(pos, neg)
+    equal = pos == neg  # cancels exactly; both +inf is inf - inf, NaN
+    gap = xp.where(equal, xp.full_like(hi, -math.inf), lo - xp.where(equal, xp.zeros_like(hi), hi))
+    with np.errstate(divide="ignore"):  # exp(gap) rounds to 1: the difference is lost, -inf
+        out = hi + xp.log1p(-xp.exp(gap))
+    out = xp.where(equal, xp.where(pos == math.inf, xp.full_like(hi, math.nan),
+                                   xp.full_like(hi, -math.inf)), out)
+    one = xp.ones_like(out)
+    sign = xp.where(pos > neg, one, xp.where(neg > pos, -one, xp.zeros_like(out)))
+    return out, xp.where(xp.isnan(out), out, sign)
+
+
 def _logsumexp_compiled(a, axes, keepdims, mask):
     if mask is not None:
-        a = np.where(mask, a, -np.inf).astype(a.dtype.newbyteorder("="), copy=False)
+        a = np.where(mask, a, -np.inf).astype(_dispatch.native_dtype(a.dtype), copy=False)
     layout = ReductionLayout(a, axes)
     dtype = layout.view.dtype
     n_threads = get_num_threads()

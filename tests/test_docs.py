@@ -12,6 +12,8 @@ MODULES = [
     "softarray._boxes",
     "softarray._threads",
     "softarray._config",
+    "softarray.special",
+    "softarray.sklearn",
 ]
 
 

@@ -9,6 +9,7 @@ The order is the compiled kernel's: NaN above every number (+inf included),
 give it: a stable descending sort keeps equal keys in index order just as an
 ascending one does.
 """
+import math
 
 
 def topk(xp, x, k, *, axis, largest, sorted):
@@ -79,6 +80,12 @@ def gate(xp, z, k, *, inv_temperature, over_selected, with_probs):
     return weights, indices, prob_sum
 
 
+def expert_capacity(capacity_factor, k, n_tokens, n_experts):
+    """Slots per expert: capacity_factor times an even share of the k * n_tokens
+    assignments, rounded up (GShard, Switch Transformer)."""
+    return math.ceil(capacity_factor * k * n_tokens / n_experts)
+
+
 def capacity_slots(xp, indices, num_experts):
     """Each (token, choice)'s slot in its expert, assigned in order of
     arrival: every token's first choice before any second choice (GShard,
@@ -93,9 +100,9 @@ def capacity_slots(xp, indices, num_experts):
     order = xp.argsort(flat, stable=True)
     grouped = xp.take(flat, order)
     first = xp.searchsorted(grouped, grouped, side="left")
-    slot_sorted = xp.arange(n * k, dtype=xp.int64) - xp.astype(first, xp.int64)
+    slot_sorted = xp.arange(n * k, dtype=xp.int64, device=first.device) - xp.astype(first, xp.int64)
     slots = xp.take(slot_sorted, xp.argsort(order))
-    experts = xp.arange(num_experts, dtype=grouped.dtype)
+    experts = xp.arange(num_experts, dtype=grouped.dtype, device=grouped.device)
     counts = (xp.searchsorted(grouped, experts, side="right")
               - xp.searchsorted(grouped, experts, side="left"))
     return xp.permute_dims(xp.reshape(slots, (k, n)), (1, 0)), xp.astype(counts, xp.int64)

@@ -13,7 +13,7 @@ def _stats(xp, y, axes, stable):
     count = how many entries equal the maximum."""
     m = xp.max(y, axis=axes, keepdims=True)
     has_nan = xp.any(xp.isnan(y), axis=axes, keepdims=True)
-    m = xp.where(has_nan, xp.asarray(math.nan, dtype=y.dtype), m)
+    m = xp.where(has_nan, xp.asarray(math.nan, dtype=y.dtype, device=y.device), m)
     finite = xp.isfinite(m)
     below = y < m
     if stable:
@@ -22,6 +22,9 @@ def _stats(xp, y, axes, stable):
         terms = xp.exp(y - xp.where(finite, m, xp.zeros_like(m)))
     rest = xp.sum(xp.where(below, terms, xp.zeros_like(terms)), axis=axes, keepdims=True)
     count = xp.sum(xp.astype(y == m, y.dtype), axis=axes, keepdims=True)
+    # A NaN slice's result is NaN whatever count is; 1 keeps log1p(count - 1)
+    # from warning about log1p(-1) in the formulas that do not select it.
+    count = xp.where(has_nan, xp.ones_like(count), count)
     return m, finite, rest, count
 
 
@@ -36,11 +39,11 @@ def _log_stable_s(xp, y):
 
 
 def _masked(xp, y, mask):
-    return y if mask is None else xp.where(mask, y, xp.asarray(-math.inf, dtype=y.dtype))
+    return y if mask is None else xp.where(mask, y, xp.asarray(-math.inf, dtype=y.dtype, device=y.device))
 
 
 def _fill(xp, out, mask, value):
-    return out if mask is None else xp.where(mask, out, xp.asarray(value, dtype=out.dtype))
+    return out if mask is None else xp.where(mask, out, xp.asarray(value, dtype=out.dtype, device=out.device))
 
 
 def _reduce_axes(axes, ndim):
@@ -58,7 +61,7 @@ def normalize(xp, op, x, axes, scale, mask):
     axes = _reduce_axes(axes, y.ndim)
     stable = op in ("stablemax", "log_stablemax")
     m, finite, rest, count = _stats(xp, y, axes, stable)
-    nan = xp.asarray(math.nan, dtype=y.dtype)
+    nan = xp.asarray(math.nan, dtype=y.dtype, device=y.device)
     if op == "softmax":
         out = xp.where(finite, xp.exp(y - xp.where(finite, m, xp.zeros_like(m))) / (rest + count), nan)
         return _fill(xp, out, mask, 0.0)
@@ -83,7 +86,7 @@ def logsumexp(xp, x, axes, keepdims, mask):
     n = math.prod(y.shape[k] for k in axes)
     if n == 0:
         shape = tuple(1 if k in axes else s for k, s in enumerate(y.shape))
-        out = xp.full(shape, -math.inf, dtype=y.dtype)
+        out = xp.full(shape, -math.inf, dtype=y.dtype, device=y.device)
     else:
         m, finite, rest, count = _stats(xp, y, _reduce_axes(axes, y.ndim), stable=False)
         out = xp.where(finite, m + xp.log1p(rest + (count - 1)), m)
