@@ -4,6 +4,7 @@ side-by-side scripts (asv_bench/compare_*.py, which import them as
 asv_bench/ on sys.path): thread limits that every library obeys, and a
 median timer."""
 import contextlib
+import os
 import statistics
 import timeit
 
@@ -15,6 +16,20 @@ try:
     import torch
 except ImportError:
     torch = None
+
+# The thread counts every suite runs at: one and all (a set, so that a
+# one-core machine does not get a duplicate parameter value).
+THREADS = sorted({1, os.cpu_count() or 1})
+
+# SA_ASV_SMOKE=1 (CI's quick run, .ci/asv-smoke): every benchmark and every
+# parameter combination runs once on small inputs, so that no benchmark rots
+# unnoticed; the timings of such a run mean nothing.
+SMOKE = os.environ.get("SA_ASV_SMOKE") == "1"
+
+
+def sized(full, smoke):
+    """A problem size: full, or smoke in a smoke run."""
+    return smoke if SMOKE else full
 
 
 @contextlib.contextmanager

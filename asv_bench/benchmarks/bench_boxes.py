@@ -18,13 +18,12 @@ OpenCV's thread count is set with ``cv2.setNumThreads`` beside
 side by side from the same data.
 """
 import contextlib
-import os
 
 import numpy as np
 
 import softarray as sa
 
-from ._common import limit_threads, pool_threads
+from ._common import THREADS, limit_threads, pool_threads, sized
 
 try:
     import torch
@@ -36,13 +35,14 @@ try:
 except ImportError:
     cv2 = None
 
-THREADS = sorted({1, os.cpu_count() or 1})
 IMAGE = 1000          # the image is IMAGE x IMAGE pixels
 SIDES = (10, 100)     # box width and height range, pixels
 NMS_IOU = 0.5
 # Soft-NMS settings: softarray's defaults, and OpenCV's sigma default.
 SOFT = {"sigma": 0.5, "iou_threshold": 0.3, "score_threshold": 0.001}
 CLASSES = 80
+BATCHED_BOXES = sized(50_000, 500)
+IOU_BOXES = sized(1000, 100)
 
 
 def make_boxes(n, seed=0, integer=False):
@@ -111,7 +111,7 @@ class _Timed:
 
 
 class NMS(_Timed):
-    params = [["softarray", "torchvision", "opencv"], [1000, 10_000, 50_000], THREADS]
+    params = [["softarray", "torchvision", "opencv"], sized([1000, 10_000, 50_000], [100, 300, 500]), THREADS]
     param_names = ["library", "boxes", "threads"]
 
     def setup(self, library, n, threads):
@@ -140,8 +140,8 @@ class BatchedNMS(_Timed):
     def setup(self, library, threads):
         self._limits = contextlib.ExitStack()
         require(library)
-        boxes, scores = make_boxes(50_000)
-        labels = make_labels(50_000)
+        boxes, scores = make_boxes(BATCHED_BOXES)
+        labels = make_labels(BATCHED_BOXES)
         if library == "softarray":
             run = lambda: sa.batched_nms(boxes, scores, labels, NMS_IOU)
         else:
@@ -155,7 +155,7 @@ class BatchedNMS(_Timed):
 
 class SoftNMS(_Timed):
     """Integer-coordinate boxes, as cv2.dnn.softNMSBoxes takes them."""
-    params = [["softarray", "opencv"], [1000, 10_000], ["linear", "gaussian"], THREADS]
+    params = [["softarray", "opencv"], sized([1000, 10_000], [100, 300]), ["linear", "gaussian"], THREADS]
     param_names = ["library", "boxes", "method", "threads"]
 
     def setup(self, library, n, method, threads):
@@ -183,8 +183,8 @@ class BoxIoU(_Timed):
     def setup(self, library, threads):
         self._limits = contextlib.ExitStack()
         require(library)
-        boxes1, _ = make_boxes(1000, seed=0)
-        boxes2, _ = make_boxes(1000, seed=1)
+        boxes1, _ = make_boxes(IOU_BOXES, seed=0)
+        boxes2, _ = make_boxes(IOU_BOXES, seed=1)
         if library == "softarray":
             run = lambda: sa.box_iou(boxes1, boxes2)
         else:

@@ -4,21 +4,23 @@ The router case of issue 4 is ``router`` (65536 tokens x 64 experts,
 float32, k = 2); ``wide`` exercises the large-k path.
 """
 import contextlib
-import os
 
 import numpy as np
 
 import softarray as sa
 
-from ._common import limit_threads
+from ._common import THREADS, limit_threads, sized
 
 try:
     import torch
 except ImportError:
     torch = None
 
-CASES = {"router": ((65_536, 64), 2), "router-k8": ((65_536, 64), 8), "wide": ((256, 20_000), 1000)}
-THREADS = sorted({1, os.cpu_count() or 1})
+CASES = {
+    "router": (sized((65_536, 64), (128, 64)), 2),
+    "router-k8": (sized((65_536, 64), (128, 64)), 8),
+    "wide": (sized((256, 20_000), (16, 2000)), 1000),
+}
 
 
 def _argpartition_topk(x, k):

@@ -15,7 +15,6 @@ the issue's size:
 """
 import contextlib
 import gc
-import os
 import re
 import tracemalloc
 
@@ -23,7 +22,7 @@ import numpy as np
 
 import softarray as sa
 
-from ._common import limit_threads
+from ._common import THREADS, limit_threads, sized
 
 try:
     import torch
@@ -33,8 +32,7 @@ except ImportError:
 MIB = 2**20
 # Small enough for asv's repeats (about 0.1 s per forward at one thread);
 # the compare script runs the issue's N=8192, D=512, V=65536.
-SIZE = (1024, 256, 16384)
-THREADS = sorted({1, os.cpu_count() or 1})
+SIZE = sized((1024, 256, 16384), (64, 32, 512))
 MODES = ["forward", "forward+backward"]
 
 

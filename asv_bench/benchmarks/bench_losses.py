@@ -7,13 +7,12 @@ come from one machine state. The issue's target case is ``large``
 the peer of ``cross_entropy`` (its ``loss`` and ``loss_gradient``).
 """
 import contextlib
-import os
 
 import numpy as np
 
 import softarray as sa
 
-from ._common import limit_threads
+from ._common import THREADS, limit_threads, sized
 
 try:
     import torch
@@ -26,8 +25,7 @@ try:
 except ImportError:
     HalfMultinomialLoss = log_loss = None
 
-SIZES = {"small-classes": (100_000, 10), "large": (65_536, 1000)}
-THREADS = sorted({1, os.cpu_count() or 1})
+SIZES = {"small-classes": sized((100_000, 10), (100, 10)), "large": sized((65_536, 1000), (64, 100))}
 MODES = ["forward", "forward+grad"]
 
 

@@ -5,13 +5,12 @@ Every peer is timed in the same run on the same input, so the ratios in one
 than across runs.
 """
 import contextlib
-import os
 
 import numpy as np
 import scipy.special
 import softarray as sa
 
-from ._common import limit_threads
+from ._common import THREADS, limit_threads, sized
 
 try:
     import torch
@@ -20,12 +19,10 @@ except ImportError:
 
 SIZES = {
     "tiny": (8, 10),
-    "small-rows": (100_000, 10),
-    "in-cache": (1000, 1000),
-    "out-of-cache": (4096, 4096),
+    "small-rows": sized((100_000, 10), (100, 10)),
+    "in-cache": sized((1000, 1000), (50, 100)),
+    "out-of-cache": sized((4096, 4096), (64, 128)),
 }
-# A set, so a one-core machine does not get a duplicate parameter value.
-THREADS = sorted({1, os.cpu_count() or 1})
 PEERS = ["softarray", "scipy", "torch"]
 COMMON_PARAMS = [list(SIZES), ["float32", "float64"], [-1, 0], THREADS]
 COMMON_NAMES = ["size", "dtype", "axis", "threads"]
