@@ -719,7 +719,13 @@ def _as_rows(v, shape):
     """(R, L) view of an array broadcast to ``shape``; L = last axis."""
     L = shape[-1] if shape else 1
     R = math.prod(shape[:-1]) if shape else 1
-    return np.broadcast_to(_dispatch.native_byte_order(v), shape).reshape(R, L)
+    rows = np.broadcast_to(_dispatch.native_byte_order(v), shape).reshape(R, L)
+    # The kernels step along a row by 0 (broadcast) or 1 element; a cast of a
+    # broadcast view (a byte-swapped weight, say) can come back with any
+    # stride, so such rows are copied.
+    if rows.strides[1] not in (0, rows.itemsize):
+        rows = np.ascontiguousarray(rows)
+    return rows
 
 
 def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, denominator,

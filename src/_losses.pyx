@@ -195,6 +195,8 @@ def elementwise(const floating[:, ::1] x, const floating[:, ::1] t,
             and _absent_or_shaped(grad.shape[0], grad.shape[1], R, L)):
         raise ValueError("internal error: elementwise optional array shape")
     if R == 0 or L == 0:
+        # Rows of no elements sum to 0 (row_loss arrives uninitialized).
+        row_loss[:] = 0.0
         return
     cdef sa_ew_opts o
     o.kind = ELEMENTWISE_KINDS[opts["kind"]]

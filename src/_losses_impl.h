@@ -155,8 +155,10 @@ SA_INLINE double SA_FN(sa_target_loss)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
 #undef SA_TARGET_GRAD
     }
     /* loss = sum_c u_c (lse - z_c) (+ sum u log u for KL), summed relative to
-     * m so that large logits do not cancel */
-    return sa_isfinite(m) ? entropy + total * lognorm - shifted : NAN;
+     * m so that large logits do not cancel. A non-finite m is the lse itself
+     * (NaN, +inf, or -inf for a row of only -inf): the loss is then
+     * -sum_c u_c (z_c - m), still 0 where u_c = 0, as the portable path. */
+    return sa_isfinite(m) ? entropy + total * lognorm - shifted : entropy - shifted;
 }
 
 /* Losses built on log-softmax: cross-entropy (index and probability
@@ -251,17 +253,24 @@ SA_INLINE double SA_FN(sa_loss_nll)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, in
 SA_INLINE double SA_FN(sa_loss_z)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
                                   SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
 {
-    double sum = 0.0, sq = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (ptrdiff_t c = 0; c < C; c++)
-        sum += (double)z[c * zs];
+    double sum = 0.0, sq = 0.0, lo = INFINITY, hi = -INFINITY;
+#pragma omp simd reduction(+ : sum) reduction(min : lo) reduction(max : hi)
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const double v = (double)z[c * zs];
+        sum += v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
     const double mu = sum / (double)C;
 #pragma omp simd reduction(+ : sq)
     for (ptrdiff_t c = 0; c < C; c++) {
         const double d = (double)z[c * zs] - mu;
         sq += d * d;
     }
-    const double sigma = sqrt(sq / (double)C);
+    /* Equal logits by comparison, not by the variance: their mean can round
+     * away from them and leave a tiny sigma that standardizes rounding error.
+     * A NaN or infinite row keeps its NaN (sum is not finite). */
+    const double sigma = (isfinite(sum) && lo == hi) ? 0.0 : sqrt(sq / (double)C);
     const double wy = o->class_weight ? o->class_weight[y] : 1.0;
     const double zeta_y = sigma == 0.0 ? 0.0 : ((double)z[y * zs] - mu) / sigma;
     const double u = o->a * (o->b - zeta_y);
@@ -296,7 +305,7 @@ SA_INLINE double SA_FN(sa_loss_margin)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
             const double h = base + (double)z[c * zs];
             const double hinge = h > 0.0 ? (squared ? h * h : h) : 0.0;
             sum += c != y ? hinge : 0.0;
-            bad |= h != h;
+            bad |= c != y && h != h;    /* the target's own class is no hinge */
         }
         loss = bad ? NAN : wy * sum / (double)C;
         if (g) {
@@ -312,17 +321,18 @@ SA_INLINE double SA_FN(sa_loss_margin)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
         }
         return loss;
     }
-    double best = -INFINITY;
+    double h = -INFINITY;               /* no hinge (C == 1): loss 0 */
     ptrdiff_t arg = -1;
     for (ptrdiff_t c = 0; c < C; c++) {
-        const double v = (double)z[c * zs];
-        bad |= v != v;
-        if (c != y && v > best) {
-            best = v;
+        const double hc = base + (double)z[c * zs];
+        if (c == y)
+            continue;
+        bad |= hc != hc;
+        if (hc > h) {
+            h = hc;
             arg = c;
         }
     }
-    const double h = base + best;
     loss = bad ? NAN : (h > 0.0 ? wy * (squared ? h * h : h) : 0.0);
     if (g) {
         SA_FN(sa_fill)(g, gs, C, (SA_T)(bad ? NAN : 0.0));
@@ -452,7 +462,11 @@ SA_INLINE double SA_FN(sa_sigmoid_focal_row)(const SA_T *x, const SA_T *t, ptrdi
     for (ptrdiff_t i = 0; i < L; i++) {
         const double xi = x[i], ti = t[i];
         const double p = sa_sigmoid(xi);
-        const double ce = sa_softplus(xi) - xi * ti;
+        /* (1 - t) softplus(x) + t softplus(-x), a zero coefficient giving 0:
+         * x t would be inf * 0 = NaN at x = +-inf, whose limits are finite
+         * or +inf. */
+        const double ce = (ti != 1.0 ? (1.0 - ti) * sa_softplus(xi) : 0.0)
+                          + (ti != 0.0 ? ti * sa_softplus(-xi) : 0.0);
         const double one_minus_pt = 1.0 - (p * ti + (1.0 - p) * (1.0 - ti));
         const double modulator = pow(one_minus_pt, o->gamma);
         const double alpha_t = o->alpha >= 0.0 ? o->alpha * ti + (1.0 - o->alpha) * (1.0 - ti) : 1.0;
@@ -463,7 +477,10 @@ SA_INLINE double SA_FN(sa_sigmoid_focal_row)(const SA_T *x, const SA_T *t, ptrdi
             const double dpt = p * (1.0 - p) * (2.0 * ti - 1.0);
             const double dmod = (one_minus_pt > 0.0 && o->gamma != 0.0)
                 ? -o->gamma * pow(one_minus_pt, o->gamma - 1.0) * dpt : 0.0;
-            g[i] = (SA_T)(o->grad_scale * alpha_t * ((p - ti) * modulator + ce * dmod));
+            /* dmod is 0 where p saturates: ce dmod -> 0 there (|x| e^-|x|),
+             * even where ce is infinite. */
+            const double ce_dmod = dmod != 0.0 ? ce * dmod : 0.0;
+            g[i] = (SA_T)(o->grad_scale * alpha_t * ((p - ti) * modulator + ce_dmod));
         }
         sum += l;
     }

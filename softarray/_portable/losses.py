@@ -69,13 +69,22 @@ def _index_target(xp, target, ignore_index):
     Ignored entries may hold any value (-100, say); class 0 keeps the one-hot
     in range and xp.where later zeroes whatever they computed.
     """
-    if ignore_index is None:
+    valid = not_ignored(xp, target, ignore_index)
+    if valid is None:
         return target, None
+    return xp.where(valid, target, xp.zeros_like(target)), valid
+
+
+def not_ignored(xp, target, ignore_index):
+    """Mask of the integer target's entries that are not ignore_index, or
+    None when no entry can equal it (no ignore_index, or one outside the
+    dtype's range: comparing would overflow on some libraries)."""
+    if ignore_index is None:
+        return None
     info = xp.iinfo(target.dtype)
     if not info.min <= ignore_index <= info.max:
-        return target, None  # no entry of this dtype can equal it
-    valid = target != ignore_index
-    return xp.where(valid, target, xp.zeros_like(target)), valid
+        return None
+    return target != ignore_index
 
 
 def _one_hot(xp, target, axis, num_classes):
@@ -229,7 +238,12 @@ def z_loss(xp, logits, target, *, a, b, axis, weight, ignore_index, reduction, r
     hot = _one_hot(xp, target, axis, num_classes)
     d = logits - xp.mean(logits, axis=axis, keepdims=True)
     var = xp.mean(d * d, axis=axis, keepdims=True)
-    spread = var > 0
+    # All logits equal: sigma is 0, even where the mean rounds away from them
+    # (which would leave var a tiny positive number and zeta +-1). A NaN var
+    # (NaN or infinite logits) stays in and makes zeta NaN, as in the kernel.
+    hi = xp.max(logits, axis=axis, keepdims=True)
+    flat = (hi == xp.min(logits, axis=axis, keepdims=True)) & xp.isfinite(hi)
+    spread = ~flat & (var != 0)
     # sqrt of a stand-in 1 where sigma == 0, so neither zeta nor autograd
     # divides by zero there; zeta := 0 as documented.
     sigma = xp.sqrt(xp.where(spread, var, xp.ones_like(var)))
@@ -331,6 +345,10 @@ def multi_margin_loss(xp, logits, target, *, p, margin, weight, form, axis, redu
         worst = xp.max(h_other, axis=axis)
         hinge = xp.where(worst > 0, worst, xp.zeros_like(worst))
         per = w_y * (hinge if p == 1 else hinge * hinge)
+    # A NaN hinge (c != y) makes the sample's loss and gradient NaN, as in
+    # the kernel; h > 0 alone would silently drop it.
+    nan_row = xp.any(xp.isnan(h) & ~hot, axis=axis)
+    per = xp.where(nan_row, xp.full_like(per, math.nan), per)
     loss, s = _reduce(xp, per, reduction, _count(xp, None, per))
     if not return_grad:
         return loss, None
@@ -345,6 +363,7 @@ def multi_margin_loss(xp, logits, target, *, p, margin, weight, form, axis, redu
         coef = xp.where(worst > 0, coef, xp.zeros_like(coef))
         g = xp.where(first, xp.expand_dims(coef, axis=axis), zero)
     grad = g - xp.astype(hot, logits.dtype) * xp.sum(g, axis=axis, keepdims=True)
+    grad = xp.where(xp.expand_dims(nan_row, axis=axis), xp.full_like(grad, math.nan), grad)
     return loss, s * grad
 
 
@@ -387,7 +406,10 @@ def sigmoid_focal_loss(xp, logits, target, *, alpha, gamma, reduction, return_gr
     """softarray.sigmoid_focal_loss."""
     p = _sigmoid(xp, logits)
     p_neg = _sigmoid(xp, -logits)
-    ce = (1 - target) * _softplus(xp, logits) + target * _softplus(xp, -logits)
+    # A zero coefficient gives 0, not 0 * inf = NaN at x = +-inf (the limits).
+    zero = xp.zeros_like(p)
+    ce = (xp.where(target == 1, zero, (1 - target) * _softplus(xp, logits))
+          + xp.where(target == 0, zero, target * _softplus(xp, -logits)))
     # 1 - p_t as p (1 - t) + (1 - p) t: no cancellation for t in {0, 1}.
     miss = p * (1 - target) + p_neg * target
     per = ce * miss ** gamma
@@ -402,7 +424,8 @@ def sigmoid_focal_loss(xp, logits, target, *, alpha, gamma, reduction, return_gr
     # d(miss)/dx = p (1 - p) (1 - 2t)
     d_pow = xp.where(some, gamma * base ** (gamma - 1), xp.zeros_like(miss))
     d_miss = d_pow * p * p_neg * (1 - 2 * target)
-    grad = (p - target) * miss ** gamma + ce * d_miss
+    # d_miss is 0 where p saturates: ce d_miss -> 0 there, even for ce = inf.
+    grad = (p - target) * miss ** gamma + xp.where(d_miss == 0, zero, ce * d_miss)
     if alpha_t is not None:
         grad = alpha_t * grad
     return loss, s * grad
