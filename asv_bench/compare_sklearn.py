@@ -125,15 +125,16 @@ def main():
     parser.add_argument("--n", type=int, default=200_000, help="samples before the split")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--breakdown", action="store_true", help="also time one evaluation's pieces")
+    parser.add_argument("--threads", type=int, nargs="+", default=THREADS)
     args = parser.parse_args()
     data = problem(args.n)
     print(f"make_classification n={args.n} (train {data[0].shape[0]}), 100 features, 20 classes; "
           f"tol=1e-4, max_iter={args.max_iter}; median of {args.repeat} fits")
     print("threads |  LR fit s  iter |  SA fit s  iter | SA/LR | test accuracy LR SA")
-    for n_threads in THREADS:
+    for n_threads in args.threads:
         report(n_threads, compare(data, n_threads, args.repeat, args.max_iter))
     if args.breakdown:
-        for n_threads in THREADS:
+        for n_threads in args.threads:
             breakdown(data, n_threads)
 
 

@@ -41,6 +41,42 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
     st->count = count;
 }
 
+/* Pass 1 of a contiguous row of at most SA_ROW_BLOCK classes whose gradient
+ * is wanted: sa_sample_stats' (max, rest, count), with each exp(z_c - m)
+ * kept in g, so that the gradient pass rescales them instead of computing
+ * every exponential again. A row with a non-finite maximum keeps zeros: its
+ * gradient scale is NaN, which makes the whole gradient row NaN anyway. */
+SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats *st, SA_T *g)
+{
+    sa_stats_init(st);
+    SA_T m = -INFINITY;
+    int bad = 0;
+#pragma omp simd reduction(max : m) reduction(| : bad)
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const SA_T v = z[c];
+        m = v > m ? v : m;
+        bad |= v != v;
+    }
+    st->nan = bad;
+    st->max = m;
+    if (!isfinite(m)) {
+        for (ptrdiff_t c = 0; c < C; c++)
+            g[c] = 0;
+        return;
+    }
+    SA_T rest = 0, count = 0;
+#pragma omp simd reduction(+ : rest, count)
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const SA_T v = z[c];
+        const SA_T e = SA_EXP(v - m);
+        g[c] = e;
+        rest += v < m ? e : (SA_T)0;
+        count += v == m ? (SA_T)1 : (SA_T)0;
+    }
+    st->rest = rest;
+    st->count = count;
+}
+
 /* sum_c w_c * (z_c - m), w_c = 1 without class weights: the smoothing term. */
 SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
                                                 const double *w, double m)
@@ -59,21 +95,23 @@ SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptr
 }
 
 /* Gradient of the softmax-based losses: g_c = A p_c + D w_c (+ B at c == y),
- * everything already multiplied by the reduction's scale. */
+ * everything already multiplied by the reduction's scale. kept (a literal at
+ * each call) says g holds exp(z_c - m) from sa_sample_stats_keep already. */
 SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
                                             double inv_sum, double A, double B, double D,
-                                            const double *w, int64_t y, SA_T *g, ptrdiff_t gs)
+                                            const double *w, int64_t y, SA_T *g, ptrdiff_t gs,
+                                            int kept)
 {
     const SA_T a = (SA_T)(A * inv_sum);
     if (w && D != 0.0) {
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * SA_EXP(z[c * zs] - m) + (SA_T)(D * w[c]);
+            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP(z[c * zs] - m)) + (SA_T)(D * w[c]);
     } else {
         const SA_T d = (SA_T)D;
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * SA_EXP(z[c * zs] - m) + d;
+            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP(z[c * zs] - m)) + d;
     }
     g[y * gs] += (SA_T)B;
 }
@@ -167,8 +205,16 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
                                               const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
                                               const sa_loss_opts *o)
 {
+    /* A short contiguous row whose gradient is wanted keeps its exponentials
+     * in the gradient row: one exp per entry instead of two. The probability
+     * targets write their gradient elsewhere (sa_target_loss). */
+    const int keep = g && zs == 1 && gs == 1 && C <= SA_ROW_BLOCK
+                     && o->kind != SA_LOSS_CROSS_ENTROPY_PROBS && o->kind != SA_LOSS_KL_LOGITS;
     sa_stats st;
-    SA_FN(sa_sample_stats)(z, zs, C, &st);
+    if (keep)
+        SA_FN(sa_sample_stats_keep)(z, C, &st, g);
+    else
+        SA_FN(sa_sample_stats)(z, zs, C, &st);
     const double m = st.nan ? NAN : st.max;
     const int finite = sa_isfinite(m);
     const double lognorm = sa_lognorm(st.rest, st.count);     /* log(sum exp(z - m)) */
@@ -224,7 +270,10 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
     if (g) {
         const double s = o->grad_scale;
         const double inv_sum = sa_softmax_scale(m, st.rest, st.count);
-        SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs);
+        if (keep)
+            SA_FN(sa_write_softmax_grad)(z, 1, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, 1, 1);
+        else
+            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs, 0);
     }
     return loss;
 }
