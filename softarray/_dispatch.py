@@ -66,7 +66,16 @@ def as_compiled_input(x):
             return None
     else:
         return None
-    return a if native_dtype(a.dtype) in COMPILED_DTYPES else None
+    if native_dtype(a.dtype) not in COMPILED_DTYPES:
+        return None
+    return aligned(a)
+
+
+def aligned(a):
+    """a, or an aligned copy when its data is not aligned to its dtype (a
+    view into a byte buffer, say): the kernels' loads assume alignment, and
+    an unaligned one is undefined behaviour in C (UBSan reports it)."""
+    return a if a.flags.aligned else a.copy()
 
 
 def native_byte_order(a):
@@ -81,11 +90,12 @@ def native_dtype(dtype):
 
 
 def numpy_view(x):
-    """x as a NumPy array sharing memory (NumPy, CPU DLPack), or None."""
+    """x as a NumPy array sharing memory (NumPy, CPU DLPack; an unaligned
+    array is copied), or None."""
     if isinstance(x, np.ndarray):
-        return x
+        return aligned(x)
     try:
-        return np.from_dlpack(x)
+        return aligned(np.from_dlpack(x))
     except (TypeError, RuntimeError, BufferError, ValueError, AttributeError):
         return None
 

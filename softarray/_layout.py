@@ -30,9 +30,7 @@ class ReductionLayout:
     """How ``a`` reduced over ``axes`` maps onto kernel views, and back."""
 
     def __init__(self, a, axes):
-        a = native_byte_order(a)
-        if not a.flags.aligned:
-            a = a.copy()
+        a = native_byte_order(a)   # the caller has aligned it (_dispatch.as_compiled_input)
         self.shape = a.shape
         self.axes = axes
         ndim = a.ndim

@@ -151,7 +151,7 @@ def linear_cross_entropy(
     if a_emb is None or a_cls is None or (bias is not None and a_bias is None):
         return _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size,
                              return_grad)
-    loss, grads = _run_compiled(a_emb, a_cls, a_bias, _numpy(tgt), _numpy(ignored), eps,
+    loss, grads = _run_compiled(a_emb, a_cls, a_bias, _dispatch.numpy_view(tgt), _dispatch.numpy_view(ignored), eps,
                                 reduction, chunk_size, return_grad)
     loss = _dispatch.to_caller(xp, loss, emb)
     if not return_grad:
@@ -230,12 +230,6 @@ def _check_target(xp, tgt, ignore_index, v):
 
 
 # ---------------------------------------------------------------- compiled
-
-def _numpy(a):
-    """A NumPy view of an integer or boolean array of the compiled path
-    (NumPy or a PyTorch CPU tensor)."""
-    return a if isinstance(a, np.ndarray) else np.from_dlpack(a)
-
 
 def _blas_operand(a):
     """a itself when BLAS can read it in place (native byte order, rows
