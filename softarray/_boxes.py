@@ -94,13 +94,6 @@ def _check_score_threshold(score_threshold, *, optional):
 
 # ------------------------------------------------------------------ dispatch
 
-def _host(x):
-    """x as a NumPy array the kernels can read (native byte order), sharing
-    memory where possible, or None for the portable path."""
-    a = _dispatch.as_compiled_input(x)
-    return None if a is None else _dispatch.native_byte_order(a)
-
-
 def _host_labels(labels):
     """Integer labels as a contiguous int64 NumPy array, or None."""
     v = _dispatch.numpy_view(labels)
@@ -134,7 +127,7 @@ def box_area(boxes):
     """
     xp, boxes = _dispatch.namespace_of(boxes, "boxes")
     boxes = _boxes_input(xp, boxes, "boxes", batch=True)
-    a = _host(boxes)
+    a = _dispatch.as_compiled_input(boxes)
     if a is None:
         return _portable.box_area(xp, boxes)
     rows = a.reshape(-1, 4)
@@ -176,7 +169,7 @@ def box_convert(boxes, in_fmt, out_fmt):
     boxes = _boxes_input(xp, boxes, "boxes", batch=True)
     if in_fmt == out_fmt:
         return xp.asarray(boxes, copy=True)     # not a round trip through xyxy, which rounds
-    a = _host(boxes)
+    a = _dispatch.as_compiled_input(boxes)
     if a is None:
         return _portable.box_convert(xp, boxes, in_fmt, out_fmt)
     rows = a.reshape(-1, 4)
@@ -222,7 +215,7 @@ def box_iou(boxes1, boxes2):
     boxes2 = _boxes_input(xp, boxes2, "boxes2")
     dtype = xp.result_type(boxes1.dtype, boxes2.dtype)
     boxes1, boxes2 = xp.astype(boxes1, dtype, copy=False), xp.astype(boxes2, dtype, copy=False)
-    a, b = _host(boxes1), _host(boxes2)
+    a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
     if a is None or b is None:
         return _portable.box_iou(xp, boxes1, boxes2)
     out = np.empty((a.shape[0], b.shape[0]), a.dtype)
@@ -336,7 +329,7 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     if score_threshold is not None:     # compared exactly, not rounded to the scores' dtype
         score_threshold = _portable.threshold_in_dtype(score_threshold, scores.dtype, strict=True)
     max_output = _check_max_output(max_output, n)
-    a, s = _host(boxes), _host(scores)
+    a, s = _dispatch.as_compiled_input(boxes), _dispatch.as_compiled_input(scores)
     host_labels = None if labels is None else _host_labels(labels)
     if a is None or s is None or (labels is not None and host_labels is None):
         return _portable.nms(xp, boxes, scores, labels, iou_threshold, score_threshold, max_output)
@@ -462,7 +455,7 @@ def _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_thresho
     score_threshold = _check_score_threshold(score_threshold, optional=False)
     max_output = _check_max_output(max_output, n)
     gaussian = method == "gaussian"
-    a, s = _host(boxes), _host(scores)
+    a, s = _dispatch.as_compiled_input(boxes), _dispatch.as_compiled_input(scores)
     host_labels = None if labels is None else _host_labels(labels)
     if a is None or s is None or (labels is not None and host_labels is None):
         return _portable.soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold,

@@ -53,8 +53,9 @@ def companion_array(xp, first, value, name, first_name="x"):
 
 
 def as_compiled_input(x):
-    """Return x as a NumPy array the kernels can read, sharing memory with
-    x, or None when x must take the portable path."""
+    """Return x as a NumPy array the kernels can read (native byte order,
+    aligned), sharing memory with x where it already is one, or None when x
+    must take the portable path."""
     if isinstance(x, np.ndarray):
         a = x
     elif array_api_compat.is_torch_array(x):
@@ -68,7 +69,7 @@ def as_compiled_input(x):
         return None
     if native_dtype(a.dtype) not in COMPILED_DTYPES:
         return None
-    return aligned(a)
+    return aligned(native_byte_order(a))
 
 
 def aligned(a):

@@ -91,7 +91,6 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
 
 
 def _topk_compiled(a, k, axis, largest, sorted):
-    a = _dispatch.native_byte_order(a)
     moved = np.moveaxis(a, axis, -1)
     lead, n = moved.shape[:-1], moved.shape[-1]
     values = np.empty(lead + (k,), a.dtype)
@@ -278,7 +277,6 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
             raise ValueError("router_logits contains NaN")
         return _portable.gate(xp, z, k, inv_temperature=inv_t, over_selected=over_selected,
                               with_probs=with_probs)
-    a = _dispatch.native_byte_order(a)
     if a.strides[1] != a.itemsize:
         a = np.ascontiguousarray(a)
     n, e = a.shape

@@ -12,14 +12,13 @@ Any reduction over a set of axes becomes one of two shapes:
 The axes are first ordered by decreasing stride (memory order); the reduced
 axes then usually form one block and reshaping is free. A copy is made only
 when the kernel cannot read the memory directly: reduced axes that are not
-adjacent in memory, a non-unit innermost stride, misalignment, non-native
-byte order, or a very narrow inner axis (a transposed copy is faster there).
+adjacent in memory, a non-unit innermost stride, or a very narrow inner axis
+(a transposed copy is faster there). Misaligned and non-native byte order
+input has already been copied by ``_dispatch.as_compiled_input``.
 """
 import math
 
 import numpy as np
-
-from ._dispatch import native_byte_order
 
 # With fewer contiguous columns than this the column kernel cannot fill a
 # SIMD register well; a transposed copy into rows is faster.
@@ -30,7 +29,6 @@ class ReductionLayout:
     """How ``a`` reduced over ``axes`` maps onto kernel views, and back."""
 
     def __init__(self, a, axes):
-        a = native_byte_order(a)   # the caller has aligned it (_dispatch.as_compiled_input)
         self.shape = a.shape
         self.axes = axes
         ndim = a.ndim

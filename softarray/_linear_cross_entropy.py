@@ -151,8 +151,9 @@ def linear_cross_entropy(
     if a_emb is None or a_cls is None or (bias is not None and a_bias is None):
         return _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size,
                              return_grad)
-    loss, grads = _run_compiled(a_emb, a_cls, a_bias, _dispatch.numpy_view(tgt), _dispatch.numpy_view(ignored), eps,
-                                reduction, chunk_size, return_grad)
+    loss, grads = _run_compiled(a_emb, a_cls, a_bias, _dispatch.numpy_view(tgt),
+                                _dispatch.numpy_view(ignored), eps, reduction, chunk_size,
+                                return_grad)
     loss = _dispatch.to_caller(xp, loss, emb)
     if not return_grad:
         return loss
@@ -232,14 +233,14 @@ def _check_target(xp, tgt, ignore_index, v):
 # ---------------------------------------------------------------- compiled
 
 def _blas_operand(a):
-    """a itself when BLAS can read it in place (native byte order, rows
-    contiguous, at least a row and less than 2**31 entries apart), else a
-    C-contiguous native copy."""
+    """a (native byte order already: _dispatch.as_compiled_input) itself when
+    BLAS can read it in place (rows contiguous, at least a row and less than
+    2**31 entries apart), else a C-contiguous copy."""
     item = a.dtype.itemsize
-    if (a.dtype.isnative and a.strides[1] == item and a.strides[0] % item == 0
+    if (a.strides[1] == item and a.strides[0] % item == 0
             and item * a.shape[1] <= a.strides[0] <= item * BLAS_INT_MAX):
         return a
-    return np.ascontiguousarray(a, dtype=_dispatch.native_dtype(a.dtype))
+    return np.ascontiguousarray(a)
 
 
 def tile_shape(n, v, itemsize, chunk_size, want_grad):

@@ -139,7 +139,7 @@ def _compiled_operands(logits, *others):
     a = _dispatch.as_compiled_input(logits)
     if a is None:
         return None
-    views = [_dispatch.native_byte_order(a)]
+    views = [a]
     for x in others:
         if x is None:
             views.append(None)
@@ -180,7 +180,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
                 class_weight_sum=float(cw.sum()) if cw.size else float(C))
     loss = np.empty(n, np.float64)
     grad = np.empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
-    t3 = x3 if t is None else _dispatch.native_byte_order(t).astype(a.dtype, copy=False).reshape(outer, C, inner)
+    t3 = x3 if t is None else t.astype(a.dtype, copy=False).reshape(outer, C, inner)
     y1 = np.empty(0, np.int64) if y is None else np.ascontiguousarray(y, np.int64).reshape(-1)
     _kernels.samples(x3, y1, t3, grad, loss, cw, opts, get_num_threads())
     if none_shape is None:

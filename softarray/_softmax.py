@@ -30,17 +30,22 @@ _WHERE_DOC = """where : array of bool, optional
         ``logsumexp`` is ``-inf``. Broadcast against ``x``."""
 
 
-def _prepare(x, axis, where):
+def _prepare(x, axis, where, b=None):
+    """(xp, x, axes, mask, b): x floating, promoted and broadcast with the
+    weights b when given (logsumexp's), then axes and mask checked against
+    x's final shape."""
     xp, x = _dispatch.namespace_of(x)
     x = floating_input(xp, x)
+    if b is not None:
+        x, b = _with_weights(xp, x, b)
     axes = normalize_axes(axis, x.ndim)
     mask = mask_for(xp, where, x)
-    return xp, x, axes, mask
+    return xp, x, axes, mask, b
 
 
 def _normalize(op, x, axis, scale, where):
     """Shared body of the four elementwise-output ops."""
-    xp, x, axes, mask = _prepare(x, axis, where)
+    xp, x, axes, mask, _ = _prepare(x, axis, where)
     a = _dispatch.as_compiled_input(x)
     if a is None:
         return _portable.normalize(xp, op, x, axes, scale, mask)
@@ -48,13 +53,18 @@ def _normalize(op, x, axis, scale, where):
     return _dispatch.to_caller(xp, out, x)
 
 
+def _minus_inf_outside(mask, a):
+    """A new array: a where mask is True, -inf (exp of it 0) elsewhere."""
+    return np.where(mask, a, -np.inf).astype(a.dtype, copy=False)
+
+
 def _normalize_compiled(op, a, axes, scale, mask):
     if a.size == 0:
-        return np.empty(a.shape, _dispatch.native_dtype(a.dtype))
+        return np.empty(a.shape, a.dtype)
     if mask is not None:
         # The masked-out entries become -inf (probability 0) in the output
         # buffer and the kernel then works in place on it: no further copy.
-        a = np.where(mask, a, -np.inf).astype(_dispatch.native_dtype(a.dtype), copy=False)
+        a = _minus_inf_outside(mask, a)
     layout = ReductionLayout(a, axes)
     code = _kernels.OPS[op]
     n_threads = get_num_threads()
@@ -286,12 +296,7 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     """
     check_bool(keepdims, "keepdims")
     check_bool(return_sign, "return_sign")
-    xp, x = _dispatch.namespace_of(x)
-    x = floating_input(xp, x)
-    if b is not None:
-        x, b = _with_weights(xp, x, b)
-    axes = normalize_axes(axis, x.ndim)
-    mask = mask_for(xp, where, x)
+    xp, x, axes, mask, b = _prepare(x, axis, where, b)
     if b is None:
         out = _logsumexp(xp, x, axes, keepdims, mask)
         return (out, _sign_of_exp_sum(xp, out)) if return_sign else out
@@ -374,7 +379,7 @@ def _log_difference(xp, pos, neg):
 
 def _logsumexp_compiled(a, axes, keepdims, mask):
     if mask is not None:
-        a = np.where(mask, a, -np.inf).astype(_dispatch.native_dtype(a.dtype), copy=False)
+        a = _minus_inf_outside(mask, a)
     layout = ReductionLayout(a, axes)
     dtype = layout.view.dtype
     n_threads = get_num_threads()
