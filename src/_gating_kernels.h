@@ -314,7 +314,7 @@ SA_TOPK_ROW(f32, float)
 SA_TOPK_ROW(f64, double)
 SA_TOPK_ROWS(f32, float)
 SA_TOPK_ROWS(f64, double)
-SA_GATE_ROWS(f32, float, sa_exp_f32)
-SA_GATE_ROWS(f64, double, sa_exp_f64)
+SA_GATE_ROWS(f32, float, sa_exp_small_f32)
+SA_GATE_ROWS(f64, double, sa_exp_small_f64)
 
 #endif /* SOFTARRAY_GATING_KERNELS_H */

@@ -1,7 +1,7 @@
 /*
  * Type-generic body of the linear cross-entropy row kernels; included once
  * per type by _linear_cross_entropy_kernels.h with SA_T (float or double),
- * SA_SUF (f32 or f64) and SA_EXP defined. Names get the suffix:
+ * SA_SUF (f32 or f64) and SA_EXP_SMALL (exp of x <= 40) defined. Names get the suffix:
  * sa_lce_update_f32, sa_lce_update_f64, ...
  *
  * A row here is one row of a logits tile restricted to one vocabulary chunk
@@ -62,14 +62,14 @@ SA_INLINE double SA_FN(sa_lce_sum_exp)(SA_T *z, ptrdiff_t n, SA_T m, int store)
         if (store) {
 #pragma omp simd reduction(+ : s)
             for (ptrdiff_t i = 0; i < len; i++) {
-                const SA_T e = SA_EXP(zb[i] - m);
+                const SA_T e = SA_EXP_SMALL(zb[i] - m);
                 zb[i] = e;
                 s += e;
             }
         } else {
 #pragma omp simd reduction(+ : s)
             for (ptrdiff_t i = 0; i < len; i++)
-                s += SA_EXP(zb[i] - m);
+                s += SA_EXP_SMALL(zb[i] - m);
         }
         sum += s;
     }
@@ -112,11 +112,11 @@ void SA_FN(sa_lce_grad)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
     if (bias != NULL) {
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
-            z[i] = SA_EXP((z[i] + bias[i]) - lse) * scale - off;
+            z[i] = SA_EXP_SMALL((z[i] + bias[i]) - lse) * scale - off;
     } else {
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
-            z[i] = SA_EXP(z[i] - lse) * scale - off;
+            z[i] = SA_EXP_SMALL(z[i] - lse) * scale - off;
     }
     if (t >= 0)
         z[t] -= hit;

@@ -50,18 +50,18 @@ SA_INLINE double sa_lce_lse(const sa_lce_row *st)
 
 #define SA_T float
 #define SA_SUF f32
-#define SA_EXP sa_exp_f32
+#define SA_EXP_SMALL sa_exp_small_f32
 #include "_linear_cross_entropy_impl.h"
 #undef SA_T
 #undef SA_SUF
-#undef SA_EXP
+#undef SA_EXP_SMALL
 
 #define SA_T double
 #define SA_SUF f64
-#define SA_EXP sa_exp_f64
+#define SA_EXP_SMALL sa_exp_small_f64
 #include "_linear_cross_entropy_impl.h"
 #undef SA_T
 #undef SA_SUF
-#undef SA_EXP
+#undef SA_EXP_SMALL
 
 #endif /* SOFTARRAY_LINEAR_CROSS_ENTROPY_KERNELS_H */

@@ -1,6 +1,7 @@
 /*
  * Type-generic body of the loss kernels; included once per type by
- * _losses_kernels.h with SA_T, SA_SUF, SA_EXP, SA_LOG and SA_LOG1P defined.
+ * _losses_kernels.h with SA_T, SA_SUF, SA_EXP, SA_EXP_SMALL (exp of x <= 40,
+ * for exp(x - max)), SA_LOG and SA_LOG1P defined.
  * Exponentials take the rounded difference z - max (see
  * sa_segment_stats_impl): a loss's and a gradient's relative error stays
  * below |log p| * 2^-53 for the terms that dominate it, at half the cost of
@@ -33,8 +34,8 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
     SA_T rest = 0, count = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c * zs];
-        const SA_T e = SA_EXP(v - m);
-        rest += v < m ? e : (SA_T)0;
+        const SA_T e = SA_EXP_SMALL(v - m);
+        rest += v == m ? (SA_T)0 : e;
         count += v == m ? (SA_T)1 : (SA_T)0;
     }
     st->rest = rest;
@@ -68,9 +69,9 @@ SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats 
 #pragma omp simd reduction(+ : rest, count)
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c];
-        const SA_T e = SA_EXP(v - m);
+        const SA_T e = SA_EXP_SMALL(v - m);
         g[c] = e;
-        rest += v < m ? e : (SA_T)0;
+        rest += v == m ? (SA_T)0 : e;
         count += v == m ? (SA_T)1 : (SA_T)0;
     }
     st->rest = rest;
@@ -106,12 +107,12 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
     if (w && D != 0.0) {
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP(z[c * zs] - m)) + (SA_T)(D * w[c]);
+            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP_SMALL(z[c * zs] - m)) + (SA_T)(D * w[c]);
     } else {
         const SA_T d = (SA_T)D;
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)
-            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP(z[c * zs] - m)) + d;
+            g[c * gs] = a * (kept ? g[c * gs] : SA_EXP_SMALL(z[c * zs] - m)) + d;
     }
     g[y * gs] += (SA_T)B;
 }
@@ -158,7 +159,7 @@ SA_INLINE void SA_FN(sa_target_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, S
 {
 #pragma omp simd
     for (ptrdiff_t c = 0; c < C; c++)
-        g[c * gs] = a * SA_EXP(z[c * zs] - m)
+        g[c * gs] = a * SA_EXP_SMALL(z[c * zs] - m)
                     - scale * SA_FN(sa_target_weight)(t[c * ts], kl, log_target, w, c, ws, keep, lift);
 }
 
@@ -455,7 +456,7 @@ SA_INLINE double SA_FN(sa_bce_row_body)(const SA_T *x, const SA_T *t, ptrdiff_t 
     for (ptrdiff_t i = 0; i < L; i++) {
         const SA_T xi = x[i], ti = t[i];
         const SA_T lw = (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti;
-        const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));                       /* exp(-|x|) in (0, 1] */
+        const SA_T e = SA_EXP_SMALL(-(xi < 0 ? -xi : xi));                       /* exp(-|x|) in (0, 1] */
         const SA_T l1p = SA_LOG1P(e);
         /* (1 - t) x + lw softplus(-x), written for each sign of x as a sum of
          * non-negative terms (for 0 <= t <= 1): at x < 0 it is
@@ -472,7 +473,7 @@ SA_INLINE double SA_FN(sa_bce_row_body)(const SA_T *x, const SA_T *t, ptrdiff_t 
         for (ptrdiff_t i = 0; i < L; i++) {
             const SA_T xi = x[i], ti = t[i];
             const SA_T lw = (SA_T)1 + (pw[i * ps] - (SA_T)1) * ti;
-            const SA_T e = SA_EXP(-(xi < 0 ? -xi : xi));
+            const SA_T e = SA_EXP_SMALL(-(xi < 0 ? -xi : xi));
             const SA_T sig_neg = xi >= 0 ? e / ((SA_T)1 + e) : (SA_T)1 / ((SA_T)1 + e);   /* sigmoid(-x) */
             g[i] = scale * w[i * ws] * (((SA_T)1 - ti) - lw * sig_neg);
         }

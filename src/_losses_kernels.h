@@ -77,24 +77,28 @@ SA_INLINE double sa_sigmoid(double x)
 #define SA_T float
 #define SA_SUF f32
 #define SA_EXP sa_exp_f32
+#define SA_EXP_SMALL sa_exp_small_f32
 #define SA_LOG sa_log_f32
 #define SA_LOG1P sa_log1p_f32
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
+#undef SA_EXP_SMALL
 #undef SA_LOG
 #undef SA_LOG1P
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_EXP sa_exp_f64
+#define SA_EXP_SMALL sa_exp_small_f64
 #define SA_LOG sa_log_f64
 #define SA_LOG1P sa_log1p_f64
 #include "_losses_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP
+#undef SA_EXP_SMALL
 #undef SA_LOG
 #undef SA_LOG1P
 

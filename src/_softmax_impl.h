@@ -1,6 +1,6 @@
 /*
  * Type-generic body of the softmax-family kernels; included once per type by
- * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP, SA_EXP_SHIFTED,
+ * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP_SMALL, SA_EXP_SHIFTED,
  * SA_LOG1P, SA_FABS and SA_COPYSIGN defined. Names get the suffix: sa_rows_f32, sa_rows_f64, ...
  */
 #define SA_FN(name) SA_CAT(name, SA_SUF)
@@ -10,6 +10,19 @@ SA_INLINE SA_T SA_FN(sa_s)(SA_T x) { return x >= 0 ? x + (SA_T)1 : (SA_T)1 / ((S
 SA_INLINE SA_T SA_FN(sa_log_s)(SA_T x)
 {
     return SA_COPYSIGN(SA_LOG1P(SA_FABS(x)), x);
+}
+
+/* Ask for the next block (the rest of the row, or the next row's start)
+ * while this one is computed: its exponentials take as long as reading it
+ * from memory, and a fetch started now overlaps them instead of stalling the
+ * next block's first pass. A prefetch never faults, so reading past the end
+ * of the data is harmless; the address is formed as an integer for that
+ * reason. */
+SA_INLINE void SA_FN(sa_prefetch_block)(const SA_T *next)
+{
+    const uintptr_t start = (uintptr_t)next;
+    for (uintptr_t off = 0; off < SA_ROW_BLOCK * sizeof(SA_T); off += 64)
+        __builtin_prefetch((const void *)(start + off), 0, 3);
 }
 
 /* Pass 1 over one contiguous segment, accumulated into st. rounded_shift
@@ -36,6 +49,7 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
         sa_stats_raise_max(stable, st, bmax);
         if (!isfinite(st->max))
             continue;           /* +-inf maximum: the result does not depend on rest */
+        SA_FN(sa_prefetch_block)(xb + len);
         const SA_T m = (SA_T)st->max;
         SA_T rest = 0, count = 0;
         if (stable) {
@@ -49,8 +63,8 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
 #pragma omp simd reduction(+ : rest, count)
             for (ptrdiff_t i = 0; i < len; i++) {
                 const SA_T y = xb[i] * scale;
-                const SA_T e = rounded_shift ? SA_EXP(y - m) : SA_EXP_SHIFTED(y, m);
-                rest += y < m ? e : (SA_T)0;
+                const SA_T e = rounded_shift ? SA_EXP_SMALL(y - m) : SA_EXP_SHIFTED(y, m);
+                rest += y == m ? (SA_T)0 : e;
                 count += y == m ? (SA_T)1 : (SA_T)0;
             }
         }
@@ -120,6 +134,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
                 ob[i] = 0;
             continue;
         }
+        SA_FN(sa_prefetch_block)(xb + len);
         const SA_T mt = (SA_T)m;
         SA_T s = 0;
 #pragma omp simd reduction(+ : s)
@@ -207,7 +222,7 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
                     const SA_T y = row[j] * scale;
                     const SA_T e = SA_EXP_SHIFTED(y, m[j]);
                     orow[j] = e;
-                    racc[j] += y < m[j] ? e : (SA_T)0;
+                    racc[j] += y == m[j] ? (SA_T)0 : e;
                     cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
                 }
             } else {
@@ -215,7 +230,7 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
                 for (ptrdiff_t j = 0; j < width; j++) {
                     const SA_T y = row[j] * scale;
                     const SA_T e = SA_EXP_SHIFTED(y, m[j]);
-                    racc[j] += y < m[j] ? e : (SA_T)0;
+                    racc[j] += y == m[j] ? (SA_T)0 : e;
                     cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
                 }
             }

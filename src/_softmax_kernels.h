@@ -193,7 +193,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 
 #define SA_T float
 #define SA_SUF f32
-#define SA_EXP sa_exp_f32
+#define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
 #define SA_FABS fabsf
@@ -201,7 +201,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #include "_softmax_impl.h"
 #undef SA_T
 #undef SA_SUF
-#undef SA_EXP
+#undef SA_EXP_SMALL
 #undef SA_EXP_SHIFTED
 #undef SA_LOG1P
 #undef SA_FABS
@@ -209,7 +209,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 
 #define SA_T double
 #define SA_SUF f64
-#define SA_EXP sa_exp_f64
+#define SA_EXP_SMALL sa_exp_small_f64
 #define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64
 #define SA_FABS fabs
@@ -217,7 +217,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #include "_softmax_impl.h"
 #undef SA_T
 #undef SA_SUF
-#undef SA_EXP
+#undef SA_EXP_SMALL
 #undef SA_EXP_SHIFTED
 #undef SA_LOG1P
 #undef SA_FABS

@@ -101,9 +101,9 @@ def test_log_softmax_dominant_entry_float32(backend):
 def test_log_stablemax_dominant_entry(backend):
     x = np.array([1e12, 0.0, -3.0])
     got = run(backend, "log_stablemax", x)
-    mpmath.mp.dps = 50
-    s = [mpmath.mpf(1e12) + 1, mpmath.mpf(1), 1 / mpmath.mpf(4)]
-    want = [float(mpmath.log(v / sum(s))) for v in s]
+    with mpmath.workdps(50):
+        s = [mpmath.mpf(1e12) + 1, mpmath.mpf(1), 1 / mpmath.mpf(4)]
+        want = [float(mpmath.log(v / sum(s))) for v in s]
     np.testing.assert_allclose(got, want, rtol=1e-15)
     assert got[0] < 0
 
@@ -111,18 +111,18 @@ def test_log_stablemax_dominant_entry(backend):
 # ----------------------------------------------------------- ulp accuracy
 
 def _mp_results(row):
-    mpmath.mp.dps = 50
-    xs = [mpmath.mpf(float(v)) for v in row]
-    lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in xs))
-    s = [v + 1 if v >= 0 else 1 / (1 - v) for v in xs]
-    total = mpmath.fsum(s)
-    return {
-        "softmax": [mpmath.exp(v - lse) for v in xs],
-        "log_softmax": [v - lse for v in xs],
-        "logsumexp": [lse],
-        "stablemax": [v / total for v in s],
-        "log_stablemax": [mpmath.log(v / total) for v in s],
-    }
+    with mpmath.workdps(50):
+        xs = [mpmath.mpf(float(v)) for v in row]
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in xs))
+        s = [v + 1 if v >= 0 else 1 / (1 - v) for v in xs]
+        total = mpmath.fsum(s)
+        return {
+            "softmax": [mpmath.exp(v - lse) for v in xs],
+            "log_softmax": [v - lse for v in xs],
+            "logsumexp": [lse],
+            "stablemax": [v / total for v in s],
+            "log_stablemax": [mpmath.log(v / total) for v in s],
+        }
 
 
 def _ulp_errors(got, exact, dtype):
