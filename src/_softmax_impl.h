@@ -313,12 +313,22 @@ void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_
 /* Short rows (n <= SA_SMALL_ROW_MAX): one row per call would spend more on
  * per-row bookkeeping than on arithmetic, and a SIMD register is wider than
  * the row. Tiles of SA_SMALL_TILE rows are transposed into an L1 scratch
- * buffer so the column kernel's lanes run across rows, then transposed back. */
+ * buffer so the column kernel's lanes run across rows, then transposed back.
+ * float32 softmax of contiguous rows takes the register-transposed path of
+ * _softmax_rows8.h for all but the last n_rows % 8 rows. */
 SA_MULTIVERSION
 void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
                           ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
 {
     SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
+#if defined(SA_SOFTMAX_ROWS8) && SA_HAVE_ROWS8
+    if (op == SA_SOFTMAX && x_stride == n && out_stride == n) {
+        const ptrdiff_t done = SA_SOFTMAX_ROWS8(x, out, n_rows, n, scale);
+        x += done * n;
+        out += done * n;
+        n_rows -= done;
+    }
+#endif
     for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += SA_SMALL_TILE) {
         const ptrdiff_t w = n_rows - r0 < SA_SMALL_TILE ? n_rows - r0 : SA_SMALL_TILE;
         for (ptrdiff_t r = 0; r < w; r++) {

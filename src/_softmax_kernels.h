@@ -191,8 +191,11 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #define SA_CAT2(a, b) a##_##b
 #define SA_CAT(a, b) SA_CAT2(a, b)
 
+#include "_softmax_rows8.h"
+
 #define SA_T float
 #define SA_SUF f32
+#define SA_SOFTMAX_ROWS8 sa_softmax_rows8_f32
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
@@ -206,6 +209,8 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_LOG1P
 #undef SA_FABS
 #undef SA_COPYSIGN
+
+#undef SA_SOFTMAX_ROWS8
 
 #define SA_T double
 #define SA_SUF f64

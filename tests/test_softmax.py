@@ -383,6 +383,52 @@ def test_thread_counts_agree(shape, axis, op):
     assert_close_to_reference(many, REFERENCES[op](x.astype(np.float64), axis), np.float32, op)
 
 
+def _softmax_float32_differences(y):
+    """softmax of float32 y along the last axis, written plainly: y - max
+    rounded to float32 as every float32 softmax rounds it (SciPy's and
+    PyTorch's too; the input's own conditioning), the rest in float64."""
+    with np.errstate(invalid="ignore"):
+        d = (y - y.max(axis=-1, keepdims=True)).astype(np.float64)
+        e = np.exp(d)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+# float32 softmax of short contiguous rows runs eight rows at a time in SIMD
+# lanes (src/_softmax_rows8.h); the last n_rows % 8 rows take the tile path.
+# Every row length it serves, row counts around multiples of 8, both thread
+# counts (chunk boundaries between threads), temperature, the in-place masked
+# call (masked-out entries are 0 whatever the row holds), and special values,
+# element by element.
+@pytest.mark.parametrize("n", range(1, 34))
+@pytest.mark.parametrize("n_rows", [8, 13, 67])
+def test_short_float32_rows_against_plain_numpy(n, n_rows):
+    rng = np.random.default_rng(n * 100 + n_rows)
+    x = (rng.standard_normal((n_rows, n)) * 6).astype(np.float32)
+    x[1, 0] = np.nan
+    x[2, -1] = np.inf
+    x[3, :] = -np.inf
+    x[4, :] = 7.0                                   # ties at the maximum
+    x[5, 0] = -np.inf
+    x[6, -1] = 80.0                                 # the others' exp near the float32 minimum
+    x[n_rows - 1, n // 2] = np.nan
+    mask = rng.random((n_rows, n)) < 0.8
+    mask[:, 0] = True
+    scale = np.float32(1 / 0.7)                     # temperature 0.7, as the kernel scales
+    cases = {
+        "plain": (lambda: sa.softmax(x), _softmax_float32_differences(x)),
+        "temperature": (lambda: sa.softmax(x, temperature=0.7), _softmax_float32_differences(x * scale)),
+        "where": (lambda: sa.softmax(x, where=mask),
+                  np.where(mask, _softmax_float32_differences(np.where(mask, x, np.float32(-np.inf))), 0.0)),
+    }
+    for threads in (1, 2):
+        for name, (call, want) in cases.items():
+            with sa.threads(threads):
+                got = call()
+            assert got.dtype == np.float32, name
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44, err_msg=name)
+
+
 # ------------------------------------------------------------------- torch
 
 def test_torch_tensor_in_torch_tensor_out():
