@@ -39,6 +39,7 @@ from ._gating import (
 )
 from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
+from ._output_cache import set_output_cache
 from ._threads import get_num_threads, set_num_threads, threads
 from . import special  # noqa: F401 (softarray.special: SciPy's signatures and defaults: softarray.special.softmax(x)
 
@@ -78,4 +79,5 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "set_output_cache",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 from . import _dispatch
 from ._dask import dask_route
 from ._lib import _boxes as _kernels
+from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
 from ._threads import get_num_threads
 from ._validate import check_choice, check_int, check_real, floating_input
@@ -218,7 +219,7 @@ def box_iou(boxes1, boxes2):
     a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
     if a is None or b is None:
         return _portable.box_iou(xp, boxes1, boxes2)
-    out = np.empty((a.shape[0], b.shape[0]), a.dtype)
+    out = output_empty((a.shape[0], b.shape[0]), a.dtype)
     _kernels.box_iou(a, b, out, get_num_threads())
     return _dispatch.to_caller(xp, out, boxes1)
 

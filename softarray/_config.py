@@ -4,6 +4,7 @@ import sys
 import numpy as np
 
 from ._lib import _runtime
+from ._output_cache import OUTPUT_CACHE_MIN_BYTES, output_cache_info
 from ._threads import get_num_threads
 
 
@@ -18,9 +19,17 @@ def config():
         "openmp_max_threads": _runtime.omp_max_threads(),
         "softarray_threads": get_num_threads(),
         "simd_path": _runtime.simd_path(),
+        "output_cache": _output_cache_text(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
     }
+
+
+def _output_cache_text():
+    limit, held = output_cache_info()
+    if not limit:
+        return "off"
+    return f"up to {limit >> 20} MiB of outputs >= {OUTPUT_CACHE_MIN_BYTES >> 20} MiB (holding {held >> 20} MiB)"
 
 
 def _compiled_loaded():

@@ -15,6 +15,7 @@ import numpy as np
 from . import _dispatch
 from ._dask import dask_route
 from ._lib import _losses as _kernels
+from ._output_cache import empty as output_empty
 from ._portable import losses as _portable
 from ._softmax import log_softmax
 from ._threads import get_num_threads
@@ -179,7 +180,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
     opts = dict(opts, grad_scale=_grad_scale(reduction, denominator),
                 class_weight_sum=float(cw.sum()) if cw.size else float(C))
     loss = np.empty(n, np.float64)
-    grad = np.empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
+    grad = output_empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
     t3 = x3 if t is None else t.astype(a.dtype, copy=False).reshape(outer, C, inner)
     y1 = np.empty(0, np.int64) if y is None else np.ascontiguousarray(y, np.int64).reshape(-1)
     _kernels.samples(x3, y1, t3, grad, loss, cw, opts, get_num_threads())
@@ -741,10 +742,10 @@ def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, den
     if reduction != "none":
         out = absent
     elif out is None:
-        out = np.empty(x2.shape, a.dtype)
+        out = output_empty(x2.shape, a.dtype)
     else:
         out = out.reshape(x2.shape)
-    grad = np.empty(x2.shape, a.dtype) if return_grad else absent
+    grad = output_empty(x2.shape, a.dtype) if return_grad else absent
     row_loss = np.empty(x2.shape[0], np.float64)
     opts = dict(opts, grad_scale=_grad_scale(reduction, denominator))
     _kernels.elementwise(x2, t2, w2, p2, out, grad, row_loss, opts, get_num_threads())

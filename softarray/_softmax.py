@@ -10,6 +10,7 @@ import numpy as np
 from . import _dispatch
 from ._dask import dask_route
 from ._layout import ReductionLayout
+from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
 from ._threads import get_num_threads
@@ -70,11 +71,11 @@ def _normalize_compiled(op, a, axes, scale, mask):
     n_threads = get_num_threads()
     if layout.uses_rows:
         x2 = layout.rows_view()
-        out = np.empty(x2.shape, x2.dtype) if mask is None else x2
+        out = output_empty(x2.shape, x2.dtype) if mask is None else x2
         _kernels.rows(x2, out, code, scale, n_threads)
     else:
         x3 = layout.cols_view()
-        out = np.empty(x3.shape, x3.dtype) if mask is None else x3
+        out = output_empty(x3.shape, x3.dtype) if mask is None else x3
         _kernels.cols(x3, out, code, scale, n_threads)
     result = layout.restore(out)
     if mask is not None:

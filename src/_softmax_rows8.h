@@ -21,10 +21,11 @@
  * j < n only).
  *
  * Written with GCC/Clang vector extensions, so each target_clones build
- * (SSE2 baseline, AVX2) lowers the shuffles itself. Numerics as in
- * sa_cols_impl's softmax, (rest, count) sums in float, except that the
- * normalizer 1 / (rest + count) is also taken in float (one more rounding,
- * half an ulp); NaN anywhere, or a non-finite maximum, gives NaN for the row.
+ * (SSE2 baseline, AVX2) lowers the shuffles itself. The arithmetic is
+ * sa_cols_impl's softmax step for step ((rest, count) sums in float, the
+ * normalizer in double), so a row gets the same bits on either path, which
+ * blockwise callers (Dask) rely on; NaN anywhere, or a non-finite maximum,
+ * gives NaN for the row.
  */
 #ifndef SOFTARRAY_SOFTMAX_ROWS8_H
 #define SOFTARRAY_SOFTMAX_ROWS8_H
@@ -34,6 +35,7 @@
 
 typedef float sa_v8f __attribute__((vector_size(32)));
 typedef int sa_v8i __attribute__((vector_size(32)));
+typedef double sa_v8d __attribute__((vector_size(64)));
 
 #if defined(__clang__)
 #define SA_SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
@@ -121,8 +123,11 @@ SA_INLINE void sa_softmax_group8_f32(const float *x, float *out, ptrdiff_t n, fl
         rest += sa_select8(top, zero, e);
         count += sa_select8(top, one, zero);
     }
-    /* 1 / sum for a finite maximum (m - m == 0), NaN otherwise */
-    const sa_v8f inv = sa_select8(m - m == zero, one / (rest + count), zero + NAN);
+    /* 1 / sum in double, as sa_softmax_scale takes it (the tile path's
+     * results are then bit for bit the same), for a finite maximum
+     * (m - m == 0); NaN otherwise */
+    const sa_v8d sum = __builtin_convertvector(rest, sa_v8d) + __builtin_convertvector(count, sa_v8d);
+    const sa_v8f inv = sa_select8(m - m == zero, __builtin_convertvector(1.0 / sum, sa_v8f), zero + NAN);
     for (ptrdiff_t c = (n - 1) / 8 * 8; c >= 0; c -= 8) {
         sa_v8f r[8];
         for (int k = 0; k < 8; k++)

@@ -134,6 +134,7 @@ def _calls():
         "get_num_threads": ("get_num_threads", sa.get_num_threads),
         "set_num_threads": ("set_num_threads", set_threads),
         "threads": ("threads", threads_block),
+        "set_output_cache": ("set_output_cache", lambda: sa.set_output_cache(sa.set_output_cache(0))),
     }
     # Error paths: each raises ValueError (checked below), some in validation,
     # some after inputs were converted or arrays allocated.
@@ -164,6 +165,7 @@ def _calls():
         "soft_nms_method": ("soft_nms", lambda: sa.soft_nms(boxes, scores, method="cubic")),
         "set_num_threads_zero": ("set_num_threads", lambda: sa.set_num_threads(0)),
         "threads_zero": ("threads", lambda: sa.threads(0).__enter__()),
+        "set_output_cache_negative": ("set_output_cache", lambda: sa.set_output_cache(-1)),
     }
     return ok, failing
 

@@ -429,6 +429,17 @@ def test_short_float32_rows_against_plain_numpy(n, n_rows):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44, err_msg=name)
 
 
+@pytest.mark.parametrize("n", [1, 3, 10, 17, 32])
+def test_short_float32_rows_same_bits_in_any_grouping(n):
+    """A row's result does not depend on whether it ran in a group of eight
+    or in the remainder (blockwise callers such as Dask rely on it)."""
+    x = (np.random.default_rng(n).standard_normal((67, n)) * 5).astype(np.float32)
+    whole = sa.softmax(x)
+    for piece in (1, 5, 7, 9):
+        parts = np.concatenate([sa.softmax(x[i:i + piece]) for i in range(0, len(x), piece)])
+        np.testing.assert_array_equal(parts, whole)
+
+
 # ------------------------------------------------------------------- torch
 
 def test_torch_tensor_in_torch_tensor_out():
