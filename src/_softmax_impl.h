@@ -20,9 +20,13 @@ SA_INLINE SA_T SA_FN(sa_log_s)(SA_T x)
  * reason. */
 SA_INLINE void SA_FN(sa_prefetch_block)(const SA_T *next)
 {
+#if defined(__GNUC__) || defined(__clang__)
     const uintptr_t start = (uintptr_t)next;
     for (uintptr_t off = 0; off < SA_ROW_BLOCK * sizeof(SA_T); off += 64)
         __builtin_prefetch((const void *)(start + off), 0, 3);
+#else
+    (void)next;     /* a compiler without the builtin: the hardware prefetcher alone */
+#endif
 }
 
 /* Pass 1 over one contiguous segment, accumulated into st. rounded_shift
