@@ -37,6 +37,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._linear_cross_entropy import weighted_loss_and_classifier_grads
 from ._losses import cross_entropy, focal_loss, generalized_cross_entropy, multi_margin_loss, z_loss
 from ._softmax import log_softmax, softmax
 
@@ -67,6 +68,13 @@ class _Objective:
     Two classes use one coefficient row ``w`` and the logits ``[0, X w + b]``
     (every loss here depends on logit differences only), so the binary model
     is LogisticRegression's, not an over-parametrized pair of rows.
+
+    Cross-entropy is evaluated by the fused linear kernel
+    (:func:`softarray.linear_cross_entropy`'s): one pass over X per
+    evaluation, each block of rows making its logits, their loss and
+    gradient, and its share of the coefficients' gradient while it is in
+    cache. The other losses make the (n_samples, n_classes) logits with
+    BLAS, call the loss, and multiply its gradient back by X.
     """
 
     def __init__(self, X, y, weights, *, alpha, n_classes, fit_intercept, loss, loss_kwargs):
@@ -76,8 +84,13 @@ class _Objective:
         self.binary = n_classes == 2
         self.n_rows = 1 if self.binary else n_classes
         self.total_weight = float(X.shape[0]) if weights is None else float(weights.sum())
-        # Reused by every evaluation; for two classes column 0 stays 0.
-        self.logits = np.zeros((X.shape[0], n_classes), X.dtype)
+        self.fused = loss is cross_entropy
+        # Reused by every evaluation; for two classes row (column) 0 stays 0.
+        if self.fused:
+            self.classifier = np.zeros((n_classes, X.shape[1]), X.dtype)
+            self.bias = np.zeros(n_classes, X.dtype) if fit_intercept else None
+        else:
+            self.logits = np.zeros((X.shape[0], n_classes), X.dtype)
 
     @property
     def size(self):
@@ -89,6 +102,40 @@ class _Objective:
         coef = theta[:n_coef].reshape(self.n_rows, self.X.shape[1])
         return coef, (theta[n_coef:] if self.fit_intercept else None)
 
+    def __call__(self, theta):
+        coef, intercept = self.split(theta)
+        evaluate = self._fused_loss_and_grads if self.fused else self._loss_and_grads
+        loss_sum, grad_coef, grad_intercept = evaluate(coef, intercept)
+        scale = 1.0 / self.total_weight
+        value = loss_sum * scale + 0.5 * self.alpha * float(np.vdot(coef, coef))
+        grad_coef = grad_coef.astype(np.float64) * scale + self.alpha * coef
+        if not self.fit_intercept:
+            return value, grad_coef.ravel()
+        return value, np.concatenate([grad_coef.ravel(), grad_intercept.astype(np.float64) * scale])
+
+    def _fused_loss_and_grads(self, coef, intercept):
+        """(sum of weighted cross-entropies, its gradients w.r.t. coef and
+        intercept (None without)) from the fused linear kernel."""
+        rows = slice(1, None) if self.binary else slice(None)
+        self.classifier[rows] = coef
+        if intercept is not None:
+            self.bias[rows] = intercept
+        loss_sum, d_cls, d_bias = weighted_loss_and_classifier_grads(
+            self.X, self.classifier, self.bias, self.y, self.weights, **self.loss_kwargs)
+        return loss_sum, d_cls[rows], (None if d_bias is None else d_bias[rows])
+
+    def _loss_and_grads(self, coef, intercept):
+        """The same from the logits: BLAS, the loss, BLAS."""
+        self._scores(coef.astype(self.X.dtype, copy=False), intercept)
+        loss_sum, grad = self._loss_and_logit_grad()
+        if self.binary:
+            grad = grad[:, 1:]      # the gradient with respect to X w + b
+        # X.T @ grad, not grad.T @ X: the same product, but OpenBLAS's
+        # threaded kernel for the latter shape ran 5-30x slower at 2 threads.
+        grad_coef = (self.X.T @ grad).T
+        grad_intercept = grad.sum(axis=0, dtype=np.float64) if self.fit_intercept else None
+        return loss_sum, grad_coef, grad_intercept
+
     def _scores(self, coef, intercept):
         """Write X @ coef.T + intercept into the logits (the model's columns)."""
         if self.binary:
@@ -99,23 +146,7 @@ class _Objective:
         if intercept is not None:
             scores += intercept.astype(self.X.dtype)
 
-    def __call__(self, theta):
-        coef, intercept = self.split(theta)
-        self._scores(coef.astype(self.X.dtype, copy=False), intercept)
-        loss_sum, grad = self._loss_and_grad()
-        if self.binary:
-            grad = grad[:, 1:]      # the gradient with respect to X w + b
-        scale = 1.0 / self.total_weight
-        # X.T @ grad, not grad.T @ X: the same product, but OpenBLAS's
-        # threaded kernel for the latter shape ran 5-30x slower at 2 threads.
-        grad_coef = (self.X.T @ grad).T.astype(np.float64) * scale + self.alpha * coef
-        value = loss_sum * scale + 0.5 * self.alpha * float(np.vdot(coef, coef))
-        if not self.fit_intercept:
-            return value, grad_coef.ravel()
-        grad_intercept = grad.sum(axis=0, dtype=np.float64) * scale
-        return value, np.concatenate([grad_coef.ravel(), grad_intercept])
-
-    def _loss_and_grad(self):
+    def _loss_and_logit_grad(self):
         """(sum of weighted per-sample losses, its gradient w.r.t. the logits)."""
         if self.weights is None:
             loss, grad = self.loss(self.logits, self.y, reduction="sum", return_grad=True,
@@ -147,10 +178,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     since a binary problem keeps one coefficient row (the logits are
     ``[0, X w + b]``), as LogisticRegression does.
 
-    Each evaluation computes the logits ``X @ W.T + b`` once, the loss and
-    its gradient with respect to the logits in one softarray call, then the
-    gradient of ``W`` as ``G.T @ X``. The kernels' thread count is
-    softarray's (:func:`softarray.threads`); the matrix products use BLAS's.
+    With ``loss="cross_entropy"`` each evaluation is one call of the fused
+    linear kernel behind :func:`softarray.linear_cross_entropy`: one pass
+    over X, each block of rows making its logits, loss and gradient share
+    while it is in cache, on softarray's threads (:func:`softarray.threads`;
+    BLAS is held to one thread meanwhile). The other losses compute the
+    logits ``X @ W.T + b`` with BLAS (its own threads), the loss and its
+    gradient with respect to the logits in one softarray call, then the
+    gradient of ``W`` as ``G.T @ X``.
 
     Parameters
     ----------

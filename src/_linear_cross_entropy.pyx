@@ -17,27 +17,46 @@ BLAS, and consumed there:
 
 When a chunk is the whole vocabulary (the default whenever enough rows fit in
 the tile), pass 1 leaves exp(z - max) in the tile and pass 2 starts from it:
-the backward then costs no recomputed product and no second exp.
+the backward then costs no recomputed product and no second exp. A narrow
+vocabulary (V <= SA_LCE_NARROW_V, with whole rows) gets a class-major tile,
+entry (i, j) at j * rows + i, made and read in place by BLAS (the column-major
+product emb_block @ cls.T is that tile): the row loops then run one row per
+SIMD lane down each class (src/_linear_cross_entropy_impl.h, the *_cm
+kernels), and each block's products and loops run on one thread (such
+problems share their rows out by row teams; see below).
 
 BLAS is column-major: a row-major (m x k) matrix with row stride ld is the
 column-major (k x m) matrix of its transpose with leading dimension ld, so
 the row-major product C = A @ B.T is computed as the column-major
 C.T = B @ A.T, i.e. gemm('T', 'N', B, A).
 
-Threads: the caller limits BLAS to one thread, and every product is split
-here over ``n_threads`` OpenMP threads into disjoint blocks of its output
-(the logits and d_cls by vocabulary entries, d_emb by features). A tile's
+Threads: the caller limits BLAS to one thread and picks one of two ways to
+share the work.
+
+* Row teams (``teams`` > 1; the caller's choice when the vocabulary is small
+  enough that a copy of d_cls per thread is cheap): each of ``teams`` threads
+  takes a contiguous run of row blocks with its own tile and its own d_cls
+  and d_bias (the first team writes the outputs, the others the ``partials``
+  scratch), summed at the end. Nothing is synchronized per tile, and a small
+  vocabulary (V = 20, say) is not cut into uneven shares of 16 entries.
+* Otherwise every product is split over ``n_threads`` OpenMP threads into
+  disjoint blocks of its output (the logits and d_cls by vocabulary entries,
+  d_emb by features). A tile's
 products are too small in M x N and too long in K for a threaded BLAS,
 which synchronizes its threads once per block of K: with two threads on a
 busy two-core machine that made the backward 3x slower than one thread.
-Each output element is still summed over its whole K in one BLAS call, so
-thread counts change results by rounding only (BLAS may pick another kernel
+In the second way each output element is still summed over its whole K in
+one BLAS call (in the first, d_cls and d_bias add up ``teams`` partial sums),
+so thread counts change results by rounding only (BLAS may pick another kernel
 for a smaller share: float64 results measured bit-identical, float32 ones
 differing at the rounding level). The row loops split the rows.
 
 Callers (``softarray/_linear_cross_entropy.py``) have validated everything,
 laid the operands out for BLAS (unit inner stride, row stride >= max(1, D)),
 mapped ignored targets to -1, and allocated every output and scratch array.
+``d_emb`` may be None when only the classifier's gradients are wanted
+(SoftmaxClassifier's fit), and ``row_scale`` may weight each sample's
+gradient (sample weights).
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -69,8 +88,26 @@ cdef extern from "_linear_cross_entropy_kernels.h" nogil:
                            float *out, int accumulate)
     void sa_lce_colsum_f64(const double *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
                            double *out, int accumulate)
+    void sa_lce_update_cm_f32(float *z, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                              const float *bias, const Py_ssize_t *t, int want_total,
+                              sa_lce_row *st)
+    void sa_lce_update_cm_f64(double *z, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                              const double *bias, const Py_ssize_t *t, int want_total,
+                              sa_lce_row *st)
+    void sa_lce_grad_cm_f32(float *e, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                            const Py_ssize_t *t, const float *factor, const float *off,
+                            const float *hit)
+    void sa_lce_grad_cm_f64(double *e, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                            const Py_ssize_t *t, const double *factor, const double *off,
+                            const double *hit)
+    void sa_lce_rowsum_cm_f32(const float *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                              float *out, int accumulate)
+    void sa_lce_rowsum_cm_f64(const double *g, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t v,
+                              double *out, int accumulate)
     enum:
         SA_LCE_COLS
+        SA_LCE_NARROW_V
+        SA_LCE_STRIP
 
 # Row state doubles per sample: the Python layer allocates the state as an
 # (N, STATE_FIELDS) float64 array, viewed here as sa_lce_row structs.
@@ -95,9 +132,11 @@ cdef struct Plan:
     Py_ssize_t ld_d_emb, ld_d_cls
     double smoothing                    # label smoothing eps
     double grad_scale                   # 1 / (non-ignored samples) for "mean", else 1
+    const double *row_scale             # per-sample gradient factors, or NULL (all 1)
     int n_threads
     bint want_grad
     bint keep_exp                       # one chunk per row: pass 1 leaves exp(z - max) for pass 2
+    bint class_major                    # narrow vocabulary: tile entry (i, j) at j * ld_tile + i
 
 
 # ---------------------------------------------------------------- BLAS
@@ -128,9 +167,14 @@ cdef inline int _blas_team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept
 cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                   const floating *emb, const floating *cls, floating *tile) noexcept nogil:
     """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias), the
-    tile's columns shared out over the threads."""
+    tile's columns shared out over the threads; a class-major tile in one
+    call (column-major C = A.T B is the tile itself)."""
     cdef Py_ssize_t t, j0, j1
     cdef int team = _blas_team(p, nr, cw)
+    if p.class_major:
+        _gemm(TRANS, NO_TRANS, nr, cw, p.d, emb + r0 * p.ld_emb, p.ld_emb, cls + c0 * p.ld_cls,
+              p.ld_cls, 0, tile, p.ld_tile)
+        return
     for t in prange(team, num_threads=team, schedule='static', chunksize=1):
         j0 = _share(cw, t, team)
         j1 = _share(cw, t + 1, team)
@@ -140,19 +184,25 @@ cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py
 
 
 cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
-                    const floating *emb, const floating *cls, const floating *tile,
-                    floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
+                    bint first_block, const floating *emb, const floating *cls,
+                    const floating *tile, floating *d_emb, floating *d_cls,
+                    floating *d_bias) noexcept nogil:
     """With G = tile[:nr, :cw]: d_emb[r0:r0+nr] += G @ cls[c0:c0+cw] (each
-    thread its share of the features), d_cls[c0:c0+cw] += G.T @
-    emb[r0:r0+nr] (each thread its share of the vocabulary chunk), and
-    d_bias[c0:c0+cw] += column sums of G. The first contribution to each
-    output overwrites it (beta = 0), so the outputs need no zeroing."""
+    thread its share of the features; skipped when d_emb is NULL),
+    d_cls[c0:c0+cw] += G.T @ emb[r0:r0+nr] (each thread its share of the
+    vocabulary chunk), and d_bias[c0:c0+cw] += column sums of G. The first
+    contribution to each output (first chunk for d_emb, ``first_block`` of
+    rows for d_cls and d_bias) overwrites it (beta = 0), so the outputs need
+    no zeroing."""
     cdef Py_ssize_t t, k0, k1, j0, j1
     cdef int team = _blas_team(p, nr, cw)
+    if p.class_major:
+        _backprop_class_major(p, r0, nr, cw, first_block, emb, cls, tile, d_emb, d_cls, d_bias)
+        return
     for t in prange(team, num_threads=team, schedule='static', chunksize=1):
         k0 = _share(p.d, t, team)
         k1 = _share(p.d, t + 1, team)
-        if k1 > k0:
+        if k1 > k0 and d_emb != NULL:
             _gemm(NO_TRANS, NO_TRANS, k1 - k0, nr, cw, cls + c0 * p.ld_cls + k0, p.ld_cls,
                   tile, p.ld_tile, 0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb + k0,
                   p.ld_d_emb)
@@ -160,9 +210,29 @@ cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, 
         j1 = _share(cw, t + 1, team)
         if j1 > j0 and p.d > 0:
             _gemm(NO_TRANS, TRANS, p.d, j1 - j0, nr, emb + r0 * p.ld_emb, p.ld_emb, tile + j0,
-                  p.ld_tile, 0 if r0 == 0 else 1, d_cls + (c0 + j0) * p.ld_d_cls, p.ld_d_cls)
+                  p.ld_tile, 0 if first_block else 1, d_cls + (c0 + j0) * p.ld_d_cls,
+                  p.ld_d_cls)
     if d_bias != NULL:
-        _column_sums(p, nr, cw, tile, r0 > 0, d_bias + c0)
+        _column_sums(p, nr, cw, tile, not first_block, d_bias + c0)
+
+
+cdef void _backprop_class_major(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t v,
+                                bint first_block, const floating *emb, const floating *cls,
+                                const floating *tile, floating *d_emb, floating *d_cls,
+                                floating *d_bias) noexcept nogil:
+    """_backprop for a class-major tile (the whole vocabulary), on one
+    thread: G (column-major nr x V) is read in place by both products."""
+    if d_emb != NULL:
+        _gemm(NO_TRANS, TRANS, p.d, nr, v, cls, p.ld_cls, tile, p.ld_tile, 0,
+              d_emb + r0 * p.ld_d_emb, p.ld_d_emb)
+    if p.d > 0:
+        _gemm(NO_TRANS, NO_TRANS, p.d, v, nr, emb + r0 * p.ld_emb, p.ld_emb, tile, p.ld_tile,
+              0 if first_block else 1, d_cls, p.ld_d_cls)
+    if d_bias != NULL:
+        if floating is float:
+            sa_lce_rowsum_cm_f32(tile, p.ld_tile, nr, v, d_bias, not first_block)
+        else:
+            sa_lce_rowsum_cm_f64(tile, p.ld_tile, nr, v, d_bias, not first_block)
 
 
 # ----------------------------------------------------------- row loops
@@ -212,6 +282,14 @@ cdef void _update(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py
     cdef const floating *bias_c = NULL
     if bias != NULL:
         bias_c = bias + c0
+    if p.class_major:
+        if floating is float:
+            sa_lce_update_cm_f32(tile, p.ld_tile, nr, cw, bias_c, target + r0, p.smoothing != 0,
+                                 &state[r0])
+        else:
+            sa_lce_update_cm_f64(tile, p.ld_tile, nr, cw, bias_c, target + r0, p.smoothing != 0,
+                                 &state[r0])
+        return
     for i in prange(nr, num_threads=_team(p, nr, cw), schedule='static'):
         _update_row(tile + i * p.ld_tile, bias_c, cw, _column(target[r0 + i], c0, cw),
                     p.smoothing != 0, p.keep_exp, &state[r0 + i])
@@ -233,15 +311,17 @@ cdef void _finish(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const Py_ssize_t 
 
 
 cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_ssize_t n,
-                           Py_ssize_t y, Py_ssize_t c0, const sa_lce_row *st) noexcept nogil:
+                           Py_ssize_t y, Py_ssize_t c0, double row_scale,
+                           const sa_lce_row *st) noexcept nogil:
     """One row of one chunk of G = scale (softmax - (1 - eps) onehot - eps / V),
-    in place; 0 for ignored rows, NaN for rows whose lse is NaN (as torch's
-    softmax gives there)."""
+    in place, scale = grad_scale * row_scale; 0 for ignored rows, NaN for
+    rows whose lse is NaN (as torch's softmax gives there)."""
     cdef Py_ssize_t j, t = _column(y, c0, n)
     cdef double lse = sa_lce_lse(st)
-    cdef floating scale = <floating> p.grad_scale
-    cdef floating off = <floating> (p.grad_scale * p.smoothing / p.v)
-    cdef floating hit = <floating> (p.grad_scale * (1 - p.smoothing))
+    cdef double row_grad_scale = p.grad_scale * row_scale
+    cdef floating scale = <floating> row_grad_scale
+    cdef floating off = <floating> (row_grad_scale * p.smoothing / p.v)
+    cdef floating hit = <floating> (row_grad_scale * (1 - p.smoothing))
     if y < 0:
         memset(g, 0, n * sizeof(floating))
     elif lse != lse:
@@ -249,9 +329,9 @@ cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_
             g[j] = NAN
     elif p.keep_exp:
         if floating is float:
-            sa_lce_grad_from_exp_f32(g, n, t, <float> (p.grad_scale / st.sum), off, hit)
+            sa_lce_grad_from_exp_f32(g, n, t, <float> (row_grad_scale / st.sum), off, hit)
         else:
-            sa_lce_grad_from_exp_f64(g, n, t, p.grad_scale / st.sum, off, hit)
+            sa_lce_grad_from_exp_f64(g, n, t, row_grad_scale / st.sum, off, hit)
     elif floating is float:
         sa_lce_grad_f32(g, bias, n, t, <float> lse, scale, off, hit)
     else:
@@ -264,10 +344,45 @@ cdef void _grad(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_s
     """Pass 2 over the tile's rows: logits (or exp(z - max)) become G in place."""
     cdef Py_ssize_t i
     cdef const floating *bias_c = NULL
+    if p.class_major:
+        _grad_class_major(p, r0, nr, cw, target, tile, state)
+        return
     if bias != NULL and not p.keep_exp:     # kept exp values already include the bias
         bias_c = bias + c0
     for i in prange(nr, num_threads=_team(p, nr, cw), schedule='static'):
-        _grad_row(p, tile + i * p.ld_tile, bias_c, cw, target[r0 + i], c0, &state[r0 + i])
+        _grad_row(p, tile + i * p.ld_tile, bias_c, cw, target[r0 + i], c0,
+                  1.0 if p.row_scale == NULL else p.row_scale[r0 + i], &state[r0 + i])
+
+
+cdef void _grad_class_major(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t v,
+                            const Py_ssize_t *target, floating *tile,
+                            const sa_lce_row *state) noexcept nogil:
+    """_grad for a class-major tile of exp(z - max), strip by strip: each
+    row's factors as _grad_row computes them, then one pass down the classes."""
+    cdef floating factor[SA_LCE_STRIP]
+    cdef floating off[SA_LCE_STRIP]
+    cdef floating hit[SA_LCE_STRIP]
+    cdef Py_ssize_t i, i0, k, n_strip, strip = SA_LCE_STRIP
+    cdef double row_grad_scale, row_max
+    for k in range((nr + strip - 1) // strip):
+        i0 = k * strip
+        n_strip = min(strip, nr - i0)
+        for i in range(n_strip):
+            row_grad_scale = p.grad_scale
+            if p.row_scale != NULL:
+                row_grad_scale = row_grad_scale * p.row_scale[r0 + i0 + i]
+            row_max = state[r0 + i0 + i].max
+            # a maximum that is not finite makes the lse NaN (sa_lce_lse)
+            factor[i] = (<floating> (row_grad_scale / state[r0 + i0 + i].sum)
+                         if row_max - row_max == 0 else NAN)
+            off[i] = <floating> (row_grad_scale * p.smoothing / p.v)
+            hit[i] = <floating> (row_grad_scale * (1 - p.smoothing))
+        if floating is float:
+            sa_lce_grad_cm_f32(tile + i0, p.ld_tile, n_strip, v, target + r0 + i0, factor, off,
+                               hit)
+        else:
+            sa_lce_grad_cm_f64(tile + i0, p.ld_tile, n_strip, v, target + r0 + i0, factor, off,
+                               hit)
 
 
 # ------------------------------------------------------------- driver
@@ -285,10 +400,10 @@ cdef void _forward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floa
         _update(p, r0, nr, c0, cw, bias, target, tile, state)
 
 
-cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floating *emb,
-                          const floating *cls, const floating *bias, const Py_ssize_t *target,
-                          floating *tile, const sa_lce_row *state, floating *d_emb,
-                          floating *d_cls, floating *d_bias) noexcept nogil:
+cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, bint first_block,
+                          const floating *emb, const floating *cls, const floating *bias,
+                          const Py_ssize_t *target, floating *tile, const sa_lce_row *state,
+                          floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
     cdef Py_ssize_t k, c0, cw
     for k in range((p.v + p.chunk - 1) // p.chunk):
         c0 = k * p.chunk
@@ -296,21 +411,67 @@ cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const flo
         if not p.keep_exp:      # the tile holds another chunk's values: recompute
             _logits(p, r0, nr, c0, cw, emb, cls, tile)
         _grad(p, r0, nr, c0, cw, bias, target, tile, state)
-        _backprop(p, r0, nr, c0, cw, emb, cls, tile, d_emb, d_cls, d_bias)
+        _backprop(p, r0, nr, c0, cw, first_block, emb, cls, tile, d_emb, d_cls, d_bias)
 
 
-cdef void _run(const Plan *p, const floating *emb, const floating *cls, const floating *bias,
-               const Py_ssize_t *target, floating *tile, sa_lce_row *state, double *row_loss,
-               floating *d_emb, floating *d_cls, floating *d_bias) noexcept nogil:
+cdef void _run_blocks(const Plan *p, Py_ssize_t b0, Py_ssize_t b1, const floating *emb,
+                      const floating *cls, const floating *bias, const Py_ssize_t *target,
+                      floating *tile, sa_lce_row *state, double *row_loss, floating *d_emb,
+                      floating *d_cls, floating *d_bias) noexcept nogil:
+    """Row blocks [b0, b1): losses, and their whole contribution to the
+    gradients (d_cls and d_bias overwritten by block b0's)."""
     cdef Py_ssize_t b, r0, nr
-    for b in range((p.n + p.rows - 1) // p.rows):
+    for b in range(b0, b1):
         r0 = b * p.rows
         nr = min(p.rows, p.n - r0)
         _forward_block(p, r0, nr, emb, cls, bias, target, tile, state)
         _finish(p, r0, nr, target, state, row_loss)
         if p.want_grad:
-            _backward_block(p, r0, nr, emb, cls, bias, target, tile, state, d_emb, d_cls,
-                            d_bias)
+            _backward_block(p, r0, nr, b == b0, emb, cls, bias, target, tile, state, d_emb,
+                            d_cls, d_bias)
+
+
+cdef inline Py_ssize_t _team_start(Py_ssize_t n_blocks, Py_ssize_t t, int teams) noexcept nogil:
+    """First row block of team t (team t takes [_team_start(t), _team_start(t + 1)))."""
+    return n_blocks * t // teams
+
+
+cdef void _add_partials(Py_ssize_t size, int teams, const floating *partials, floating *out,
+                        Py_ssize_t part_stride) noexcept nogil:
+    """out[:size] += the teams - 1 partial sums (part t - 1 at t - 1 strides)."""
+    cdef Py_ssize_t t, i
+    for t in range(teams - 1):
+        for i in range(size):
+            out[i] += partials[t * part_stride + i]
+
+
+cdef void _run_teams(const Plan *p, int teams, const floating *emb, const floating *cls,
+                     const floating *bias, const Py_ssize_t *target, floating *tile,
+                     sa_lce_row *state, double *row_loss, floating *d_emb, floating *d_cls,
+                     floating *d_bias, floating *partials) noexcept nogil:
+    """Each team a contiguous run of row blocks on one thread, with its own
+    rows of the tile and (teams after the first) its own part of
+    ``partials``: d_cls (V x D) then d_bias (V); then the parts are added
+    into the outputs."""
+    cdef Plan one = p[0]
+    one.n_threads = 1       # each team's products and row loops run on its own thread
+    cdef Py_ssize_t t, n_blocks = (p.n + p.rows - 1) // p.rows
+    cdef Py_ssize_t part = p.v * p.d + p.v
+    cdef floating *my_d_cls
+    cdef floating *my_d_bias
+    for t in prange(teams, num_threads=teams, schedule='static', chunksize=1):
+        my_d_cls = d_cls
+        my_d_bias = d_bias
+        if t > 0 and p.want_grad:
+            my_d_cls = partials + (t - 1) * part
+            my_d_bias = NULL if d_bias == NULL else my_d_cls + p.v * p.d
+        _run_blocks(&one, _team_start(n_blocks, t, teams), _team_start(n_blocks, t + 1, teams),
+                    emb, cls, bias, target, tile + t * p.rows * p.chunk, state, row_loss,
+                    d_emb, my_d_cls, my_d_bias)
+    if p.want_grad:
+        _add_partials(p.v * p.d, teams, partials, d_cls, part)
+        if d_bias != NULL:
+            _add_partials(p.v, teams, partials + p.v * p.d, d_bias, part)
 
 
 # ------------------------------------------------------- Python entry
@@ -333,44 +494,63 @@ cdef inline floating *_out2(floating[:, ::1] a) noexcept:
 
 def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, const floating[::1] bias,
                          const Py_ssize_t[::1] target, double smoothing, double grad_scale,
-                         floating[:, ::1] tile, double[:, ::1] state, double[::1] row_loss,
-                         floating[:, ::1] d_emb, floating[:, ::1] d_cls, floating[::1] d_bias,
-                         int n_threads):
-    """Per-sample losses into ``row_loss`` and, when ``d_emb`` is not None,
-    the gradients of ``grad_scale * sum(row_loss)`` into ``d_emb``, ``d_cls``
-    and ``d_bias`` (if not None).
+                         const double[::1] row_scale, floating[:, ::1] tile,
+                         double[:, ::1] state, double[::1] row_loss, floating[:, ::1] d_emb,
+                         floating[:, ::1] d_cls, floating[::1] d_bias, floating[::1] partials,
+                         int teams, int n_threads):
+    """Per-sample losses into ``row_loss`` and, when ``d_cls`` is not None,
+    the gradients of ``grad_scale * sum(row_scale * row_loss)`` into
+    ``d_emb`` (if not None), ``d_cls`` and ``d_bias`` (if not None).
 
-    ``bias`` may be None; ``target`` holds -1 for ignored samples; ``tile``
-    is (rows, chunk) scratch; ``state`` is (N, STATE_FIELDS) scratch.
+    ``bias`` and ``row_scale`` (all 1) may be None; ``target`` holds -1 for
+    ignored samples; ``tile`` is (teams * rows, chunk) scratch; ``state`` is
+    (N, STATE_FIELDS) scratch. With ``teams`` > 1 (row teams, see the module
+    docstring) and gradients, ``partials`` is ((teams - 1) * (V * D + V),)
+    scratch; ``n_threads`` is then ignored.
     """
     cdef Plan p
     p.n, p.d, p.v = emb.shape[0], emb.shape[1], cls.shape[0]
-    p.rows, p.chunk = tile.shape[0], tile.shape[1]
+    p.rows, p.chunk = tile.shape[0] // max(teams, 1), tile.shape[1]
+    p.want_grad = d_cls is not None
     if (emb.strides[1] != sizeof(floating) or cls.strides[1] != sizeof(floating)
             or cls.shape[1] != p.d or target.shape[0] != p.n or row_loss.shape[0] != p.n
-            or state.shape[0] != p.n or state.shape[1] != STATE_FIELDS or p.v == 0):
+            or state.shape[0] != p.n or state.shape[1] != STATE_FIELDS or p.v == 0
+            or (row_scale is not None and row_scale.shape[0] != p.n)
+            or teams < 1 or tile.shape[0] != teams * p.rows
+            or (teams > 1 and p.want_grad
+                and (partials is None or partials.shape[0] != (teams - 1) * (p.v * p.d + p.v)))):
         raise ValueError("internal error: linear_cross_entropy called with bad shapes")
     if p.n == 0:
         return
     if p.rows == 0 or p.chunk == 0:
         raise ValueError("internal error: empty tile")
+    if teams > (p.n + p.rows - 1) // p.rows:
+        raise ValueError("internal error: more row teams than row blocks")
     p.ld_emb = _ld(emb.strides[0], sizeof(floating), p.d)
     p.ld_cls = _ld(cls.strides[0], sizeof(floating), p.d)
-    p.ld_tile = p.chunk
     p.ld_d_emb = p.ld_d_cls = max(p.d, <Py_ssize_t> 1)
     p.smoothing, p.grad_scale, p.n_threads = smoothing, grad_scale, n_threads
-    p.want_grad = d_emb is not None
+    p.row_scale = NULL if row_scale is None else &row_scale[0]
     p.keep_exp = p.want_grad and p.chunk >= p.v
+    p.class_major = p.keep_exp and p.v <= SA_LCE_NARROW_V
+    p.ld_tile = p.rows if p.class_major else p.chunk
     cdef const floating *pe = &emb[0, 0]
     cdef const floating *pc = &cls[0, 0]
     cdef const floating *pb = NULL
     cdef floating *pde = _out2(d_emb)
     cdef floating *pdc = _out2(d_cls)
     cdef floating *pdb = NULL
+    cdef floating *pparts = NULL
     if bias is not None:
         pb = &bias[0]
     if d_bias is not None:
         pdb = &d_bias[0]
+    if partials is not None and partials.shape[0] > 0:
+        pparts = &partials[0]
     with nogil:
-        _run(&p, pe, pc, pb, &target[0], &tile[0, 0], <sa_lce_row *> &state[0, 0],
-             &row_loss[0], pde, pdc, pdb)
+        if teams == 1:
+            _run_blocks(&p, 0, (p.n + p.rows - 1) // p.rows, pe, pc, pb, &target[0], &tile[0, 0],
+                        <sa_lce_row *> &state[0, 0], &row_loss[0], pde, pdc, pdb)
+        else:
+            _run_teams(&p, teams, pe, pc, pb, &target[0], &tile[0, 0],
+                       <sa_lce_row *> &state[0, 0], &row_loss[0], pde, pdc, pdb, pparts)

@@ -153,4 +153,104 @@ void SA_FN(sa_lce_colsum)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n
         out[j] = (SA_T)acc[j];
 }
 
+/* ---- class-major tiles (narrow vocabularies): z[j * ld + i] is row i's
+ * logit of class j; every row is whole (one chunk) and its state fresh. */
+
+/* Pass 1 on rows [0, nr) of a class-major tile of v classes: bias added in
+ * place, each row's state set (as sa_lce_update from a fresh state would),
+ * and exp(z - max) left in the tile for sa_lce_grad_cm. t[i]: row i's
+ * target class, or -1. A row whose maximum is not finite, or that holds a
+ * NaN, gets max NaN or +-inf (its lse is then NaN) and its exponentials are
+ * taken of -inf (0), so that no argument leaves the exp's domain. */
+SA_MULTIVERSION
+void SA_FN(sa_lce_update_cm)(SA_T *z, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const SA_T *bias,
+                             const ptrdiff_t *t, int want_total, sa_lce_row *st)
+{
+    SA_T m[SA_LCE_STRIP], sum[SA_LCE_STRIP], total[SA_LCE_STRIP];
+    int nan[SA_LCE_STRIP];
+    for (ptrdiff_t i0 = 0; i0 < nr; i0 += SA_LCE_STRIP) {
+        const ptrdiff_t len = nr - i0 < SA_LCE_STRIP ? nr - i0 : SA_LCE_STRIP;
+        for (ptrdiff_t i = 0; i < len; i++) {
+            m[i] = -INFINITY;
+            sum[i] = 0;
+            total[i] = 0;
+            nan[i] = 0;
+        }
+        for (ptrdiff_t j = 0; j < v; j++) {
+            SA_T *zj = z + j * ld + i0;
+            const SA_T b = bias != NULL ? bias[j] : 0;
+#pragma omp simd
+            for (ptrdiff_t i = 0; i < len; i++) {
+                const SA_T y = bias != NULL ? zj[i] + b : zj[i];
+                zj[i] = y;
+                m[i] = y > m[i] ? y : m[i];
+                nan[i] |= y != y;
+                total[i] += y;
+            }
+        }
+        for (ptrdiff_t i = 0; i < len; i++) {
+            const ptrdiff_t ti = t[i0 + i];
+            st[i0 + i].target = ti >= 0 ? z[ti * ld + i0 + i] : 0.0;
+            m[i] = nan[i] ? (SA_T)NAN : m[i];
+        }
+        for (ptrdiff_t j = 0; j < v; j++) {
+            SA_T *zj = z + j * ld + i0;
+#pragma omp simd
+            for (ptrdiff_t i = 0; i < len; i++) {
+                /* m - m == 0 only for finite m */
+                const SA_T x = m[i] - m[i] == 0 ? zj[i] - m[i] : (SA_T)-INFINITY;
+                const SA_T e = SA_EXP_SMALL(x);
+                zj[i] = e;
+                sum[i] += e;
+            }
+        }
+        for (ptrdiff_t i = 0; i < len; i++) {
+            st[i0 + i].max = m[i];
+            st[i0 + i].sum = sum[i];
+            st[i0 + i].total = want_total ? total[i] : 0.0;
+        }
+    }
+}
+
+/* Pass 2 on rows [0, nr) of a class-major tile holding exp(z - max) (from
+ * sa_lce_update_cm), in place: g = e * factor[i] - off[i], then hit[i]
+ * taken off at each row's target class. Rows whose factor is NaN (their lse
+ * is NaN) become NaN, ignored rows (t < 0) become 0, whatever their e. */
+SA_MULTIVERSION
+void SA_FN(sa_lce_grad_cm)(SA_T *e, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const ptrdiff_t *t,
+                           const SA_T *factor, const SA_T *off, const SA_T *hit)
+{
+    for (ptrdiff_t j = 0; j < v; j++) {
+        SA_T *ej = e + j * ld;
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < nr; i++)
+            ej[i] = ej[i] * factor[i] - off[i];
+    }
+    for (ptrdiff_t i = 0; i < nr; i++) {
+        if (t[i] >= 0 && factor[i] == factor[i]) {
+            e[t[i] * ld + i] -= hit[i];
+        } else {
+            const SA_T fill = t[i] < 0 ? (SA_T)0 : (SA_T)NAN;
+            for (ptrdiff_t j = 0; j < v; j++)
+                e[j * ld + i] = fill;
+        }
+    }
+}
+
+/* out[j] (+)= sum over rows [0, nr) of class j of a class-major tile, for
+ * j < v, summed in double. */
+SA_MULTIVERSION
+void SA_FN(sa_lce_rowsum_cm)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, SA_T *out,
+                             int accumulate)
+{
+    for (ptrdiff_t j = 0; j < v; j++) {
+        const SA_T *gj = g + j * ld;
+        double acc = accumulate ? (double)out[j] : 0.0;
+#pragma omp simd reduction(+ : acc)
+        for (ptrdiff_t i = 0; i < nr; i++)
+            acc += (double)gj[i];
+        out[j] = (SA_T)acc;
+    }
+}
+
 #undef SA_FN

@@ -28,6 +28,14 @@ typedef struct {
 /* Widest column block of the bias gradient's column sums (double
  * accumulators on the stack: 4 KiB). */
 #define SA_LCE_COLS 512
+/* Narrow vocabularies (V <= SA_LCE_NARROW_V, whole rows in the tile) use a
+ * class-major tile: entry (row i, class j) at j * ld + i, so that the row
+ * loops run down each class with one row per SIMD lane (no horizontal
+ * reductions, no per-row loop start-up: with V = 20 those cost more than
+ * the exponentials). The row-wise scratch works on strips of
+ * SA_LCE_STRIP rows (a few KiB on the stack). */
+#define SA_LCE_NARROW_V 64
+#define SA_LCE_STRIP 256
 
 SA_INLINE void sa_lce_row_init(sa_lce_row *st)
 {

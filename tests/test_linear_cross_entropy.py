@@ -204,7 +204,10 @@ def test_no_features():
 
 
 @needs_torch
-def test_non_finite_logits_as_torch(backend):
+# chunks of 8 (row-major tiles, several chunks) and whole rows (V = 20: a
+# class-major tile)
+@pytest.mark.parametrize("chunk_size", [8, None])
+def test_non_finite_logits_as_torch(backend, chunk_size):
     """-inf in the bias masks classes out (the loss stays finite); a NaN
     embedding, or a +inf logit, gives a NaN loss for that row, as torch, and
     a NaN gradient row."""
@@ -216,8 +219,8 @@ def test_non_finite_logits_as_torch(backend):
     bias_inf[12] = np.inf
     for b in (bias, bias_inf):
         with np.errstate(invalid="ignore"):     # array-api-strict computes with NumPy
-            loss, grads = run(backend, emb, cls, target, b, reduction="none", chunk_size=8,
-                              return_grad=True)
+            loss, grads = run(backend, emb, cls, target, b, reduction="none",
+                              chunk_size=chunk_size, return_grad=True)
         want, _ = torch_reference(emb, cls, target, b, reduction="none")
         np.testing.assert_allclose(loss, want, rtol=1e-12)
         finite_rows = np.isfinite(want)
@@ -270,6 +273,72 @@ def test_thread_counts_agree():
             results.append(sa.linear_cross_entropy(emb, cls, target, bias=bias,
                                                    return_grad=True))
     assert_matches(results[1], results[0], np.float32)
+
+
+# V <= 64 with whole rows: class-major tiles; V = 65: row-major ones
+@pytest.mark.parametrize("v", [1, 3, 20, 64, 65])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_narrow_vocabularies_in_row_teams(monkeypatch, v, dtype, with_bias):
+    """Many small row blocks (16 rows, or 64 entries), shared out as row
+    teams at two threads; then one block of all 600 rows, which the row
+    loops take in strips of 256."""
+    emb, cls, target, bias = problem(n=600, d=7, v=v, dtype=dtype, with_bias=with_bias, seed=v,
+                                     ignored=(0, 299, 599))
+    want = numpy_reference(emb, cls, target, bias, -100, 0.1, "sum")
+    for rows, entries in ((16, 64), (lce.GRAD_ROWS, 10**6)):
+        monkeypatch.setattr(lce, "GRAD_ROWS", rows)
+        monkeypatch.setattr(lce, "SMALL_TILE_ENTRIES", entries)
+        assert lce.tile_shape(600, v, 8, None, True)[0] == (600 if entries > 600 * v else
+                                                             max(16, 64 // v))
+        for threads in (1, 2):
+            with sa.threads(threads):
+                got = sa.linear_cross_entropy(emb, cls, target, bias=bias, ignore_index=-100,
+                                              label_smoothing=0.1, reduction="sum",
+                                              return_grad=True)
+            assert_matches(got, want, dtype)
+
+
+def test_row_teams_need_a_block_each_and_small_partial_sums():
+    assert lce.row_teams(n=600, v=20, d=7, itemsize=8, rows=300, want_grad=True, n_threads=2) == 2
+    assert lce.row_teams(n=600, v=20, d=7, itemsize=8, rows=600, want_grad=True, n_threads=2) == 1
+    assert lce.row_teams(n=600, v=20, d=7, itemsize=8, rows=10, want_grad=True, n_threads=1) == 1
+    # a (V, D + 1) partial sum per extra team must fit in TILE_BYTES
+    big_v = lce.TILE_BYTES // (8 * 8) + 1
+    assert lce.row_teams(n=600, v=big_v, d=7, itemsize=8, rows=10, want_grad=True,
+                         n_threads=2) == 1
+    assert lce.row_teams(n=600, v=big_v, d=7, itemsize=8, rows=10, want_grad=False,
+                         n_threads=2) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("v", [2, 20, 100])
+def test_weighted_loss_and_classifier_grads(dtype, eps, v):
+    """SoftmaxClassifier's evaluation: the sample-weighted sum of the losses
+    and its gradients with respect to the classifier and bias, against the
+    formulas written plainly on the whole logits."""
+    emb, cls, target, bias = problem(n=700, d=6, v=v, dtype=dtype, seed=3)
+    weights = np.random.default_rng(4).uniform(0.0, 3.0, 700)
+    z = emb.astype(np.float64) @ cls.astype(np.float64).T + bias
+    logp = z - scipy.special.logsumexp(z, axis=1, keepdims=True)
+    rows = -(1 - eps) * logp[np.arange(700), target] - eps * logp.mean(axis=1)
+    onehot = np.eye(v)[target]
+    g = weights[:, None] * (np.exp(logp) - (1 - eps) * onehot - eps / v)
+    for threads in (1, 2):
+        with sa.threads(threads):
+            loss, d_cls, d_bias = lce.weighted_loss_and_classifier_grads(
+                emb, cls, bias, target.astype(np.intp), weights, eps)
+        assert_close(loss, weights @ rows, dtype)
+        assert d_cls.dtype == dtype and d_bias.dtype == dtype
+        assert_close(d_cls, g.T @ emb.astype(np.float64), dtype)
+        assert_close(d_bias, g.sum(axis=0), dtype)
+    unweighted = lce.weighted_loss_and_classifier_grads(emb, cls, None, target.astype(np.intp),
+                                                         None, eps)
+    want = numpy_reference(emb, cls, target, None, None, eps, "sum")
+    assert unweighted[2] is None
+    assert_close(unweighted[0], want[0], dtype)
+    assert_close(unweighted[1], want[1][1], dtype)
 
 
 def test_blas_threads_restored_after_concurrent_calls():
@@ -345,7 +414,8 @@ def test_extra_memory_is_one_tile_not_the_logits(monkeypatch):
         (8192, 1000, 4, None, True, (256, 1000)),       # small vocabulary: up to 256 rows
         (10, 65536, 4, None, True, (10, 65536)),        # few rows: all of them
         (8192, 65536, 4, 4096, True, (256, 4096)),      # chunk_size given
-        (8192, 100, 4, 1000, True, (256, 100)),         # chunk_size above V
+        (8192, 100, 4, 1000, True, (327, 100)),         # chunk_size above V; narrow: taller
+        (200_000, 20, 8, None, True, (1638, 20)),       # narrow vocabulary: 32768-entry tile
         (8192, 65536, 4, None, False, (1024, 8192)),    # forward: taller tiles
         (8192, 1000, 4, None, False, (1024, 1000)),
         (10, 65536, 4, None, False, (10, 65536)),
