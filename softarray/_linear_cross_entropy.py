@@ -303,7 +303,7 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     return loss, tuple(g for g in grads if g is not None)
 
 
-def weighted_loss_and_classifier_grads(emb, cls, bias, target, sample_weight, label_smoothing):
+def weighted_loss_and_classifier_grads(emb, cls, bias, target, sample_weight, label_smoothing=0.0):
     """For SoftmaxClassifier's fit, on NumPy arrays laid out for BLAS
     (``emb`` C-contiguous, ``target`` intp class indices, nothing ignored):
     ``(sum_i w_i loss_i, d_cls, d_bias)`` with ``w = sample_weight`` (None:
