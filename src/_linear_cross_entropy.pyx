@@ -310,18 +310,31 @@ cdef void _finish(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const Py_ssize_t 
             row_loss[i] = (1 - eps) * (lse - state[i].target) + eps * (lse - state[i].total / p.v)
 
 
+cdef struct GradFactors:
+    double scale        # d loss / d (sample i's loss): grad_scale * row_scale[i]
+    double off          # scale * eps / V, label smoothing's uniform part
+    double hit          # scale * (1 - eps), taken off at the target's column
+
+
+cdef inline GradFactors _grad_factors(const Plan *p, Py_ssize_t i) noexcept nogil:
+    """Sample i's factors of G = scale (softmax - (1 - eps) onehot - eps / V)."""
+    cdef GradFactors f
+    f.scale = p.grad_scale if p.row_scale == NULL else p.grad_scale * p.row_scale[i]
+    f.off = f.scale * p.smoothing / p.v
+    f.hit = f.scale * (1 - p.smoothing)
+    return f
+
+
 cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_ssize_t n,
-                           Py_ssize_t y, Py_ssize_t c0, double row_scale,
+                           Py_ssize_t y, Py_ssize_t c0, GradFactors f,
                            const sa_lce_row *st) noexcept nogil:
-    """One row of one chunk of G = scale (softmax - (1 - eps) onehot - eps / V),
-    in place, scale = grad_scale * row_scale; 0 for ignored rows, NaN for
-    rows whose lse is NaN (as torch's softmax gives there)."""
+    """One row of one chunk of G (see _grad_factors), in place; 0 for ignored
+    rows, NaN for rows whose lse is NaN (as torch's softmax gives there)."""
     cdef Py_ssize_t j, t = _column(y, c0, n)
     cdef double lse = sa_lce_lse(st)
-    cdef double row_grad_scale = p.grad_scale * row_scale
-    cdef floating scale = <floating> row_grad_scale
-    cdef floating off = <floating> (row_grad_scale * p.smoothing / p.v)
-    cdef floating hit = <floating> (row_grad_scale * (1 - p.smoothing))
+    cdef floating scale = <floating> f.scale
+    cdef floating off = <floating> f.off
+    cdef floating hit = <floating> f.hit
     if y < 0:
         memset(g, 0, n * sizeof(floating))
     elif lse != lse:
@@ -329,9 +342,9 @@ cdef inline void _grad_row(const Plan *p, floating *g, const floating *bias, Py_
             g[j] = NAN
     elif p.keep_exp:
         if floating is float:
-            sa_lce_grad_from_exp_f32(g, n, t, <float> (row_grad_scale / st.sum), off, hit)
+            sa_lce_grad_from_exp_f32(g, n, t, <float> (f.scale / st.sum), off, hit)
         else:
-            sa_lce_grad_from_exp_f64(g, n, t, row_grad_scale / st.sum, off, hit)
+            sa_lce_grad_from_exp_f64(g, n, t, f.scale / st.sum, off, hit)
     elif floating is float:
         sa_lce_grad_f32(g, bias, n, t, <float> lse, scale, off, hit)
     else:
@@ -351,7 +364,7 @@ cdef void _grad(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_s
         bias_c = bias + c0
     for i in prange(nr, num_threads=_team(p, nr, cw), schedule='static'):
         _grad_row(p, tile + i * p.ld_tile, bias_c, cw, target[r0 + i], c0,
-                  1.0 if p.row_scale == NULL else p.row_scale[r0 + i], &state[r0 + i])
+                  _grad_factors(p, r0 + i), &state[r0 + i])
 
 
 cdef void _grad_class_major(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t v,
@@ -363,20 +376,19 @@ cdef void _grad_class_major(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssiz
     cdef floating off[SA_LCE_STRIP]
     cdef floating hit[SA_LCE_STRIP]
     cdef Py_ssize_t i, i0, k, n_strip, strip = SA_LCE_STRIP
-    cdef double row_grad_scale, row_max
+    cdef double row_max
+    cdef GradFactors f
     for k in range((nr + strip - 1) // strip):
         i0 = k * strip
         n_strip = min(strip, nr - i0)
         for i in range(n_strip):
-            row_grad_scale = p.grad_scale
-            if p.row_scale != NULL:
-                row_grad_scale = row_grad_scale * p.row_scale[r0 + i0 + i]
+            f = _grad_factors(p, r0 + i0 + i)
             row_max = state[r0 + i0 + i].max
             # a maximum that is not finite makes the lse NaN (sa_lce_lse)
-            factor[i] = (<floating> (row_grad_scale / state[r0 + i0 + i].sum)
+            factor[i] = (<floating> (f.scale / state[r0 + i0 + i].sum)
                          if row_max - row_max == 0 else NAN)
-            off[i] = <floating> (row_grad_scale * p.smoothing / p.v)
-            hit[i] = <floating> (row_grad_scale * (1 - p.smoothing))
+            off[i] = <floating> f.off
+            hit[i] = <floating> f.hit
         if floating is float:
             sa_lce_grad_cm_f32(tile + i0, p.ld_tile, n_strip, v, target + r0 + i0, factor, off,
                                hit)
