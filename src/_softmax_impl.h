@@ -318,13 +318,21 @@ void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_
  * per-row bookkeeping than on arithmetic, and a SIMD register is wider than
  * the row. Tiles of SA_SMALL_TILE rows are transposed into an L1 scratch
  * buffer so the column kernel's lanes run across rows, then transposed back.
- * float32 softmax of contiguous rows takes the register-transposed path of
- * _softmax_rows8.h for all but the last n_rows % 8 rows. */
+ * float32 softmax takes an eight-rows-in-lanes kernel instead: on CPUs with
+ * AVX2 and FMA, _softmax_rows8_avx2.h for every row; elsewhere the portable
+ * _softmax_rows8.h for contiguous rows but the last n_rows % 8, whose
+ * results equal this tile path's bit for bit. */
 SA_MULTIVERSION
 void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
                           ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
 {
     SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
+#if defined(SA_SOFTMAX_ROWS8_AVX2) && SA_HAVE_ROWS8_AVX2
+    if (op == SA_SOFTMAX && sa_cpu_has_avx2_fma()) {
+        SA_SOFTMAX_ROWS8_AVX2(x, x_stride, out, out_stride, n_rows, n, scale);
+        return;
+    }
+#endif
 #if defined(SA_SOFTMAX_ROWS8) && SA_HAVE_ROWS8
     if (op == SA_SOFTMAX && x_stride == n && out_stride == n) {
         const ptrdiff_t done = SA_SOFTMAX_ROWS8(x, out, n_rows, n, scale);

@@ -393,11 +393,14 @@ def _softmax_float32_differences(y):
         return e / e.sum(axis=-1, keepdims=True)
 
 
-# float32 softmax of short contiguous rows runs eight rows at a time in SIMD
-# lanes (src/_softmax_rows8.h); the last n_rows % 8 rows take the tile path.
-# Every row length it serves, row counts around multiples of 8, both thread
-# counts (chunk boundaries between threads), temperature, the in-place masked
-# call (masked-out entries are 0 whatever the row holds), and special values,
+# float32 softmax of short rows runs eight rows at a time in SIMD lanes
+# (src/_softmax_rows8_avx2.h on CPUs with AVX2 and FMA, every row; otherwise
+# src/_softmax_rows8.h for contiguous rows, the last n_rows % 8 rows taking
+# the tile path). Every row length it serves, row counts around multiples of
+# 8 and of its 32-row tiles, both thread counts (chunk boundaries between
+# threads), temperature, the in-place masked call (masked-out entries are 0
+# whatever the row holds), special values, and differences down through
+# float32's subnormal range (exp(-90) is subnormal, below -104 it is 0),
 # element by element.
 @pytest.mark.parametrize("n", range(1, 34))
 @pytest.mark.parametrize("n_rows", [8, 13, 67])
@@ -410,6 +413,7 @@ def test_short_float32_rows_against_plain_numpy(n, n_rows):
     x[4, :] = 7.0                                   # ties at the maximum
     x[5, 0] = -np.inf
     x[6, -1] = 80.0                                 # the others' exp near the float32 minimum
+    x[0, :] = -9.0 * np.arange(n)                   # 0, -9, ..., -90, -99, -108, ...
     x[n_rows - 1, n // 2] = np.nan
     mask = rng.random((n_rows, n)) < 0.8
     mask[:, 0] = True
@@ -427,6 +431,19 @@ def test_short_float32_rows_against_plain_numpy(n, n_rows):
             assert got.dtype == np.float32, name
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44, err_msg=name)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 10, 16, 17, 31, 32])
+def test_short_float32_rows_same_bits_in_any_layout(n):
+    """Rows with a stride other than n (a column slice of a wider array),
+    and the in-place masked call (every entry kept), give the contiguous
+    call's bits: on AVX2 CPUs they run the same kernel through a local copy,
+    and the in-place call stores without spilling past its rows."""
+    x = (np.random.default_rng(n).standard_normal((75, n + 5)) * 5).astype(np.float32)
+    whole = sa.softmax(np.ascontiguousarray(x[:, :n]))
+    np.testing.assert_array_equal(sa.softmax(x[:, :n]), whole)
+    np.testing.assert_array_equal(sa.softmax(x[:, :n], where=np.ones((75, n), bool)), whole)
+    np.testing.assert_allclose(whole, _softmax_float32_differences(x[:, :n]), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("n", [1, 3, 10, 17, 32])
