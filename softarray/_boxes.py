@@ -417,7 +417,8 @@ def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_t
     score_threshold : float, default 0.001
         As in :func:`soft_nms`.
     max_output : int, optional
-        At most this many selections in total.
+        At most this many in total: the first of all the labels' selections
+        by decreasing decayed score (the order below).
 
     Returns
     -------

@@ -340,19 +340,26 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef floating[::1] keep_score_v = keep_score
     cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
     cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating))
+    # With labels the result is the first max_keep of every label's
+    # selections by decreasing decayed score. A label may stop after
+    # max_keep selections only when it selects in that order, which holds
+    # unless a negative score can be selected (it rises as it decays).
+    cdef Py_ssize_t class_keep = max_keep
+    if labels is not None and score_threshold < 0 and (np.asarray(scores) < 0).any():
+        class_keep = n
     if n < PARALLEL_MIN_BOXES:
         n_threads = 1
     with nogil:
         if floating is float:
             sa_soft_nms_classes_f32(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
-                                    score_threshold, max_keep, &tscratch[0], &iscratch[0],
+                                    score_threshold, class_keep, &tscratch[0], &iscratch[0],
                                     &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
                                     &n_kept[0], n_threads)
         else:
             sa_soft_nms_classes_f64(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
-                                    score_threshold, max_keep, &tscratch[0], &iscratch[0],
+                                    score_threshold, class_keep, &tscratch[0], &iscratch[0],
                                     &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
                                     &n_kept[0], n_threads)
     slots = _kept_slots(seg_v, n_kept, n_seg)

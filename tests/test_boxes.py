@@ -998,6 +998,13 @@ def test_batched_soft_nms_sorts_by_decayed_score(backend):
     assert_indices(indices, [0, 2, 1])
     assert_bits_equal(decayed, np.array([0.5, -0.0, -0.2]))
     assert_indices(ref_batched_soft_nms(boxes, scores, np.zeros(3), **opts)[0], [0, 2, 1])
+    # max_output keeps the first of that list: Q (selected third), not P
+    indices, decayed = call(backend, sa.batched_soft_nms, [boxes, scores, np.zeros(3, np.int64)],
+                            max_output=2, **opts)
+    assert_indices(indices, [0, 2])
+    assert_bits_equal(decayed, np.array([0.5, -0.0]))
+    assert_indices(ref_batched_soft_nms(boxes, scores, np.zeros(3), max_output=2, **opts)[0],
+                   [0, 2])
 
 
 def test_soft_nms_degenerate_boxes_overlap_nothing():

@@ -167,7 +167,14 @@ def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_th
     linear_threshold = threshold_in_dtype(iou_threshold, dtype, strict=True)
     picked, picked_scores = [], []
     minus_inf = xp.full_like(current, -float("inf"))
-    for _ in range(max_output):
+    # With labels the result is the first max_output selections by decreasing
+    # decayed score; picking the best current score across labels gives them
+    # in that order unless a negative score can be picked (it rises as it
+    # decays): then every label runs to the end and the cut follows the sort.
+    steps = max_output
+    if labels is not None and bool(xp.any(alive & (current < 0))):
+        steps = current.shape[0]
+    for _ in range(steps):
         if not bool(xp.any(alive)):
             break
         m = int(xp.argmax(xp.where(alive, current, minus_inf)))
@@ -194,4 +201,6 @@ def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_th
         indices, values = xp.take(indices, by_index), xp.take(values, by_index)
         by_score = _order(xp, values, 0, descending=True)
         indices, values = xp.take(indices, by_score), xp.take(values, by_score)
+        cut = min(max_output, indices.shape[0])
+        indices, values = indices[:cut], values[:cut]
     return indices, values
