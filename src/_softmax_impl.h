@@ -110,7 +110,8 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
 /* Softmax of one contiguous row of at most SA_CACHED_ROW_BLOCKS blocks, one
  * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
  * and stores exp(y - running maximum) into out; pass 2 multiplies each
- * block by exp(its maximum - final maximum) / sum. */
+ * block by exp(its maximum - final maximum) / sum. float32 on AVX2+FMA CPUs
+ * runs pass 1's exponentials in _softmax_avx2.h. */
 SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale)
 {
     double shift[SA_CACHED_ROW_BLOCKS];     /* the running maximum each block was stored against */
@@ -140,6 +141,12 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
         }
         SA_FN(sa_prefetch_block)(xb + len);
         const SA_T mt = (SA_T)m;
+#if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
+        if (sa_cpu_has_avx2_fma()) {
+            sum += SA_EXP_STORE_SUM_AVX2(xb, ob, len, scale, mt);
+            continue;
+        }
+#endif
         SA_T s = 0;
 #pragma omp simd reduction(+ : s)
         for (ptrdiff_t i = 0; i < len; i++) {
@@ -319,7 +326,7 @@ void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_
  * the row. Tiles of SA_SMALL_TILE rows are transposed into an L1 scratch
  * buffer so the column kernel's lanes run across rows, then transposed back.
  * float32 softmax takes an eight-rows-in-lanes kernel instead: on CPUs with
- * AVX2 and FMA, _softmax_rows8_avx2.h for every row; elsewhere the portable
+ * AVX2 and FMA, _softmax_avx2.h for every row; elsewhere the portable
  * _softmax_rows8.h for contiguous rows but the last n_rows % 8, whose
  * results equal this tile path's bit for bit. */
 SA_MULTIVERSION
@@ -327,9 +334,9 @@ void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_
                           ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
 {
     SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
-#if defined(SA_SOFTMAX_ROWS8_AVX2) && SA_HAVE_ROWS8_AVX2
+#if defined(SA_SOFTMAX_SHORT_ROWS_AVX2) && SA_HAVE_SOFTMAX_AVX2
     if (op == SA_SOFTMAX && sa_cpu_has_avx2_fma()) {
-        SA_SOFTMAX_ROWS8_AVX2(x, x_stride, out, out_stride, n_rows, n, scale);
+        SA_SOFTMAX_SHORT_ROWS_AVX2(x, x_stride, out, out_stride, n_rows, n, scale);
         return;
     }
 #endif

@@ -2,7 +2,7 @@
  * float32 softmax of short contiguous rows (n <= SA_SMALL_ROW_MAX), eight
  * rows at a time with the rows in the lanes of a SIMD register: the portable
  * version, for CPUs without AVX2 and FMA (SSE2, NEON). Where those are
- * present, _softmax_rows8_avx2.h serves every short row instead.
+ * present, _softmax_avx2.h serves every short row instead.
  *
  * The general short-row path (sa_rows_small) copies a tile of rows into a
  * transposed scratch buffer element by element, and back; those scalar

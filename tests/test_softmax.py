@@ -394,7 +394,7 @@ def _softmax_float32_differences(y):
 
 
 # float32 softmax of short rows runs eight rows at a time in SIMD lanes
-# (src/_softmax_rows8_avx2.h on CPUs with AVX2 and FMA, every row; otherwise
+# (src/_softmax_avx2.h on CPUs with AVX2 and FMA, every row; otherwise
 # src/_softmax_rows8.h for contiguous rows, the last n_rows % 8 rows taking
 # the tile path). Every row length it serves, row counts around multiples of
 # 8 and of its 32-row tiles, both thread counts (chunk boundaries between
