@@ -90,16 +90,28 @@ SA_INLINE double sa_pow2i_f64(double n, double k)
  * for float a degree-6 minimax fit (relative error 3e-9, within 1 ulp after
  * rounding; a Taylor polynomial needs degree 7 for that), for double the
  * degree-13 Taylor polynomial. */
+/* float's constants, named once: the AVX2 kernels (_softmax_avx2.h) evaluate
+ * the same reduction and polynomial with FMAs. */
+#define SA_EXP_F32_LOG2E 1.44269504088896341f
+#define SA_EXP_F32_LN2_HI 0.693145751953125f           /* ln 2 = LN2_HI + LN2_LO, LN2_HI with 12 bits */
+#define SA_EXP_F32_LN2_LO 1.428606765330187045e-06f
+#define SA_EXP_F32_P6 0x1.6a244cp-10f                  /* e^r ~ P6 r^6 + ... + P2 r^2 + r + 1 */
+#define SA_EXP_F32_P5 0x1.1239d4p-7f
+#define SA_EXP_F32_P4 0x1.5558f2p-5f
+#define SA_EXP_F32_P3 0x1.555492p-3f
+#define SA_EXP_F32_P2 0x1.fffffcp-2f
+#define SA_EXP_F32_MIN -104.0f                         /* exp rounds to 0 below */
+
 SA_INLINE float sa_exp_poly_f32(float x, float *n_out)
 {
-    const float n = (x * 1.44269504088896341f + SA_MAGIC32) - SA_MAGIC32;
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    float p = 0x1.6a244cp-10f;
-    p = p * r + 0x1.1239d4p-7f;
-    p = p * r + 0x1.5558f2p-5f;
-    p = p * r + 0x1.555492p-3f;
-    p = p * r + 0x1.fffffcp-2f;
+    const float n = (x * SA_EXP_F32_LOG2E + SA_MAGIC32) - SA_MAGIC32;
+    float r = x - n * SA_EXP_F32_LN2_HI;
+    r = r - n * SA_EXP_F32_LN2_LO;
+    float p = SA_EXP_F32_P6;
+    p = p * r + SA_EXP_F32_P5;
+    p = p * r + SA_EXP_F32_P4;
+    p = p * r + SA_EXP_F32_P3;
+    p = p * r + SA_EXP_F32_P2;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     *n_out = n;
@@ -133,7 +145,7 @@ SA_INLINE double sa_exp_poly_f64(double x, double *n_out)
  * results down to the subnormal range stay representable. */
 SA_INLINE float sa_exp_f32(float x)
 {
-    x = x < -104.0f ? -104.0f : x;     /* below: exp rounds to 0; NaN compares false and passes */
+    x = x < SA_EXP_F32_MIN ? SA_EXP_F32_MIN : x;     /* below: exp rounds to 0; NaN compares false and passes */
     x = x > 89.0f ? 89.0f : x;         /* above: exp overflows to +inf */
     float n;
     const float p = sa_exp_poly_f32(x, &n);
@@ -158,7 +170,7 @@ SA_INLINE double sa_exp_f64(double x)
  * two thirds of its cost (no upper clamp, no split of n). */
 SA_INLINE float sa_exp_small_f32(float x)
 {
-    x = x < -104.0f ? -104.0f : x;
+    x = x < SA_EXP_F32_MIN ? SA_EXP_F32_MIN : x;
     float n;
     const float p = sa_exp_poly_f32(x, &n);
     return (p * sa_pow2i_f32(n, 64.0f)) * 0x1p-64f;

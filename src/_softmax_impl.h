@@ -117,6 +117,9 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
     double shift[SA_CACHED_ROW_BLOCKS];     /* the running maximum each block was stored against */
     double m = -INFINITY, sum = 0.0;
     int bad = 0;
+#if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    const int avx2 = sa_cpu_has_avx2_fma();
+#endif
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         const SA_T *xb = x + b;
@@ -142,7 +145,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
         SA_FN(sa_prefetch_block)(xb + len);
         const SA_T mt = (SA_T)m;
 #if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
-        if (sa_cpu_has_avx2_fma()) {
+        if (avx2) {
             sum += SA_EXP_STORE_SUM_AVX2(xb, ob, len, scale, mt);
             continue;
         }
