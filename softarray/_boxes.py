@@ -14,7 +14,7 @@ from ._dask import dask_route
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
-from ._threads import get_num_threads
+from ._threads import threads_for_call
 from ._validate import check_choice, check_int, check_real, floating_input
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -220,7 +220,7 @@ def box_iou(boxes1, boxes2):
     if a is None or b is None:
         return _portable.box_iou(xp, boxes1, boxes2)
     out = output_empty((a.shape[0], b.shape[0]), a.dtype)
-    _kernels.box_iou(a, b, out, get_num_threads())
+    _kernels.box_iou(a, b, out, threads_for_call())
     return _dispatch.to_caller(xp, out, boxes1)
 
 
@@ -335,7 +335,7 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     if a is None or s is None or (labels is not None and host_labels is None):
         return _portable.nms(xp, boxes, scores, labels, iou_threshold, score_threshold, max_output)
     kept = _kernels.nms(a, s, host_labels, iou_threshold, score_threshold, max_output,
-                        get_num_threads())
+                        threads_for_call())
     return _dispatch.to_caller(xp, kept, boxes)
 
 
@@ -463,5 +463,5 @@ def _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_thresho
         return _portable.soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold,
                                   score_threshold, max_output)
     kept, decayed = _kernels.soft_nms(a, s, host_labels, gaussian, sigma, iou_threshold,
-                                      score_threshold, max_output, get_num_threads())
+                                      score_threshold, max_output, threads_for_call())
     return _dispatch.to_caller(xp, kept, boxes), _dispatch.to_caller(xp, decayed, boxes)

@@ -11,7 +11,7 @@ from ._dask import dask_route
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
-from ._threads import get_num_threads
+from ._threads import threads_for_call
 from ._validate import (
     check_axis,
     check_bool,
@@ -100,7 +100,7 @@ def _topk_compiled(a, k, axis, largest, sorted):
         if rows.strides[1] != rows.itemsize:
             rows = np.ascontiguousarray(rows)
         _kernels.topk_rows(rows, k, largest, sorted, values.reshape(-1, k), indices.reshape(-1, k),
-                           get_num_threads())
+                           threads_for_call())
     return np.moveaxis(values, -1, axis), np.moveaxis(indices, -1, axis)
 
 
@@ -283,7 +283,7 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
     weights = np.empty((n, k), a.dtype)
     indices = np.empty((n, k), np.int64)
     prob_sum = np.zeros(e if with_probs else 0)
-    _kernels.gate_rows(a, k, inv_t, over_selected, weights, indices, prob_sum, get_num_threads())
+    _kernels.gate_rows(a, k, inv_t, over_selected, weights, indices, prob_sum, threads_for_call())
     # NaN ranks above every number, so a row holding one has a NaN first
     # weight: checking that column (and only its rows' logits) costs far
     # less than a pass over all the logits before the kernel. The kernel

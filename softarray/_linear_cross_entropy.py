@@ -17,7 +17,7 @@ from ._dask import dask_route
 from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
 from ._losses import _reduce
-from ._threads import get_num_threads
+from ._threads import threads_for_call
 from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction
 
 # The logits tile is the one scratch buffer that grows with the problem; it
@@ -326,7 +326,7 @@ def _kernel_call(emb, cls, bias, target, eps, grad_scale, row_scale, chunk_size,
     (n, d), v = emb.shape, cls.shape[0]
     dtype = emb.dtype
     rows, chunk = tile_shape(n, v, dtype.itemsize, chunk_size, want_grad)
-    n_threads = get_num_threads()
+    n_threads = threads_for_call()
     teams = row_teams(n, v, d, dtype.itemsize, rows, want_grad, n_threads)
     grads = (_gradient_arrays(n, d, v, dtype, bias is not None, want_emb_grad) if want_grad
              else (None,) * 3)

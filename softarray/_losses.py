@@ -18,7 +18,7 @@ from ._lib import _losses as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import losses as _portable
 from ._softmax import log_softmax
-from ._threads import get_num_threads
+from ._threads import threads_for_call
 from ._validate import (
     check_axis,
     check_bool,
@@ -183,7 +183,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
     grad = output_empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
     t3 = x3 if t is None else t.astype(a.dtype, copy=False).reshape(outer, C, inner)
     y1 = np.empty(0, np.int64) if y is None else np.ascontiguousarray(y, np.int64).reshape(-1)
-    _kernels.samples(x3, y1, t3, grad, loss, cw, opts, get_num_threads())
+    _kernels.samples(x3, y1, t3, grad, loss, cw, opts, threads_for_call())
     if none_shape is None:
         none_shape = shape[:axis] + shape[axis + 1:]
     value = _reduce(loss, reduction, denominator, none_shape, a.dtype)
@@ -748,7 +748,7 @@ def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, den
     grad = output_empty(x2.shape, a.dtype) if return_grad else absent
     row_loss = np.empty(x2.shape[0], np.float64)
     opts = dict(opts, grad_scale=_grad_scale(reduction, denominator))
-    _kernels.elementwise(x2, t2, w2, p2, out, grad, row_loss, opts, get_num_threads())
+    _kernels.elementwise(x2, t2, w2, p2, out, grad, row_loss, opts, threads_for_call())
     loss = out.reshape(shape) if reduction == "none" else _reduce(row_loss, reduction, denominator,
                                                                   (), a.dtype)
     return loss, (grad.reshape(shape) if return_grad else None)

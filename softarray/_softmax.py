@@ -13,7 +13,7 @@ from ._layout import ReductionLayout
 from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
-from ._threads import get_num_threads
+from ._threads import threads_for_call
 from ._validate import check_bool, check_temperature, floating_input, mask_for, normalize_axes
 
 # What a masked-out entry of each op's output holds.
@@ -68,7 +68,7 @@ def _normalize_compiled(op, a, axes, scale, mask):
         a = _minus_inf_outside(mask, a)
     layout = ReductionLayout(a, axes)
     code = _kernels.OPS[op]
-    n_threads = get_num_threads()
+    n_threads = threads_for_call()
     if layout.uses_rows:
         x2 = layout.rows_view()
         out = output_empty(x2.shape, x2.dtype) if mask is None else x2
@@ -383,7 +383,7 @@ def _logsumexp_compiled(a, axes, keepdims, mask):
         a = _minus_inf_outside(mask, a)
     layout = ReductionLayout(a, axes)
     dtype = layout.view.dtype
-    n_threads = get_num_threads()
+    n_threads = threads_for_call()
     if layout.n == 0:
         out = np.full(layout.outer * layout.inner, -np.inf, dtype)
     elif layout.uses_rows:

@@ -1,17 +1,20 @@
-"""How many threads the compiled kernels use.
+"""How many threads the compiled kernels use: one limit for the whole process.
 
-The default follows OpenMP: ``OMP_NUM_THREADS`` at start-up, or a later
-``threadpoolctl.threadpool_limits(n)`` (which calls ``omp_set_num_threads``).
-``set_num_threads`` and the ``threads`` context manager override it for
-softarray alone; the override is per context (thread-safe, asyncio-safe).
+The limit binds kernels called from every Python thread. It comes from, in
+order: a forked child of a parent that may have started OpenMP's thread pool
+(one thread: the pool does not survive ``fork``); ``set_num_threads`` /
+``threads`` / ``threadpoolctl.threadpool_limits`` (which reaches softarray
+through the controller registered below); else OpenMP's limit for the
+calling thread (``OMP_NUM_THREADS`` at start-up, else the number of CPUs).
+The state itself lives in the compiled runtime (``src/_runtime.pyx``) so that
+a kernel call reads it without Python overhead.
 """
 import contextlib
-import contextvars
 import numbers
 
-from ._lib import _runtime
+import threadpoolctl
 
-_override = contextvars.ContextVar("softarray_num_threads", default=None)
+from ._lib import _runtime
 
 
 def _check_count(n):
@@ -20,14 +23,21 @@ def _check_count(n):
     return int(n)
 
 
+def threads_for_call():
+    """The thread count to pass to the kernel call about to start."""
+    return _runtime.threads_for_call()
+
+
 def get_num_threads():
     """Number of threads the next softarray call will use.
 
     Returns
     -------
     int
-        The override set by :func:`set_num_threads` or :func:`threads` if
-        any, else OpenMP's current limit for the calling thread.
+        1 in a forked child whose parent ran kernels in parallel; else the
+        process-wide limit set by :func:`set_num_threads`, :func:`threads` or
+        ``threadpoolctl.threadpool_limits``; else OpenMP's limit
+        (``OMP_NUM_THREADS``, or the number of CPUs).
 
     Examples
     --------
@@ -36,13 +46,13 @@ def get_num_threads():
     ...     sa.get_num_threads()
     1
     """
-    n = _override.get()
-    return n if n is not None else max(1, _runtime.omp_max_threads())
+    return _runtime.thread_limit()
 
 
 def set_num_threads(n):
-    """Set the number of threads softarray's kernels use; ``None`` restores
-    the OpenMP default.
+    """Set the number of threads softarray's kernels use, for the whole
+    process (kernels called from any Python thread); ``None`` restores the
+    OpenMP default.
 
     Parameters
     ----------
@@ -57,12 +67,14 @@ def set_num_threads(n):
     1
     >>> sa.set_num_threads(None)
     """
-    _override.set(None if n is None else _check_count(n))
+    _runtime.set_thread_limit(0 if n is None else _check_count(n))
 
 
 @contextlib.contextmanager
 def threads(n):
-    """Context manager: use ``n`` threads inside the ``with`` block.
+    """Context manager: the process uses ``n`` threads inside the ``with``
+    block, and the previous limit again after it (as
+    ``threadpoolctl.threadpool_limits`` does).
 
     Parameters
     ----------
@@ -77,8 +89,36 @@ def threads(n):
     >>> p.sum(axis=-1)
     array([1., 1.])
     """
-    token = _override.set(None if n is None else _check_count(n))
+    previous = _runtime.explicit_thread_limit()
+    _runtime.set_thread_limit(0 if n is None else _check_count(n))
     try:
         yield
     finally:
-        _override.reset(token)
+        _runtime.set_thread_limit(previous)
+
+
+class _SoftarrayController(threadpoolctl.LibController):
+    """threadpoolctl's handle on softarray's process-wide limit, found as the
+    loaded ``softarray/_lib/_runtime`` extension. Its user API is "openmp",
+    so ``threadpool_limits(n)`` and ``threadpool_limits(n, user_api="openmp")``
+    limit softarray's kernels in every Python thread, not only in the thread
+    whose OpenMP limit they set."""
+
+    user_api = "openmp"
+    internal_api = "softarray"
+    filename_prefixes = ("_runtime",)
+    check_symbols = ("softarray_get_thread_limit",)
+
+    def get_num_threads(self):
+        return _runtime.thread_limit()
+
+    def set_num_threads(self, num_threads):
+        _runtime.set_thread_limit(max(1, int(num_threads)))
+
+    def get_version(self):
+        from . import __version__
+
+        return __version__
+
+
+threadpoolctl.register(_SoftarrayController)

@@ -14,9 +14,60 @@ cdef extern from *:
     static int sa_openmp_enabled(void) { return 0; }
     static int sa_omp_max_threads(void) { return 1; }
     #endif
+    #include <pthread.h>
+
+    /* One thread limit for the whole process (0: follow OpenMP's limit).
+       OpenMP's own limit (omp_set_num_threads, which threadpoolctl calls)
+       belongs to the thread that set it; this one binds kernels called from
+       every Python thread. A plain int: a call reads it once, and a call
+       that starts while another thread changes it uses the old or the new
+       count, either of which is valid. */
+    static volatile int sa_thread_limit = 0;
+
+    /* GNU libgomp's thread pool does not survive fork(): a child that
+       starts a parallel region of more than one thread waits forever for
+       the parent's workers. After a fork, a child whose parent may have
+       started the pool runs every kernel on one thread (as PyTorch does). */
+    static volatile int sa_pool_may_exist = 0;
+    static volatile int sa_forked_after_pool = 0;
+
+    static void sa_after_fork_in_child(void) {
+        if (sa_pool_may_exist) sa_forked_after_pool = 1;
+    }
+
+    static int sa_register_fork_handler(void) {
+        return pthread_atfork(NULL, NULL, sa_after_fork_in_child);
+    }
+
+    /* The thread count for the kernel call about to start. */
+    static int sa_threads_for_call(void) {
+        int n;
+        if (sa_forked_after_pool) return 1;
+        n = sa_thread_limit > 0 ? sa_thread_limit : sa_omp_max_threads();
+        if (n > 1) sa_pool_may_exist = 1;
+        return n < 1 ? 1 : n;
+    }
+
+    /* What threadpoolctl's controller for softarray reads through ctypes:
+       the count a kernel called now would use, without marking the pool. */
+    __attribute__((visibility("default"))) int softarray_get_thread_limit(void) {
+        int n;
+        if (sa_forked_after_pool) return 1;
+        n = sa_thread_limit > 0 ? sa_thread_limit : sa_omp_max_threads();
+        return n < 1 ? 1 : n;
+    }
     """
     int sa_openmp_enabled() nogil
     int sa_omp_max_threads() nogil
+    int sa_thread_limit
+    int sa_forked_after_pool
+    int sa_register_fork_handler() nogil
+    int sa_threads_for_call() nogil
+    int softarray_get_thread_limit() nogil
+
+
+if sa_register_fork_handler() != 0:
+    raise ImportError("softarray: pthread_atfork failed; forked children could hang")
 
 
 def openmp_enabled():
@@ -26,8 +77,37 @@ def openmp_enabled():
 
 def omp_max_threads():
     """OpenMP's current thread limit for this thread: OMP_NUM_THREADS, or what
-    threadpoolctl / omp_set_num_threads last set; 1 without OpenMP."""
+    threadpoolctl / omp_set_num_threads last set in this thread; 1 without
+    OpenMP."""
     return sa_omp_max_threads()
+
+
+def threads_for_call():
+    """The thread count for the kernel call about to start: 1 in a forked
+    child of a parent that may have started OpenMP's pool, else the process
+    limit, else OpenMP's limit for this thread."""
+    return sa_threads_for_call()
+
+
+def thread_limit():
+    """The count a kernel called now would use (reads, marks nothing)."""
+    return softarray_get_thread_limit()
+
+
+def set_thread_limit(int n):
+    """Set the process-wide limit (0: follow OpenMP's limit)."""
+    global sa_thread_limit
+    sa_thread_limit = n
+
+
+def explicit_thread_limit():
+    """The process-wide limit as set (0 when none is set)."""
+    return sa_thread_limit
+
+
+def in_forked_child():
+    """True in a forked child that runs its kernels on one thread."""
+    return bool(sa_forked_after_pool)
 
 
 def simd_path():

@@ -1,18 +1,19 @@
 """The compiled kernels release the GIL and are safe to call from many Python
 threads at once: the same calls run from 8 Python threads (alone and with
 OpenMP threads inside each call) give results bitwise equal to the serial
-ones, and the thread-count override is per context, so one thread's
-``sa.threads(n)`` does not change another's."""
+ones, and the thread limit is one for the whole process: set in one Python
+thread (``sa.threads``, ``sa.set_num_threads``, ``threadpoolctl``), it binds
+kernels called from every other."""
 import random
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import softarray as sa
+from softarray._lib import _runtime
 
 WORKERS = 8
 ITERATIONS = 3        # each worker runs every case this many times
@@ -92,14 +93,12 @@ def _serial(cases, n_threads):
 def _worker(cases, seed, n_threads, reference):
     """Run every case ITERATIONS times in a shuffled order (a different order
     per worker, so different kernels overlap) and compare with the serial
-    results. The override is set here: worker threads do not inherit the
-    submitting thread's context."""
+    results. The limit was set by the submitting thread and binds here too."""
     order = [name for name in cases for _ in range(ITERATIONS)]
     random.Random(seed).shuffle(order)
-    with sa.threads(n_threads):
-        assert sa.get_num_threads() == n_threads
-        for name in order:
-            _assert_bitwise_equal(cases[name](), reference[name], name)
+    assert sa.get_num_threads() == n_threads
+    for name in order:
+        _assert_bitwise_equal(cases[name](), reference[name], name)
     return len(order)
 
 
@@ -108,7 +107,7 @@ def _check_threads_match_serial(cases, n_threads):
     # the serial results themselves are reproducible
     for name, result in _serial(cases, n_threads).items():
         _assert_bitwise_equal(result, reference[name], name)
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with sa.threads(n_threads), ThreadPoolExecutor(WORKERS) as pool:
         futures = [pool.submit(_worker, cases, seed, n_threads, reference)
                    for seed in range(WORKERS)]
         done = [f.result() for f in futures]     # re-raises a worker's failure
@@ -170,49 +169,51 @@ def test_linear_cross_entropy_from_many_threads_matches_serial(tmp_path):
     assert done.stdout.strip() == "ok"
 
 
-def test_thread_override_is_per_thread():
+def _seen_from_worker_threads(n_workers=4):
+    """get_num_threads and the count a kernel call would get, from fresh
+    Python threads."""
+    with ThreadPoolExecutor(n_workers) as pool:
+        return set(pool.map(lambda _: (sa.get_num_threads(), _runtime.thread_limit()),
+                            range(n_workers)))
+
+
+def test_thread_limit_binds_every_python_thread():
     default = sa.get_num_threads()
-    inside = threading.Event()
-    checked = threading.Event()
-    seen = {}
-
-    def limited():
-        with sa.threads(1):
-            seen["limited"] = sa.get_num_threads()
-            inside.set()
-            assert checked.wait(10)
-            seen["limited_after"] = sa.get_num_threads()
-        seen["limited_restored"] = sa.get_num_threads()
-        sa.set_num_threads(3)            # a bare set in a worker stays there too
-        seen["limited_set"] = sa.get_num_threads()
-
-    def other():
-        assert inside.wait(10)
-        seen["other"] = sa.get_num_threads()
-        with sa.threads(2):
-            seen["other_inner"] = sa.get_num_threads()
-        checked.set()
-
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(limited), pool.submit(other)]
-        for f in futures:
-            f.result()
-    assert seen == {
-        "limited": 1,
-        "other": default,
-        "other_inner": 2,
-        "limited_after": 1,
-        "limited_restored": default,
-        "limited_set": 3,
-    }
+    with sa.threads(1):
+        assert _seen_from_worker_threads() == {(1, 1)}
+    assert _seen_from_worker_threads() == {(default, default)}
+    sa.set_num_threads(1)
+    try:
+        assert _seen_from_worker_threads() == {(1, 1)}
+    finally:
+        sa.set_num_threads(None)
     assert sa.get_num_threads() == default
 
 
-def test_main_thread_override_not_inherited_by_workers():
-    """contextvars are per thread: a pool started inside ``sa.threads(1)``
-    runs at the OpenMP default unless the worker sets its own override."""
+def test_limit_set_in_a_worker_binds_the_main_thread():
     default = sa.get_num_threads()
-    with sa.threads(1), ThreadPoolExecutor(2) as pool:
-        counts = list(pool.map(lambda _: sa.get_num_threads(), range(4)))
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(sa.set_num_threads, 1).result()
+    try:
         assert sa.get_num_threads() == 1
-    assert counts == [default] * 4
+    finally:
+        sa.set_num_threads(None)
+    assert sa.get_num_threads() == default
+
+
+@pytest.mark.skipif(not _runtime.openmp_enabled(), reason="built without OpenMP")
+@pytest.mark.parametrize("user_api", [None, "openmp"])
+def test_threadpoolctl_limit_binds_every_python_thread(user_api):
+    """threadpool_limits sets OpenMP's limit for the calling thread only;
+    softarray's controller carries it to kernels called from any thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    default = sa.get_num_threads()
+    info = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "softarray"]
+    assert len(info) == 1 and info[0]["user_api"] == "openmp"
+    with threadpoolctl.threadpool_limits(limits=1, user_api=user_api):
+        assert _seen_from_worker_threads() == {(1, 1)}
+        assert sa.get_num_threads() == 1
+    assert _seen_from_worker_threads() == {(default, default)}
+    # a limit that does not name OpenMP leaves softarray alone
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert _seen_from_worker_threads() == {(default, default)}
