@@ -10,9 +10,8 @@ Each case is one large call (float32):
 * cross_entropy, 65536 x 1000, with the gradient;
 * nms, 50,000 boxes (the data of ``benchmarks/bench_boxes.py``), IoU 0.5.
 
-OpenMP is limited to one thread (``threadpool_limits(1)`` for the process and
-``sa.threads(1)`` inside each worker, since softarray's override is per
-thread). "serial" is one worker making the call twice in turn; "parallel" is
+OpenMP is limited to one thread (``threadpool_limits(1)``, which binds
+softarray's kernels in every Python thread). "serial" is one worker making the call twice in turn; "parallel" is
 two workers of the same pool making it once each, started together. The
 samples alternate serial and parallel so both see the same machine state; a
 time is the median of N samples. ratio = parallel / serial: 0.5 is perfect

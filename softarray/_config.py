@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 
-from ._lib import _runtime
+from ._lib import OPENMP_WAIT_POLICY, _runtime
 from ._output_cache import OUTPUT_CACHE_MIN_BYTES, output_cache_info
 from ._threads import get_num_threads
 
@@ -18,6 +18,7 @@ def config():
         "openmp": _runtime.openmp_enabled(),
         "openmp_max_threads": _runtime.omp_max_threads(),
         "softarray_threads": get_num_threads(),
+        "openmp_wait_policy": OPENMP_WAIT_POLICY,
         "simd_path": _runtime.simd_path(),
         "output_cache": _output_cache_text(),
         "python": sys.version.split()[0],

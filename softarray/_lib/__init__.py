@@ -1,1 +1,50 @@
-"""Compiled extension modules, built by meson from ``src/``."""
+"""Compiled extension modules, built by meson from ``src/``.
+
+Importing this package loads the OpenMP runtime that the kernels link to,
+and asks it to wait passively (docs/threads.md, "A busy machine"): an OpenMP
+thread that has no work sleeps at once instead of spinning. On a machine
+kept busy by other processes a spinning thread takes the core that the
+thread it waits for needs, and a 1 ms call took 10-50 ms; sleeping costs a
+few tens of microseconds per parallel call, which the kernels' parallel
+thresholds keep out of short calls.
+"""
+import os
+
+# Variables with which a user chooses the wait policy: theirs wins.
+_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _openmp_runtime_loaded():
+    """Whether a shared OpenMP runtime (the system's libgomp or libomp, not
+    a wheel's private copy) is in this process already; it read its
+    environment when it was loaded."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(line.rstrip().endswith(("/libgomp.so.1", "/libomp.so", "/libomp.so.5"))
+                       for line in maps)
+    except OSError:
+        return False
+
+
+def _load_runtime():
+    """Import the runtime module (and with it OpenMP) and say which wait
+    policy OpenMP took."""
+    if any(name in os.environ for name in _WAIT_VARIABLES):
+        from . import _runtime
+
+        return _runtime, "from the environment"
+    if _openmp_runtime_loaded():
+        from . import _runtime
+
+        return _runtime, "OpenMP's default (its runtime was loaded before softarray)"
+    # OpenMP reads the variable once, while it loads; the process's
+    # environment is restored right after, so nothing else inherits it.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from . import _runtime
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+    return _runtime, "passive"
+
+
+_runtime, OPENMP_WAIT_POLICY = _load_runtime()
