@@ -21,6 +21,28 @@ def test_package_is_installed_not_the_source_tree():
     assert REPO not in installed.parents, f"tests imported the source tree: {installed}"
 
 
+def test_source_tree_import_says_what_to_do(tmp_path):
+    """A checkout's uncompiled softarray/ first on sys.path (python run from
+    the repository root) gets an ImportError that says what to run."""
+    checkout = tmp_path / "checkout"
+    (checkout / "softarray").mkdir(parents=True)
+    for source in (REPO / "softarray").rglob("*.py"):
+        target = checkout / "softarray" / source.relative_to(REPO / "softarray")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source.read_text())
+    (checkout / "meson.build").write_text((REPO / "meson.build").read_text())
+    # an editable install's import hook would find the build first: drop it
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+            "if 'mesonpy' not in type(f).__module__ and 'editable' not in type(f).__module__]\n"
+            "import softarray")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=checkout)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: softarray's compiled kernels are missing"), last
+    assert "pip install ." in last and "python -P" in last and str(checkout) in last
+
+
 def test_compiled_kernels_are_loaded_and_used():
     assert pathlib.Path(_softmax.__file__).suffix in (".so", ".pyd")
     assert sa.show_config(print_out=False)["compiled_kernels"] is True

@@ -26,25 +26,46 @@ def _openmp_runtime_loaded():
         return False
 
 
+def _source_tree_error(error):
+    """The ImportError for ``import softarray`` run from a checkout, where the
+    uncompiled source folder shadows the installed build (as NumPy says
+    when imported from its source directory)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkout = os.path.dirname(package)
+    if not os.path.exists(os.path.join(checkout, "meson.build")):
+        return error
+    return ImportError(
+        f"softarray's compiled kernels are missing: Python imported softarray from its "
+        f"source folder {package}, which has none. Install it (`pip install .` in "
+        f"{checkout}) and run Python from another directory, or keep the current directory "
+        f"off the import path with `python -P` (`python -P -m softarray`, "
+        f"`python -P -m pytest`)."
+    )
+
+
+def _import_runtime():
+    try:
+        from . import _runtime
+    except ImportError as error:
+        raise _source_tree_error(error) from error
+    return _runtime
+
+
 def _load_runtime():
     """Import the runtime module (and with it OpenMP) and say which wait
     policy OpenMP took."""
     if any(name in os.environ for name in _WAIT_VARIABLES):
-        from . import _runtime
-
-        return _runtime, "from the environment"
+        return _import_runtime(), "from the environment"
     if _openmp_runtime_loaded():
-        from . import _runtime
-
-        return _runtime, "OpenMP's default (its runtime was loaded before softarray)"
+        return _import_runtime(), "OpenMP's default (its runtime was loaded before softarray)"
     # OpenMP reads the variable once, while it loads; the process's
     # environment is restored right after, so nothing else inherits it.
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        from . import _runtime
+        runtime = _import_runtime()
     finally:
         del os.environ["OMP_WAIT_POLICY"]
-    return _runtime, "passive"
+    return runtime, "passive"
 
 
 _runtime, OPENMP_WAIT_POLICY = _load_runtime()
