@@ -30,7 +30,9 @@ def _output_cache_text():
     limit, held = output_cache_info()
     if not limit:
         return "off"
-    return f"up to {limit >> 20} MiB of outputs >= {OUTPUT_CACHE_MIN_BYTES >> 20} MiB (holding {held >> 20} MiB)"
+    return (f"reuses the memory of freed results of {OUTPUT_CACHE_MIN_BYTES >> 20} MiB or more, "
+            f"keeping up to {limit >> 20} MiB (holds {held >> 20} MiB now; "
+            f"sa.set_output_cache(0) turns it off)")
 
 
 def _compiled_loaded():

@@ -65,6 +65,27 @@ def test_main_config_flag_prints_configuration():
     assert "compiled_kernels   : True" in out and "simd_path" in out
 
 
+def test_main_self_check_passes_and_fails_when_it_should(capsys):
+    """python -m softarray's self-check: the figures are the worst
+    difference over the allowed one, so a result off by twice the tolerance
+    fails and a NaN where SciPy has a number fails."""
+    from softarray import __main__ as main
+
+    assert main.self_check()
+    printed = capsys.readouterr().out
+    assert "FAIL" not in printed and "divided by the difference allowed" in printed
+    want = np.array([0.5, 0.25, np.inf, np.nan])
+    allowed = 1e-5 * np.abs(want)
+    ratio, same = main._error_ratio(want * (1 + 2e-5), want, allowed)
+    assert 1.9 < ratio < 2.1 and same
+    ratio, same = main._error_ratio(np.array([0.5, np.nan, np.inf, np.nan]), want, allowed)
+    assert not ratio <= 1.0
+    ratio, same = main._error_ratio(np.array([0.5, 0.25, np.nan, np.nan]), want, allowed)
+    assert ratio == 0.0 and not same
+    assert not main._report("softmax", "x", 2.0, True, 1e-5)
+    assert not main._report("softmax", "x", 0.5, False, 1e-5)
+
+
 def test_omp_num_threads_is_honoured():
     code = "import softarray as sa; print(sa.get_num_threads())"
     env = dict(os.environ, OMP_NUM_THREADS="1")
