@@ -225,7 +225,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         The class labels.
     coef_ : array of shape (1, n_features) for two classes, else (n_classes, n_features)
-        float64 (L-BFGS-B's precision), in X's array namespace and device.
+        In X's dtype (float32 for float32 data, as LogisticRegression keeps
+        it; else float64), array namespace and device.
     intercept_ : array of shape (1,) or (n_classes,)
     n_iter_ : array of shape (1,)
         L-BFGS-B iterations run.
@@ -242,10 +243,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     ``predict_log_proba`` and ``predict`` return that namespace's arrays
     (``predict`` returns NumPy when the classes are strings).
 
-    The scores are float64 whatever X's dtype: the product ``X @ coef_.T``
-    runs in X's dtype, then the float64 intercepts are added, so
-    ``predict_log_proba`` (``softarray.log_softmax``) stays accurate where a
-    float32 probability would round to 1.
+    The scores, probabilities and log-probabilities come in the dtype that
+    X and ``coef_`` promote to: float32 for float32 data and a model fitted
+    on float32 data, as with LogisticRegression. ``predict_log_proba``
+    (``softarray.log_softmax`` of the scores) stays accurate where a float32
+    probability rounds to 1.
 
     Examples
     --------
@@ -296,8 +298,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training data. float32 data is fitted with float32 matrix
-            products and losses (the coefficients stay float64); other
-            dtypes become float64.
+            products and losses, and the fitted ``coef_`` and
+            ``intercept_`` are float32 (L-BFGS-B itself steps in float64);
+            other dtypes become float64.
         y : array-like of shape (n_samples,)
             Class labels.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -342,7 +345,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if intercept is None:
             intercept = np.zeros(objective.n_rows)
         self.coef_, self.intercept_, self.n_iter_ = move_to(
-            coef.copy(), intercept.copy(),
+            coef.astype(X_np.dtype), intercept.astype(X_np.dtype),
             np.array([min(result.nit, self.max_iter)], np.int32), xp=xp, device=device)
         return self
 
@@ -415,10 +418,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         xp, _ = get_namespace(X)
         check_same_namespace(X, self, attribute="coef_", method="decision_function")
         X = validate_data(self, X, dtype=[xp.float64, xp.float32], reset=False)
-        # The product in X's dtype (float32 data gives float32-accurate
-        # logits at float32 speed), the result in the model's float64.
-        scores = X @ xp.astype(self.coef_, X.dtype).T
-        scores = xp.astype(scores, self.coef_.dtype) + self.intercept_
+        dtype = xp.result_type(X.dtype, self.coef_.dtype)
+        scores = xp.astype(X, dtype, copy=False) @ xp.astype(self.coef_, dtype, copy=False).T
+        scores = scores + xp.astype(self.intercept_, dtype, copy=False)
         return xp.reshape(scores, (-1,)) if self.classes_.shape[0] == 2 else scores
 
     def _logits(self, X, method):

@@ -195,17 +195,25 @@ def test_no_intercept():
     np.testing.assert_allclose(clf.decision_function(X), X @ clf.coef_.T)
 
 
-def test_float32_input():
-    """float32 data is fitted in float32 arithmetic: the same model within
-    float32 accuracy; coefficients and scores are float64."""
+def test_float32_input_stays_float32_like_logistic_regression():
+    """float32 data is fitted in float32 arithmetic and the model, scores
+    and probabilities stay float32, as LogisticRegression's do: the same
+    model within float32 accuracy."""
     X, y = make_classification(n_samples=300, n_features=6, n_classes=3, n_informative=4, random_state=0)
-    clf32 = SoftmaxClassifier(tol=1e-6).fit(X.astype(np.float32), y)
+    X32 = X.astype(np.float32)
+    clf32 = SoftmaxClassifier(tol=1e-6).fit(X32, y)
     clf64 = SoftmaxClassifier(tol=1e-6).fit(X, y)
-    assert clf32.coef_.dtype == np.float64
-    log_p = clf32.predict_log_proba(X.astype(np.float32))
-    assert log_p.dtype == np.float64
+    reference = LogisticRegression().fit(X32, y)
+    assert clf32.coef_.dtype == clf32.intercept_.dtype == reference.coef_.dtype == np.float32
+    for method in ("decision_function", "predict_proba", "predict_log_proba"):
+        assert getattr(clf32, method)(X32).dtype == getattr(reference, method)(X32).dtype, method
+    # float64 data on a float32 model promotes, as NumPy (and LogisticRegression) do
+    assert clf32.predict_proba(X).dtype == np.float64
     np.testing.assert_allclose(clf32.coef_, clf64.coef_, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(log_p, scipy_log_softmax(clf32.decision_function(X), axis=1), atol=1e-5)
+    scores = X32.astype(np.float64) @ clf32.coef_.T.astype(np.float64) + clf32.intercept_
+    np.testing.assert_allclose(clf32.predict_log_proba(X32), scipy_log_softmax(scores, axis=1),
+                               rtol=1e-5, atol=1e-5)
+    assert (clf32.predict(X32) == clf64.predict(X)).mean() > 0.99
 
 
 @pytest.mark.parametrize("params, match", [
