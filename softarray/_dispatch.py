@@ -26,6 +26,9 @@ def namespace_of(x, name="x"):
             raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
         if x.dtype == object:
             raise TypeError(f"{name} must be a numeric array, got an array of Python objects")
+    if array_api_compat.is_torch_array(x) and x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor, which has a shape but no values: softarray "
+                         f"computes values, so move it to a real device (CPU or GPU) first")
     return array_api_compat.array_namespace(x), x
 
 
@@ -38,9 +41,7 @@ def companion_array(xp, first, value, name, first_name="x"):
     first's library ``xp`` on first's device: Python scalars and sequences
     are converted; an array of another library or device is refused."""
     if _is_array(value) and not isinstance(value, np.generic):
-        if array_api_compat.array_namespace(value) is not xp:
-            raise TypeError(f"{name} must be an array of the same library as {first_name}, got "
-                            f"{type(value).__name__} beside {type(first).__name__}")
+        check_same_library(xp, value, name, first_name)
     else:
         try:
             value = xp.asarray(value, device=array_api_compat.device(first))
@@ -50,6 +51,18 @@ def companion_array(xp, first, value, name, first_name="x"):
         raise ValueError(f"{name} is on device {array_api_compat.device(value)} but {first_name} "
                          f"on {array_api_compat.device(first)}")
     return value
+
+
+def check_same_library(xp, value, name, first_name="x"):
+    """Refuse ``value``, an array that goes with ``first``, when it belongs
+    to another array library (a NumPy target beside torch logits): mixing
+    libraries is an error in each of them, and a silent conversion would
+    hide a copy or a device transfer."""
+    if (_is_array(value) and not isinstance(value, np.generic)
+            and array_api_compat.array_namespace(value) is not xp):
+        library = xp.__name__.removeprefix("array_api_compat.")
+        raise TypeError(f"{name} must be an array of the same library as {first_name} "
+                        f"({library}), got {type(value).__module__}.{type(value).__name__}")
 
 
 def as_compiled_input(x):

@@ -48,6 +48,7 @@ def _logits_input(x, name):
 
 
 def _as_namespace_array(xp, value, name):
+    _dispatch.check_same_library(xp, value, name, "logits")
     try:
         return xp.asarray(value)
     except Exception as exc:
@@ -113,6 +114,15 @@ def _split_target(xp, target, logits, axis, ignore_index, *, allow_probs):
         raise TypeError(f"target must hold {kinds}, got dtype {target.dtype}")
     if ignore_index is not None:
         raise ValueError("ignore_index applies to class-index targets, not to probability targets")
+    if tuple(target.shape) != tuple(logits.shape):
+        shape = tuple(logits.shape)
+        index_shape = shape[:axis] + shape[axis + 1:]
+        raise ValueError(
+            f"target of dtype {target.dtype} and shape {tuple(target.shape)} is neither reading "
+            f"of a target: class probabilities must have the logits' shape {shape}, and class "
+            f"indices of shape {index_shape} must be integers"
+            + (" (convert them, e.g. target.astype(int))"
+               if tuple(target.shape) == index_shape else ""))
     return _probability_target(xp, target, logits), True
 
 

@@ -610,3 +610,42 @@ HUGE_CASES = {
 def test_huge_sizes_refused_cleanly(name):
     with pytest.raises((ValueError, MemoryError)):
         HUGE_CASES[name]()
+
+
+# ------------------------------------------- messages that name what was meant
+
+def test_float_target_of_the_index_shape_names_both_readings():
+    """A float target shaped like class indices: the message says both what
+    probabilities and what indices must look like, and how to convert."""
+    with pytest.raises(ValueError) as info:
+        sa.cross_entropy(_x(), np.array([2.0, 0.0]))
+    message = str(info.value)
+    assert "class probabilities must have the logits' shape (2, 3)" in message
+    assert "class indices of shape (2,) must be integers" in message
+    assert "astype(int)" in message
+    with pytest.raises(ValueError, match=r"neither reading.*\(2, 3\).*\(2,\)") as info:
+        sa.cross_entropy(_x(), np.ones((2, 2)))
+    assert "astype" not in str(info.value)
+
+
+def test_arguments_of_another_library_are_refused():
+    torch = pytest.importorskip("torch")
+    logits = torch.tensor(_x())
+    for call in (lambda: sa.cross_entropy(logits, _y()),
+                 lambda: sa.cross_entropy(logits, torch.tensor(_y()), weight=np.ones(3)),
+                 lambda: sa.nll_loss(logits, _y()),
+                 lambda: sa.cross_entropy(_x(), torch.tensor(_y()))):
+        with pytest.raises(TypeError, match="same library as logits"):
+            call()
+    # Python sequences are no library's arrays: converted, as before
+    want = sa.cross_entropy(_x(), _y())
+    assert float(sa.cross_entropy(logits, _y().tolist())) == pytest.approx(float(want), rel=1e-12)
+
+
+def test_meta_tensors_get_softarrays_message():
+    torch = pytest.importorskip("torch")
+    meta = torch.empty((2, 3), device="meta")
+    for call in (lambda: sa.softmax(meta), lambda: sa.topk(meta, 1),
+                 lambda: sa.cross_entropy(meta, torch.zeros(2, dtype=torch.int64, device="meta"))):
+        with pytest.raises(ValueError, match="meta tensor.*no values"):
+            call()
