@@ -12,34 +12,28 @@
  */
 #define SA_FN(name) SA_CAT(name, SA_SUF)
 
-/* Pass 1 of the softmax-based losses: the sample's (max, rest, count). */
+/* Pass 1 of the softmax-based losses: the sample's (max, rest, count), by
+ * the softmax family's blocked pass (partial sums of at most SA_ROW_BLOCK
+ * terms in SA_T, added in double), which also reads memory once. Classes at
+ * another stride are gathered one block at a time into a local row that
+ * takes the very same pass, block for block, so every layout gives the
+ * contiguous row's sums bit for bit. (One SA_T running sum over all the
+ * classes drifts by up to 2^-24 relative per term added, and a float count
+ * of the maxima stops at 2^24.) */
 SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, sa_stats *st)
 {
     sa_stats_init(st);
-    if (zs == 1) {          /* blocked, one read of memory: long rows stay fast */
+    if (zs == 1) {
         SA_FN(sa_segment_stats_impl)(z, C, (SA_T)1, 0, 1, st);
         return;
     }
-    SA_T m = -INFINITY;
-    int bad = 0;
-    for (ptrdiff_t c = 0; c < C; c++) {
-        const SA_T v = z[c * zs];
-        m = v > m ? v : m;
-        bad |= v != v;
+    SA_T block[SA_ROW_BLOCK];
+    for (ptrdiff_t b = 0; b < C; b += SA_ROW_BLOCK) {
+        const ptrdiff_t len = C - b < SA_ROW_BLOCK ? C - b : SA_ROW_BLOCK;
+        for (ptrdiff_t i = 0; i < len; i++)
+            block[i] = z[(b + i) * zs];
+        SA_FN(sa_segment_stats_impl)(block, len, (SA_T)1, 0, 1, st);
     }
-    st->nan = bad;
-    st->max = m;
-    if (!isfinite(m))
-        return;
-    SA_T rest = 0, count = 0;
-    for (ptrdiff_t c = 0; c < C; c++) {
-        const SA_T v = z[c * zs];
-        const SA_T e = SA_EXP_SMALL(v - m);
-        rest += v == m ? (SA_T)0 : e;
-        count += v == m ? (SA_T)1 : (SA_T)0;
-    }
-    st->rest = rest;
-    st->count = count;
 }
 
 /* Pass 1 of a contiguous row of at most SA_ROW_BLOCK classes whose gradient
