@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 from ._portable.gating import expert_capacity
-from ._validate import normalize_axes
+from ._validate import is_python_scalar, normalize_axes
 
 
 def dask_route(func):
@@ -326,9 +326,10 @@ def _logsumexp_rule(public, arguments):
     combines them (``b`` = the partial signs when ``b`` was given)."""
     kept = {name: () for name in ("x", "b", "where") if arguments[name] is not None}
     result = _validate(public, arguments, kept)
+    dtype = np.asarray(result[0] if isinstance(result, tuple) else result).dtype
     da = _da()
-    x = _as_dask(arguments["x"])
-    b = _as_dask(arguments["b"])
+    x = _as_dask(_weakly_promoted(arguments["x"], dtype))
+    b = _as_dask(_weakly_promoted(arguments["b"], dtype))
     if b is not None:
         x, b = da.broadcast_arrays(x, b)
         b = b.rechunk(x.chunks)
@@ -336,7 +337,6 @@ def _logsumexp_rule(public, arguments):
     where = arguments["where"]
     if where is not None:
         where = _like(where, x)
-    dtype = np.asarray(result[0] if isinstance(result, tuple) else result).dtype
     if any(len(x.chunks[ax]) > 1 for ax in axes):
         partial = dict(arguments, keepdims=True, return_sign=True)
         lse, sign = _logsumexp_blocks(public, partial, x, b, where, axes, dtype)
@@ -344,6 +344,13 @@ def _logsumexp_rule(public, arguments):
         x, b, where = _whole(lse, axes), None if b is None else _whole(sign, axes), None
     out = _logsumexp_blocks(public, arguments, x, b, where, axes, dtype)
     return out if arguments["return_sign"] else out[0]
+
+
+def _weakly_promoted(value, dtype):
+    """value, or a Python scalar as a 0-d array of dtype, the result's: the
+    scalar promoted weakly to give dtype, and as a Dask array of its own
+    float64 or int64 it would promote as an array."""
+    return np.asarray(value, dtype) if is_python_scalar(value) else value
 
 
 def _logsumexp_blocks(public, arguments, x, b, where, axes, dtype):

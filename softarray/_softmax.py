@@ -14,7 +14,8 @@ from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
 from ._threads import threads_for_call
-from ._validate import check_bool, check_temperature, floating_input, mask_for, normalize_axes
+from ._validate import (check_bool, check_real_numeric, check_temperature, floating_input,
+                        floating_result_type, is_python_scalar, mask_for, normalize_axes)
 
 # What a masked-out entry of each op's output holds.
 _MASK_FILL = {
@@ -35,10 +36,15 @@ def _prepare(x, axis, where, b=None):
     """(xp, x, axes, mask, b): x floating, promoted and broadcast with the
     weights b when given (logsumexp's), then axes and mask checked against
     x's final shape."""
-    xp, x = _dispatch.namespace_of(x)
-    x = floating_input(xp, x)
-    if b is not None:
-        x, b = _with_weights(xp, x, b)
+    if b is not None and is_python_scalar(x):  # x takes b's library, as in SciPy
+        xp, b = _dispatch.namespace_of(b, "b")
+        x_array = _dispatch.companion_array(xp, b, x, "x", "b")
+    else:
+        xp, x_array = _dispatch.namespace_of(x)
+    if b is None:
+        x = floating_input(xp, x_array)
+    else:
+        x, b = _with_weights(xp, x, x_array, b)
     axes = normalize_axes(axis, x.ndim)
     mask = mask_for(xp, where, x)
     return xp, x, axes, mask, b
@@ -266,7 +272,8 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     Returns
     -------
     res : array
-        ``x``'s array type, dtype (promoted with ``b``'s) and device, with
+        ``x``'s array type, dtype (promoted with ``b``'s as
+        ``scipy.special.logsumexp`` promotes them) and device, with
         the reduced axes removed (or of length one with ``keepdims``).
     sgn : array
         Only with ``return_sign``: the sign of the sum, +1, 0 or -1 (NaN
@@ -316,18 +323,21 @@ def _logsumexp(xp, x, axes, keepdims, mask):
     return _dispatch.to_caller(xp, out, x)
 
 
-def _with_weights(xp, x, b):
-    """x and b promoted to one floating dtype and broadcast to one shape,
-    as SciPy does."""
-    b = _dispatch.companion_array(xp, x, b, "b")
-    if not xp.isdtype(b.dtype, ("real floating", "integral", "bool")):
-        raise TypeError(f"b must have a real numeric dtype, got {b.dtype}")
-    dtype = xp.result_type(x.dtype, b.dtype)
+def _with_weights(xp, x, x_array, b):
+    """x and b as arrays of one floating dtype and one shape: promoted as
+    SciPy promotes them (a Python scalar x or b is weak) and broadcast.
+    x_array is x as an array of xp."""
+    check_real_numeric(xp, x_array)
+    b_array = _dispatch.companion_array(xp, x_array, b, "b")
+    if not xp.isdtype(b_array.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"b must have a real numeric dtype, got {b_array.dtype}")
+    dtype = floating_result_type(xp, x if is_python_scalar(x) else x_array,
+                                 b if is_python_scalar(b) else b_array)
     try:
-        x, b = xp.broadcast_arrays(x, b)
+        x, b = xp.broadcast_arrays(x_array, b_array)
     except (ValueError, RuntimeError) as exc:
-        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast with x's shape "
-                         f"{tuple(x.shape)}") from exc
+        raise ValueError(f"b of shape {tuple(b_array.shape)} does not broadcast with x's shape "
+                         f"{tuple(x_array.shape)}") from exc
     return xp.astype(x, dtype, copy=False), xp.astype(b, dtype, copy=False)
 
 

