@@ -156,18 +156,22 @@ static int SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_
         sa_grid_note(g, g->level[k], w, h, (double)c->area[k]);
     }
     sa_grid_shape(g, ox, oy, hx, hy);
-    for (ptrdiff_t k = 0; k < m; k++) {
-        if (sa_interrupt_poll_at(stop, k))
+    for (ptrdiff_t k0 = 0, end; k0 < m; k0 = end) {
+        end = sa_interrupt_block_end(k0, m);
+        if (sa_interrupt_poll(stop, end - k0))
             return 1;
-        if (g->level[k] >= 0)
-            sa_grid_count(g, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+        for (ptrdiff_t k = k0; k < end; k++)
+            if (g->level[k] >= 0)
+                sa_grid_count(g, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
     }
     sa_grid_prefix(g);
-    for (ptrdiff_t k = 0; k < m; k++) {
-        if (sa_interrupt_poll_at(stop, k))
+    for (ptrdiff_t k0 = 0, end; k0 < m; k0 = end) {
+        end = sa_interrupt_block_end(k0, m);
+        if (sa_interrupt_poll(stop, end - k0))
             return 1;
-        if (g->level[k] >= 0)
-            sa_grid_place(g, k, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+        for (ptrdiff_t k = k0; k < end; k++)
+            if (g->level[k] >= 0)
+                sa_grid_place(g, k, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
     }
     sa_grid_close(g);
     return 0;
@@ -216,26 +220,29 @@ typedef struct {
 static int SA_FN(sa_work_prepare)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                   const int64_t *order, ptrdiff_t m, sa_interrupt *stop)
 {
-    for (ptrdiff_t k = 0; k < m; k += SA_INTERRUPT_WORK) {
-        const ptrdiff_t end = m - k > SA_INTERRUPT_WORK ? k + SA_INTERRUPT_WORK : m;
-        if (sa_interrupt_poll(stop, SA_INTERRUPT_WORK))
+    for (ptrdiff_t k = 0, end; k < m; k = end) {
+        end = sa_interrupt_block_end(k, m);
+        if (sa_interrupt_poll(stop, end - k))
             return 1;
         SA_FN(sa_gather_columns)(boxes, s0, s1, order, k, end, &w->c);
     }
     if (SA_FN(sa_grid_build)(&w->g, &w->c, m, stop))
         return 1;
     const int64_t slots = w->g.cell_start[sa_grid_total_cells(&w->g)];
-    for (int64_t i = 0; i < slots; i++) {
-        if (sa_interrupt_poll_at(stop, i))
+    for (int64_t i0 = 0, end; i0 < slots; i0 = end) {
+        end = sa_interrupt_block_end(i0, slots);
+        if (sa_interrupt_poll(stop, end - i0))
             return 1;
-        const int64_t b = w->g.members[i];
-        w->sc.x1[i] = w->c.x1[b];
-        w->sc.y1[i] = w->c.y1[b];
-        w->sc.x2[i] = w->c.x2[b];
-        w->sc.y2[i] = w->c.y2[b];
-        w->sc.area[i] = w->c.area[b];
-        w->slot_of[b] = i;
-        w->flag[i] = 0;
+        for (int64_t i = i0; i < end; i++) {
+            const int64_t b = w->g.members[i];
+            w->sc.x1[i] = w->c.x1[b];
+            w->sc.y1[i] = w->c.y1[b];
+            w->sc.x2[i] = w->c.x2[b];
+            w->sc.y2[i] = w->c.y2[b];
+            w->sc.area[i] = w->c.area[b];
+            w->slot_of[b] = i;
+            w->flag[i] = 0;
+        }
     }
     return 0;
 }

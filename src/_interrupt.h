@@ -163,11 +163,16 @@ static inline void sa_interrupt_team_done(sa_interrupt *s)
 #endif
 }
 
-/* In a long loop over entries k = 0, 1, ... whose blocks are not otherwise
- * marked: polls at every SA_INTERRUPT_WORK-th entry, 1 when the call is to stop. */
-SA_INLINE int sa_interrupt_poll_at(sa_interrupt *s, ptrdiff_t k)
+/* The end of the block of a long loop that starts at entry k of n, when
+ * the loop polls once per SA_INTERRUPT_WORK entries:
+ *     for (k = 0; k < n; k = end) {
+ *         end = sa_interrupt_block_end(k, n);
+ *         if (sa_interrupt_poll(s, end - k)) return ...;
+ *         for (i = k; i < end; i++) ...     (the loop as it was)
+ *     } */
+SA_INLINE ptrdiff_t sa_interrupt_block_end(ptrdiff_t k, ptrdiff_t n)
 {
-    return k % SA_INTERRUPT_WORK == 0 && sa_interrupt_poll(s, SA_INTERRUPT_WORK);
+    return n - k > SA_INTERRUPT_WORK ? k + SA_INTERRUPT_WORK : n;
 }
 
 /* After the parallel regions, with the GIL held, before any other Python
