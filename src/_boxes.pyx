@@ -11,6 +11,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int64_t, uint64_t
 from libc.math cimport INFINITY
+from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
 
 import numpy as np
 
@@ -28,9 +29,9 @@ cdef extern from "_boxes_kernels.h" nogil:
         double *y2
         double *area
     void sa_gather_columns_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
-                               Py_ssize_t m, sa_columns_f32 *c)
+                               Py_ssize_t begin, Py_ssize_t end, sa_columns_f32 *c)
     void sa_gather_columns_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
-                               Py_ssize_t m, sa_columns_f64 *c)
+                               Py_ssize_t begin, Py_ssize_t end, sa_columns_f64 *c)
     void sa_box_area_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n, float *out)
     void sa_box_area_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n, double *out)
     void sa_box_convert_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n,
@@ -49,32 +50,34 @@ cdef extern from "_boxes_kernels.h" nogil:
                           uint64_t *keys)
     uint64_t sa_label_key(int64_t label)
     void sa_radix_sort(uint64_t *keys, int64_t *vals, Py_ssize_t n, int key_bytes, uint64_t *tk,
-                       int64_t *tv)
+                       int64_t *tv, sa_interrupt *stop)
     Py_ssize_t sa_grid_cells_needed(Py_ssize_t m)
     void sa_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
                             Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
                             const int64_t *cells_at, double threshold, Py_ssize_t max_keep,
                             float *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
-                            int64_t *keep, int64_t *n_kept, int n_threads)
+                            int64_t *keep, int64_t *n_kept, sa_interrupt *stop, int n_threads)
     void sa_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1, const int64_t *order,
                             Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
                             const int64_t *cells_at, double threshold, Py_ssize_t max_keep,
                             double *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
-                            int64_t *keep, int64_t *n_kept, int n_threads)
+                            int64_t *keep, int64_t *n_kept, sa_interrupt *stop, int n_threads)
     void sa_soft_nms_classes_f32(const float *boxes, Py_ssize_t s0, Py_ssize_t s1,
                                  const float *scores, Py_ssize_t ss, const int64_t *order,
                                  Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
                                  const int64_t *cells_at, int gaussian, double sigma,
                                  double iou_threshold, double score_threshold, Py_ssize_t max_keep,
                                  float *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
-                                 int64_t *keep, float *keep_score, int64_t *n_kept, int n_threads)
+                                 int64_t *keep, float *keep_score, int64_t *n_kept, sa_interrupt *stop,
+                                 int n_threads)
     void sa_soft_nms_classes_f64(const double *boxes, Py_ssize_t s0, Py_ssize_t s1,
                                  const double *scores, Py_ssize_t ss, const int64_t *order,
                                  Py_ssize_t n, const int64_t *seg, Py_ssize_t n_seg,
                                  const int64_t *cells_at, int gaussian, double sigma,
                                  double iou_threshold, double score_threshold, Py_ssize_t max_keep,
                                  double *tscratch, int64_t *iscratch, int64_t *cells, int8_t *bscratch,
-                                 int64_t *keep, double *keep_score, int64_t *n_kept, int n_threads)
+                                 int64_t *keep, double *keep_score, int64_t *n_kept, sa_interrupt *stop,
+                                 int n_threads)
 
 # Below this many IoU entries (about a millisecond of work) one thread is
 # faster than waking a team, whose members may be descheduled on a busy machine.
@@ -146,50 +149,61 @@ def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:
     cdef int team = n_threads if (n_threads > 1 and n * m >= PARALLEL_MIN_ENTRIES) else 1
     cdef Py_ssize_t n_chunks = (n + IOU_CHUNK_ROWS - 1) // IOU_CHUNK_ROWS
     cdef Py_ssize_t c, begin
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
         if floating is float:
             c32.x1 = &cols[0, 0]; c32.y1 = &cols[1, 0]; c32.x2 = &cols[2, 0]
             c32.y2 = &cols[3, 0]; c32.area = &cols[4, 0]
-            sa_gather_columns_f32(&boxes2[0, 0], t0, t1, NULL, m, &c32)
+            sa_gather_columns_f32(&boxes2[0, 0], t0, t1, NULL, 0, m, &c32)
         else:
             c64.x1 = &cols[0, 0]; c64.y1 = &cols[1, 0]; c64.x2 = &cols[2, 0]
             c64.y2 = &cols[3, 0]; c64.area = &cols[4, 0]
-            sa_gather_columns_f64(&boxes2[0, 0], t0, t1, NULL, m, &c64)
+            sa_gather_columns_f64(&boxes2[0, 0], t0, t1, NULL, 0, m, &c64)
         for c in prange(n_chunks, num_threads=team, schedule='static'):
             begin = c * IOU_CHUNK_ROWS
+            if sa_interrupt_poll(&intr, IOU_CHUNK_ROWS * m):
+                continue
             if floating is float:
                 sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
                                     &c32, m, &out[0, 0], m)
             else:
                 sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
                                     &c64, m, &out[0, 0], m)
+    sa_interrupt_finish(&intr)
 
 
 cdef void _sort_by_score(const floating *scores, Py_ssize_t ss, int64_t[::1] idx,
-                         uint64_t[::1] keys, uint64_t[::1] tk, int64_t[::1] tv) noexcept nogil:
-    """Stable sort of idx (ascending on entry) by decreasing score, NaN first."""
+                         uint64_t[::1] keys, uint64_t[::1] tk, int64_t[::1] tv,
+                         sa_interrupt *stop) noexcept nogil:
+    """Stable sort of idx (ascending on entry) by decreasing score, NaN first
+    (unfinished when the call is interrupted)."""
     cdef Py_ssize_t n = idx.shape[0]
     if n == 0:
         return
     if floating is float:
         sa_desc_keys_f32(scores, ss, &idx[0], n, &keys[0])
-        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F32, &tk[0], &tv[0])
+        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F32, &tk[0], &tv[0], stop)
     else:
         sa_desc_keys_f64(scores, ss, &idx[0], n, &keys[0])
-        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F64, &tk[0], &tv[0])
+        sa_radix_sort(&keys[0], &idx[0], n, SCORE_KEY_BYTES_F64, &tk[0], &tv[0], stop)
 
 
 cdef Py_ssize_t _group_by_label(const int64_t[::1] labels, int64_t[::1] idx, uint64_t[::1] keys,
-                                uint64_t[::1] tk, int64_t[::1] tv, int64_t[::1] seg) noexcept nogil:
+                                uint64_t[::1] tk, int64_t[::1] tv, int64_t[::1] seg,
+                                sa_interrupt *stop) noexcept nogil:
     """Stable sort of idx by label; seg receives the start of every label's
-    run and, after the last, the end. Returns the number of labels."""
+    run and, after the last, the end. Returns the number of labels (0 when
+    the call is interrupted)."""
     cdef Py_ssize_t i, n = idx.shape[0], n_seg = 0
     if n == 0:
         seg[0] = 0
         return 0
     for i in range(n):
         keys[i] = sa_label_key(labels[idx[i]])
-    sa_radix_sort(&keys[0], &idx[0], n, LABEL_KEY_BYTES, &tk[0], &tv[0])
+    sa_radix_sort(&keys[0], &idx[0], n, LABEL_KEY_BYTES, &tk[0], &tv[0], stop)
+    if sa_interrupt_poll(stop, n):
+        return 0
     for i in range(n):
         if i == 0 or keys[i] != keys[i - 1]:
             seg[n_seg] = i
@@ -207,7 +221,7 @@ cdef Py_ssize_t _cell_offsets(const int64_t[::1] seg, Py_ssize_t n_seg, int64_t[
     return total
 
 
-def _classes(labels, idx, keys, tk, tv):
+cdef _classes(labels, idx, keys, tk, tv, sa_interrupt *stop):
     """(seg, n_seg): idx grouped by label (or one class without labels)."""
     n = idx.shape[0]
     seg = np.empty(n + 1 if labels is not None else 2, np.int64)
@@ -220,7 +234,8 @@ def _classes(labels, idx, keys, tk, tv):
     cdef uint64_t[::1] keys_v = keys, tk_v = tk
     cdef int64_t[::1] tv_v = tv
     with nogil:
-        n_seg = _group_by_label(lab, idx_v, keys_v, tk_v, tv_v, seg_v)
+        n_seg = _group_by_label(lab, idx_v, keys_v, tk_v, tv_v, seg_v, stop)
+    sa_interrupt_finish(stop)
     return seg, n_seg
 
 
@@ -259,8 +274,11 @@ def order_by_score(const floating[::1] scores, idx):
     cdef int64_t[::1] v = np.sort(idx)
     cdef uint64_t[::1] keys = np.empty(n, np.uint64), tk = np.empty(n, np.uint64)
     cdef int64_t[::1] tv = np.empty(n, np.int64)
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
-        _sort_by_score(&scores[0] if n else NULL, 1, v, keys, tk, tv)
+        _sort_by_score(&scores[0] if n else NULL, 1, v, keys, tk, tv, &intr)
+    sa_interrupt_finish(&intr)
     return np.asarray(v)
 
 
@@ -284,9 +302,12 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
     cdef int64_t[::1] idx_v = idx
     cdef uint64_t[::1] keys_v = keys, tk_v = tk
     cdef int64_t[::1] tv_v = tv
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
-        _sort_by_score(&scores[0] if m else NULL, ss, idx_v, keys_v, tk_v, tv_v)
-    seg, n_classes = _classes(labels, idx, keys, tk, tv)
+        _sort_by_score(&scores[0] if m else NULL, ss, idx_v, keys_v, tk_v, tv_v, &intr)
+    sa_interrupt_finish(&intr)
+    seg, n_classes = _classes(labels, idx, keys, tk, tv, &intr)
     cdef Py_ssize_t n_seg = n_classes
     if m == 0:
         return np.empty(0, np.int64)
@@ -303,11 +324,12 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
         if floating is float:
             sa_nms_classes_f32(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
                                iou_threshold, max_keep, &tscratch[0], &iscratch[0], &cells[0],
-                               &bscratch[0], &keep[0], &n_kept[0], n_threads)
+                               &bscratch[0], &keep[0], &n_kept[0], &intr, n_threads)
         else:
             sa_nms_classes_f64(&boxes[0, 0], s0, s1, &idx_v[0], m, &seg_v[0], n_seg, &off_v[0],
                                iou_threshold, max_keep, &tscratch[0], &iscratch[0], &cells[0],
-                               &bscratch[0], &keep[0], &n_kept[0], n_threads)
+                               &bscratch[0], &keep[0], &n_kept[0], &intr, n_threads)
+    sa_interrupt_finish(&intr)
     kept = np.asarray(keep)[_kept_slots(seg_v, n_kept, n_seg)]
     if n_seg > 1:
         kept = order_by_score(np.ascontiguousarray(score_array), kept)
@@ -326,7 +348,9 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     dtype = np.float32 if floating is float else np.float64
     idx = np.arange(n, dtype=np.int64)
     keys, tk, tv = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
-    seg, n_classes = _classes(labels, idx, keys, tk, tv)
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
+    seg, n_classes = _classes(labels, idx, keys, tk, tv, &intr)
     cdef Py_ssize_t n_seg = n_classes
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, dtype)
@@ -355,13 +379,14 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
                                     score_threshold, class_keep, &tscratch[0], &iscratch[0],
                                     &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
-                                    &n_kept[0], n_threads)
+                                    &n_kept[0], &intr, n_threads)
         else:
             sa_soft_nms_classes_f64(&boxes[0, 0], s0, s1, &scores[0], ss, &idx_v[0], n, &seg_v[0],
                                     n_seg, &off_v[0], gaussian, sigma, iou_threshold,
                                     score_threshold, class_keep, &tscratch[0], &iscratch[0],
                                     &cells[0], &bscratch[0], &keep[0], &keep_score_v[0],
-                                    &n_kept[0], n_threads)
+                                    &n_kept[0], &intr, n_threads)
+    sa_interrupt_finish(&intr)
     slots = _kept_slots(seg_v, n_kept, n_seg)
     kept, kept_score = np.asarray(keep)[slots], keep_score[slots]
     if labels is None:

@@ -14,11 +14,13 @@ typedef struct {
 /* torchvision's box_area, unclamped: negative for an inverted box. */
 SA_INLINE SA_T SA_FN(sa_area)(SA_T x1, SA_T y1, SA_T x2, SA_T y2) { return (x2 - x1) * (y2 - y1); }
 
-/* Columns of boxes order[0..m) (all n when order is NULL), areas included. */
+/* Entries [begin, end) of the columns of boxes order[0..) (boxes 0.. when
+ * order is NULL), areas included. */
 static void SA_FN(sa_gather_columns)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
-                                     const int64_t *order, ptrdiff_t m, SA_FN(sa_columns) *c)
+                                     const int64_t *order, ptrdiff_t begin, ptrdiff_t end,
+                                     SA_FN(sa_columns) *c)
 {
-    for (ptrdiff_t k = 0; k < m; k++) {
+    for (ptrdiff_t k = begin; k < end; k++) {
         const SA_T *b = boxes + (order ? order[k] : k) * s0;
         c->x1[k] = b[0];
         c->y1[k] = b[s1];
@@ -123,8 +125,10 @@ SA_INLINE double SA_FN(sa_centre_x)(const SA_FN(sa_columns) *c, ptrdiff_t k) { r
 SA_INLINE double SA_FN(sa_centre_y)(const SA_FN(sa_columns) *c, ptrdiff_t k) { return ((double)c->y1[k] + (double)c->y2[k]) / 2; }
 
 /* Build the grid over boxes 0..m) of c: each box's level, or -1 for a box
- * that overlaps nothing, then the cells. */
-static void SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t m)
+ * that overlaps nothing, then the cells. Returns 1 (the grid unfinished)
+ * when the call is interrupted. */
+static int SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff_t m,
+                                sa_interrupt *stop)
 {
     double ox = INFINITY, oy = INFINITY, hx = -INFINITY, hy = -INFINITY, min_size = INFINITY;
     for (ptrdiff_t k = 0; k < m; k++) {
@@ -140,8 +144,10 @@ static void SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff
         min_size = sa_min_d(min_size, sa_max_d(SA_FN(sa_width)(c, k), SA_FN(sa_height)(c, k)));
     }
     if (!(min_size < INFINITY))
-        return;                                     /* nothing can overlap */
+        return 0;                                   /* nothing can overlap */
     const double s0 = sa_max_d(min_size, sa_max_d(hx - ox, hy - oy) * SA_GRID_FINEST);
+    if (sa_interrupt_poll(stop, m))
+        return 1;
     for (ptrdiff_t k = 0; k < m; k++) {
         if (g->level[k] < 0)
             continue;
@@ -150,14 +156,25 @@ static void SA_FN(sa_grid_build)(sa_grid *g, const SA_FN(sa_columns) *c, ptrdiff
         sa_grid_note(g, g->level[k], w, h, (double)c->area[k]);
     }
     sa_grid_shape(g, ox, oy, hx, hy);
-    for (ptrdiff_t k = 0; k < m; k++)
-        if (g->level[k] >= 0)
-            sa_grid_count(g, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    for (ptrdiff_t k0 = 0, end; k0 < m; k0 = end) {
+        end = sa_interrupt_block_end(k0, m);
+        if (sa_interrupt_poll(stop, end - k0))
+            return 1;
+        for (ptrdiff_t k = k0; k < end; k++)
+            if (g->level[k] >= 0)
+                sa_grid_count(g, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    }
     sa_grid_prefix(g);
-    for (ptrdiff_t k = 0; k < m; k++)
-        if (g->level[k] >= 0)
-            sa_grid_place(g, k, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    for (ptrdiff_t k0 = 0, end; k0 < m; k0 = end) {
+        end = sa_interrupt_block_end(k0, m);
+        if (sa_interrupt_poll(stop, end - k0))
+            return 1;
+        for (ptrdiff_t k = k0; k < end; k++)
+            if (g->level[k] >= 0)
+                sa_grid_place(g, k, g->level[k], SA_FN(sa_centre_x)(c, k), SA_FN(sa_centre_y)(c, k));
+    }
     sa_grid_close(g);
+    return 0;
 }
 
 /* Visit the boxes of g that could reach IoU > min_iou with box k. */
@@ -198,23 +215,36 @@ typedef struct {
     SA_FN(sa_heap) h;
 } SA_FN(sa_work);
 
-/* Gather boxes order[0..m) and build their grid and slot-ordered copy. */
-static void SA_FN(sa_work_prepare)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
-                                   const int64_t *order, ptrdiff_t m)
+/* Gather boxes order[0..m) and build their grid and slot-ordered copy;
+ * 1 (unfinished) when the call is interrupted. */
+static int SA_FN(sa_work_prepare)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
+                                  const int64_t *order, ptrdiff_t m, sa_interrupt *stop)
 {
-    SA_FN(sa_gather_columns)(boxes, s0, s1, order, m, &w->c);
-    SA_FN(sa_grid_build)(&w->g, &w->c, m);
-    const int64_t slots = w->g.cell_start[sa_grid_total_cells(&w->g)];
-    for (int64_t i = 0; i < slots; i++) {
-        const int64_t b = w->g.members[i];
-        w->sc.x1[i] = w->c.x1[b];
-        w->sc.y1[i] = w->c.y1[b];
-        w->sc.x2[i] = w->c.x2[b];
-        w->sc.y2[i] = w->c.y2[b];
-        w->sc.area[i] = w->c.area[b];
-        w->slot_of[b] = i;
-        w->flag[i] = 0;
+    for (ptrdiff_t k = 0, end; k < m; k = end) {
+        end = sa_interrupt_block_end(k, m);
+        if (sa_interrupt_poll(stop, end - k))
+            return 1;
+        SA_FN(sa_gather_columns)(boxes, s0, s1, order, k, end, &w->c);
     }
+    if (SA_FN(sa_grid_build)(&w->g, &w->c, m, stop))
+        return 1;
+    const int64_t slots = w->g.cell_start[sa_grid_total_cells(&w->g)];
+    for (int64_t i0 = 0, end; i0 < slots; i0 = end) {
+        end = sa_interrupt_block_end(i0, slots);
+        if (sa_interrupt_poll(stop, end - i0))
+            return 1;
+        for (int64_t i = i0; i < end; i++) {
+            const int64_t b = w->g.members[i];
+            w->sc.x1[i] = w->c.x1[b];
+            w->sc.y1[i] = w->c.y1[b];
+            w->sc.x2[i] = w->c.x2[b];
+            w->sc.y2[i] = w->c.y2[b];
+            w->sc.area[i] = w->c.area[b];
+            w->slot_of[b] = i;
+            w->flag[i] = 0;
+        }
+    }
+    return 0;
 }
 
 /* ----------------------------------------------------------- greedy NMS */
@@ -236,15 +266,20 @@ SA_INLINE int SA_FN(sa_nms_suppresses)(void *ctx, int64_t i)
 
 /* Greedy NMS of one class: boxes order[0..m) are in the order of
  * processing (score desc, index asc). Writes the kept original indices to
- * keep (at most max_keep) and returns their count. */
+ * keep (at most max_keep) and returns their count (a partial count when
+ * the call is interrupted). */
 static ptrdiff_t SA_FN(sa_nms_class)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0,
                                      ptrdiff_t s1, const int64_t *order, ptrdiff_t m,
-                                     double threshold, ptrdiff_t max_keep, int64_t *keep)
+                                     double threshold, ptrdiff_t max_keep, int64_t *keep,
+                                     sa_interrupt *stop)
 {
-    SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m);
+    if (SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m, stop))
+        return 0;
     SA_FN(sa_nms_query) q = {w, 0, threshold};
     ptrdiff_t n_kept = 0;
     for (ptrdiff_t k = 0; k < m && n_kept < max_keep; k++) {
+        if (k % SA_POLL_BOXES == 0 && sa_interrupt_poll(stop, SA_INTERRUPT_WORK))
+            break;
         if (w->g.level[k] >= 0) {
             q.query = k;
             if (SA_FN(sa_visit_near)(&w->g, &w->c, k, threshold, SA_FN(sa_nms_suppresses), &q))
@@ -376,15 +411,17 @@ SA_INLINE int SA_FN(sa_soft_decay)(void *ctx, int64_t i)
 /* Soft-NMS of one class: boxes order[0..m) (any order; ties between equal
  * scores go to the lower original index). Writes the selected original
  * indices and their decayed scores in order of selection (at most
- * max_keep) and returns their count. */
+ * max_keep) and returns their count (a partial count when the call is
+ * interrupted). */
 static ptrdiff_t SA_FN(sa_soft_nms_class)(SA_FN(sa_work) *w, const SA_T *boxes, ptrdiff_t s0,
                                           ptrdiff_t s1, const SA_T *scores, ptrdiff_t ss,
                                           const int64_t *order, ptrdiff_t m, int gaussian,
                                           double sigma, double iou_threshold,
                                           double score_threshold, ptrdiff_t max_keep,
-                                          int64_t *keep, SA_T *keep_score)
+                                          int64_t *keep, SA_T *keep_score, sa_interrupt *stop)
 {
-    SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m);
+    if (SA_FN(sa_work_prepare)(w, boxes, s0, s1, order, m, stop))
+        return 0;
     SA_FN(sa_heap) *h = &w->h;
     h->size = 0;
     for (ptrdiff_t k = 0; k < m; k++) {
@@ -403,6 +440,8 @@ static ptrdiff_t SA_FN(sa_soft_nms_class)(SA_FN(sa_work) *w, const SA_T *boxes, 
     SA_FN(sa_soft_query) q = {w, order, 0, gaussian, sigma, iou_threshold, score_threshold};
     ptrdiff_t kept = 0;
     while (kept < max_keep) {
+        if (kept % SA_POLL_BOXES == 0 && sa_interrupt_poll(stop, SA_INTERRUPT_WORK))
+            break;
         const int64_t k = SA_FN(sa_heap_take_best)(h, w->score, order);
         if (k < 0)
             break;
@@ -451,26 +490,36 @@ SA_INLINE void SA_FN(sa_work_init)(SA_FN(sa_work) *w, ptrdiff_t n, ptrdiff_t s, 
 
 /* Greedy NMS of every class: class c is order[seg[c]..seg[c+1]) (score
  * desc, index asc); its kept indices go to keep from seg[c], their count to
- * n_kept[c]. Classes are shared out over the threads. */
+ * n_kept[c]. Classes are shared out over the threads. An interrupted call
+ * leaves partial counts. */
 static void SA_FN(sa_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                   const int64_t *order, ptrdiff_t n, const int64_t *seg,
                                   ptrdiff_t n_seg, const int64_t *cells_at, double threshold,
                                   ptrdiff_t max_keep, SA_T *tscratch, int64_t *iscratch,
                                   int64_t *cells, int8_t *bscratch, int64_t *keep, int64_t *n_kept,
-                                  int n_threads)
+                                  sa_interrupt *stop, int n_threads)
 {
     (void)n_threads;
-#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
-    for (ptrdiff_t c = 0; c < n_seg; c++) {
-        const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
-        SA_FN(sa_work) w;
-        SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
-        n_kept[c] = SA_FN(sa_nms_class)(&w, boxes, s0, s1, order + s, m, threshold, max_keep, keep + s);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
+    {
+#pragma omp for schedule(dynamic) nowait
+        for (ptrdiff_t c = 0; c < n_seg; c++) {
+            const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
+            SA_FN(sa_work) w;
+            n_kept[c] = 0;
+            if (sa_interrupt_poll(stop, m))
+                continue;
+            SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
+            n_kept[c] = SA_FN(sa_nms_class)(&w, boxes, s0, s1, order + s, m, threshold, max_keep,
+                                            keep + s, stop);
+        }
+        sa_interrupt_team_done(stop);
     }
 }
 
 /* Soft-NMS of every class (class c: order[seg[c]..seg[c+1]), index asc);
- * selections go to keep and keep_score from seg[c], their count to n_kept[c]. */
+ * selections go to keep and keep_score from seg[c], their count to n_kept[c]
+ * (partial counts when the call is interrupted). */
 static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_t s1,
                                        const SA_T *scores, ptrdiff_t ss, const int64_t *order,
                                        ptrdiff_t n, const int64_t *seg, ptrdiff_t n_seg,
@@ -478,17 +527,25 @@ static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_
                                        double iou_threshold, double score_threshold,
                                        ptrdiff_t max_keep, SA_T *tscratch, int64_t *iscratch,
                                        int64_t *cells, int8_t *bscratch, int64_t *keep,
-                                       SA_T *keep_score, int64_t *n_kept, int n_threads)
+                                       SA_T *keep_score, int64_t *n_kept, sa_interrupt *stop,
+                                       int n_threads)
 {
     (void)n_threads;
-#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
-    for (ptrdiff_t c = 0; c < n_seg; c++) {
-        const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
-        SA_FN(sa_work) w;
-        SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
-        n_kept[c] = SA_FN(sa_soft_nms_class)(&w, boxes, s0, s1, scores, ss, order + s, m, gaussian,
-                                             sigma, iou_threshold, score_threshold, max_keep,
-                                             keep + s, keep_score + s);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && n_seg > 1)
+    {
+#pragma omp for schedule(dynamic) nowait
+        for (ptrdiff_t c = 0; c < n_seg; c++) {
+            const ptrdiff_t s = seg[c], m = seg[c + 1] - seg[c];
+            SA_FN(sa_work) w;
+            n_kept[c] = 0;
+            if (sa_interrupt_poll(stop, m))
+                continue;
+            SA_FN(sa_work_init)(&w, n, s, cells + cells_at[c], tscratch, iscratch, bscratch);
+            n_kept[c] = SA_FN(sa_soft_nms_class)(&w, boxes, s0, s1, scores, ss, order + s, m,
+                                                 gaussian, sigma, iou_threshold, score_threshold,
+                                                 max_keep, keep + s, keep_score + s, stop);
+        }
+        sa_interrupt_team_done(stop);
     }
 }
 

@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "_simd.h"
+#include "_interrupt.h"
 
 #ifndef SA_CAT
 #define SA_CAT2(a, b) a##_##b
@@ -46,6 +47,10 @@
  * levels are ever used. */
 #define SA_GRID_LEVELS 32
 #define SA_GRID_FINEST (1.0 / 16777216.0)
+
+/* Greedy NMS and Soft-NMS poll for an interrupt every this many boxes: a
+ * box's grid query takes about a microsecond, so each poll reads the clock. */
+#define SA_POLL_BOXES 256
 
 /* Box formats of box_convert. */
 enum { SA_FMT_XYXY = 0, SA_FMT_XYWH = 1, SA_FMT_CXCYWH = 2 };
@@ -82,9 +87,11 @@ SA_INLINE uint64_t sa_label_key(int64_t label) { return (uint64_t)label ^ 0x8000
 
 /* Stable ascending LSD radix sort of (keys, vals) on the low key_bytes bytes
  * of the keys, byte by byte (a byte that all keys share costs one counting
- * pass). tk and tv are scratch of n entries; the result is in keys, vals. */
+ * pass). tk and tv are scratch of n entries; the result is in keys, vals,
+ * unless the call is interrupted (between passes; keys and vals are then
+ * left in any order). */
 static void sa_radix_sort(uint64_t *keys, int64_t *vals, ptrdiff_t n, int key_bytes,
-                          uint64_t *tk, int64_t *tv)
+                          uint64_t *tk, int64_t *tv, sa_interrupt *stop)
 {
     uint64_t *src_k = keys, *dst_k = tk;
     int64_t *src_v = vals, *dst_v = tv;
@@ -93,6 +100,8 @@ static void sa_radix_sort(uint64_t *keys, int64_t *vals, ptrdiff_t n, int key_by
         return;
     for (int byte = 0; byte < key_bytes; byte++) {
         const int shift = 8 * byte;
+        if (sa_interrupt_poll(stop, n))
+            return;
         memset(offset, 0, sizeof offset);
         for (ptrdiff_t i = 0; i < n; i++)
             offset[(src_k[i] >> shift) & 255]++;

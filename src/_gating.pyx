@@ -9,6 +9,8 @@ everything and laid the data out as contiguous rows.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
+from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
+                        sa_interrupt_chunk)
 
 import numpy as np
 
@@ -32,7 +34,8 @@ cdef extern from "_gating_kernels.h" nogil:
 
 # Below this much work (entries read) one thread is faster than waking a team.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
-# Work items per thread.
+# Work items per thread (each at most SA_INTERRUPT_BLOCK entries: an
+# interrupt is seen between them).
 cdef Py_ssize_t CHUNKS_PER_THREAD = 4
 # Rows per work item when the gate sums router probabilities (see gate_rows).
 cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
@@ -54,8 +57,9 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
     cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else n
     cdef int team = n_threads if (n_threads > 1 and n_rows > 1 and n_rows * n >= PARALLEL_MIN_ELEMENTS) else 1
-    cdef Py_ssize_t n_chunks = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = (n_rows + n_chunks - 1) // n_chunks
+    cdef Py_ssize_t parts = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
+    cdef Py_ssize_t chunk = sa_interrupt_chunk(n_rows, n, parts)
+    cdef Py_ssize_t n_chunks = (n_rows + chunk - 1) // chunk
     cdef Py_ssize_t c, begin
     cdef const floating *px = &x[0, 0]
     cdef floating *pv = &values[0, 0]
@@ -63,10 +67,12 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
     # One scratch buffer per thread, not per row: (key, index) pairs.
     cdef int64_t[:, ::1] scratch = np.empty((team, 2 * scratch_len), np.int64)
     cdef int64_t *ps = &scratch[0, 0]
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
         for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
             begin = c * chunk
-            if begin < n_rows:
+            if not sa_interrupt_poll(&intr, chunk * n):
                 if floating is float:
                     sa_topk_rows_f32(px, xs, n, k, largest, sorted, pv, pi, begin,
                                      min(begin + chunk, n_rows),
@@ -75,6 +81,7 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
                     sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin,
                                      min(begin + chunk, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+    sa_interrupt_finish(&intr)
 
 
 def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint over_selected,
@@ -99,11 +106,9 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
     # With probabilities to sum, chunks of a fixed size, each summing into its
     # own row of partial, then added in chunk order: the result does not
     # depend on the thread count or on which thread took which chunk.
-    cdef Py_ssize_t n_chunks = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = (n_rows + n_chunks - 1) // n_chunks
-    if with_probs:
-        chunk = GATE_CHUNK_ROWS
-        n_chunks = (n_rows + chunk - 1) // chunk
+    cdef Py_ssize_t parts = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
+    cdef Py_ssize_t chunk = GATE_CHUNK_ROWS if with_probs else sa_interrupt_chunk(n_rows, E, parts)
+    cdef Py_ssize_t n_chunks = (n_rows + chunk - 1) // chunk
     cdef Py_ssize_t c, begin
     cdef int64_t[:, ::1] scratch = np.empty((team, 2 * scratch_len), np.int64)
     cdef double[:, ::1] partial = np.zeros((n_chunks if with_probs else 1, E if with_probs else 1))
@@ -113,10 +118,12 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
     cdef int64_t *ps = &scratch[0, 0]
     cdef double *pp = &partial[0, 0]
     cdef Py_ssize_t width = partial.shape[1]
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
         for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
             begin = c * chunk
-            if begin < n_rows:
+            if not sa_interrupt_poll(&intr, chunk * E):
                 if floating is float:
                     sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
                                      (pp + c * width) if with_probs else NULL,
@@ -127,5 +134,6 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
                                      (pp + c * width) if with_probs else NULL,
                                      begin, min(begin + chunk, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+    sa_interrupt_finish(&intr)
     if with_probs:
         np.sum(partial, axis=0, out=np.asarray(prob_sum))

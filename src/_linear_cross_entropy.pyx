@@ -45,11 +45,17 @@ share the work.
 products are too small in M x N and too long in K for a threaded BLAS,
 which synchronizes its threads once per block of K: with two threads on a
 busy two-core machine that made the backward 3x slower than one thread.
-In the second way each output element is still summed over its whole K in
-one BLAS call (in the first, d_cls and d_bias add up ``teams`` partial sums),
-so thread counts change results by rounding only (BLAS may pick another kernel
-for a smaller share: float64 results measured bit-identical, float32 ones
-differing at the rounding level). The row loops split the rows.
+In the second way each output element is still summed over its whole K by
+the same BLAS calls whatever the thread count (one call, or for d_emb one per
+piece of the chunk; see PIECE_MACS) (in the first, d_cls and d_bias add up
+``teams`` partial sums), so thread counts change results by rounding only
+(BLAS may pick another kernel for a smaller share: float64 results measured
+bit-identical, float32 ones differing at the rounding level). The row loops
+split the rows.
+
+Interrupts (src/_interrupt.h): every thread polls between the pieces of its
+products (at most PIECE_MACS multiply-adds each) and between the passes over
+a tile, so Ctrl-C stops a call within milliseconds.
 
 Callers (``softarray/_linear_cross_entropy.py``) have validated everything,
 laid the operands out for BLAS (unit inner stride, row stride >= max(1, D)),
@@ -63,6 +69,8 @@ from cython.parallel cimport prange
 from libc.math cimport NAN
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
+                        SA_INTERRUPT_WORK)
 
 cdef extern from "_linear_cross_entropy_kernels.h" nogil:
     ctypedef struct sa_lce_row:
@@ -120,6 +128,21 @@ cdef Py_ssize_t PARALLEL_MIN_FLOPS = 1 << 20
 # Threads' shares of a product's output: multiples of 16 entries (a 64-byte
 # cache line of floats), so neighbouring shares do not share cache lines.
 cdef Py_ssize_t SHARE_ALIGN = 16
+# A thread's share of a product is made in pieces, polling for an interrupt
+# before each: about PIECE_MACS multiply-adds (~25 ms of float32 on one core,
+# twice that in float64), sized from D and the tile's rows, not from the
+# thread's share, so that results do not depend on the thread count. The
+# logits and d_cls are cut along the vocabulary (each element's sum stays
+# whole: bits unchanged), but each piece packs the tile's embedding rows
+# (rows x D) again: with 1024-row forward tiles, D = 1024, float32, pieces of
+# 1024 columns made the forward 6% slower, of 2048 about 3% (of 4096 within
+# the noise), hence PIECE_MIN_COLUMNS; such a piece takes ~50 ms, longer as D
+# grows. d_emb is cut along its sum over the chunk, in multiples of
+# PIECE_ALIGN terms: nothing is packed twice, and float32 d_emb moves by
+# rounding (~1e-6 relative) against one call per chunk.
+cdef Py_ssize_t PIECE_MACS = 1 << 30
+cdef Py_ssize_t PIECE_MIN_COLUMNS = 2048
+cdef Py_ssize_t PIECE_ALIGN = 256
 
 cdef char *NO_TRANS = b"N"
 cdef char *TRANS = b"T"
@@ -137,6 +160,7 @@ cdef struct Plan:
     bint want_grad
     bint keep_exp                       # one chunk per row: pass 1 leaves exp(z - max) for pass 2
     bint class_major                    # narrow vocabulary: tile entry (i, j) at j * ld_tile + i
+    sa_interrupt *stop                  # polled between pieces of work
 
 
 # ---------------------------------------------------------------- BLAS
@@ -164,23 +188,42 @@ cdef inline int _blas_team(const Plan *p, Py_ssize_t nr, Py_ssize_t cw) noexcept
     return 1 if nr * cw * p.d < PARALLEL_MIN_FLOPS else p.n_threads
 
 
+cdef inline bint _interrupted(const Plan *p) noexcept nogil:
+    """Poll after a product or a pass over the tile (each worth a look at the
+    clock): True when the call is to stop."""
+    return sa_interrupt_poll(p.stop, SA_INTERRUPT_WORK)
+
+
+cdef inline Py_ssize_t _piece(Py_ssize_t macs_per_unit, Py_ssize_t minimum,
+                              Py_ssize_t align) noexcept nogil:
+    """Units (columns, or terms of a sum) per piece of a product: about
+    PIECE_MACS multiply-adds, a multiple of align, at least minimum (itself
+    a multiple of align)."""
+    macs_per_unit = max(macs_per_unit, 1)
+    return max(minimum, PIECE_MACS // macs_per_unit // align * align)
+
+
 cdef void _logits(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
                   const floating *emb, const floating *cls, floating *tile) noexcept nogil:
     """tile[:nr, :cw] = emb[r0:r0+nr] @ cls[c0:c0+cw].T (no bias), the
     tile's columns shared out over the threads; a class-major tile in one
     call (column-major C = A.T B is the tile itself)."""
-    cdef Py_ssize_t t, j0, j1
+    cdef Py_ssize_t t, j, j1, step
     cdef int team = _blas_team(p, nr, cw)
+    cdef Py_ssize_t piece = _piece(nr * p.d, PIECE_MIN_COLUMNS, SHARE_ALIGN)
     if p.class_major:
-        _gemm(TRANS, NO_TRANS, nr, cw, p.d, emb + r0 * p.ld_emb, p.ld_emb, cls + c0 * p.ld_cls,
-              p.ld_cls, 0, tile, p.ld_tile)
+        if not _interrupted(p):
+            _gemm(TRANS, NO_TRANS, nr, cw, p.d, emb + r0 * p.ld_emb, p.ld_emb,
+                  cls + c0 * p.ld_cls, p.ld_cls, 0, tile, p.ld_tile)
         return
     for t in prange(team, num_threads=team, schedule='static', chunksize=1):
-        j0 = _share(cw, t, team)
+        j = _share(cw, t, team)
         j1 = _share(cw, t + 1, team)
-        if j1 > j0:
-            _gemm(TRANS, NO_TRANS, j1 - j0, nr, p.d, cls + (c0 + j0) * p.ld_cls, p.ld_cls,
-                  emb + r0 * p.ld_emb, p.ld_emb, 0, tile + j0, p.ld_tile)
+        while j < j1 and not _interrupted(p):
+            step = min(piece, j1 - j)
+            _gemm(TRANS, NO_TRANS, step, nr, p.d, cls + (c0 + j) * p.ld_cls, p.ld_cls,
+                  emb + r0 * p.ld_emb, p.ld_emb, 0, tile + j, p.ld_tile)
+            j = j + step  # (not +=: that would make j a reduction of the prange)
 
 
 cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, Py_ssize_t cw,
@@ -194,8 +237,10 @@ cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, 
     contribution to each output (first chunk for d_emb, ``first_block`` of
     rows for d_cls and d_bias) overwrites it (beta = 0), so the outputs need
     no zeroing."""
-    cdef Py_ssize_t t, k0, k1, j0, j1
+    cdef Py_ssize_t t, k0, k1, j, j1, step
     cdef int team = _blas_team(p, nr, cw)
+    cdef Py_ssize_t terms = _piece(p.d * nr, PIECE_ALIGN, PIECE_ALIGN)
+    cdef Py_ssize_t columns = _piece(p.d * nr, PIECE_MIN_COLUMNS, SHARE_ALIGN)
     if p.class_major:
         _backprop_class_major(p, r0, nr, cw, first_block, emb, cls, tile, d_emb, d_cls, d_bias)
         return
@@ -203,16 +248,22 @@ cdef void _backprop(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t c0, 
         k0 = _share(p.d, t, team)
         k1 = _share(p.d, t + 1, team)
         if k1 > k0 and d_emb != NULL:
-            _gemm(NO_TRANS, NO_TRANS, k1 - k0, nr, cw, cls + c0 * p.ld_cls + k0, p.ld_cls,
-                  tile, p.ld_tile, 0 if c0 == 0 else 1, d_emb + r0 * p.ld_d_emb + k0,
-                  p.ld_d_emb)
-        j0 = _share(cw, t, team)
+            # the sum over the chunk's columns j, piece by piece into d_emb
+            j = 0
+            while j < cw and not _interrupted(p):
+                step = min(terms, cw - j)
+                _gemm(NO_TRANS, NO_TRANS, k1 - k0, nr, step, cls + (c0 + j) * p.ld_cls + k0,
+                      p.ld_cls, tile + j, p.ld_tile, 0 if c0 + j == 0 else 1,
+                      d_emb + r0 * p.ld_d_emb + k0, p.ld_d_emb)
+                j = j + step
+        j = _share(cw, t, team)
         j1 = _share(cw, t + 1, team)
-        if j1 > j0 and p.d > 0:
-            _gemm(NO_TRANS, TRANS, p.d, j1 - j0, nr, emb + r0 * p.ld_emb, p.ld_emb, tile + j0,
-                  p.ld_tile, 0 if first_block else 1, d_cls + (c0 + j0) * p.ld_d_cls,
-                  p.ld_d_cls)
-    if d_bias != NULL:
+        while j < j1 and p.d > 0 and not _interrupted(p):
+            step = min(columns, j1 - j)
+            _gemm(NO_TRANS, TRANS, p.d, step, nr, emb + r0 * p.ld_emb, p.ld_emb, tile + j,
+                  p.ld_tile, 0 if first_block else 1, d_cls + (c0 + j) * p.ld_d_cls, p.ld_d_cls)
+            j = j + step
+    if d_bias != NULL and not _interrupted(p):
         _column_sums(p, nr, cw, tile, not first_block, d_bias + c0)
 
 
@@ -222,6 +273,8 @@ cdef void _backprop_class_major(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, Py_
                                 floating *d_bias) noexcept nogil:
     """_backprop for a class-major tile (the whole vocabulary), on one
     thread: G (column-major nr x V) is read in place by both products."""
+    if _interrupted(p):
+        return
     if d_emb != NULL:
         _gemm(NO_TRANS, TRANS, p.d, nr, v, cls, p.ld_cls, tile, p.ld_tile, 0,
               d_emb + r0 * p.ld_d_emb, p.ld_d_emb)
@@ -409,6 +462,8 @@ cdef void _forward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, const floa
         c0 = k * p.chunk
         cw = min(p.chunk, p.v - c0)
         _logits(p, r0, nr, c0, cw, emb, cls, tile)
+        if _interrupted(p):
+            return
         _update(p, r0, nr, c0, cw, bias, target, tile, state)
 
 
@@ -422,6 +477,8 @@ cdef void _backward_block(const Plan *p, Py_ssize_t r0, Py_ssize_t nr, bint firs
         cw = min(p.chunk, p.v - c0)
         if not p.keep_exp:      # the tile holds another chunk's values: recompute
             _logits(p, r0, nr, c0, cw, emb, cls, tile)
+        if _interrupted(p):
+            return
         _grad(p, r0, nr, c0, cw, bias, target, tile, state)
         _backprop(p, r0, nr, c0, cw, first_block, emb, cls, tile, d_emb, d_cls, d_bias)
 
@@ -434,6 +491,8 @@ cdef void _run_blocks(const Plan *p, Py_ssize_t b0, Py_ssize_t b1, const floatin
     gradients (d_cls and d_bias overwritten by block b0's)."""
     cdef Py_ssize_t b, r0, nr
     for b in range(b0, b1):
+        if _interrupted(p):
+            return
         r0 = b * p.rows
         nr = min(p.rows, p.n - r0)
         _forward_block(p, r0, nr, emb, cls, bias, target, tile, state)
@@ -480,7 +539,7 @@ cdef void _run_teams(const Plan *p, int teams, const floating *emb, const floati
         _run_blocks(&one, _team_start(n_blocks, t, teams), _team_start(n_blocks, t + 1, teams),
                     emb, cls, bias, target, tile + t * p.rows * p.chunk, state, row_loss,
                     d_emb, my_d_cls, my_d_bias)
-    if p.want_grad:
+    if p.want_grad and not _interrupted(p):
         _add_partials(p.v * p.d, teams, partials, d_cls, part)
         if d_bias != NULL:
             _add_partials(p.v, teams, partials + p.v * p.d, d_bias, part)
@@ -559,6 +618,9 @@ def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, con
         pdb = &d_bias[0]
     if partials is not None and partials.shape[0] > 0:
         pparts = &partials[0]
+    cdef sa_interrupt intr
+    p.stop = &intr
+    sa_interrupt_start(&intr)
     with nogil:
         if teams == 1:
             _run_blocks(&p, 0, (p.n + p.rows - 1) // p.rows, pe, pc, pb, &target[0], &tile[0, 0],
@@ -566,3 +628,4 @@ def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, con
         else:
             _run_teams(&p, teams, pe, pc, pb, &target[0], &tile[0, 0],
                        <sa_lce_row *> &state[0, 0], &row_loss[0], pde, pdc, pdb, pparts)
+    sa_interrupt_finish(&intr)

@@ -10,6 +10,8 @@ here (float64, one per sample: O(samples) memory, never O(logits)).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
+                        sa_interrupt_chunk)
 
 cdef extern from "_losses_kernels.h" nogil:
     ctypedef struct sa_loss_opts:
@@ -87,7 +89,8 @@ ELEMENTWISE_KINDS = {
 
 # Below this much work (elements) one thread is faster than waking a team.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
-# Work items per thread: enough to even out rows of unequal cost.
+# Work items per thread: enough to even out rows of unequal cost (each at
+# most SA_INTERRUPT_BLOCK elements: an interrupt is seen between them).
 cdef Py_ssize_t CHUNKS_PER_THREAD = 4
 
 
@@ -159,19 +162,22 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
     cdef floating *pg = &grad[0, 0, 0] if with_grad else NULL
     cdef double *pl = &loss[0]
     cdef int team = _team_size(n, n * C, n_threads)
-    cdef Py_ssize_t n_chunks = min(n, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = (n + n_chunks - 1) // n_chunks
+    cdef Py_ssize_t chunk = sa_interrupt_chunk(n, C, min(n, <Py_ssize_t> team * CHUNKS_PER_THREAD))
+    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
     cdef Py_ssize_t k, begin
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
         for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
             begin = k * chunk
-            if begin < n:
+            if not sa_interrupt_poll(&intr, chunk * C):
                 if floating is float:
                     sa_loss_samples_f32(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
                                         pg, &o, pl, begin, min(begin + chunk, n))
                 else:
                     sa_loss_samples_f64(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
                                         pg, &o, pl, begin, min(begin + chunk, n))
+    sa_interrupt_finish(&intr)
 
 
 cdef inline bint _absent_or_shaped(Py_ssize_t r, Py_ssize_t l, Py_ssize_t R, Py_ssize_t L):
@@ -216,16 +222,19 @@ def elementwise(const floating[:, ::1] x, const floating[:, ::1] t,
     cdef const floating *pt = &t[0, 0]
     cdef double *pl = &row_loss[0]
     cdef int team = _team_size(R, R * L, n_threads)
-    cdef Py_ssize_t n_chunks = min(R, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = (R + n_chunks - 1) // n_chunks
+    cdef Py_ssize_t chunk = sa_interrupt_chunk(R, L, min(R, <Py_ssize_t> team * CHUNKS_PER_THREAD))
+    cdef Py_ssize_t n_chunks = (R + chunk - 1) // chunk
     cdef Py_ssize_t k, begin
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
     with nogil:
         for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
             begin = k * chunk
-            if begin < R:
+            if not sa_interrupt_poll(&intr, chunk * L):
                 if floating is float:
                     sa_elementwise_rows_f32(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
                                             po, pg, pl, begin, min(begin + chunk, R))
                 else:
                     sa_elementwise_rows_f64(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
                                             po, pg, pl, begin, min(begin + chunk, R))
+    sa_interrupt_finish(&intr)

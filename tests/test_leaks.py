@@ -10,13 +10,13 @@ call over CALLS calls exceeds the bounds below many times over, while the
 bounds stay well above the noise of allocator caches and free lists.
 """
 import gc
-import os
 import tracemalloc
 
 import numpy as np
 import pytest
 
 import softarray as sa
+from memory import rss_bytes
 
 # Warm-up calls per function before measuring: caches, lazy imports, free
 # lists. linear_cross_entropy's threadpoolctl calls (ctypes symbol look-ups)
@@ -40,11 +40,6 @@ TRACEMALLOC_BOUND = 16 * 1024
 # of one function is 12.5 MiB; 8 MiB leaves room for glibc arena growth and
 # runtime buffers made once (measured: under 2 MiB).
 RSS_BOUND = 8 * 1024 * 1024
-
-
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _boxes(rng, n):
@@ -245,9 +240,9 @@ def test_no_growth(traced):
         for _ in range(WARMUP):
             first_call()
         _settle()
-        rss_before = _rss_bytes()
+        rss_before = rss_bytes()
         growth = {name: _traced_growth(call) for name, (_, call) in ALL_CALLS.items()}
-        rss_growth = _rss_bytes() - rss_before
+        rss_growth = rss_bytes() - rss_before
     leaking = {name: g for name, g in growth.items() if g > TRACEMALLOC_BOUND}
     assert not leaking, f"tracemalloc grew by (bytes over {CALLS} calls): {leaking}"
     assert rss_growth < RSS_BOUND, f"RSS grew by {rss_growth / 2**20:.1f} MiB"
