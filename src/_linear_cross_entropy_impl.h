@@ -32,7 +32,7 @@ SA_INLINE SA_T SA_FN(sa_lce_add_bias_max)(SA_T *z, const SA_T *bias, ptrdiff_t n
     SA_T bmax = -INFINITY;
     int nan = 0;
     if (bias != NULL) {
-#pragma omp simd reduction(max : bmax) reduction(| : nan)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : nan))
         for (ptrdiff_t i = 0; i < n; i++) {
             const SA_T y = z[i] + bias[i];
             z[i] = y;
@@ -40,7 +40,7 @@ SA_INLINE SA_T SA_FN(sa_lce_add_bias_max)(SA_T *z, const SA_T *bias, ptrdiff_t n
             nan |= y != y;
         }
     } else {
-#pragma omp simd reduction(max : bmax) reduction(| : nan)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : nan))
         for (ptrdiff_t i = 0; i < n; i++) {
             const SA_T y = z[i];
             bmax = y > bmax ? y : bmax;

@@ -52,7 +52,7 @@ SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats 
     sa_stats_init(st);
     SA_T m = -INFINITY;
     int bad = 0;
-#pragma omp simd reduction(max : m) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c];
         m = v > m ? v : m;
@@ -304,7 +304,7 @@ SA_INLINE double SA_FN(sa_loss_z)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int6
                                   SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
 {
     double sum = 0.0, sq = 0.0, lo = INFINITY, hi = -INFINITY;
-#pragma omp simd reduction(+ : sum) reduction(min : lo) reduction(max : hi)
+SA_SIMD_MINMAX(reduction(+ : sum) reduction(min : lo) reduction(max : hi))
     for (ptrdiff_t c = 0; c < C; c++) {
         const double v = (double)z[c * zs];
         sum += v;

@@ -127,6 +127,21 @@ static inline const char *sa_simd_path(void)
 #endif
 }
 
+/* `#pragma omp simd` for a loop that reduces floats to their maximum or
+ * minimum, with GCC only. OpenMP leaves the starting value of such a
+ * reduction to the compiler: GCC starts each lane at -inf (+inf for min),
+ * Clang 14 at the lowest (highest) finite value, which then wins over a row
+ * of only -inf entries (its maximum came out as -DBL_MAX). Clang does not
+ * vectorize these NaN-ignoring reductions anyway (it would need
+ * -ffinite-math-only), so it compiles them as the plain loops they are, whose
+ * variables start at -inf (+inf). */
+#define SA_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#  define SA_SIMD_MINMAX(...)
+#else
+#  define SA_SIMD_MINMAX(...) SA_PRAGMA(omp simd __VA_ARGS__)
+#endif
+
 typedef union { float f; uint32_t u; } sa_bits32;
 typedef union { double f; uint64_t u; } sa_bits64;
 

@@ -43,7 +43,7 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
         const SA_T *xb = x + b;
         SA_T bmax = -INFINITY;
         int bad = 0;
-#pragma omp simd reduction(max : bmax) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         for (ptrdiff_t i = 0; i < len; i++) {
             const SA_T y = xb[i] * scale;
             bmax = y > bmax ? y : bmax;
@@ -125,7 +125,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
         const SA_T *xb = x + b;
         SA_T *ob = out + b;
         SA_T bmax = -INFINITY;
-#pragma omp simd reduction(max : bmax) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         for (ptrdiff_t i = 0; i < len; i++) {
             const SA_T y = xb[i] * scale;
             bmax = y > bmax ? y : bmax;
