@@ -111,13 +111,13 @@ SA_INLINE void sa_softmax_group8_f32(const float *x, float *out, ptrdiff_t n, fl
         for (int k = 0; k < 8; k++)
             col[c + k] = r[k] * scale;
     }
+    if (n < 1)
+        __builtin_unreachable();    /* rows have 1 to SA_SMALL_ROW_MAX entries: col[0] is set */
+    sa_v8f m = col[0];
+    for (ptrdiff_t j = 1; j < n; j++)
+        m = sa_select8(col[j] > m, col[j], m);
     sa_v8f rest = {0, 0, 0, 0, 0, 0, 0, 0}, count = rest;
     const sa_v8f zero = rest, one = rest + 1.0f;
-    /* From -inf rather than col[0], which GCC cannot see is set (n >= 1):
-     * the same maximum, and a NaN entry makes its row NaN through the sum. */
-    sa_v8f m = zero - INFINITY;
-    for (ptrdiff_t j = 0; j < n; j++)
-        m = sa_select8(col[j] > m, col[j], m);
     for (ptrdiff_t j = 0; j < n; j++) {
         const sa_v8i top = col[j] == m;
         sa_v8f e;
