@@ -43,7 +43,9 @@ def _compiled_loaded():
 
 def show_config(print_out=True):
     """Print (and return) the version, whether the compiled kernels are
-    loaded, OpenMP on/off and its thread count, and the SIMD path.
+    loaded, OpenMP on/off and its thread count, and the SIMD path the
+    kernels run (``simd_path``: the x86-64-v3 code where the CPU has it,
+    unless ``SOFTARRAY_SIMD=baseline`` was set when softarray was imported).
 
     Parameters
     ----------

@@ -77,9 +77,10 @@ SA_INLINE SA_T SA_FN(sa_clamp0)(SA_T v) { return v < 0 ? (SA_T)0 : v; }
 
 /* Rows [begin, end) of the IoU matrix of boxes a against the columns of b
  * (torchvision's box_iou: union = area_a + area_b - inter). */
-SA_MULTIVERSION static void SA_FN(sa_box_iou_rows)(const SA_T *a, ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t begin,
-                                   ptrdiff_t end, const SA_FN(sa_columns) *b, ptrdiff_t m,
-                                   SA_T *out, ptrdiff_t out_stride)
+SA_DISPATCHED(SA_FN(sa_box_iou_rows), (const SA_T *a, ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t begin,
+                                       ptrdiff_t end, const SA_FN(sa_columns) *b, ptrdiff_t m,
+                                       SA_T *out, ptrdiff_t out_stride),
+              (a, s0, s1, begin, end, b, m, out, out_stride))
 {
     for (ptrdiff_t i = begin; i < end; i++) {
         const SA_T *r = a + i * s0;

@@ -249,10 +249,11 @@ SA_INLINE void sa_topk_row_##SUF(const T *row, ptrdiff_t n, ptrdiff_t k, int lar
 }
 
 #define SA_TOPK_ROWS(SUF, T)                                                                  \
-SA_MULTIVERSION                                                                               \
-void sa_topk_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int largest,     \
-                        int sorted, T *values, int64_t *indices, ptrdiff_t begin,             \
-                        ptrdiff_t end, sa_ranked *scratch)                                    \
+SA_DISPATCHED(sa_topk_rows_##SUF,                                                            \
+              (const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int largest, int sorted,  \
+               T *values, int64_t *indices, ptrdiff_t begin, ptrdiff_t end,                  \
+               sa_ranked *scratch),                                                          \
+              (x, xs, n, k, largest, sorted, values, indices, begin, end, scratch))          \
 {                                                                                             \
     for (ptrdiff_t r = begin; r < end; r++) {                                                 \
         const T *row = x + r * xs;                                                            \
@@ -273,10 +274,12 @@ void sa_topk_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int 
  * prob_sum (E entries, or NULL) accumulates every expert's softmax probability
  * (the load-balancing loss's mean router probability). */
 #define SA_GATE_ROWS(SUF, T, EXP)                                                             \
-SA_MULTIVERSION                                                                               \
-void sa_gate_rows_##SUF(const T *x, ptrdiff_t xs, ptrdiff_t E, ptrdiff_t k, double inv_t,     \
-                        int over_selected, T *weights, int64_t *indices, double *prob_sum,   \
-                        ptrdiff_t begin, ptrdiff_t end, sa_ranked *scratch)                   \
+SA_DISPATCHED(sa_gate_rows_##SUF,                                                            \
+              (const T *x, ptrdiff_t xs, ptrdiff_t E, ptrdiff_t k, double inv_t,             \
+               int over_selected, T *weights, int64_t *indices, double *prob_sum,            \
+               ptrdiff_t begin, ptrdiff_t end, sa_ranked *scratch),                          \
+              (x, xs, E, k, inv_t, over_selected, weights, indices, prob_sum, begin, end,    \
+               scratch))                                                                     \
 {                                                                                             \
     const T it = (T)inv_t;                                                                    \
     for (ptrdiff_t r = begin; r < end; r++) {                                                 \

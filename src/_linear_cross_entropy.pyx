@@ -601,7 +601,7 @@ def linear_cross_entropy(const floating[:, :] emb, const floating[:, :] cls, con
     p.ld_cls = _ld(cls.strides[0], sizeof(floating), p.d)
     p.ld_d_emb = p.ld_d_cls = max(p.d, <Py_ssize_t> 1)
     p.smoothing, p.grad_scale, p.n_threads = smoothing, grad_scale, n_threads
-    p.row_scale = NULL if row_scale is None else &row_scale[0]
+    p.row_scale = &row_scale[0] if row_scale is not None else NULL
     p.keep_exp = p.want_grad and p.chunk >= p.v
     p.class_major = p.keep_exp and p.v <= SA_LCE_NARROW_V
     p.ld_tile = p.rows if p.class_major else p.chunk

@@ -32,7 +32,7 @@ SA_INLINE SA_T SA_FN(sa_lce_add_bias_max)(SA_T *z, const SA_T *bias, ptrdiff_t n
     SA_T bmax = -INFINITY;
     int nan = 0;
     if (bias != NULL) {
-#pragma omp simd reduction(max : bmax) reduction(| : nan)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : nan))
         for (ptrdiff_t i = 0; i < n; i++) {
             const SA_T y = z[i] + bias[i];
             z[i] = y;
@@ -40,7 +40,7 @@ SA_INLINE SA_T SA_FN(sa_lce_add_bias_max)(SA_T *z, const SA_T *bias, ptrdiff_t n
             nan |= y != y;
         }
     } else {
-#pragma omp simd reduction(max : bmax) reduction(| : nan)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : nan))
         for (ptrdiff_t i = 0; i < n; i++) {
             const SA_T y = z[i];
             bmax = y > bmax ? y : bmax;
@@ -81,9 +81,9 @@ SA_INLINE double SA_FN(sa_lce_sum_exp)(SA_T *z, ptrdiff_t n, SA_T m, int store)
  * so far is rescaled by exp(old max - new max)). With store_exp the chunk is
  * the whole row, so its maximum is final and exp(z - max) is left in place
  * for sa_lce_grad_from_exp: the backward then needs no second exp. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_update)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
-                          int want_total, int store_exp, sa_lce_row *st)
+SA_DISPATCHED(SA_FN(sa_lce_update), (SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
+                                     int want_total, int store_exp, sa_lce_row *st),
+              (z, bias, n, t, want_total, store_exp, st))
 {
     int bad;
     const SA_T bmax = SA_FN(sa_lce_add_bias_max)(z, bias, n, &bad);
@@ -105,9 +105,9 @@ void SA_FN(sa_lce_update)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
 /* Pass 2 on one row of a chunk, in place: g = scale * p - off with
  * p = exp(z + bias - lse), and hit = scale * (1 - eps) taken off at column t.
  * off = scale * eps / V is label smoothing's uniform part. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_grad)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
-                        SA_T lse, SA_T scale, SA_T off, SA_T hit)
+SA_DISPATCHED(SA_FN(sa_lce_grad), (SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
+                                   SA_T lse, SA_T scale, SA_T off, SA_T hit),
+              (z, bias, n, t, lse, scale, off, hit))
 {
     if (bias != NULL) {
 #pragma omp simd
@@ -124,8 +124,8 @@ void SA_FN(sa_lce_grad)(SA_T *z, const SA_T *bias, ptrdiff_t n, ptrdiff_t t,
 
 /* The same from the exp(z - max) that sa_lce_update left in the row:
  * p = e / sum, so g = e * (scale / sum) - off. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_grad_from_exp)(SA_T *e, ptrdiff_t n, ptrdiff_t t, SA_T factor, SA_T off, SA_T hit)
+SA_DISPATCHED(SA_FN(sa_lce_grad_from_exp), (SA_T *e, ptrdiff_t n, ptrdiff_t t, SA_T factor, SA_T off, SA_T hit),
+              (e, n, t, factor, off, hit))
 {
 #pragma omp simd
     for (ptrdiff_t i = 0; i < n; i++)
@@ -136,9 +136,9 @@ void SA_FN(sa_lce_grad_from_exp)(SA_T *e, ptrdiff_t n, ptrdiff_t t, SA_T factor,
 
 /* out[j] = sum over the nr rows (ld apart) of g[j], plus out[j] itself with
  * accumulate, for j < n <= SA_LCE_COLS; summed in double down the rows. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_colsum)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, SA_T *out,
-                          int accumulate)
+SA_DISPATCHED(SA_FN(sa_lce_colsum), (const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, SA_T *out,
+                                     int accumulate),
+              (g, ld, nr, n, out, accumulate))
 {
     double acc[SA_LCE_COLS];
     for (ptrdiff_t j = 0; j < n; j++)
@@ -162,9 +162,9 @@ void SA_FN(sa_lce_colsum)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n
  * target class, or -1. A row whose maximum is not finite, or that holds a
  * NaN, gets max NaN or +-inf (its lse is then NaN) and its exponentials are
  * taken of -inf (0), so that no argument leaves the exp's domain. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_update_cm)(SA_T *z, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const SA_T *bias,
-                             const ptrdiff_t *t, int want_total, sa_lce_row *st)
+SA_DISPATCHED(SA_FN(sa_lce_update_cm), (SA_T *z, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const SA_T *bias,
+                                        const ptrdiff_t *t, int want_total, sa_lce_row *st),
+              (z, ld, nr, v, bias, t, want_total, st))
 {
     SA_T m[SA_LCE_STRIP], sum[SA_LCE_STRIP], total[SA_LCE_STRIP];
     int nan[SA_LCE_STRIP];
@@ -216,9 +216,9 @@ void SA_FN(sa_lce_update_cm)(SA_T *z, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, c
  * sa_lce_update_cm), in place: g = e * factor[i] - off[i], then hit[i]
  * taken off at each row's target class. Rows whose factor is NaN (their lse
  * is NaN) become NaN, ignored rows (t < 0) become 0, whatever their e. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_grad_cm)(SA_T *e, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const ptrdiff_t *t,
-                           const SA_T *factor, const SA_T *off, const SA_T *hit)
+SA_DISPATCHED(SA_FN(sa_lce_grad_cm), (SA_T *e, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, const ptrdiff_t *t,
+                                      const SA_T *factor, const SA_T *off, const SA_T *hit),
+              (e, ld, nr, v, t, factor, off, hit))
 {
     for (ptrdiff_t j = 0; j < v; j++) {
         SA_T *ej = e + j * ld;
@@ -239,9 +239,9 @@ void SA_FN(sa_lce_grad_cm)(SA_T *e, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, con
 
 /* out[j] (+)= sum over rows [0, nr) of class j of a class-major tile, for
  * j < v, summed in double. */
-SA_MULTIVERSION
-void SA_FN(sa_lce_rowsum_cm)(const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, SA_T *out,
-                             int accumulate)
+SA_DISPATCHED(SA_FN(sa_lce_rowsum_cm), (const SA_T *g, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t v, SA_T *out,
+                                        int accumulate),
+              (g, ld, nr, v, out, accumulate))
 {
     for (ptrdiff_t j = 0; j < v; j++) {
         const SA_T *gj = g + j * ld;

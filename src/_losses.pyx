@@ -158,7 +158,7 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
     cdef Py_ssize_t ts2 = _elements(t.strides[2], item)
     cdef const floating *px = &x[0, 0, 0]
     cdef const floating *pt = &t[0, 0, 0] if probs else NULL
-    cdef const int64_t *py = NULL if probs else &y[0]
+    cdef const int64_t *py = &y[0] if not probs else NULL
     cdef floating *pg = &grad[0, 0, 0] if with_grad else NULL
     cdef double *pl = &loss[0]
     cdef int team = _team_size(n, n * C, n_threads)

@@ -46,7 +46,7 @@ SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats 
     sa_stats_init(st);
     SA_T m = -INFINITY;
     int bad = 0;
-#pragma omp simd reduction(max : m) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c];
         m = v > m ? v : m;
@@ -298,7 +298,7 @@ SA_INLINE double SA_FN(sa_loss_z)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int6
                                   SA_T *g, ptrdiff_t gs, const sa_loss_opts *o)
 {
     double sum = 0.0, sq = 0.0, lo = INFINITY, hi = -INFINITY;
-#pragma omp simd reduction(+ : sum) reduction(min : lo) reduction(max : hi)
+SA_SIMD_MINMAX(reduction(+ : sum) reduction(min : lo) reduction(max : hi))
     for (ptrdiff_t c = 0; c < C; c++) {
         const double v = (double)z[c * zs];
         sum += v;
@@ -416,12 +416,12 @@ SA_INLINE double SA_FN(sa_loss_one)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, in
  * NULL for probability targets; t: probability targets in the same logical
  * layout (strides t_s0, t_sc, t_s2) or NULL; g: the gradient, C-contiguous
  * (outer, C, inner), or NULL. loss[n] receives sample n's loss. */
-SA_MULTIVERSION
-void SA_FN(sa_loss_samples)(const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
-                            ptrdiff_t C, ptrdiff_t inner, const int64_t *y,
-                            const SA_T *t, ptrdiff_t t_s0, ptrdiff_t t_sc, ptrdiff_t t_s2,
-                            SA_T *g, const sa_loss_opts *o, double *loss,
-                            ptrdiff_t begin, ptrdiff_t end)
+SA_DISPATCHED(SA_FN(sa_loss_samples), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                                       ptrdiff_t C, ptrdiff_t inner, const int64_t *y,
+                                       const SA_T *t, ptrdiff_t t_s0, ptrdiff_t t_sc, ptrdiff_t t_s2,
+                                       SA_T *g, const sa_loss_opts *o, double *loss,
+                                       ptrdiff_t begin, ptrdiff_t end),
+              (x, x_s0, x_sc, x_s2, C, inner, y, t, t_s0, t_sc, t_s2, g, o, loss, begin, end))
 {
     const int unit = x_sc == 1 && (!t || t_sc == 1) && (!g || inner == 1);
     for (ptrdiff_t n = begin; n < end; n++) {
@@ -569,12 +569,12 @@ SA_INLINE double SA_FN(sa_kl_row)(const SA_T *x, const SA_T *t, ptrdiff_t L,
 /* Rows [begin, end) of contiguous (R, L) x and t; out (elementwise losses)
  * and g (gradient) are contiguous (R, L) or NULL; row_loss[r] gets each
  * row's sum. */
-SA_MULTIVERSION
-void SA_FN(sa_elementwise_rows)(const SA_T *x, const SA_T *t, ptrdiff_t L,
-                                const SA_T *w, ptrdiff_t w_s0, ptrdiff_t w_s1,
-                                const SA_T *pw, ptrdiff_t p_s0, ptrdiff_t p_s1,
-                                const sa_ew_opts *o, SA_T *out, SA_T *g, double *row_loss,
-                                ptrdiff_t begin, ptrdiff_t end)
+SA_DISPATCHED(SA_FN(sa_elementwise_rows), (const SA_T *x, const SA_T *t, ptrdiff_t L,
+                                           const SA_T *w, ptrdiff_t w_s0, ptrdiff_t w_s1,
+                                           const SA_T *pw, ptrdiff_t p_s0, ptrdiff_t p_s1,
+                                           const sa_ew_opts *o, SA_T *out, SA_T *g, double *row_loss,
+                                           ptrdiff_t begin, ptrdiff_t end),
+              (x, t, L, w, w_s0, w_s1, pw, p_s0, p_s1, o, out, g, row_loss, begin, end))
 {
     for (ptrdiff_t r = begin; r < end; r++) {
         const SA_T *xr = x + r * L, *tr = t + r * L;

@@ -3,7 +3,7 @@
  *
  * Every function here is a branch-free, call-free `static inline` so that GCC
  * and Clang can inline it into an `omp simd` loop and emit packed code (SSE2
- * in the baseline build, AVX2+FMA in the x86-64-v3 clone, see SA_MULTIVERSION).
+ * in the baseline build, AVX2+FMA in the x86-64-v3 copy, see SA_DISPATCHED).
  * Rounding to an integer and building powers of two use the "magic number"
  * trick (adding 1.5 * 2^mantissa_bits) instead of float->int conversions,
  * which AVX2 lacks for 64-bit integers and which are undefined for NaN in C.
@@ -20,14 +20,24 @@
 #include <stdint.h>
 #include <math.h>
 
-/* Function multiversioning: the kernels are compiled twice, for baseline
- * x86-64 and for x86-64-v3 (AVX2, FMA), and the loader picks one at start-up
- * (an ifunc resolver, as glibc does for memcpy). Elsewhere: one portable build. */
-#if defined(SA_ENABLE_CLONES) && defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#  define SA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* Kernel dispatch. On x86-64 with GCC or Clang, code for x86-64-v3 (AVX2,
+ * FMA, BMI2) exists beside the baseline code: the AVX2 intrinsics kernels
+ * always, and with SA_ENABLE_CLONES (meson.build) a v3 copy of every entry
+ * point declared with SA_DISPATCHED. One flag per module, set once when the
+ * module is loaded, says which code runs: the v3 code where the CPU has it,
+ * unless the environment variable SOFTARRAY_SIMD=baseline asks for the
+ * baseline code (so that tests can run it on CPUs that would never pick it;
+ * softarray/_lib/__init__.py rejects other values before any module loads).
+ * GCC's target_clones would choose the same copies, but by an ifunc resolver
+ * that no environment variable can steer. Elsewhere: one portable build. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#  define SA_X86_DISPATCH 1
+#else
+#  define SA_X86_DISPATCH 0
+#endif
+#if SA_X86_DISPATCH && defined(SA_ENABLE_CLONES) && defined(__linux__)
 #  define SA_HAS_CLONES 1
 #else
-#  define SA_MULTIVERSION
 #  define SA_HAS_CLONES 0
 #endif
 
@@ -37,16 +47,77 @@
 #  define SA_INLINE static inline
 #endif
 
-/* Name of the code path the loader selects on this CPU (for show_config). */
-static const char *sa_simd_path(void)
+#if SA_X86_DISPATCH
+#include <stdlib.h>
+#include <string.h>
+
+static int sa_cpu_v3;       /* this CPU runs x86-64-v3 code */
+static int sa_simd_v3;      /* ... and this module runs it */
+
+/* GCC tests the whole x86-64-v3 set, as its target_clones resolver does;
+ * Clang 14's builtin cannot name F16C, MOVBE and LZCNT, which every CPU with
+ * the four tested here has. */
+static int sa_cpu_supports_v3(void)
+{
+    __builtin_cpu_init();
+#if defined(__clang__) || __GNUC__ < 12
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+           && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+#else
+    return __builtin_cpu_supports("x86-64-v3");
+#endif
+}
+
+/* Runs when the module is loaded (dlopen, inside `import softarray`),
+ * before any kernel can. */
+__attribute__((constructor)) static void sa_simd_select(void)
+{
+    const char *request = getenv("SOFTARRAY_SIMD");
+    sa_cpu_v3 = sa_cpu_supports_v3();
+    sa_simd_v3 = sa_cpu_v3 && !(request != NULL && strcmp(request, "baseline") == 0);
+}
+#endif
+
+/* SA_DISPATCHED(name, (parameters), (arguments)) { body } defines the entry
+ * point `void name(parameters)`: with clones, the body is compiled twice,
+ * into a baseline and an x86-64-v3 function, and name calls the one the
+ * module's flag selects (a predictable branch per call; every entry point
+ * does a block of rows or more per call). */
+#define SA_DISPATCHED(name, params, args) SA_DISPATCHED_(name, params, args)
+#if SA_HAS_CLONES
+#  define SA_DISPATCHED_(name, params, args)                                       \
+    SA_INLINE void name##_body params;                                             \
+    __attribute__((target("arch=x86-64-v3"))) static void name##_v3 params        \
+    {                                                                              \
+        name##_body args;                                                          \
+    }                                                                              \
+    static void name##_baseline params { name##_body args; }                       \
+    void name params                                                               \
+    {                                                                              \
+        if (sa_simd_v3)                                                            \
+            name##_v3 args;                                                        \
+        else                                                                       \
+            name##_baseline args;                                                  \
+    }                                                                              \
+    SA_INLINE void name##_body params
+#else
+#  define SA_DISPATCHED_(name, params, args) void name params
+#endif
+
+/* Name of the code path this module runs (for show_config). */
+static inline const char *sa_simd_path(void)
 {
 #if SA_HAS_CLONES
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (sa_simd_v3)
         return "x86-64-v3 (AVX2+FMA), runtime-dispatched";
+    if (sa_cpu_v3)
+        return "x86-64 baseline (SSE2), chosen by SOFTARRAY_SIMD=baseline";
     return "x86-64 baseline (SSE2), runtime-dispatched";
 #elif defined(__AVX2__) && defined(__FMA__)
-    return "AVX2+FMA (compile-time)";
+    return sa_simd_v3 ? "AVX2+FMA (compile-time)"
+                      : "AVX2+FMA (compile-time), AVX2 intrinsics kernels off by SOFTARRAY_SIMD=baseline";
+#elif SA_X86_DISPATCH
+    return sa_simd_v3 ? "x86-64 baseline (SSE2), AVX2+FMA intrinsics kernels" : "x86-64 baseline (SSE2)";
 #elif defined(__x86_64__)
     return "x86-64 baseline (SSE2)";
 #elif defined(__aarch64__)
@@ -56,7 +127,20 @@ static const char *sa_simd_path(void)
 #endif
 }
 
-static int sa_has_clones(void) { return SA_HAS_CLONES; }
+/* `#pragma omp simd` for a loop that reduces floats to their maximum or
+ * minimum, with GCC only. OpenMP leaves the starting value of such a
+ * reduction to the compiler: GCC starts each lane at -inf (+inf for min),
+ * Clang 14 at the lowest (highest) finite value, which then wins over a row
+ * of only -inf entries (its maximum came out as -DBL_MAX). Clang does not
+ * vectorize these NaN-ignoring reductions anyway (it would need
+ * -ffinite-math-only), so it compiles them as the plain loops they are, whose
+ * variables start at -inf (+inf). */
+#define SA_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#  define SA_SIMD_MINMAX(...)
+#else
+#  define SA_SIMD_MINMAX(...) SA_PRAGMA(omp simd __VA_ARGS__)
+#endif
 
 typedef union { float f; uint32_t u; } sa_bits32;
 typedef union { double f; uint64_t u; } sa_bits64;

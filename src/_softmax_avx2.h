@@ -14,7 +14,7 @@
  * outside the arithmetic, and its exponentials could not use FMA: its
  * results must equal the column kernel's bit for bit, and that kernel is
  * compiled without contraction. This one is the only path for float32
- * softmax of short rows wherever AVX2 and FMA are present: contiguous rows
+ * softmax of short rows wherever the x86-64-v3 code runs (sa_simd_v3): contiguous rows
  * directly, the last n_rows % 8 rows and rows with any other stride through
  * a small local copy. So a row's result is the same whatever group, tile,
  * thread or call it falls in, and the arithmetic is free to be its own:
@@ -53,7 +53,8 @@
 #ifndef SOFTARRAY_SOFTMAX_AVX2_H
 #define SOFTARRAY_SOFTMAX_AVX2_H
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Run where the module runs x86-64-v3 code (sa_simd_v3, _simd.h). */
+#if SA_X86_DISPATCH
 #define SA_HAVE_SOFTMAX_AVX2 1
 
 #include <immintrin.h>
@@ -65,13 +66,6 @@
 /* Groups of eight rows per tile: 4 measured fastest at n = 10 (2: 20% slower). */
 #define SA_AVX2_TILE_GROUPS 4
 #define SA_AVX2_TILE_ROWS (8 * SA_AVX2_TILE_GROUPS)
-
-/* Whether this CPU runs the kernel (checked per call: a load of a flag). */
-static int sa_cpu_has_avx2_fma(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 /* exp(x) for x <= 0 (and NaN): sa_exp_small_f32's reduction and polynomial
  * with FMAs. Below -104 the result rounds to +0: it is set to 0 from a

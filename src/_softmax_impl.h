@@ -43,7 +43,7 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
         const SA_T *xb = x + b;
         SA_T bmax = -INFINITY;
         int bad = 0;
-#pragma omp simd reduction(max : bmax) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         for (ptrdiff_t i = 0; i < len; i++) {
             const SA_T y = xb[i] * scale;
             bmax = y > bmax ? y : bmax;
@@ -110,22 +110,22 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
 /* Softmax of one contiguous row of at most SA_CACHED_ROW_BLOCKS blocks, one
  * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
  * and stores exp(y - running maximum) into out; pass 2 multiplies each
- * block by exp(its maximum - final maximum) / sum. float32 on AVX2+FMA CPUs
- * runs pass 1's exponentials in _softmax_avx2.h. */
+ * block by exp(its maximum - final maximum) / sum. float32 on the x86-64-v3
+ * path runs pass 1's exponentials in _softmax_avx2.h. */
 SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale)
 {
     double shift[SA_CACHED_ROW_BLOCKS];     /* the running maximum each block was stored against */
     double m = -INFINITY, sum = 0.0;
     int bad = 0;
 #if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    const int avx2 = sa_cpu_has_avx2_fma();
+    const int avx2 = sa_simd_v3;
 #endif
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         const SA_T *xb = x + b;
         SA_T *ob = out + b;
         SA_T bmax = -INFINITY;
-#pragma omp simd reduction(max : bmax) reduction(| : bad)
+SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         for (ptrdiff_t i = 0; i < len; i++) {
             const SA_T y = xb[i] * scale;
             bmax = y > bmax ? y : bmax;
@@ -170,16 +170,16 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
     }
 }
 
-/* Public entry points (multiversioned). Strides are in elements. */
+/* Public entry points (dispatched, see SA_DISPATCHED). Strides are in elements. */
 
-SA_MULTIVERSION
-void SA_FN(sa_segment_stats)(const SA_T *x, ptrdiff_t n, SA_T scale, int op, sa_stats *st)
+SA_DISPATCHED(SA_FN(sa_segment_stats), (const SA_T *x, ptrdiff_t n, SA_T scale, int op, sa_stats *st),
+              (x, n, scale, op, st))
 {
     SA_FN(sa_segment_stats_impl)(x, n, scale, sa_op_is_stable(op), 0, st);
 }
 
-SA_MULTIVERSION
-void SA_FN(sa_segment_write)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p)
+SA_DISPATCHED(SA_FN(sa_segment_write), (const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p),
+              (x, out, n, scale, op, p))
 {
     SA_FN(sa_segment_write_impl)(x, out, n, scale, op, p);
 }
@@ -317,9 +317,9 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
     }
 }
 
-SA_MULTIVERSION
-void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
-                    ptrdiff_t n, ptrdiff_t width, SA_T scale, int op)
+SA_DISPATCHED(SA_FN(sa_cols), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                               ptrdiff_t n, ptrdiff_t width, SA_T scale, int op),
+              (x, x_stride, out, out_stride, n, width, scale, op))
 {
     SA_FN(sa_cols_impl)(x, x_stride, out, out_stride, n, width, scale, op);
 }
@@ -328,17 +328,17 @@ void SA_FN(sa_cols)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_
  * per-row bookkeeping than on arithmetic, and a SIMD register is wider than
  * the row. Tiles of SA_SMALL_TILE rows are transposed into an L1 scratch
  * buffer so the column kernel's lanes run across rows, then transposed back.
- * float32 softmax takes an eight-rows-in-lanes kernel instead: on CPUs with
- * AVX2 and FMA, _softmax_avx2.h for every row; elsewhere the portable
+ * float32 softmax takes an eight-rows-in-lanes kernel instead: on the
+ * x86-64-v3 path, _softmax_avx2.h for every row; elsewhere the portable
  * _softmax_rows8.h for contiguous rows but the last n_rows % 8, whose
  * results equal this tile path's bit for bit. */
-SA_MULTIVERSION
-void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
-                          ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
+SA_DISPATCHED(SA_FN(sa_rows_small), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                                     ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op),
+              (x, x_stride, out, out_stride, n_rows, n, scale, op))
 {
     SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
 #if defined(SA_SOFTMAX_SHORT_ROWS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (op == SA_SOFTMAX && sa_cpu_has_avx2_fma()) {
+    if (op == SA_SOFTMAX && sa_simd_v3) {
         SA_SOFTMAX_SHORT_ROWS_AVX2(x, x_stride, out, out_stride, n_rows, n, scale);
         return;
     }
@@ -375,9 +375,9 @@ void SA_FN(sa_rows_small)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_
 /* Rows [0, n_rows) of a matrix whose rows are contiguous. For SA_LOGSUMEXP,
  * out has one element per row, out_stride apart; otherwise out is a matrix
  * with rows out_stride apart. */
-SA_MULTIVERSION
-void SA_FN(sa_rows)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
-                    ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
+SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                               ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op),
+              (x, x_stride, out, out_stride, n_rows, n, scale, op))
 {
     const int stable = sa_op_is_stable(op);
     if (n <= SA_SMALL_ROW_MAX) {

@@ -1,8 +1,8 @@
 /*
  * float32 softmax of short contiguous rows (n <= SA_SMALL_ROW_MAX), eight
  * rows at a time with the rows in the lanes of a SIMD register: the portable
- * version, for CPUs without AVX2 and FMA (SSE2, NEON). Where those are
- * present, _softmax_avx2.h serves every short row instead.
+ * version, for CPUs without AVX2 and FMA (SSE2, NEON) and SOFTARRAY_SIMD=baseline.
+ * Where the x86-64-v3 code runs, _softmax_avx2.h serves every short row instead.
  *
  * The general short-row path (sa_rows_small) copies a tile of rows into a
  * transposed scratch buffer element by element, and back; those scalar
@@ -22,7 +22,7 @@
  * neighbouring values and are never read by the arithmetic (which runs over
  * j < n only).
  *
- * Written with GCC/Clang vector extensions, so each target_clones build
+ * Written with GCC/Clang vector extensions, so each dispatched copy
  * (SSE2 baseline, AVX2) lowers the shuffles itself. The arithmetic is
  * sa_cols_impl's softmax step for step ((rest, count) sums in float, the
  * normalizer in double), so a row gets the same bits on either path, which
@@ -111,6 +111,8 @@ SA_INLINE void sa_softmax_group8_f32(const float *x, float *out, ptrdiff_t n, fl
         for (int k = 0; k < 8; k++)
             col[c + k] = r[k] * scale;
     }
+    if (n < 1)
+        __builtin_unreachable();    /* rows have 1 to SA_SMALL_ROW_MAX entries: col[0] is set */
     sa_v8f m = col[0];
     for (ptrdiff_t j = 1; j < n; j++)
         m = sa_select8(col[j] > m, col[j], m);

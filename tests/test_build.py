@@ -84,6 +84,59 @@ def test_main_self_check_passes_and_fails_when_it_should(capsys):
     assert ratio == 0.0 and not same
     assert not main._report("softmax", "x", 2.0, True, 1e-5)
     assert not main._report("softmax", "x", 0.5, False, 1e-5)
+def _run_with_simd(value, code, text=True):
+    """python -c code with SOFTARRAY_SIMD=value (unset for None)."""
+    env = dict(os.environ)
+    env.pop("SOFTARRAY_SIMD", None)
+    if value is not None:
+        env["SOFTARRAY_SIMD"] = value
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=text, env=env,
+                          cwd="/")
+
+
+_SIMD_PATH = "import softarray as sa; print(sa.show_config(print_out=False)['simd_path'])"
+
+
+def test_simd_environment_variable_selects_the_reported_path():
+    default = _run_with_simd(None, _SIMD_PATH)
+    assert default.returncode == 0, default.stderr
+    auto = _run_with_simd("auto", _SIMD_PATH)
+    assert auto.stdout == default.stdout
+    baseline = _run_with_simd("baseline", _SIMD_PATH)
+    assert baseline.returncode == 0, baseline.stderr
+    if default.stdout.startswith("x86-64-v3"):
+        assert baseline.stdout.strip() == "x86-64 baseline (SSE2), chosen by SOFTARRAY_SIMD=baseline"
+    bad = _run_with_simd("avx512", _SIMD_PATH)
+    assert bad.returncode != 0 and "SOFTARRAY_SIMD must be one of auto, baseline" in bad.stderr
+
+
+@pytest.mark.skipif(not _runtime.simd_path().startswith("x86-64-v3"),
+                    reason="needs a build with the x86-64-v3 copies on a CPU that runs them")
+def test_simd_baseline_reaches_the_kernel_modules():
+    """show_config reads _runtime's choice; each kernel module makes its own
+    when it loads. Short float32 rows take the AVX2 kernel (FMA in its
+    exponential) on the v3 path and the portable one on the baseline path,
+    which round some entries differently: differing bits show that the
+    softmax module switched too, and both keep the documented float32 bound
+    against a float64 softmax written here."""
+    code = """if True:
+        import sys, numpy as np, softarray as sa
+        x = np.random.default_rng(7).standard_normal((4096, 10)).astype(np.float32) * 4
+        sys.stdout.buffer.write(sa.softmax(x).tobytes())"""
+    runs = {}
+    for value in (None, "baseline"):
+        run = _run_with_simd(value, code, text=False)
+        assert run.returncode == 0, run.stderr.decode()
+        runs[value] = np.frombuffer(run.stdout, dtype=np.float32).reshape(4096, 10)
+    x = (np.random.default_rng(7).standard_normal((4096, 10)).astype(np.float32) * 4).astype(np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    want = e / e.sum(axis=1, keepdims=True)
+    # docs/numerics.md's float32 promise: 8 ulp plus 2 |x - max| ulp.
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    for got in runs.values():
+        assert np.all(np.abs(got - want) <= (8 + 2 * np.abs(shifted)) * ulp)
+    assert not np.array_equal(runs[None].view(np.uint32), runs["baseline"].view(np.uint32))
 
 
 def test_omp_num_threads_is_honoured():

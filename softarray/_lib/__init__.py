@@ -7,8 +7,19 @@ kept busy by other processes a spinning thread takes the core that the
 thread it waits for needs, and a 1 ms call took 10-50 ms; sleeping costs a
 few tens of microseconds per parallel call, which the kernels' parallel
 thresholds keep out of short calls.
+
+Each module picks its code path when it is loaded (src/_simd.h): the
+x86-64-v3 code where the CPU has it, unless ``SOFTARRAY_SIMD=baseline`` asks
+for the baseline code. The value is checked here, before any module loads,
+so that a misspelt request fails instead of silently testing the v3 code.
 """
 import os
+
+SIMD_CHOICES = ("auto", "baseline")
+
+_request = os.environ.get("SOFTARRAY_SIMD", "")
+if _request not in ("",) + SIMD_CHOICES:
+    raise ValueError(f"SOFTARRAY_SIMD must be one of {', '.join(SIMD_CHOICES)} (or unset), got {_request!r}")
 
 # Variables with which a user chooses the wait policy: theirs wins.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
