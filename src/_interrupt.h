@@ -62,9 +62,11 @@
  * threads of a team (sa_interrupt_team_done). */
 #define SA_INTERRUPT_NAP_NS 100000
 
-/* The slow path of a poll: kept out of the loops that poll. */
+/* The slow path of a poll: kept out of the loops that poll. Not `inline`
+ * (GCC warns that an inline function cannot be noinline); `unused` keeps a
+ * module that includes this header but never polls free of a warning. */
 #if defined(__GNUC__)
-#  define SA_INTERRUPT_COLD __attribute__((cold, noinline))
+#  define SA_INTERRUPT_COLD __attribute__((cold, noinline, unused))
 #else
 #  define SA_INTERRUPT_COLD
 #endif
@@ -108,7 +110,7 @@ static inline void sa_interrupt_start(sa_interrupt *s)
 
 /* The calling thread, once per SA_INTERRUPT_WORK entries: run Python's
  * signal handlers when the period has passed. */
-static inline SA_INTERRUPT_COLD int sa_interrupt_check(sa_interrupt *s)
+static SA_INTERRUPT_COLD int sa_interrupt_check(sa_interrupt *s)
 {
     const int64_t now = sa_interrupt_clock_ns();
     if (now < s->next_check_ns)
