@@ -191,6 +191,9 @@ def test_readme_opens_with_exactly_two_setup_commands():
     assert len(commands) == 2
     assert "-m softarray" in commands[0]
     assert "[test]" in commands[1] and "pytest" in commands[1]
+    # The test command adds the extras to the build the first one installed:
+    # naming the source folder (".[test]") would compile everything again.
+    assert "softarray[test]" in commands[1]
 
 
 def test_ci_runs_the_readme_commands():
