@@ -3,7 +3,7 @@ losses, top-k gating and non-maximum suppression behind an array-API
 namespace. ``import softarray as sa; sa.softmax(x)`` accepts arrays from any
 array-API library and returns the caller's array type.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from ._boxes import (
     batched_nms,
@@ -41,6 +41,8 @@ from ._linear_cross_entropy import linear_cross_entropy
 from ._softmax import log_softmax, log_stablemax, logsumexp, softmax, stablemax
 from ._output_cache import set_output_cache
 from ._threads import get_num_threads, set_num_threads, threads
+# The adapters register their routes at import (softarray._declare).
+from ._adapters import dask as _dask_adapter  # noqa: F401
 from . import special  # noqa: F401 (softarray.special: SciPy's signatures and defaults: softarray.special.softmax(x)
 
 __all__ = [

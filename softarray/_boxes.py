@@ -10,7 +10,7 @@ import array_api_compat
 import numpy as np
 
 from . import _dispatch
-from ._dask import dask_route
+from ._declare import BoxRows, PairsOfBoxes, WholeInput, declare
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
@@ -103,7 +103,7 @@ def _host_labels(labels):
 
 # ----------------------------------------------------------------- functions
 
-@dask_route
+@declare(BoxRows(keeps_coordinates=False))
 def box_area(boxes):
     r"""Area of each box, ``(x2 - x1) * (y2 - y1)``.
 
@@ -137,7 +137,7 @@ def box_area(boxes):
     return _dispatch.to_caller(xp, out.reshape(a.shape[:-1]), boxes)
 
 
-@dask_route
+@declare(BoxRows(keeps_coordinates=True))
 def box_convert(boxes, in_fmt, out_fmt):
     r"""Convert boxes between the ``"xyxy"``, ``"xywh"`` and ``"cxcywh"`` formats.
 
@@ -179,7 +179,7 @@ def box_convert(boxes, in_fmt, out_fmt):
     return _dispatch.to_caller(xp, out.reshape(a.shape), boxes)
 
 
-@dask_route
+@declare(PairsOfBoxes())
 def box_iou(boxes1, boxes2):
     r"""Pairwise intersection over union of two sets of boxes.
 
@@ -224,7 +224,7 @@ def box_iou(boxes1, boxes2):
     return _dispatch.to_caller(xp, out, boxes1)
 
 
-@dask_route
+@declare(WholeInput(("boxes", "scores")))
 def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     r"""Greedy non-maximum suppression, exactly ``torchvision.ops.nms``.
 
@@ -279,7 +279,7 @@ def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     return _nms(boxes, scores, None, iou_threshold, score_threshold, max_output)
 
 
-@dask_route
+@declare(WholeInput(("boxes", "scores", "labels")))
 def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, max_output=None):
     r"""Non-maximum suppression within each label, as ``torchvision.ops.batched_nms``.
 
@@ -339,7 +339,7 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     return _dispatch.to_caller(xp, kept, boxes)
 
 
-@dask_route
+@declare(WholeInput(("boxes", "scores")))
 def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
              score_threshold=0.001, max_output=None):
     r"""Soft-NMS: decay the scores of overlapping boxes instead of dropping them.
@@ -400,7 +400,7 @@ def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
     return _soft_nms(boxes, scores, None, method, sigma, iou_threshold, score_threshold, max_output)
 
 
-@dask_route
+@declare(WholeInput(("boxes", "scores", "labels")))
 def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_threshold=0.3,
                      score_threshold=0.001, max_output=None):
     r"""Soft-NMS within each label (boxes of different labels never decay each other).

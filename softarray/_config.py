@@ -6,12 +6,11 @@ import numpy as np
 from ._lib import OPENMP_WAIT_POLICY, _runtime
 from ._output_cache import OUTPUT_CACHE_MIN_BYTES, output_cache_info
 from ._threads import get_num_threads
+from ._version import __version__
 
 
 def config():
     """The build and runtime facts that :func:`show_config` prints, as a dict."""
-    from . import __version__
-
     return {
         "version": __version__,
         "compiled_kernels": _compiled_loaded(),

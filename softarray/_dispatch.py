@@ -5,8 +5,8 @@ the compiled kernels when their dtype is float32 or float64. Everything else
 (GPU arrays, JAX, array-api-strict, other dtypes, tensors that require grad
 so autograd keeps working) goes to the portable array-API implementation,
 which returns the caller's array type, dtype and device. Dask arrays never
-get here: ``softarray._dask.dask_route`` maps the public function itself
-over their blocks first.
+get here: the Dask adapter (``softarray._adapters.dask``) claims the call
+first and maps the public function itself over their blocks.
 """
 import numpy as np
 import array_api_compat

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _dispatch
-from ._dask import dask_route
+from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, declare
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
@@ -23,7 +23,7 @@ from ._validate import (
 )
 
 
-@dask_route
+@declare(TopKAlongAxis("x"))
 def topk(x, k, *, axis=-1, largest=True, sorted=True):
     r"""The ``k`` largest (or smallest) entries along ``axis``, and their indices.
 
@@ -151,7 +151,7 @@ class TopKGating(NamedTuple):
 _ORDERS = ("softmax_topk", "topk_softmax")
 
 
-@dask_route
+@declare(TokensWithSlots(capacity=_portable.expert_capacity))
 def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, temperature=1.0,
                 noise_std=0.0, rng=None, capacity_factor=None, return_aux=False):
     r"""Top-k gate of a mixture-of-experts router, fused.
@@ -320,7 +320,7 @@ _ACTIVATIONS = {
 }
 
 
-@dask_route
+@declare(AlongAxes("router_logits"))
 def dense_to_sparse_gating(router_logits, *, temperature, activation=None, threshold=0.0,
                            renormalize=True, axis=-1):
     r"""The temperature-controlled dense-to-sparse gate.
@@ -407,7 +407,7 @@ def _logits_along(logits, axis, name="logits", role="", *, nonempty=False):
     return xp, z, axis
 
 
-@dask_route
+@declare(AlongAxes("logits"))
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     r"""Gumbel-softmax sample: ``softmax((logits + g) / tau)``, ``g`` standard Gumbel.
 
@@ -455,7 +455,7 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     return xp.astype(positions == index, z.dtype)
 
 
-@dask_route
+@declare(TopKAlongAxis("logits"))
 def gumbel_topk(logits, k, *, rng=None, axis=-1):
     r"""``k`` categories sampled without replacement from ``softmax(logits)``.
 

@@ -13,10 +13,10 @@ import numpy as np
 import threadpoolctl
 
 from . import _dispatch
-from ._dask import dask_route
+from ._declare import RowsOfLinearLoss, declare
 from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
-from ._losses import _reduce
+from ._reduction import grad_scale, reduce_losses
 from ._threads import threads_for_call
 from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction
 
@@ -49,7 +49,23 @@ SMALL_TILE_ENTRIES = 32768
 BLAS_INT_MAX = 2**31 - 1
 
 
-@dask_route
+# The rows a "mean" counts and a row's gradient factor: the NumPy route's
+# and the Dask adapter's (the declaration below), so both divide alike.
+def _kept_rows(arguments):
+    """Rows whose target is not ``ignore_index``, of a NumPy call's arguments."""
+    target = arguments["target"]
+    ignore_index = _normalize_ignore_index(np, target, arguments["ignore_index"])
+    ignored = 0 if ignore_index is None else int(np.count_nonzero(target == ignore_index))
+    return float(target.shape[0] - ignored)
+
+
+def _grad_scale(reduction, n_valid):
+    """d loss / d (a kept row's loss). With every row ignored the "mean" is
+    NaN and all gradients are 0, as in torch."""
+    return grad_scale(reduction, n_valid, when_empty=0.0)
+
+
+@declare(RowsOfLinearLoss(kept_rows=_kept_rows, grad_scale=_grad_scale))
 def linear_cross_entropy(
     embeddings,
     classifier,
@@ -302,7 +318,7 @@ def _run_compiled(emb, cls, bias, tgt, ignored, eps, reduction, chunk_size, retu
     n_valid = emb.shape[0] - int(np.count_nonzero(ignored))
     row_loss, grads = _kernel_call(emb, cls, bias, target, eps, _grad_scale(reduction, n_valid),
                                    None, chunk_size, return_grad, return_grad)
-    loss = _reduce(row_loss, reduction, n_valid, row_loss.shape, emb.dtype)
+    loss = reduce_losses(row_loss, reduction, n_valid, row_loss.shape, emb.dtype)
     return loss, tuple(g for g in grads if g is not None)
 
 
@@ -403,14 +419,6 @@ def _gradient_arrays(n, d, v, dtype, with_bias, with_emb):
     d_bias = alloc(v, dtype) if with_bias else None
     d_emb = np.empty((n, d), dtype) if with_emb else None
     return d_emb, alloc((v, d), dtype), d_bias
-
-
-def _grad_scale(reduction, n_valid):
-    """d loss / d (per-sample loss) of a non-ignored sample. With every
-    sample ignored the "mean" is NaN and all gradients are 0, as in torch."""
-    if reduction != "mean":
-        return 1.0
-    return 1.0 / n_valid if n_valid else 0.0
 
 
 # ---------------------------------------------------------------- portable

@@ -13,10 +13,11 @@ import math
 import numpy as np
 
 from . import _dispatch
-from ._dask import dask_route
+from ._declare import LossOverSamples, declare
 from ._lib import _losses as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import losses as _portable
+from ._reduction import grad_scale, reduce_losses
 from ._softmax import log_softmax
 from ._threads import threads_for_call
 from ._validate import (
@@ -162,22 +163,6 @@ def _compiled_operands(logits, *others):
     return views
 
 
-def _reduce(per_item, reduction, denominator, shape, dtype):
-    """Apply the reduction to float64 per-sample (or per-row) losses."""
-    if reduction == "none":
-        return per_item.reshape(shape).astype(dtype)
-    total = float(per_item.sum())
-    if reduction == "sum":
-        return np.asarray(total, dtype)
-    return np.asarray(total / denominator if denominator != 0 else math.nan, dtype)
-
-
-def _grad_scale(reduction, denominator):
-    if reduction in ("none", "sum"):
-        return 1.0
-    return 1.0 / denominator if denominator != 0 else math.nan
-
-
 def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction, denominator,
                  return_grad, none_shape=None):
     """Run a per-sample (class-axis) kernel and reduce. Returns NumPy (loss, grad|None)."""
@@ -187,7 +172,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
     x3 = a.reshape(outer, C, inner)
     n = outer * inner
     cw = np.empty(0) if class_weight is None else np.ascontiguousarray(class_weight, np.float64)
-    opts = dict(opts, grad_scale=_grad_scale(reduction, denominator),
+    opts = dict(opts, grad_scale=grad_scale(reduction, denominator),
                 class_weight_sum=float(cw.sum()) if cw.size else float(C))
     loss = np.empty(n, np.float64)
     grad = output_empty((outer, C, inner) if return_grad else (0, 0, 0), a.dtype)
@@ -196,7 +181,7 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
     _kernels.samples(x3, y1, t3, grad, loss, cw, opts, threads_for_call())
     if none_shape is None:
         none_shape = shape[:axis] + shape[axis + 1:]
-    value = _reduce(loss, reduction, denominator, none_shape, a.dtype)
+    value = reduce_losses(loss, reduction, denominator, none_shape, a.dtype)
     return value, (grad.reshape(shape) if return_grad else None)
 
 
@@ -225,6 +210,33 @@ def _weighted_count(y_kernel, class_weight):
     if class_weight is None:
         return float(kept.size)
     return float(np.asarray(class_weight, np.float64)[kept].sum())
+
+
+def _weighted_share(arguments):
+    """A block's share of a "mean"'s denominator, from a NumPy call's
+    arguments: the summed class weights of its kept samples (torch's)."""
+    targets = _indices_for_kernel(arguments["target"], arguments["ignore_index"])
+    return _weighted_count(targets, arguments["weight"])
+
+
+def _counted_share(arguments):
+    """A block's share of a "mean"'s denominator: its kept samples."""
+    return _weighted_count(_indices_for_kernel(arguments["target"], arguments["ignore_index"]), None)
+
+
+# The splits most losses declare: class-index losses whose mean divides by
+# the kept samples' class weights, and losses of independent entries.
+_KEPT_WEIGHT_MEAN = LossOverSamples("logits", "kept", class_weight="weight",
+                                    kept_share=_weighted_share)
+_ELEMENTWISE_MEAN = LossOverSamples("logits", "elements", elementwise=True)
+
+
+def _kl_div_blocks(arguments):
+    """kl_div's split: per entry, or per sample along ``axis`` from logits;
+    "batchmean" divides by the first axis' length."""
+    mean_over = "batch" if arguments["reduction"] == "batchmean" else "elements"
+    return LossOverSamples("input", mean_over, elementwise=not arguments["from_logits"],
+                           pointwise=True)
 
 
 def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,
@@ -266,7 +278,7 @@ _RETURNS_DOC = """loss : array
         ``reduction="none"``)."""
 
 
-@dask_route
+@declare(_KEPT_WEIGHT_MEAN)
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, label_smoothing=0.0,
                   reduction="mean", return_grad=False):
     r"""Cross-entropy between ``softmax(logits)`` and ``target``, fused.
@@ -339,7 +351,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     return _finish(xp, logits, loss, grad, return_grad)
 
 
-@dask_route
+@declare(LossOverSamples("log_probs", "kept", class_weight="weight", kept_share=_weighted_share))
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Negative log-likelihood of class indices under log-probabilities.
@@ -382,7 +394,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, redu
                        ignore_index=ignore_index, portable=portable)
 
 
-@dask_route
+@declare(_KEPT_WEIGHT_MEAN)
 def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, ignore_index=None,
            reduction="mean", return_grad=False):
     r"""The Z-loss of de Brébisson & Vincent, a shift- and scale-invariant loss.
@@ -442,7 +454,7 @@ def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, igno
                        ignore_index=ignore_index, portable=portable, params={"a": a, "b": b})
 
 
-@dask_route
+@declare(LossOverSamples("logits", "kept", class_weight="alpha", kept_share=_counted_share))
 def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=None,
                reduction="mean", return_grad=False):
     r"""Softmax focal loss (Lin et al.): ``-alpha[y] (1 - p_y)^gamma log p_y``.
@@ -488,7 +500,7 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=N
                        params={"gamma": gamma})
 
 
-@dask_route
+@declare(_KEPT_WEIGHT_MEAN)
 def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=None, reduction="mean",
                   return_grad=False):
     r"""The comp-sum losses of Mao, Mohri & Zhong, indexed by ``tau >= 0``.
@@ -541,7 +553,7 @@ def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, re
                        ignore_index=ignore_index, portable=portable, params={"tau": tau})
 
 
-@dask_route
+@declare(_KEPT_WEIGHT_MEAN)
 def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ignore_index=None,
                               reduction="mean", return_grad=False):
     r"""Generalized cross-entropy (Zhang & Sabuncu): ``(1 - p_y^q) / q``.
@@ -575,7 +587,7 @@ def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ig
     return _comp_sum(xp, logits, target, 1.0 + q, axis, weight, ignore_index, reduction, return_grad)
 
 
-@dask_route
+@declare(_KEPT_WEIGHT_MEAN)
 def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Mean absolute error on probabilities, ``1 - p_y`` (comp-sum, ``tau = 2``).
@@ -603,7 +615,7 @@ def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reducti
     return _comp_sum(xp, logits, target, 2.0, axis, weight, ignore_index, reduction, return_grad)
 
 
-@dask_route
+@declare(LossOverSamples("logits", "samples"))
 def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_grad=False):
     r"""The router z-loss of PaLM and ST-MoE: ``weight * logsumexp(logits)^2``.
 
@@ -643,7 +655,7 @@ def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_g
     return _finish(xp, logits, loss, grad, return_grad)
 
 
-@dask_route
+@declare(LossOverSamples("logits", "samples", class_weight="weight"))
 def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="weston_watkins", axis=-1,
                       reduction="mean", return_grad=False):
     r"""Multiclass hinge loss; ``p=2`` is the squared hinge (L2-SVM).
@@ -757,14 +769,14 @@ def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, den
         out = out.reshape(x2.shape)
     grad = output_empty(x2.shape, a.dtype) if return_grad else absent
     row_loss = np.empty(x2.shape[0], np.float64)
-    opts = dict(opts, grad_scale=_grad_scale(reduction, denominator))
+    opts = dict(opts, grad_scale=grad_scale(reduction, denominator))
     _kernels.elementwise(x2, t2, w2, p2, out, grad, row_loss, opts, threads_for_call())
-    loss = out.reshape(shape) if reduction == "none" else _reduce(row_loss, reduction, denominator,
+    loss = out.reshape(shape) if reduction == "none" else reduce_losses(row_loss, reduction, denominator,
                                                                   (), a.dtype)
     return loss, (grad.reshape(shape) if return_grad else None)
 
 
-@dask_route
+@declare(_ELEMENTWISE_MEAN)
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean",
                                      return_grad=False):
     r"""Sigmoid and binary cross-entropy in one stable step.
@@ -818,7 +830,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     return _finish(xp, x, loss, grad, return_grad)
 
 
-@dask_route
+@declare(_ELEMENTWISE_MEAN)
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none", return_grad=False):
     r"""Binary focal loss on logits, as ``torchvision.ops.sigmoid_focal_loss``.
 
@@ -867,7 +879,7 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none
     return _finish(xp, x, loss, grad, return_grad)
 
 
-@dask_route
+@declare(_kl_div_blocks)
 def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_logits=False,
            return_grad=False):
     r"""Kullback-Leibler divergence ``KL(target || exp(input))``, pointwise summed.

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import _dispatch
-from ._dask import dask_route
+from ._declare import AlongAxes, LogSumExpReduction, declare
 from ._layout import ReductionLayout
 from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
@@ -89,7 +89,7 @@ def _normalize_compiled(op, a, axes, scale, mask):
     return result
 
 
-@dask_route
+@declare(AlongAxes("x"))
 def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Softmax along ``axis``: ``exp(x / T) / sum(exp(x / T))``.
 
@@ -134,7 +134,7 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("softmax", x, axis, check_temperature(temperature), where)
 
 
-@dask_route
+@declare(AlongAxes("x"))
 def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Logarithm of :func:`softmax`: ``x / T - logsumexp(x / T)``.
 
@@ -176,7 +176,7 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("log_softmax", x, axis, check_temperature(temperature), where)
 
 
-@dask_route
+@declare(AlongAxes("x"))
 def stablemax(x, /, axis=-1, *, where=None):
     r"""StableMax: ``s(x) / sum(s(x))`` with ``s(x) = x + 1`` for ``x >= 0``
     and ``1 / (1 - x)`` below.
@@ -214,7 +214,7 @@ def stablemax(x, /, axis=-1, *, where=None):
     return _normalize("stablemax", x, axis, 1.0, where)
 
 
-@dask_route
+@declare(AlongAxes("x"))
 def log_stablemax(x, /, axis=-1, *, where=None):
     r"""Logarithm of :func:`stablemax`, computed without forming it.
 
@@ -244,7 +244,7 @@ def log_stablemax(x, /, axis=-1, *, where=None):
     return _normalize("log_stablemax", x, axis, 1.0, where)
 
 
-@dask_route
+@declare(LogSumExpReduction())
 def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None):
     r"""``log(sum(b * exp(x)))`` along ``axis``, without overflow.
 

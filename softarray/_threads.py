@@ -15,6 +15,7 @@ import numbers
 import threadpoolctl
 
 from ._lib import _runtime
+from ._version import __version__
 
 
 def _check_count(n):
@@ -116,8 +117,6 @@ class _SoftarrayController(threadpoolctl.LibController):
         _runtime.set_thread_limit(max(1, int(num_threads)))
 
     def get_version(self):
-        from . import __version__
-
         return __version__
 
 

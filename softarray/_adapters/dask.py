@@ -2,11 +2,12 @@
 lazy ``dask.array`` whose blocks are computed by the same public function
 on NumPy blocks, so the compiled kernels run inside the workers.
 
-``dask_route`` decorates each public function. A call with no Dask array
-among its arguments goes straight to the function (a dictionary look-up
-and a scan of the arguments: Dask need not even be imported). A call with
-one is bound to the function's signature and handed to the rule named after
-the function (``_RULES``), which
+An adapter (docs/architecture.md): at import it registers with
+``softarray._declare`` a claim (does a call's argument list hold a Dask
+array? a dictionary look-up and a scan of the arguments: Dask need not even
+be imported) and a route. A claimed call arrives bound to the public
+function's signature, with the function's declaration; the rule for the
+kind of its split (``_RULES``; the splits are defined in ``_declare``)
 
 1. validates the arguments at call time by running the public function
    itself on small NumPy stand-ins (zeros of the arguments' dtypes, with the
@@ -33,23 +34,26 @@ import sys
 
 import numpy as np
 
-from ._portable.gating import expert_capacity
-from ._validate import is_python_scalar, normalize_axes
+from .._declare import (
+    AlongAxes,
+    BoxRows,
+    LogSumExpReduction,
+    LossOverSamples,
+    PairsOfBoxes,
+    RowsOfLinearLoss,
+    TokensWithSlots,
+    TopKAlongAxis,
+    WholeInput,
+    register_adapter,
+)
+from .._reduction import grad_scale, reduce_losses
+from .._validate import is_python_scalar, normalize_axes
 
 
-def dask_route(func):
-    """Decorate a public function so that Dask arrays take the Dask route."""
-    signature = inspect.signature(func)
-
-    @functools.wraps(func)
-    def public(*args, **kwargs):
-        if _any_dask_array(args, kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            return _RULES[func.__name__](public, dict(bound.arguments))
-        return func(*args, **kwargs)
-
-    return public
+def _route(declaration, arguments):
+    """The lazy Dask result of a call that holds a Dask array."""
+    split = declaration.blocks_for(arguments)
+    return _RULES[type(split)](declaration.public, split, arguments)
 
 
 def _any_dask_array(args, kwargs):
@@ -287,11 +291,11 @@ def _along_axes(public, arguments, name, kept_axis=False):
     return x, axes, result, _letters(x.ndim)
 
 
-def _normalize_rule(public, arguments):
+def _normalize_rule(public, split, arguments):
     """Along axes, same shape out (softmax, log_softmax, stablemax,
     log_stablemax, dense_to_sparse_gating, gumbel_softmax): the axes are
     rechunked to one chunk, every block is one call."""
-    name = next(iter(arguments))
+    name = split.array
     x, axes, result, ind = _along_axes(public, arguments, name)
     inputs = [(name, x, ind)]
     options = {}
@@ -303,9 +307,9 @@ def _normalize_rule(public, arguments):
     return _blockwise(public, arguments, inputs, ind, _meta(result), **options)
 
 
-def _topk_rule(public, arguments):
+def _topk_rule(public, split, arguments):
     """topk and gumbel_topk: the axis in one chunk, k entries of it out."""
-    name = next(iter(arguments))
+    name = split.array
     x, (axis,), result, ind = _along_axes(public, arguments, name, kept_axis=True)
     k = arguments["k"]
     inputs = [(name, x, ind)]
@@ -320,7 +324,7 @@ def _topk_rule(public, arguments):
                  for i, part in enumerate(result))
 
 
-def _logsumexp_rule(public, arguments):
+def _logsumexp_rule(public, split, arguments):
     """logsumexp: one call per block when the reduced axes are whole;
     otherwise each block gives a partial (log|sum|, sign) and a second call
     combines them (``b`` = the partial signs when ``b`` was given)."""
@@ -373,38 +377,12 @@ def _logsumexp_blocks(public, arguments, x, b, where, axes, dtype):
 
 # ---------------------------------------------------------------- losses
 
-# What the mean of each loss divides by: "weight", the summed class weights
-# of the kept samples (the count of kept samples without weights); "count",
-# the kept samples; "samples", all samples; "elements", all entries;
-# "batch", the first axis' length. Index targets only for "weight" and
-# "count" (cross_entropy with probabilities divides by "samples").
-_LOSSES = {
-    # name: (first argument, per-class weight argument, mean's denominator, elementwise)
-    "cross_entropy": ("logits", "weight", "weight", False),
-    "nll_loss": ("log_probs", "weight", "weight", False),
-    "z_loss": ("logits", "weight", "weight", False),
-    "focal_loss": ("logits", "alpha", "count", False),
-    "comp_sum_loss": ("logits", "weight", "weight", False),
-    "generalized_cross_entropy": ("logits", "weight", "weight", False),
-    "mae_loss": ("logits", "weight", "weight", False),
-    "multi_margin_loss": ("logits", "weight", "samples", False),
-    "logsumexp_penalty": ("logits", None, "samples", False),
-    "binary_cross_entropy_with_logits": ("logits", None, "elements", True),
-    "sigmoid_focal_loss": ("logits", None, "elements", True),
-    "kl_div": ("input", None, "elements", True),
-}
-
-
-def _loss_rule(public, arguments):
+def _loss_rule(public, split, arguments):
     """Samples (every axis but the class axis) are blocked; the class axis
     is whole. "none": per-block losses; "sum"/"mean": per-block sums (and
     mean denominators) added up lazily, the gradient of each block's sum
     scaled lazily by the global mean's factor."""
-    first, class_weight, denominator, elementwise = _LOSSES[public.__name__]
-    if public.__name__ == "kl_div":
-        elementwise = not arguments["from_logits"]
-        if arguments["reduction"] == "batchmean":
-            denominator = "batch"
+    first, class_weight, elementwise = split.first, split.class_weight, split.elementwise
     class_axis = None if elementwise else arguments["axis"]
     result = _validate(public, arguments,
                        _loss_kept(arguments, first, class_axis, class_weight, elementwise))
@@ -429,10 +407,9 @@ def _loss_rule(public, arguments):
     if class_weight is not None and arguments[class_weight] is not None:
         # "Z": an index of its own (the classes, whole), unused by the logits'
         inputs.append((class_weight, _whole(_as_dask(arguments[class_weight]), (0,)), "Z"))
-    if denominator in ("weight", "count") and not index_target:
-        denominator = "samples"
-    return _loss_graph(public, arguments, inputs, x, axis, ind, samples, dtype, denominator,
-                       class_weight)
+    # With probability targets every sample counts.
+    mean_over = "samples" if split.mean_over == "kept" and not index_target else split.mean_over
+    return _loss_graph(public, split, arguments, inputs, x, axis, ind, samples, dtype, mean_over)
 
 
 def _loss_kept(arguments, first, class_axis, class_weight, elementwise):
@@ -455,16 +432,15 @@ def _is_probability_target(target):
     return hasattr(target, "dtype") and np.issubdtype(target.dtype, np.floating)
 
 
-def _loss_graph(public, arguments, inputs, x, axis, ind, samples, dtype, denominator,
-                class_weight):
+def _loss_graph(public, split, arguments, inputs, x, axis, ind, samples, dtype, mean_over):
     reduction, return_grad = arguments["reduction"], arguments["return_grad"]
     task_arguments = dict(arguments, reduction="none" if reduction == "none" else "sum")
-    per_block = functools.partial(_loss_task, public, reduction, denominator, class_weight)
+    kept_share = split.kept_share if mean_over == "kept" else None
+    per_block = functools.partial(_loss_task, public, reduction, kept_share)
     tuples = _tuples(per_block, task_arguments, inputs, samples)
     grad_options = {"new_axes": {} if axis is None else {ind[axis]: x.shape[axis]}}
     if reduction == "none":
-        # kl_div's losses are pointwise (the input's shape) even from logits
-        pointwise = public.__name__ == "kl_div"
+        pointwise = split.pointwise
         loss = _part(tuples, functools.partial(_pick, (0,)), ind if pointwise else samples,
                      samples, dtype, **(grad_options if pointwise else {}))
         if not return_grad:
@@ -472,10 +448,10 @@ def _loss_graph(public, arguments, inputs, x, axis, ind, samples, dtype, denomin
         return loss, _part(tuples, functools.partial(_pick, (1,)), ind, samples, dtype,
                            **grad_options)
     total = _partials(tuples, samples, 0).sum()
-    if denominator in ("weight", "count"):
+    if kept_share is not None:
         count = _partials(tuples, samples, 2).sum()
     else:
-        count = _static_denominator(denominator, x, axis)
+        count = _static_denominator(mean_over, x, axis)
     loss = _scalar_graph(_reduced_loss, reduction, dtype, total, count)
     if not return_grad:
         return loss
@@ -486,7 +462,7 @@ def _loss_graph(public, arguments, inputs, x, axis, ind, samples, dtype, denomin
     return loss, grad
 
 
-def _loss_task(public, reduction, denominator, class_weight, fixed, names, *blocks):
+def _loss_task(public, reduction, kept_share, fixed, names, *blocks):
     """(loss, grad, the block's share of the mean's denominator, grad of
     the block's own mean or None) of one block.
 
@@ -497,11 +473,8 @@ def _loss_task(public, reduction, denominator, class_weight, fixed, names, *bloc
     result = _call(public, arguments)
     loss, grad = result if arguments["return_grad"] else (result, None)
     count, own_mean_grad = 0.0, None
-    if denominator in ("weight", "count"):
-        from . import _losses
-        kernel_targets = _losses._indices_for_kernel(arguments["target"], arguments["ignore_index"])
-        weight = arguments[class_weight] if denominator == "weight" else None
-        count = _losses._weighted_count(kernel_targets, weight)
+    if kept_share is not None:
+        count = kept_share(arguments)
         if reduction == "mean" and count == 0 and arguments["return_grad"]:
             own_mean_grad = _call(public, dict(arguments, reduction="mean"))[1]
     return loss, grad, count, own_mean_grad
@@ -509,12 +482,11 @@ def _loss_task(public, reduction, denominator, class_weight, fixed, names, *bloc
 
 def _scaled_grad(reduction, block, count):
     """The gradient of the global sum or mean from a block's tuple."""
-    from . import _losses
     count = float(count)
     if reduction == "mean" and count == 0 and block[3] is not None:
         return block[3]
     grad = block[1]
-    return grad * np.asarray(_losses._grad_scale(reduction, count), grad.dtype)
+    return grad * np.asarray(grad_scale(reduction, count), grad.dtype)
 
 
 def _static_denominator(kind, x, axis):
@@ -526,9 +498,8 @@ def _static_denominator(kind, x, axis):
 
 
 def _reduced_loss(reduction, total, count):
-    from . import _losses
-    return _losses._reduce(np.asarray([total]), reduction if reduction == "sum" else "mean",
-                           count, (), np.float64)
+    return reduce_losses(np.asarray([total]), reduction if reduction == "sum" else "mean",
+                         count, (), np.float64)
 
 
 def _scalar_graph(func, reduction, dtype, *operands):
@@ -545,7 +516,7 @@ def _scalar_task(func, reduction, dtype, *operands):
 
 # ---------------------------------------------------------------- linear_cross_entropy
 
-def _linear_cross_entropy_rule(public, arguments):
+def _linear_cross_entropy_rule(public, split, arguments):
     """Rows of the embeddings (and targets) are blocked; the classifier and
     bias are one block each, read by every task. The classifier's and
     bias' gradients are sums over the row blocks."""
@@ -561,7 +532,7 @@ def _linear_cross_entropy_rule(public, arguments):
     if arguments["bias"] is not None:
         inputs.append(("bias", _as_dask(arguments["bias"]).rechunk(-1), "v"))
     task_arguments = dict(arguments, reduction="none" if reduction == "none" else "sum")
-    tuples = _tuples(functools.partial(_linear_cross_entropy_task, public), task_arguments,
+    tuples = _tuples(functools.partial(_linear_cross_entropy_task, public, split), task_arguments,
                      inputs, "n")
     if reduction == "none":
         loss = _part(tuples, functools.partial(_pick, (0,)), "n", "n", dtype)
@@ -580,8 +551,7 @@ def _linear_cross_entropy_rule(public, arguments):
                            adjust_chunks={"n": 1}, new_axes={c: sizes[c] for c in axes}
                            ).sum(axis=0))
     if reduction != "none":
-        from . import _linear_cross_entropy
-        scale = _scalar_graph(_linear_cross_entropy._grad_scale, reduction, dtype, n_valid)
+        scale = _scalar_graph(split.grad_scale, reduction, dtype, n_valid)
         grads = [g * scale for g in grads]
     return loss, tuple(grads)
 
@@ -591,22 +561,17 @@ def _summand(i, t):
     return t[1][i][np.newaxis]
 
 
-def _linear_cross_entropy_task(public, fixed, names, *blocks):
+def _linear_cross_entropy_task(public, split, fixed, names, *blocks):
     """(loss, grads, non-ignored rows) of one block of rows."""
-    from . import _linear_cross_entropy
     arguments = dict(fixed, **dict(zip(names, blocks)))
     result = _call(public, arguments)
     loss, grads = result if arguments["return_grad"] else (result, None)
-    target = arguments["target"]
-    ignore_index = _linear_cross_entropy._normalize_ignore_index(np, target,
-                                                                 arguments["ignore_index"])
-    ignored = 0 if ignore_index is None else int(np.count_nonzero(target == ignore_index))
-    return loss, grads, float(target.shape[0] - ignored)
+    return loss, grads, split.kept_rows(arguments)
 
 
 # ---------------------------------------------------------------- gating
 
-def _topk_gating_rule(public, arguments):
+def _topk_gating_rule(public, split, arguments):
     """Tokens are blocked, the experts axis whole. Slots under a capacity
     are combined exactly across blocks (``_global_slots``); the auxiliary
     losses need all tokens: with return_aux the tokens are one block."""
@@ -626,7 +591,7 @@ def _topk_gating_rule(public, arguments):
                           getattr(result, name).dtype, new_axes={"k": k})
               for name in ("weights", "indices")}
     if arguments["capacity_factor"] is not None:
-        capacity = expert_capacity(arguments["capacity_factor"], k, n_tokens, n_experts)
+        capacity = split.capacity(arguments["capacity_factor"], k, n_tokens, n_experts)
         positions = _global_slots(tuples, z.chunks[0], k, n_experts)
         fields.update(positions=positions, kept=positions < capacity, capacity=capacity)
     if result.aux is not None:
@@ -683,18 +648,18 @@ def _aux_part(tuples, name, value, n_experts):
 
 # ---------------------------------------------------------------- boxes
 
-def _box_rule(public, arguments):
+def _box_rule(public, split, arguments):
     """box_area, box_convert: the coordinates (last axis) whole, the boxes
     blocked."""
     result = _validate(public, arguments, {"boxes": (-1,)})
     boxes = _as_dask(arguments["boxes"])
     boxes = _whole(boxes, (boxes.ndim - 1,))
     ind = _letters(boxes.ndim)
-    out_ind = ind if public.__name__ == "box_convert" else ind[:-1]
+    out_ind = ind if split.keeps_coordinates else ind[:-1]
     return _blockwise(public, arguments, [("boxes", boxes, ind)], out_ind, _meta(result))
 
 
-def _box_iou_rule(public, arguments):
+def _box_iou_rule(public, split, arguments):
     """box_iou: blocks of boxes1 by blocks of boxes2."""
     result = _validate(public, arguments, {"boxes1": (1,), "boxes2": (1,)})
     boxes1 = _whole(_as_dask(arguments["boxes1"]), (1,))
@@ -703,13 +668,13 @@ def _box_iou_rule(public, arguments):
     return _blockwise(public, arguments, inputs, "ij", _meta(result))
 
 
-def _nms_rule(public, arguments):
+def _nms_rule(public, split, arguments):
     """nms, batched_nms, soft_nms, batched_soft_nms: global greedy
     selections, so one task over all boxes; results of unknown length."""
     import dask
-    names = [name for name in ("boxes", "scores", "labels")
-             if arguments.get(name) is not None]
-    kept = {name: (1,) if name == "boxes" else () for name in names}
+    names = [name for name in split.arrays if arguments[name] is not None]
+    # The first axis runs over the boxes; the checks see every other length.
+    kept = {name: tuple(range(1, np.ndim(_host_like(arguments[name])))) for name in names}
     result = _validate(public, arguments, kept)
     fixed = {k: v for k, v in arguments.items() if k not in names}
     task = functools.partial(_apply, public, fixed, tuple(names))
@@ -723,23 +688,15 @@ def _nms_rule(public, arguments):
 
 
 _RULES = {
-    "softmax": _normalize_rule,
-    "log_softmax": _normalize_rule,
-    "stablemax": _normalize_rule,
-    "log_stablemax": _normalize_rule,
-    "logsumexp": _logsumexp_rule,
-    "dense_to_sparse_gating": _normalize_rule,
-    "gumbel_softmax": _normalize_rule,
-    "topk": _topk_rule,
-    "gumbel_topk": _topk_rule,
-    "topk_gating": _topk_gating_rule,
-    "linear_cross_entropy": _linear_cross_entropy_rule,
-    "box_area": _box_rule,
-    "box_convert": _box_rule,
-    "box_iou": _box_iou_rule,
-    "nms": _nms_rule,
-    "batched_nms": _nms_rule,
-    "soft_nms": _nms_rule,
-    "batched_soft_nms": _nms_rule,
-    **{name: _loss_rule for name in _LOSSES},
+    AlongAxes: _normalize_rule,
+    TopKAlongAxis: _topk_rule,
+    LogSumExpReduction: _logsumexp_rule,
+    LossOverSamples: _loss_rule,
+    RowsOfLinearLoss: _linear_cross_entropy_rule,
+    TokensWithSlots: _topk_gating_rule,
+    BoxRows: _box_rule,
+    PairsOfBoxes: _box_iou_rule,
+    WholeInput: _nms_rule,
 }
+
+register_adapter(_any_dask_array, _route)

@@ -1,0 +1,155 @@
+"""What each public function declares beside itself for the adapters.
+
+softarray is built in layers (docs/architecture.md): the compiled kernels
+at the bottom, the families (``_softmax``, ``_losses``, ...) in the middle,
+and on top the adapters, which run a public function on another engine's
+arrays (``softarray._adapters.dask`` today). A family never imports an
+adapter and an adapter never reads a family's private names: between them
+stand the declarations of this module.
+
+``@declare(split)`` records, on the public function, how its work splits
+over blocks of its input (``public.declaration.split``): one of the split
+kinds below, or a function of the call's arguments that returns one (where
+the split depends on an option, as ``kl_div``'s does). Each adapter
+registers, at its import, a claim (does this call's argument list hold
+arrays of my engine?) and a route (run the call on my engine); the
+decorated function asks the registered claims first and otherwise runs
+itself. This module imports nothing of softarray's: it sits at the base.
+"""
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+
+# (claim, route) pairs of the registered adapters, in the order registered.
+_ADAPTERS = []
+
+
+def register_adapter(claims, route):
+    """Send every call for which ``claims(args, kwargs)`` is true to
+    ``route(declaration, arguments)`` (arguments: the call bound to the
+    public function's signature, defaults applied)."""
+    _ADAPTERS.append((claims, route))
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """A public function and how its work splits over blocks."""
+    public: Callable
+    split: object
+
+    def blocks_for(self, arguments):
+        """The split of this call (``arguments``: name -> value)."""
+        return self.split(arguments) if callable(self.split) else self.split
+
+    def bind(self, args, kwargs):
+        bound = inspect.signature(self.public).bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
+def declare(split):
+    """Decorate a public function with its split (see the module's text)."""
+    def decorate(func):
+        @functools.wraps(func)
+        def public(*args, **kwargs):
+            for claims, route in _ADAPTERS:
+                if claims(args, kwargs):
+                    return route(public.declaration, public.declaration.bind(args, kwargs))
+            return func(*args, **kwargs)
+
+        public.declaration = Declaration(public, split)
+        return public
+
+    return decorate
+
+
+# ---------------------------------------------------------------- split kinds
+# Each names what an adapter must know and nothing of how a family computes.
+
+@dataclasses.dataclass(frozen=True)
+class AlongAxes:
+    """Same shape out, each output entry computed from the entries along
+    the ``axis`` argument (softmax): blocks whole along those axes are
+    independent. An ``rng`` argument draws independent noise per block; a
+    ``where`` mask follows the input's blocks."""
+    array: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKAlongAxis:
+    """The ``k`` entries chosen along the ``axis`` argument (topk): blocks
+    whole along that axis are independent; the axis becomes ``k`` long."""
+    array: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSumExpReduction:
+    """A log-sum-exp over the ``axis`` argument, with optional ``b`` scale
+    factors, ``where`` mask, ``keepdims`` and ``return_sign``: partial
+    results of blocks along the reduced axes combine by another call on the
+    partials (``b`` = their signs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOverSamples:
+    """A loss whose samples are independent.
+
+    first: the name of the scores argument. class_weight: the name of a
+    per-class weight argument (whole in every block), or None.
+    elementwise: every entry is a sample (no class axis); else the class
+    axis is the ``axis`` argument, whole in every block. mean_over: what a
+    "mean" reduction divides by: "kept" (the per-block shares that
+    ``kept_share(arguments)`` returns, summed: kept samples, or their class
+    weights), "samples" (every sample), "elements" (every entry), "batch"
+    (the first axis' length). pointwise: reduction "none" gives one loss
+    per entry, not per sample. ``target`` holds class indices (one per
+    sample) or, with a floating dtype, one entry per score.
+    """
+    first: str
+    mean_over: str
+    class_weight: str = None
+    elementwise: bool = False
+    pointwise: bool = False
+    kept_share: Callable = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsOfLinearLoss:
+    """A loss over rows of ``embeddings`` times the whole ``classifier``
+    (and ``bias``): row blocks are independent; the classifier's and bias'
+    gradients are sums over row blocks. kept_rows(arguments): the rows a
+    "mean" counts; grad_scale(reduction, kept): a "sum" or "mean" gradient's
+    factor on a row's own gradient."""
+    kept_rows: Callable
+    grad_scale: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class TokensWithSlots:
+    """A router over tokens (rows of ``router_logits``; experts whole):
+    token blocks are independent, except the slots each expert gives out in
+    order of arrival up to ``capacity(capacity_factor, k, n_tokens,
+    n_experts)``, and the auxiliary losses, which need every token."""
+    capacity: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxRows:
+    """One result per box of ``boxes`` (coordinates whole): blocks of boxes
+    are independent; keeps_coordinates: the result has the coordinate
+    axis (box_convert), else it drops it (box_area)."""
+    keeps_coordinates: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PairsOfBoxes:
+    """One result per pair of ``boxes1`` and ``boxes2`` (box_iou): every
+    pair of blocks is independent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeInput:
+    """A global computation (greedy NMS): one task over all of ``arrays``
+    (the names of the array arguments), results of unknown length."""
+    arrays: tuple
