@@ -10,6 +10,7 @@ import array_api_compat
 import numpy as np
 
 from . import _dispatch
+from ._conventions import threshold_in_dtype
 from ._declare import BoxRows, PairsOfBoxes, WholeInput, declare
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
@@ -328,7 +329,7 @@ def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     iou_threshold = _check_iou_threshold(iou_threshold)
     score_threshold = _check_score_threshold(score_threshold, optional=True)
     if score_threshold is not None:     # compared exactly, not rounded to the scores' dtype
-        score_threshold = _portable.threshold_in_dtype(score_threshold, scores.dtype, strict=True)
+        score_threshold = threshold_in_dtype(score_threshold, scores.dtype, strict=True)
     max_output = _check_max_output(max_output, n)
     a, s = _dispatch.as_compiled_input(boxes), _dispatch.as_compiled_input(scores)
     host_labels = None if labels is None else _host_labels(labels)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _dispatch
+from ._conventions import capacity_slots, expert_capacity
 from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, declare
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
@@ -151,7 +152,7 @@ class TopKGating(NamedTuple):
 _ORDERS = ("softmax_topk", "topk_softmax")
 
 
-@declare(TokensWithSlots(capacity=_portable.expert_capacity))
+@declare(TokensWithSlots(capacity=expert_capacity))
 def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, temperature=1.0,
                 noise_std=0.0, rng=None, capacity_factor=None, return_aux=False):
     r"""Top-k gate of a mixture-of-experts router, fused.
@@ -241,9 +242,9 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     weights, indices, prob_sum = _gate(xp, routed, k, inv_t, over_selected, return_aux)
     result = {}
     if capacity_factor is not None or return_aux:
-        positions, counts = _portable.capacity_slots(xp, indices, n_experts)
+        positions, counts = capacity_slots(xp, indices, n_experts)
     if capacity_factor is not None:
-        capacity = _portable.expert_capacity(capacity_factor, k, n_tokens, n_experts)
+        capacity = expert_capacity(capacity_factor, k, n_tokens, n_experts)
         result.update(positions=positions, kept=positions < capacity, capacity=capacity)
     if return_aux:
         result["aux"] = _aux(xp, z, counts, prob_sum, n_tokens, n_experts)

@@ -28,6 +28,7 @@ LAYERS = {
     "softarray._config": "base",
     "softarray._declare": "base",
     "softarray._reduction": "base",
+    "softarray._conventions": "base",
     "softarray._portable": "families",
     "softarray._softmax": "families",
     "softarray._losses": "families",

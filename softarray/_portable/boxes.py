@@ -16,6 +16,7 @@ Python step per box.
 """
 import numpy as np
 
+from .._conventions import threshold_in_dtype
 from .gating import _order
 
 # Boxes per tile of the portable NMS: the tile's IoU matrix has TILE**2 entries.
@@ -77,22 +78,6 @@ def _overlap_iou(xp, a, b):
 def _can_overlap(xp, boxes):
     finite = xp.all(xp.isfinite(boxes), axis=-1)
     return finite & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-
-
-def threshold_in_dtype(threshold, dtype, *, strict):
-    """The threshold as a value t of ``dtype`` such that, for every v of that
-    dtype, ``v > t`` (strict) or ``v >= t`` holds exactly when it holds for
-    float64(v) against the float64 threshold (as the compiled kernels and
-    torchvision compare): the threshold rounded down, or up. Comparing an
-    array with a Python float would round it to nearest instead."""
-    npdtype = {"float16": np.float16, "float32": np.float32}.get(str(dtype).split(".")[-1], np.float64)
-    with np.errstate(over="ignore"):
-        t = npdtype(threshold)
-    if strict and float(t) > threshold:
-        t = np.nextafter(t, npdtype(-np.inf))
-    elif not strict and float(t) < threshold:
-        t = np.nextafter(t, npdtype(np.inf))
-    return float(t)
 
 
 def _same_label(xp, labels, rows, cols):

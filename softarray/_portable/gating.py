@@ -1,5 +1,6 @@
 """Gating with array-API calls only: the portable half of the gating family
-(top-k, the top-k gate of mixture-of-experts routers, capacity slots).
+(top-k, the top-k gate of mixture-of-experts routers). Capacity slots,
+shared with the compiled path, are in ``softarray._conventions``.
 
 ``x`` arrives validated: a real (floating, integer or bool) array, ``axis`` a
 non-negative int below ``x.ndim``, ``k`` an int with 0 <= k <= x.shape[axis].
@@ -9,7 +10,6 @@ The order is the compiled kernel's: NaN above every number (+inf included),
 give it: a stable descending sort keeps equal keys in index order just as an
 ascending one does.
 """
-import math
 
 
 def topk(xp, x, k, *, axis, largest, sorted):
@@ -78,31 +78,3 @@ def gate(xp, z, k, *, inv_temperature, over_selected, with_probs):
         e = xp.exp((z - top) * inv_temperature)
         prob_sum = xp.sum(e / xp.sum(e, axis=1, keepdims=True), axis=0)
     return weights, indices, prob_sum
-
-
-def expert_capacity(capacity_factor, k, n_tokens, n_experts):
-    """Slots per expert: capacity_factor times an even share of the k * n_tokens
-    assignments, rounded up (GShard, Switch Transformer)."""
-    return math.ceil(capacity_factor * k * n_tokens / n_experts)
-
-
-def capacity_slots(xp, indices, num_experts):
-    """Each (token, choice)'s slot in its expert, assigned in order of
-    arrival: every token's first choice before any second choice (GShard,
-    Switch Transformer), tokens in order within a choice. Returns the slots
-    (tokens, k) and the number of assignments per expert, both int64.
-
-    A stable sort of the experts in priority order groups each expert's
-    assignments in arrival order; an entry's slot is its position in the
-    sorted order less its group's first position (found by searchsorted)."""
-    n, k = indices.shape
-    flat = xp.reshape(xp.permute_dims(indices, (1, 0)), (-1,))
-    order = xp.argsort(flat, stable=True)
-    grouped = xp.take(flat, order)
-    first = xp.searchsorted(grouped, grouped, side="left")
-    slot_sorted = xp.arange(n * k, dtype=xp.int64, device=first.device) - xp.astype(first, xp.int64)
-    slots = xp.take(slot_sorted, xp.argsort(order))
-    experts = xp.arange(num_experts, dtype=grouped.dtype, device=grouped.device)
-    counts = (xp.searchsorted(grouped, experts, side="right")
-              - xp.searchsorted(grouped, experts, side="left"))
-    return xp.permute_dims(xp.reshape(slots, (k, n)), (1, 0)), xp.astype(counts, xp.int64)
