@@ -65,6 +65,27 @@ def check_same_library(xp, value, name, first_name="x"):
                         f"({library}), got {type(value).__module__}.{type(value).__name__}")
 
 
+_ROW_KERNEL_DTYPES = frozenset(COMPILED_DTYPES)
+
+
+def plain_rows(x, axis):
+    """The fast path of small calls: x as a (rows, n) view when it is a plain
+    NumPy array that the row kernels read as it is (float32 or float64 in
+    native byte order, aligned, C-contiguous, not empty) and ``axis`` is its
+    last axis as an int; else None, and the call takes the general path.
+
+    On such input the general path's checks all pass and it calls the same
+    row kernel on the same view, so both give the same bits; here the
+    array-API namespace, the promotion and the layout are never looked up,
+    which is most of a small call's time (docs/performance.md)."""
+    if (type(x) is np.ndarray and type(axis) is int and x.dtype in _ROW_KERNEL_DTYPES
+            and x.ndim and (axis == -1 or axis == x.ndim - 1)):
+        flags = x.flags
+        if flags.c_contiguous and flags.aligned and x.size:
+            return x.reshape(-1, x.shape[-1])
+    return None
+
+
 def as_compiled_input(x):
     """Return x as a NumPy array the kernels can read (native byte order,
     aligned), sharing memory with x where it already is one, or None when x

@@ -239,6 +239,24 @@ def _kl_div_blocks(arguments):
                            pointwise=True)
 
 
+def _small_cross_entropy(logits, target, axis, reduction):
+    """The fast path of small calls (every option but the reduction at its
+    default): the loss when logits are plain rows (``_dispatch.plain_rows``)
+    and target a C-contiguous int64 NumPy array of their other axes' shape
+    with every index in range, else None and the general path runs (and
+    raises any error). The kernel, options and reduction are the general
+    path's, so are the bits."""
+    rows = _dispatch.plain_rows(logits, axis)
+    if (rows is None or type(target) is not np.ndarray or target.dtype != np.int64
+            or target.shape != logits.shape[:-1] or not target.flags.c_contiguous
+            or reduction not in REDUCTIONS):
+        return None
+    loss = np.empty(rows.shape[0])
+    if not _kernels.index_rows(rows, target.reshape(-1), loss):
+        return None
+    return reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
+
+
 def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,
                 ignore_index=None, mean_by="weight", portable=None, params=None):
     """Shared body of the class-index losses (everything but probability targets).
@@ -324,6 +342,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     >>> bool(np.allclose(grad.sum(axis=1), 0.0))
     True
     """
+    if (weight is None and ignore_index is None and return_grad is False
+            and type(label_smoothing) in (float, int) and label_smoothing == 0):
+        loss = _small_cross_entropy(logits, target, axis, reduction)
+        if loss is not None:
+            return loss
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     C = logits.shape[axis]
     eps = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)

@@ -12,7 +12,7 @@ def reduce_losses(per_item, reduction, denominator, shape, dtype):
     when it is 0, as torch's mean of no samples)."""
     if reduction == "none":
         return per_item.reshape(shape).astype(dtype)
-    total = float(per_item.sum())
+    total = float(np.add.reduce(per_item, axis=None))   # ndarray.sum's bits, with less around it
     if reduction == "sum":
         return np.asarray(total, dtype)
     return np.asarray(total / denominator if denominator != 0 else math.nan, dtype)

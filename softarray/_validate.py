@@ -48,9 +48,22 @@ def check_axis(axis, ndim, name, role=""):
     return normalize_axes(axis, ndim)[0]
 
 
+def _is_real(value):
+    """A real number, and not a bool. Python's float and int are answered
+    first: the ABC check costs more than a small call's kernel."""
+    kind = type(value)
+    return kind is float or kind is int or (kind is not bool and isinstance(value, numbers.Real))
+
+
+def _is_integer(value):
+    """An integer, and not a bool (Python's int answered first)."""
+    kind = type(value)
+    return kind is int or (kind is not bool and isinstance(value, numbers.Integral))
+
+
 def check_temperature(temperature, name="temperature"):
     """Return 1 / temperature for a positive, finite real temperature."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+    if not _is_real(temperature):
         raise TypeError(f"{name} must be a positive real number, got {temperature!r}")
     t = float(temperature)
     if not (t > 0 and math.isfinite(t)):
@@ -154,7 +167,7 @@ def check_reduction(reduction, allowed=REDUCTIONS):
 
 def check_real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False):
     """Return value as a float after checking it is a finite real in the range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     v = float(value)
     below = v <= low if low_open else v < low
@@ -167,7 +180,7 @@ def check_real(value, name, *, low=-math.inf, high=math.inf, low_open=False, hig
 
 
 def check_int(value, name, *, allowed=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_integer(value):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if allowed is not None and int(value) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -106,22 +106,63 @@ cdef int _team_size(Py_ssize_t n_items, Py_ssize_t work, int n_threads) noexcept
     return n_threads
 
 
-cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *:
+cdef sa_loss_opts _default_opts(int kind, double class_weight_sum) noexcept nogil:
+    """A loss's options at their defaults: the one place they are set."""
     cdef sa_loss_opts o
-    o.kind = KINDS[opts["kind"]]
-    o.smoothing = opts.get("smoothing", 0.0)
-    o.gamma = opts.get("gamma", 0.0)
-    o.tau = opts.get("tau", 1.0)
-    o.a = opts.get("a", 1.0)
-    o.b = opts.get("b", 0.0)
-    o.margin = opts.get("margin", 1.0)
-    o.power = opts.get("power", 1)
-    o.weight = opts.get("weight", 1.0)
-    o.log_target = opts.get("log_target", False)
-    o.grad_scale = opts.get("grad_scale", 1.0)
-    o.class_weight = &class_weight[0] if class_weight.shape[0] > 0 else NULL
-    o.class_weight_sum = opts.get("class_weight_sum", 0.0)
+    o.kind = kind
+    o.smoothing = 0.0
+    o.gamma = 0.0
+    o.tau = 1.0
+    o.a = 1.0
+    o.b = 0.0
+    o.margin = 1.0
+    o.power = 1
+    o.weight = 1.0
+    o.log_target = False
+    o.grad_scale = 1.0
+    o.class_weight = NULL
+    o.class_weight_sum = class_weight_sum
     return o
+
+
+cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *:
+    cdef sa_loss_opts o = _default_opts(KINDS[opts["kind"]], opts.get("class_weight_sum", 0.0))
+    o.smoothing = opts.get("smoothing", o.smoothing)
+    o.gamma = opts.get("gamma", o.gamma)
+    o.tau = opts.get("tau", o.tau)
+    o.a = opts.get("a", o.a)
+    o.b = opts.get("b", o.b)
+    o.margin = opts.get("margin", o.margin)
+    o.power = opts.get("power", o.power)
+    o.weight = opts.get("weight", o.weight)
+    o.log_target = opts.get("log_target", o.log_target)
+    o.grad_scale = opts.get("grad_scale", o.grad_scale)
+    o.class_weight = &class_weight[0] if class_weight.shape[0] > 0 else NULL
+    return o
+
+
+def index_rows(const floating[:, ::1] x, const int64_t[::1] y, double[::1] loss):
+    """The small-call path of cross_entropy: the loss of each row of x (rows,
+    C) against its class index in y, with every option at its default, on
+    the calling thread, into loss. Returns False, computing nothing, when a
+    class index is outside [0, C): the caller's general path then raises
+    its error. The same kernel and options as ``samples`` gives such a call,
+    so the same bits."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], i
+    if y.shape[0] != n or loss.shape[0] != n or C == 0:
+        raise ValueError("internal error: one target and one loss per row expected")
+    for i in range(n):
+        if y[i] < 0 or y[i] >= C:
+            return False
+    cdef sa_loss_opts o = _default_opts(SA_LOSS_CROSS_ENTROPY, <double> C)
+    with nogil:
+        if floating is float:
+            sa_loss_samples_f32(&x[0, 0], C, 1, 1, C, 1, &y[0], NULL, 0, 0, 0, NULL, &o,
+                                &loss[0], 0, n)
+        else:
+            sa_loss_samples_f64(&x[0, 0], C, 1, 1, C, 1, &y[0], NULL, 0, 0, 0, NULL, &o,
+                                &loss[0], 0, n)
+    return True
 
 
 def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :, :] t,

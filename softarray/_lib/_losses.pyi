@@ -19,6 +19,11 @@ def samples(
     opts: dict[str, Any],
     n_threads: int,
 ) -> None: ...
+def index_rows(
+    x: npt.NDArray[_Float],
+    y: npt.NDArray[np.int64],
+    loss: npt.NDArray[np.float64],
+) -> bool: ...
 def elementwise(
     x: npt.NDArray[_Float],
     t: npt.NDArray[_Float],

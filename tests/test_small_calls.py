@@ -1,0 +1,120 @@
+"""The fast path of small calls (softarray._dispatch.plain_rows and the
+functions that use it) gives the general path's results bit for bit and
+its errors, and is taken only where its conditions hold.
+
+The general path is reached on the same values by a tuple axis (``(-1,)``),
+an int32 target or a non-contiguous array, which the fast path leaves alone;
+both then run the same kernel on the same rows.
+"""
+import numpy as np
+import pytest
+
+import softarray as sa
+from softarray import _dispatch
+
+SHAPES = [(10,), (8, 10), (3, 4, 5), (1, 1), (64, 1000)]
+DTYPES = [np.float32, np.float64]
+
+
+def _logits(shape, dtype, seed=0):
+    x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+    x.flat[0] = -np.inf         # special values go down the same kernel
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "stablemax", "log_stablemax"])
+def test_normalizers_equal_the_general_path(name, shape, dtype):
+    x = _logits(shape, dtype)
+    f = getattr(sa, name)
+    fast = f(x)
+    general = f(x, axis=(x.ndim - 1,))
+    assert fast.dtype == general.dtype == dtype and fast.shape == general.shape == shape
+    np.testing.assert_array_equal(fast, general)
+    assert not np.shares_memory(fast, x)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_logsumexp_equals_the_general_path(shape, dtype, keepdims):
+    x = _logits(shape, dtype)
+    fast, sign = sa.logsumexp(x, keepdims=keepdims, return_sign=True)
+    general, general_sign = sa.logsumexp(x, axis=(x.ndim - 1,), keepdims=keepdims,
+                                         return_sign=True)
+    assert fast.shape == general.shape and fast.dtype == general.dtype == dtype
+    np.testing.assert_array_equal(fast, general)
+    np.testing.assert_array_equal(sign, general_sign)
+    # and it is the log-sum-exp, written plainly in float64
+    with np.errstate(divide="ignore"):      # a row of only -inf
+        want = np.log(np.sum(np.exp(x.astype(np.float64)), axis=-1, keepdims=keepdims))
+    np.testing.assert_allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cross_entropy_equals_the_general_path(shape, dtype, reduction):
+    x = _logits(shape, dtype)
+    x.flat[0] = 1.0
+    target = np.random.default_rng(1).integers(0, shape[-1], shape[:-1])
+    fast = sa.cross_entropy(x, target, reduction=reduction)
+    general = sa.cross_entropy(x, target.astype(np.int32), reduction=reduction)
+    assert fast.shape == general.shape and fast.dtype == general.dtype == dtype
+    np.testing.assert_array_equal(fast, general)
+    x64 = x.astype(np.float64)
+    per = (np.log(np.sum(np.exp(x64), axis=-1))
+           - np.take_along_axis(x64, target[..., None], axis=-1)[..., 0])
+    want = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    np.testing.assert_allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_cross_entropy_out_of_range_target_raises_the_general_error():
+    x = _logits((4, 3), np.float32)
+    for bad in (np.array([0, 1, 3, 0]), np.array([0, -1, 2, 0])):
+        with pytest.raises(ValueError, match=r"class indices outside \[0, 3\)"):
+            sa.cross_entropy(x, bad)
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda x: sa.softmax(x, axis=True), TypeError),
+    (lambda x: sa.softmax(x, axis=2), ValueError),
+    (lambda x: sa.softmax(x, temperature=0.0), ValueError),
+    (lambda x: sa.logsumexp(x, keepdims=1), TypeError),
+    (lambda x: sa.cross_entropy(x, np.zeros(8, np.int64), reduction="avg"), ValueError),
+    (lambda x: sa.cross_entropy(x, np.zeros(7, np.int64)), ValueError),
+    (lambda x: sa.cross_entropy(x, np.zeros(8, np.int64), label_smoothing=np.ones(2)), TypeError),
+])
+def test_bad_arguments_still_raise(call, error):
+    with pytest.raises(error):
+        call(_logits((8, 10), np.float32))
+
+
+@pytest.mark.parametrize("x, axis, taken", [
+    (np.zeros((8, 10), np.float32), -1, True),
+    (np.zeros((8, 10), np.float64), 1, True),
+    (np.zeros((8, 10), np.float32), 0, False),            # not the last axis
+    (np.zeros((8, 10), np.float32), (-1,), False),        # a tuple goes the general way
+    (np.zeros((8, 10), np.float32), True, False),         # a bool is no axis
+    (np.zeros((8, 10), np.float16), -1, False),           # widened on the general path
+    (np.zeros((8, 10), ">f4"), -1, False),                # byte-swapped: copied there
+    (np.zeros((8, 20), np.float32)[:, ::2], -1, False),   # strided
+    (np.zeros((0, 10), np.float32), -1, False),           # empty
+    (np.zeros((), np.float32), -1, False),                # 0-d
+    (np.ma.zeros((8, 10), np.float32), -1, False),        # a subclass
+    ([[1.0, 2.0]], -1, False),                            # a list
+])
+def test_plain_rows_takes_only_plain_input(x, axis, taken):
+    rows = _dispatch.plain_rows(x, axis)
+    assert (rows is not None) == taken
+    if taken:
+        assert rows.shape == (8, 10) and np.shares_memory(rows, x)
+
+
+def test_unaligned_input_is_not_plain():
+    buffer = np.zeros(8 * 10 * 4 + 1, np.uint8)
+    x = buffer[1:].view(np.float32).reshape(8, 10)
+    assert not x.flags.aligned
+    assert _dispatch.plain_rows(x, -1) is None
+    np.testing.assert_allclose(sa.softmax(x), np.full((8, 10), 0.1), rtol=1e-6)
