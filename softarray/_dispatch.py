@@ -8,6 +8,8 @@ which returns the caller's array type, dtype and device. Dask arrays never
 get here: the Dask adapter (``softarray._adapters.dask``) claims the call
 first and maps the public function itself over their blocks.
 """
+import sys
+
 import numpy as np
 import array_api_compat
 
@@ -84,6 +86,25 @@ def plain_rows(x, axis):
         if flags.c_contiguous and flags.aligned and x.size:
             return x.reshape(-1, x.shape[-1])
     return None
+
+
+def plain_tensor(x):
+    """The fast path of small calls on PyTorch: ``x.numpy()`` (the same
+    memory) for a torch.Tensor that the compiled kernels take as it is (on
+    the CPU, float32, float64 or int64, not requiring grad, not a lazy
+    conjugate or negative view), else None. torch is never imported here:
+    an object can only be a tensor once its caller has imported torch."""
+    torch = sys.modules.get("torch")
+    if (torch is None or type(x) is not torch.Tensor or x.requires_grad
+            or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.int64)
+            or x.is_conj() or x.is_neg()):
+        return None
+    return x.numpy()
+
+
+def as_tensor(out):
+    """A NumPy result as a torch tensor sharing its memory (after plain_tensor)."""
+    return sys.modules["torch"].from_numpy(out)
 
 
 def as_compiled_input(x):

@@ -72,6 +72,9 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
     >>> indices
     array([2, 1, 3])
     """
+    fast = _small_topk(x, k, axis, largest, sorted)
+    if fast is not None:
+        return fast
     xp, x = _dispatch.namespace_of(x)
     if xp.isdtype(x.dtype, "complex floating"):
         raise TypeError(f"x has complex dtype {x.dtype}; topk needs a real array (complex numbers are not ordered)")
@@ -89,6 +92,26 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
         return _portable.topk(xp, x, k, axis=axis, largest=largest, sorted=sorted)
     values, indices = _topk_compiled(a, k, axis, largest, sorted)
     return _dispatch.to_caller(xp, values, x), _dispatch.to_caller(xp, indices, x)
+
+
+def _small_topk(x, k, axis, largest, sorted):
+    """The fast path of small calls: (values, indices) when x is plain rows
+    (``_dispatch.plain_rows``, or a plain CPU tensor) and the options plain
+    Python values with 0 < k <= the row length; else None and the general
+    path runs (and raises any error). The kernel call is the general path's."""
+    tensor = _dispatch.plain_tensor(x)
+    plain = x if tensor is None else tensor
+    rows = _dispatch.plain_rows(plain, axis)
+    if (rows is None or type(k) is not int or not 0 < k <= rows.shape[1]
+            or type(largest) is not bool or type(sorted) is not bool):
+        return None
+    values = np.empty(plain.shape[:-1] + (k,), plain.dtype)
+    indices = np.empty(plain.shape[:-1] + (k,), np.int64)
+    _kernels.topk_rows(rows, k, largest, sorted, values.reshape(-1, k), indices.reshape(-1, k),
+                       threads_for_call())
+    if tensor is None:
+        return values, indices
+    return _dispatch.as_tensor(values), _dispatch.as_tensor(indices)
 
 
 def _topk_compiled(a, k, axis, largest, sorted):

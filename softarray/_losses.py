@@ -246,6 +246,9 @@ def _small_cross_entropy(logits, target, axis, reduction):
     with every index in range, else None and the general path runs (and
     raises any error). The kernel, options and reduction are the general
     path's, so are the bits."""
+    tensor = _dispatch.plain_tensor(logits)
+    if tensor is not None:          # torch logits take torch targets
+        logits, target = tensor, _dispatch.plain_tensor(target)
     rows = _dispatch.plain_rows(logits, axis)
     if (rows is None or type(target) is not np.ndarray or target.dtype != np.int64
             or target.shape != logits.shape[:-1] or not target.flags.c_contiguous
@@ -254,7 +257,8 @@ def _small_cross_entropy(logits, target, axis, reduction):
     loss = np.empty(rows.shape[0])
     if not _kernels.index_rows(rows, target.reshape(-1), loss):
         return None
-    return reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
+    loss = reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
+    return loss if tensor is None else _dispatch.as_tensor(loss)
 
 
 def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,

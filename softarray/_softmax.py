@@ -52,11 +52,13 @@ def _prepare(x, axis, where, b=None):
 
 def _normalize(op, x, axis, scale, where):
     """Shared body of the four elementwise-output ops."""
-    rows = _dispatch.plain_rows(x, axis) if where is None else None
+    tensor = _dispatch.plain_tensor(x) if where is None else None
+    plain = x if tensor is None else tensor
+    rows = _dispatch.plain_rows(plain, axis) if where is None else None
     if rows is not None:
-        out = output_empty(x.shape, x.dtype)
+        out = output_empty(plain.shape, plain.dtype)
         _kernels.rows(rows, out.reshape(rows.shape), _kernels.OPS[op], scale, threads_for_call())
-        return out
+        return out if tensor is None else _dispatch.as_tensor(out)
     xp, x, axes, mask, _ = _prepare(x, axis, where)
     a = _dispatch.as_compiled_input(x)
     if a is None:
@@ -309,12 +311,17 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     """
     check_bool(keepdims, "keepdims")
     check_bool(return_sign, "return_sign")
-    rows = _dispatch.plain_rows(x, axis) if b is None and where is None else None
+    tensor = _dispatch.plain_tensor(x) if b is None and where is None else None
+    plain = x if tensor is None else tensor
+    rows = _dispatch.plain_rows(plain, axis) if b is None and where is None else None
     if rows is not None:
-        out = np.empty(rows.shape[0], x.dtype)
+        out = np.empty(rows.shape[0], plain.dtype)
         _kernels.rows_logsumexp(rows, out, 1.0, threads_for_call())
-        out = out.reshape(x.shape[:-1] + (1,) * keepdims)
-        return (out, _sign_of_exp_sum(np, out)) if return_sign else out
+        out = out.reshape(plain.shape[:-1] + (1,) * keepdims)
+        result = (out, _sign_of_exp_sum(np, out)) if return_sign else (out,)
+        if tensor is not None:
+            result = tuple(_dispatch.as_tensor(r) for r in result)
+        return result if return_sign else result[0]
     xp, x, axes, mask, b = _prepare(x, axis, where, b)
     if b is None:
         out = _logsumexp(xp, x, axes, keepdims, mask)

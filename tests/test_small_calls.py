@@ -118,3 +118,61 @@ def test_unaligned_input_is_not_plain():
     assert not x.flags.aligned
     assert _dispatch.plain_rows(x, -1) is None
     np.testing.assert_allclose(sa.softmax(x), np.full((8, 10), 0.1), rtol=1e-6)
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
+def test_torch_tensors_equal_the_numpy_result(name, dtype):
+    """A plain CPU tensor takes the fast path too; the result is a tensor of
+    the NumPy call's values, dtype and shape, sharing nothing with the input."""
+    torch = _torch()
+    x = _logits((8, 10), dtype)
+    x.flat[0] = 1.0
+    target = np.random.default_rng(2).integers(0, 10, 8)
+    args = (x, target) if name == "cross_entropy" else (x,)
+    f = getattr(sa, name)
+    want = f(*args)
+    got = f(*(torch.from_numpy(a.copy()) for a in args))
+    assert type(got) is torch.Tensor and got.dtype == torch.from_numpy(want).dtype
+    np.testing.assert_array_equal(got.numpy(), want)
+    if name == "logsumexp":
+        value, sign = f(torch.from_numpy(x), return_sign=True)
+        assert type(sign) is torch.Tensor
+        np.testing.assert_array_equal(sign.numpy(), np.ones(8, dtype))
+
+
+def test_tensors_that_are_not_plain_keep_their_path():
+    """requires_grad keeps autograd (the portable path), a Parameter stays a
+    subclass, mixed libraries are refused as before."""
+    torch = _torch()
+    x = torch.from_numpy(_logits((8, 10), np.float32)).requires_grad_()
+    y = sa.softmax(x)
+    assert y.requires_grad
+    assert _dispatch.plain_tensor(x) is None
+    assert _dispatch.plain_tensor(torch.nn.Parameter(torch.zeros(2, 3))) is None
+    with pytest.raises(TypeError, match="same library"):
+        sa.cross_entropy(torch.zeros(8, 10), np.zeros(8, np.int64))
+
+
+@pytest.mark.parametrize("largest, sorted", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_topk_equals_the_general_path(shape, dtype, largest, sorted):
+    x = _logits(shape, dtype)
+    if x.size > 2:
+        x.flat[1] = np.nan
+        x.flat[-1] = x.flat[-2]     # a tie: the lower index first
+    k = min(3, shape[-1])
+    values, indices = sa.topk(x, k, largest=largest, sorted=sorted)
+    # axis=-1 given as a NumPy integer is not plain: the general path
+    general_values, general_indices = sa.topk(x, k, axis=np.int64(-1), largest=largest,
+                                              sorted=sorted)
+    np.testing.assert_array_equal(values, general_values)
+    np.testing.assert_array_equal(indices, general_indices)
+    assert values.dtype == dtype and indices.dtype == np.int64
+    # the values are the entries at the indices
+    np.testing.assert_array_equal(np.take_along_axis(x, indices, axis=-1), values)
