@@ -14,6 +14,8 @@ import numpy as np
 import array_api_compat
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# What array_api_compat.array_namespace gives for every NumPy array.
+_NUMPY_NAMESPACE = array_api_compat.array_namespace(np.empty(0))
 
 
 def namespace_of(x, name="x"):
@@ -21,6 +23,8 @@ def namespace_of(x, name="x"):
 
     Python scalars and sequences become NumPy arrays, as SciPy accepts them.
     """
+    if type(x) is np.ndarray:       # the common case, without array_api_compat's search
+        return _NUMPY_NAMESPACE, x
     if isinstance(x, np.generic) or not _is_array(x):
         try:
             x = np.asarray(x)
