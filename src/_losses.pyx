@@ -125,7 +125,21 @@ cdef sa_loss_opts _default_opts(int kind, double class_weight_sum) noexcept nogi
     return o
 
 
+# The option names each kind of kernel reads: any other key is a misspelling,
+# which would otherwise silently leave that option at its default.
+LOSS_OPTIONS = frozenset({"kind", "class_weight_sum", "smoothing", "gamma", "tau", "a", "b",
+                          "margin", "power", "weight", "log_target", "grad_scale"})
+ELEMENTWISE_OPTIONS = frozenset({"kind", "alpha", "gamma", "log_target", "grad_scale"})
+
+
+cdef _check_option_names(dict opts, frozenset known):
+    unknown = opts.keys() - known
+    if unknown:
+        raise ValueError(f"internal error: unknown loss options {sorted(unknown)}")
+
+
 cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *:
+    _check_option_names(opts, LOSS_OPTIONS)
     cdef sa_loss_opts o = _default_opts(KINDS[opts["kind"]], opts.get("class_weight_sum", 0.0))
     o.smoothing = opts.get("smoothing", o.smoothing)
     o.gamma = opts.get("gamma", o.gamma)
@@ -245,6 +259,7 @@ def elementwise(const floating[:, ::1] x, const floating[:, ::1] t,
         # Rows of no elements sum to 0 (row_loss arrives uninitialized).
         row_loss[:] = 0.0
         return
+    _check_option_names(opts, ELEMENTWISE_OPTIONS)
     cdef sa_ew_opts o
     o.kind = ELEMENTWISE_KINDS[opts["kind"]]
     o.alpha = opts.get("alpha", -1.0)

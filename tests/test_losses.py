@@ -1185,3 +1185,19 @@ def test_other_losses_property(problem):
     want_loss, want_grad = torch_ref(name, x, target, **opts)
     assert_close(loss, want_loss, np.float64)
     assert_close(grad, want_grad, np.float64, floor=1e-3)
+
+
+def test_a_misspelt_kernel_option_is_an_error():
+    """The kernels' options travel by name; a name the kernel does not read
+    is refused instead of leaving that option silently at its default."""
+    from softarray._lib import _losses as kernels
+    x = np.zeros((2, 3, 1))
+    y = np.zeros(2, np.int64)
+    loss = np.empty(2)
+    with pytest.raises(ValueError, match=r"unknown loss options \['smothing'\]"):
+        kernels.samples(x, y, x, np.empty((0, 0, 0)), loss, np.empty(0),
+                        {"kind": "cross_entropy", "smothing": 0.1}, 1)
+    rows = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"unknown loss options \['gama'\]"):
+        kernels.elementwise(rows, rows, np.empty((0, 0)), np.empty((0, 0)), np.empty((2, 3)),
+                            np.empty((0, 0)), np.empty(2), {"kind": "sigmoid_focal", "gama": 2.0}, 1)

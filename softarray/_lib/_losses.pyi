@@ -8,6 +8,8 @@ _Float = np.float32 | np.float64
 
 KINDS: Final[dict[str, int]]
 ELEMENTWISE_KINDS: Final[dict[str, int]]
+LOSS_OPTIONS: Final[frozenset[str]]
+ELEMENTWISE_OPTIONS: Final[frozenset[str]]
 
 def samples(
     x: npt.NDArray[_Float],
