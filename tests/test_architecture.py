@@ -38,6 +38,8 @@ LAYERS = {
     "softarray._adapters": "adapters",
     "softarray.special": "consumers",
     "softarray.sklearn": "consumers",
+    "softarray._linear_objective": "consumers",
+    "softarray._sklearn_dask": "consumers",
     "softarray": "namespace",
     "softarray.__main__": "namespace",
 }
