@@ -6,11 +6,15 @@ array-API library and returns the caller's array type.
 from ._version import __version__
 
 from ._boxes import (
+    BoxShapeError,
     batched_nms,
     batched_soft_nms,
     box_area,
     box_convert,
     box_iou,
+    complete_box_iou,
+    distance_box_iou,
+    generalized_box_iou,
     nms,
     soft_nms,
 )
@@ -73,10 +77,14 @@ __all__ = [
     "box_convert",
     "box_area",
     "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
     "nms",
     "batched_nms",
     "soft_nms",
     "batched_soft_nms",
+    "BoxShapeError",
     "show_config",
     "get_num_threads",
     "set_num_threads",

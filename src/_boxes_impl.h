@@ -97,6 +97,66 @@ SA_DISPATCHED(SA_FN(sa_box_iou_rows), (const SA_T *a, ptrdiff_t s0, ptrdiff_t s1
     }
 }
 
+/* Rows [begin, end) of the generalized (SA_IOU_GENERALIZED), distance
+ * (SA_IOU_DISTANCE) or complete (SA_IOU_COMPLETE) IoU matrix of boxes a
+ * against the columns of b, with torchvision's formulas operation for
+ * operation: inter and union as in box_iou; the enclosing box's sides
+ * clamped at 0; GIoU = iou - (enclosing - union) / enclosing; DIoU = iou -
+ * centre distance^2 / (enclosing diagonal^2 + eps); CIoU = DIoU - alpha v
+ * with v = 4/pi^2 (atan(w_a/h_a) - atan(w_b/h_b))^2 and alpha = v / (1 -
+ * iou + v + eps). a_atan and b_atan hold each box's atan(w/h) (CIoU only;
+ * the same value torchvision computes per pair). */
+SA_DISPATCHED(SA_FN(sa_box_iou_variant_rows),
+              (const SA_T *a, ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t begin, ptrdiff_t end,
+               const SA_FN(sa_columns) *b, const SA_T *a_atan, const SA_T *b_atan, ptrdiff_t m,
+               int kind, SA_T eps, SA_T *out, ptrdiff_t out_stride),
+              (a, s0, s1, begin, end, b, a_atan, b_atan, m, kind, eps, out, out_stride))
+{
+    const SA_T four_over_pi2 = (SA_T)(4.0 / (SA_PI * SA_PI));
+    for (ptrdiff_t i = begin; i < end; i++) {
+        const SA_T *r = a + i * s0;
+        const SA_T x1 = r[0], y1 = r[s1], x2 = r[2 * s1], y2 = r[3 * s1];
+        const SA_T area = SA_FN(sa_area)(x1, y1, x2, y2);
+        const SA_T cx = (x1 + x2) / 2, cy = (y1 + y2) / 2;
+        SA_T *o = out + i * out_stride;
+        if (kind == SA_IOU_GENERALIZED) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < m; j++) {
+                const SA_T w = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(x2, b->x2[j]) - SA_FN(sa_max_nan)(x1, b->x1[j]));
+                const SA_T h = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(y2, b->y2[j]) - SA_FN(sa_max_nan)(y1, b->y1[j]));
+                const SA_T inter = w * h;
+                const SA_T uni = area + b->area[j] - inter;
+                const SA_T ew = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(x2, b->x2[j]) - SA_FN(sa_min_nan)(x1, b->x1[j]));
+                const SA_T eh = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(y2, b->y2[j]) - SA_FN(sa_min_nan)(y1, b->y1[j]));
+                const SA_T enclosing = ew * eh;
+                o[j] = inter / uni - (enclosing - uni) / enclosing;
+            }
+        } else {
+            const SA_T at = kind == SA_IOU_COMPLETE ? a_atan[i] : 0;
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < m; j++) {
+                const SA_T w = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(x2, b->x2[j]) - SA_FN(sa_max_nan)(x1, b->x1[j]));
+                const SA_T h = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(y2, b->y2[j]) - SA_FN(sa_max_nan)(y1, b->y1[j]));
+                const SA_T inter = w * h;
+                const SA_T iou = inter / (area + b->area[j] - inter);
+                const SA_T ew = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(x2, b->x2[j]) - SA_FN(sa_min_nan)(x1, b->x1[j]));
+                const SA_T eh = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(y2, b->y2[j]) - SA_FN(sa_min_nan)(y1, b->y1[j]));
+                const SA_T diagonal = ew * ew + eh * eh + eps;
+                const SA_T dx = cx - (b->x1[j] + b->x2[j]) / 2, dy = cy - (b->y1[j] + b->y2[j]) / 2;
+                const SA_T diou = iou - (dx * dx + dy * dy) / diagonal;
+                if (kind == SA_IOU_COMPLETE) {
+                    const SA_T d = at - b_atan[j];
+                    const SA_T v = four_over_pi2 * (d * d);
+                    const SA_T alpha = v / ((SA_T)1 - iou + v + eps);
+                    o[j] = diou - alpha * v;
+                } else {
+                    o[j] = diou;
+                }
+            }
+        }
+    }
+}
+
 /* --------------------------------------------------------- overlap tests */
 
 /* IoU of box i of a and box j of b when they intersect with positive area,

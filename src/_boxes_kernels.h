@@ -55,6 +55,10 @@
 /* Box formats of box_convert. */
 enum { SA_FMT_XYXY = 0, SA_FMT_XYWH = 1, SA_FMT_CXCYWH = 2 };
 
+/* The IoU variants of sa_box_iou_variant_rows. */
+enum { SA_IOU_GENERALIZED = 0, SA_IOU_DISTANCE = 1, SA_IOU_COMPLETE = 2 };
+#define SA_PI 3.14159265358979323846
+
 /* ------------------------------------------------------------ sort keys */
 
 /* Keys whose ascending order is decreasing score: NaN first (as torch.sort

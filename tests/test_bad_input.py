@@ -194,6 +194,14 @@ SPECS = {
         P("out_fmt", "choice", const("cxcywh"), choices=("xyxy", "xywh", "cxcywh"))]),
     "box_area": (sa.box_area, [P("boxes", "boxes_batch", _boxes)]),
     "box_iou": (sa.box_iou, [P("boxes1", "boxes", _boxes), P("boxes2", "boxes", _boxes)]),
+    "generalized_box_iou": (sa.generalized_box_iou, [P("boxes1", "boxes", _boxes),
+                                                     P("boxes2", "boxes", _boxes)]),
+    "distance_box_iou": (sa.distance_box_iou, [P("boxes1", "boxes", _boxes),
+                                               P("boxes2", "boxes", _boxes),
+                                               K("eps", "nonneg_real", const(1e-7))]),
+    "complete_box_iou": (sa.complete_box_iou, [P("boxes1", "boxes", _boxes),
+                                               P("boxes2", "boxes", _boxes),
+                                               K("eps", "nonneg_real", const(1e-7))]),
     "nms": (sa.nms, [
         P("boxes", "boxes", _boxes), P("scores", "scores", _scores, n=3),
         P("iou_threshold", "nonneg_real", const(0.5)),
@@ -222,6 +230,7 @@ SPECS = {
 # Names of __all__ that are not driven here, and why.
 NOT_DRIVEN = {
     "TopKGating": "a NamedTuple (the result type of topk_gating), not a function",
+    "BoxShapeError": "an exception class (raised for box arrays of the wrong shape)",
     "show_config": "prints the build configuration; takes no arguments",
     "get_num_threads": "takes no arguments",
     "set_num_threads": "process-wide state; covered in test_build",
@@ -448,6 +457,8 @@ DOCUMENTED_OK = {
     "box_convert-boxes-empty": _EMPTY,
     "box_iou-boxes1-empty": lambda r: np.asarray(r).shape == (0, 3),
     "box_iou-boxes2-empty": lambda r: np.asarray(r).shape == (3, 0),
+    **{f"{f}_box_iou-boxes{k}-empty": (lambda r, k=k: np.asarray(r).shape == ((0, 3), (3, 0))[k - 1])
+       for f in ("generalized", "distance", "complete") for k in (1, 2)},
     # A count beyond any size is a valid bound: "at most this many" / entries
     # per tile (clipped to the vocabulary): the same result as no bound.
     **{f"{f}-max_output-huge": (lambda r, f=f: _same_as(f, r, max_output=None))
@@ -598,6 +609,7 @@ HUGE_CASES = {
     "topk_gating": lambda: sa.topk_gating(_huge((BIG, 2)), 1),
     "box_area": lambda: sa.box_area(_huge((BIG, 4))),
     "box_iou": lambda: sa.box_iou(_huge((2**22, 4)), _huge((2**22, 4))),
+    "complete_box_iou": lambda: sa.complete_box_iou(_huge((2**22, 4)), _huge((2**22, 4))),
     "nms": lambda: sa.nms(_huge((BIG, 4)), _huge((BIG,)), 0.5),
     "lce_wide": lambda: sa.linear_cross_entropy(_huge((2, 2**32)), _huge((3, 2**32)),
                                                 np.array([0, 1])),

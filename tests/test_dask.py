@@ -568,6 +568,10 @@ def test_box_ops_match_numpy(dtype):
         iou = sa.box_iou(x, da.from_array(other, chunks=4))
         assert iou.numblocks == (x.numblocks[0], 3)
         assert_same(*compute(iou), sa.box_iou(boxes, other))
+        for fn in (sa.generalized_box_iou, sa.distance_box_iou, sa.complete_box_iou):
+            got = fn(x, da.from_array(other, chunks=4))
+            assert got.numblocks == (x.numblocks[0], 3)
+            assert_same(*compute(got), fn(boxes, other))
     batch = np.stack([boxes[:10].reshape(2, 5, 4)] * 2)
     got = compute(sa.box_area(da.from_array(batch, chunks=(1, 2, 3, 2))))
     assert_same(*got, sa.box_area(batch))

@@ -113,6 +113,7 @@ def _calls():
         "topk_gating": ("topk_gating", lambda: sa.topk_gating(
             router, 2, capacity_factor=1.0, return_aux=True)),
         "TopKGating": ("TopKGating", lambda: sa.TopKGating(x, t)),
+        "BoxShapeError": ("BoxShapeError", lambda: sa.BoxShapeError("boxes")),
         "dense_to_sparse_gating": ("dense_to_sparse_gating",
                                    lambda: sa.dense_to_sparse_gating(router, temperature=0.5)),
         "gumbel_softmax": ("gumbel_softmax", lambda: sa.gumbel_softmax(router, hard=True, rng=gen)),
@@ -120,6 +121,10 @@ def _calls():
         "box_convert": ("box_convert", lambda: sa.box_convert(boxes, "xyxy", "cxcywh")),
         "box_area": ("box_area", lambda: sa.box_area(boxes)),
         "box_iou": ("box_iou", lambda: sa.box_iou(boxes, boxes)),
+        "generalized_box_iou": ("generalized_box_iou",
+                                lambda: sa.generalized_box_iou(boxes, boxes)),
+        "distance_box_iou": ("distance_box_iou", lambda: sa.distance_box_iou(boxes, boxes)),
+        "complete_box_iou": ("complete_box_iou", lambda: sa.complete_box_iou(boxes, boxes)),
         "nms": ("nms", lambda: sa.nms(boxes, scores, 0.5, score_threshold=0.1)),
         "batched_nms": ("batched_nms", lambda: sa.batched_nms(boxes, scores, labels, 0.5)),
         "soft_nms": ("soft_nms", lambda: sa.soft_nms(boxes, scores, method="gaussian")),

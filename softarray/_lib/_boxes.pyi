@@ -9,6 +9,14 @@ def box_convert(boxes: npt.NDArray[_Float], in_fmt: int, out_fmt: int, out: npt.
 def box_iou(
     boxes1: npt.NDArray[_Float], boxes2: npt.NDArray[_Float], out: npt.NDArray[_Float], n_threads: int
 ) -> None: ...
+def box_iou_variant(
+    boxes1: npt.NDArray[_Float],
+    boxes2: npt.NDArray[_Float],
+    kind: int,
+    eps: float,
+    out: npt.NDArray[_Float],
+    n_threads: int,
+) -> None: ...
 def order_by_score(scores: npt.NDArray[_Float], idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
 def nms(
     boxes: npt.NDArray[_Float],

@@ -14,6 +14,8 @@ inside the tile are the fixed point of "kept unless a kept earlier box
 suppresses it", reached by a few whole-tile iterations instead of one
 Python step per box.
 """
+import math
+
 import numpy as np
 
 from .._conventions import threshold_in_dtype
@@ -46,12 +48,45 @@ def box_convert(xp, boxes, in_fmt, out_fmt):
 
 def box_iou(xp, boxes1, boxes2):
     """torchvision's box_iou: NaN-propagating max/min and clamp."""
+    inter, union = _inter_union(xp, boxes1, boxes2)
+    return inter / union
+
+
+def _inter_union(xp, boxes1, boxes2):
     a = boxes1[:, None, :]
     b = boxes2[None, :, :]
     w = _clamp0(xp, xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]))
     h = _clamp0(xp, xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]))
     inter = w * h
-    return inter / (box_area(xp, boxes1)[:, None] + box_area(xp, boxes2)[None, :] - inter)
+    return inter, box_area(xp, boxes1)[:, None] + box_area(xp, boxes2)[None, :] - inter
+
+
+def box_iou_variant(xp, boxes1, boxes2, variant, eps):
+    """torchvision's generalized_box_iou, distance_box_iou and
+    complete_box_iou (variant "generalized", "distance", "complete")."""
+    inter, union = _inter_union(xp, boxes1, boxes2)
+    iou = inter / union
+    a = boxes1[:, None, :]
+    b = boxes2[None, :, :]
+    ew = _clamp0(xp, xp.maximum(a[..., 2], b[..., 2]) - xp.minimum(a[..., 0], b[..., 0]))
+    eh = _clamp0(xp, xp.maximum(a[..., 3], b[..., 3]) - xp.minimum(a[..., 1], b[..., 1]))
+    if variant == "generalized":
+        enclosing = ew * eh
+        return iou - (enclosing - union) / enclosing
+    diagonal = ew * ew + eh * eh + eps
+    dx = (a[..., 0] + a[..., 2]) / 2 - (b[..., 0] + b[..., 2]) / 2
+    dy = (a[..., 1] + a[..., 3]) / 2 - (b[..., 1] + b[..., 3]) / 2
+    diou = iou - (dx * dx + dy * dy) / diagonal
+    if variant == "distance":
+        return diou
+    d = _aspect_atan(xp, boxes1)[:, None] - _aspect_atan(xp, boxes2)[None, :]
+    v = (4 / math.pi**2) * (d * d)
+    alpha = v / (1 - iou + v + eps)
+    return diou - alpha * v
+
+
+def _aspect_atan(xp, boxes):
+    return xp.atan((boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]))
 
 
 def _clamp0(xp, v):
