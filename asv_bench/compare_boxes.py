@@ -15,6 +15,9 @@ which sets ``torch.set_num_threads`` too, and ``cv2.setNumThreads``):
   integer-coordinate boxes since OpenCV takes integer Rects only; 10,000
   boxes are shown too.
 
+Issue 23's: generalized_box_iou and complete_box_iou, 2000 x 2000: >= 10x
+torchvision.ops (distance_box_iou shown beside them).
+
 Shown without a target: batched_nms (50,000 boxes, 80 classes) beside
 torchvision.ops.batched_nms, box_iou (2000 x 2000) beside
 torchvision.ops.box_iou, and cv2.dnn.NMSBoxes beside nms at 10,000 boxes
@@ -114,6 +117,19 @@ def box_iou_case(n):
     return Case("box_iou", f"{n}x{n}", fns)
 
 
+def iou_variant_case(name, n, target):
+    """generalized_box_iou, distance_box_iou or complete_box_iou, n x n."""
+    boxes1, _ = make_boxes(n, seed=0)
+    boxes2, _ = make_boxes(n, seed=1)
+    mine = getattr(sa, name)
+    fns = {"softarray": lambda: mine(boxes1, boxes2)}
+    if tvops is not None:
+        peer = getattr(tvops, name)
+        b1, b2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
+        fns["torchvision"] = lambda: peer(b1, b2)
+    return Case(name, f"{n}x{n}", fns, target)
+
+
 def all_cases(all_peers):
     return [
         nms_case(10_000, True, ("torchvision", 20.0)),
@@ -124,6 +140,9 @@ def all_cases(all_peers):
         soft_nms_case(10_000, "gaussian", None),
         batched_nms_case(50_000),
         box_iou_case(2000),
+        iou_variant_case("generalized_box_iou", 2000, ("torchvision", 10.0)),
+        iou_variant_case("distance_box_iou", 2000, None),
+        iou_variant_case("complete_box_iou", 2000, ("torchvision", 10.0)),
     ]
 
 
@@ -174,8 +193,11 @@ def iou_agreement(mine, peer):
         return False, f"DIFFER: shapes {mine.shape} vs {peer.shape}"
     if np.array_equal(mine, peer, equal_nan=True):
         return True, f"identical ({mine.shape[0]}x{mine.shape[1]})"
+    if not np.array_equal(np.isnan(mine), np.isnan(peer)):
+        return False, "DIFFER: NaN positions"
     diff = np.nanmax(np.abs(mine.astype(np.float64) - peer))
-    return False, f"DIFFER: max |difference| {diff:.1e}"
+    # complete_box_iou: NumPy's arctan against torch's, an ulp or so apart
+    return diff <= 1e-5, f"{'within' if diff <= 1e-5 else 'DIFFER:'} max |difference| {diff:.1e}"
 
 
 def check_agreement(cases, thread_counts):
@@ -194,7 +216,7 @@ def check_agreement(cases, thread_counts):
                 if case.label.startswith("soft_nms"):
                     scores, indices = result     # OpenCV returns (scores, indices)
                     print(prefix + soft_agreement(mine, (indices, scores)))
-                elif case.label == "box_iou":
+                elif case.label.endswith("box_iou"):
                     print(prefix + iou_agreement(mine, result)[1])
                 else:
                     scores = case_scores(case)

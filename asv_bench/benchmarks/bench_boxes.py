@@ -194,3 +194,27 @@ class BoxIoU(_Timed):
 
     def time_box_iou(self, *params):
         self.run()
+
+
+class BoxIoUVariants(_Timed):
+    """1000 x 1000 generalized, distance and complete IoU of two box sets."""
+    params = [["softarray", "torchvision"],
+              ["generalized_box_iou", "distance_box_iou", "complete_box_iou"], THREADS]
+    param_names = ["library", "variant", "threads"]
+
+    def setup(self, library, variant, threads):
+        self._limits = contextlib.ExitStack()
+        require(library)
+        boxes1, _ = make_boxes(IOU_BOXES, seed=0)
+        boxes2, _ = make_boxes(IOU_BOXES, seed=1)
+        if library == "softarray":
+            fn = getattr(sa, variant)
+            run = lambda: fn(boxes1, boxes2)
+        else:
+            fn = getattr(tvops, variant)
+            b1, b2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
+            run = lambda: fn(b1, b2)
+        self._start(run, threads)
+
+    def time_box_iou_variant(self, *params):
+        self.run()
