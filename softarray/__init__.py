@@ -12,10 +12,12 @@ from ._boxes import (
     box_area,
     box_convert,
     box_iou,
+    clip_boxes_to_image,
     complete_box_iou,
     distance_box_iou,
     generalized_box_iou,
     nms,
+    remove_small_boxes,
     soft_nms,
 )
 from ._config import show_config
@@ -84,6 +86,8 @@ __all__ = [
     "batched_nms",
     "soft_nms",
     "batched_soft_nms",
+    "clip_boxes_to_image",
+    "remove_small_boxes",
     "BoxShapeError",
     "show_config",
     "get_num_threads",

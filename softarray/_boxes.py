@@ -399,6 +399,84 @@ for _f in (generalized_box_iou, distance_box_iou, complete_box_iou):
     _f.__doc__ = _f.__doc__ % (_VARIANT_RETURNS.strip() + "\n")
 
 
+@declare(BoxRows(keeps_coordinates=True))
+def clip_boxes_to_image(boxes, size):
+    r"""Clip boxes to an image: ``x`` to ``[0, width]``, ``y`` to ``[0, height]``.
+
+    As ``torchvision.ops.clip_boxes_to_image``.
+
+    Parameters
+    ----------
+    boxes : array, shape (..., 4)
+        Boxes ``(x1, y1, x2, y2)``.
+    size : (height, width)
+        The image's size, two real numbers >= 0.
+
+    Returns
+    -------
+    array, shape (..., 4)
+        A new array of the boxes' type and dtype (integer boxes stay
+        integers when both sizes are integers; NaN coordinates stay NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.clip_boxes_to_image(np.array([[-5.0, 10.0, 120.0, 90.0]]), (80, 100))
+    array([[  0.,  10., 100.,  80.]])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    height, width = _image_size(size)
+    if xp.isdtype(boxes.dtype, "integral") and height.is_integer() and width.is_integer():
+        _check_box_shape(boxes, "boxes", batch=True)
+        return _portable.clip_boxes(xp, boxes, int(height), int(width))
+    boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    return _portable.clip_boxes(xp, boxes, height, width)
+
+
+def _image_size(size):
+    """(height, width) as two finite floats >= 0."""
+    try:
+        height, width = size
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be a pair (height, width), got {size!r}") from None
+    return (check_real(height, "size (height)", low=0.0),
+            check_real(width, "size (width)", low=0.0))
+
+
+@declare(WholeInput(("boxes",)))
+def remove_small_boxes(boxes, min_size):
+    r"""Indices of the boxes whose width and height are both at least ``min_size``.
+
+    As ``torchvision.ops.remove_small_boxes``.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+        Boxes ``(x1, y1, x2, y2)``.
+    min_size : float
+        The smallest width and height kept (``>=``). A box with a NaN
+        coordinate is never kept.
+
+    Returns
+    -------
+    array of int64, shape (k,)
+        Increasing indices. float16 and bfloat16 sides are computed in
+        float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.remove_small_boxes(np.array([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 1.0, 9.0]]), 2.0)
+    array([0])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    boxes = _widened(xp, _boxes_input(xp, boxes, "boxes"))
+    min_size = check_real(min_size, "min_size")
+    return _portable.remove_small_boxes(xp, boxes, min_size)
+
+
 @declare(WholeInput(("boxes", "scores")))
 def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     r"""Greedy non-maximum suppression, exactly ``torchvision.ops.nms``.

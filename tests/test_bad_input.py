@@ -193,6 +193,10 @@ SPECS = {
         P("in_fmt", "choice", const("xyxy"), choices=("xyxy", "xywh", "cxcywh")),
         P("out_fmt", "choice", const("cxcywh"), choices=("xyxy", "xywh", "cxcywh"))]),
     "box_area": (sa.box_area, [P("boxes", "boxes_batch", _boxes)]),
+    "clip_boxes_to_image": (sa.clip_boxes_to_image, [P("boxes", "boxes_batch", _boxes),
+                                                     P("size", "image_size", const((4, 5)))]),
+    "remove_small_boxes": (sa.remove_small_boxes, [P("boxes", "boxes", _boxes),
+                                                   P("min_size", "real", const(1.0))]),
     "box_iou": (sa.box_iou, [P("boxes1", "boxes", _boxes), P("boxes2", "boxes", _boxes)]),
     "generalized_box_iou": (sa.generalized_box_iou, [P("boxes1", "boxes", _boxes),
                                                      P("boxes2", "boxes", _boxes)]),
@@ -395,6 +399,9 @@ def _bad_values(arg, spec_args):
         if r == "boxes":
             out += [("one_d", lambda v: v[0]), ("three_d", lambda v: v[None])]
         return out
+    if r == "image_size":
+        return [("negative", (-1, 5)), ("nan", (NAN, 5)), ("inf", (5, INF)), ("str", "ab"),
+                ("one", (5,)), ("three", (1, 2, 3)), ("none", None), ("complex", (1j, 5))]
     if r == "scores":
         return _array_common(arg) + [("short", lambda v: v[:-1]), ("two_d", lambda v: v[:, None]),
                                      ("zero_d", lambda v: np.asarray(v[0]))]
@@ -455,6 +462,7 @@ DOCUMENTED_OK = {
     # no boxes: no areas, no conversions, an empty IoU matrix
     "box_area-boxes-empty": _EMPTY,
     "box_convert-boxes-empty": _EMPTY,
+    "clip_boxes_to_image-boxes-empty": _EMPTY,
     "box_iou-boxes1-empty": lambda r: np.asarray(r).shape == (0, 3),
     "box_iou-boxes2-empty": lambda r: np.asarray(r).shape == (3, 0),
     **{f"{f}_box_iou-boxes{k}-empty": (lambda r, k=k: np.asarray(r).shape == ((0, 3), (3, 0))[k - 1])

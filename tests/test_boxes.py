@@ -1947,3 +1947,58 @@ def test_iou_variants_thread_counts_agree():
             one = fn(boxes1, boxes2)
         with sa.threads(2):
             assert_values_equal(fn(boxes1, boxes2), one)
+
+
+# ===================================================== clip_boxes_to_image, remove_small_boxes
+
+def test_clip_boxes_to_image(backend):
+    rng = np.random.default_rng(60)
+    boxes = rng.uniform(-50, 150, (40, 4))
+    boxes[3, 1] = np.nan
+    for size in [(80, 100), (0, 0), (80.5, 99.25)]:
+        got = call(backend, sa.clip_boxes_to_image, [boxes], size)
+        want = boxes.copy()
+        with np.errstate(invalid="ignore"):
+            want[:, 0::2] = np.where(want[:, 0::2] < 0, 0, np.where(want[:, 0::2] > size[1],
+                                                                    size[1], want[:, 0::2]))
+            want[:, 1::2] = np.where(want[:, 1::2] < 0, 0, np.where(want[:, 1::2] > size[0],
+                                                                    size[0], want[:, 1::2]))
+        assert_values_equal(got, want)
+    got = call(backend, sa.clip_boxes_to_image, [boxes.reshape(2, 20, 4)], (80, 100))
+    assert got.shape == (2, 20, 4)
+
+
+def test_clip_and_remove_small_against_torchvision():
+    ops = tv()
+    rng = np.random.default_rng(61)
+    raw = rng.uniform(-50, 150, (60, 4))
+    raw[::7, 2] = raw[::7, 0] + 3.0          # exactly 3 wide: min_size 3 keeps them
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32,
+                  torch.int64):
+        t = torch.tensor(raw).to(dtype)
+        for size in [(80, 100), (64.5, 0)]:
+            want = ops.clip_boxes_to_image(t, size)
+            got = sa.clip_boxes_to_image(t, size)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())
+        for min_size in (0.0, 3.0, 20.0, -1.0):
+            want = ops.remove_small_boxes(t.float(), min_size)     # float32 sides
+            got = sa.remove_small_boxes(t, min_size)
+            assert got.dtype == torch.int64
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_remove_small_boxes(backend):
+    boxes = np.array([[0, 0, 4, 4], [0, 0, 1, 9], [0, 0, 9, 1], [2, 2, 5, 5], [np.nan, 0, 9, 9],
+                      [5, 5, 0, 0]], np.float64)
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes], 3.0), [0, 3])
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes], 1.0), [0, 1, 2, 3])
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes[:0]], 1.0), [])
+    with pytest.raises(sa.BoxShapeError, match="boxes"):
+        sa.remove_small_boxes(boxes[:, :3], 1.0)
+    with pytest.raises(ValueError, match="min_size"):
+        sa.remove_small_boxes(boxes, math.nan)
+    with pytest.raises(ValueError, match="size"):
+        sa.clip_boxes_to_image(boxes, (-1, 4))
+    with pytest.raises(TypeError, match="size"):
+        sa.clip_boxes_to_image(boxes, 4)

@@ -562,6 +562,9 @@ def test_box_ops_match_numpy(dtype):
     for chunks in [(11, 4), (3, 2), ((5, 6), 4)]:
         x = da.from_array(boxes, chunks=chunks)
         assert_same(*compute(sa.box_area(x)), sa.box_area(boxes))
+        assert_same(*compute(sa.clip_boxes_to_image(x, (0.5, 0.75))),
+                    sa.clip_boxes_to_image(boxes, (0.5, 0.75)))
+        assert_same(*compute(sa.remove_small_boxes(x, 0.1)), sa.remove_small_boxes(boxes, 0.1))
         for fmts in [("xyxy", "cxcywh"), ("xywh", "xyxy"), ("xyxy", "xyxy")]:
             assert_same(*compute(sa.box_convert(x, *fmts)), sa.box_convert(boxes, *fmts))
         other = random_boxes(9, seed=1, dtype=dtype)

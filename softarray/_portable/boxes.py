@@ -46,6 +46,19 @@ def box_convert(xp, boxes, in_fmt, out_fmt):
     return xp.stack(cols, axis=-1)
 
 
+def clip_boxes(xp, boxes, height, width):
+    """torchvision's clip_boxes_to_image: x in [0, width], y in [0, height],
+    NaN kept (a clamp)."""
+    cols = [xp.clip(boxes[..., k], 0, width if k % 2 == 0 else height) for k in range(4)]
+    return xp.stack(cols, axis=-1)
+
+
+def remove_small_boxes(xp, boxes, min_size):
+    """torchvision's remove_small_boxes: int64 indices, increasing."""
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return xp.astype(xp.nonzero(keep)[0], xp.int64)
+
+
 def box_iou(xp, boxes1, boxes2):
     """torchvision's box_iou: NaN-propagating max/min and clamp."""
     inter, union = _inter_union(xp, boxes1, boxes2)
