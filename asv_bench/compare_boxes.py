@@ -16,7 +16,9 @@ which sets ``torch.set_num_threads`` too, and ``cv2.setNumThreads``):
   boxes are shown too.
 
 Issue 23's: generalized_box_iou and complete_box_iou, 2000 x 2000: >= 10x
-torchvision.ops (distance_box_iou shown beside them).
+torchvision.ops (distance_box_iou shown beside them); the three IoU losses,
+forward and both gradients (return_grad=True, mean) on 100,000 pairs: >= 3x
+torchvision's loss and backward.
 
 Shown without a target: batched_nms (50,000 boxes, 80 classes) beside
 torchvision.ops.batched_nms, box_iou (2000 x 2000) beside
@@ -130,6 +132,34 @@ def iou_variant_case(name, n, target):
     return Case(name, f"{n}x{n}", fns, target)
 
 
+def loss_pairs_for_bench(n):
+    """Predictions jittered around targets (the regression case), float32."""
+    target, _ = make_boxes(n, seed=0)
+    rng = np.random.default_rng(2)
+    pred = (target + rng.normal(0, 5, target.shape)).astype(np.float32)
+    pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+    return pred, target
+
+
+def iou_loss_case(name, n, target):
+    """A box IoU loss and its gradients (mean) on n pairs: softarray's
+    return_grad=True beside torchvision's loss and backward."""
+    pred, boxes = loss_pairs_for_bench(n)
+    mine = getattr(sa, name)
+    fns = {"softarray": lambda: mine(pred, boxes, "mean", return_grad=True)}
+    if tvops is not None:
+        peer = getattr(tvops, name)
+        tp, tb = torch.from_numpy(pred), torch.from_numpy(boxes)
+
+        def forward_backward():
+            p, b = tp.detach().requires_grad_(), tb.detach().requires_grad_()
+            loss = peer(p, b, reduction="mean")
+            loss.backward()
+            return loss, (p.grad, b.grad)
+        fns["torchvision"] = forward_backward
+    return Case(name, f"{n}", fns, target)
+
+
 def all_cases(all_peers):
     return [
         nms_case(10_000, True, ("torchvision", 20.0)),
@@ -143,6 +173,9 @@ def all_cases(all_peers):
         iou_variant_case("generalized_box_iou", 2000, ("torchvision", 10.0)),
         iou_variant_case("distance_box_iou", 2000, None),
         iou_variant_case("complete_box_iou", 2000, ("torchvision", 10.0)),
+        iou_loss_case("generalized_box_iou_loss", 100_000, ("torchvision", 3.0)),
+        iou_loss_case("distance_box_iou_loss", 100_000, ("torchvision", 3.0)),
+        iou_loss_case("complete_box_iou_loss", 100_000, ("torchvision", 3.0)),
     ]
 
 
@@ -200,6 +233,14 @@ def iou_agreement(mine, peer):
     return diff <= 1e-5, f"{'within' if diff <= 1e-5 else 'DIFFER:'} max |difference| {diff:.1e}"
 
 
+def loss_agreement(mine, peer):
+    """Text: the largest differences of the loss and of the gradients."""
+    (loss, grads), (peer_loss, peer_grads) = mine, peer
+    diffs = [float(np.abs(as_numpy(a).astype(np.float64) - as_numpy(b.detach())).max())
+             for a, b in zip((loss, *grads), (peer_loss, *peer_grads))]
+    return f"loss within {diffs[0]:.1e}, gradients within {max(diffs[1:]):.1e}"
+
+
 def check_agreement(cases, thread_counts):
     """Print how softarray's results compare with the peers'."""
     print("agreement (softarray at each thread count against the peer's result):")
@@ -218,6 +259,8 @@ def check_agreement(cases, thread_counts):
                     print(prefix + soft_agreement(mine, (indices, scores)))
                 elif case.label.endswith("box_iou"):
                     print(prefix + iou_agreement(mine, result)[1])
+                elif case.label.endswith("_loss"):
+                    print(prefix + loss_agreement(mine, result))
                 else:
                     scores = case_scores(case)
                     print(prefix + index_agreement(as_numpy(mine), as_numpy(result), scores)[1])

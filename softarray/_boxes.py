@@ -13,12 +13,12 @@ import numpy as np
 
 from . import _dispatch
 from ._conventions import threshold_in_dtype
-from ._declare import BoxRows, PairsOfBoxes, WholeInput, declare
+from ._declare import BoxRows, PairedBoxRows, PairsOfBoxes, WholeInput, declare
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
 from ._threads import threads_for_call
-from ._validate import check_choice, check_int, check_real, floating_input
+from ._validate import check_bool, check_choice, check_int, check_real, floating_input
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 SOFT_NMS_METHODS = ("linear", "gaussian")
@@ -397,6 +397,148 @@ def complete_box_iou(boxes1, boxes2, eps=1e-7):
 
 for _f in (generalized_box_iou, distance_box_iou, complete_box_iou):
     _f.__doc__ = _f.__doc__ % (_VARIANT_RETURNS.strip() + "\n")
+
+
+# ------------------------------------------------------------ IoU losses
+
+LOSS_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _iou_loss(boxes1, boxes2, variant, reduction, eps, return_grad):
+    xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
+    _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
+    _same_namespace(boxes1, boxes2, "boxes2", "boxes1")
+    boxes1 = _boxes_input(xp, boxes1, "boxes1", batch=True)
+    boxes2 = _boxes_input(xp, boxes2, "boxes2", batch=True)
+    if boxes2.shape != boxes1.shape:
+        raise BoxShapeError(f"boxes2 must have boxes1's shape {tuple(boxes1.shape)} (one box "
+                            f"per box of boxes1), got {tuple(boxes2.shape)}")
+    reduction = check_choice(reduction, "reduction", LOSS_REDUCTIONS)
+    eps = check_real(eps, "eps", low=0.0)
+    return_grad = check_bool(return_grad, "return_grad")
+    dtype = xp.result_type(boxes1.dtype, boxes2.dtype)
+    boxes1 = _widened(xp, xp.astype(boxes1, dtype, copy=False))
+    boxes2 = _widened(xp, xp.astype(boxes2, dtype, copy=False))
+    n = math.prod(boxes1.shape[:-1])
+    scale = 1.0 / n if reduction == "mean" and n else 1.0
+    a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
+    if a is None or b is None:
+        loss, grad1, grad2 = _portable.box_iou_loss(xp, boxes1, boxes2, variant, eps, scale,
+                                                    return_grad)
+    else:
+        rows1, rows2 = a.reshape(-1, 4), b.reshape(-1, 4)
+        loss = np.empty(n, a.dtype)
+        grad1 = np.empty(rows1.shape, a.dtype) if return_grad else None
+        grad2 = np.empty(rows1.shape, a.dtype) if return_grad else None
+        _kernels.box_iou_loss(rows1, rows2, IOU_VARIANTS.index(variant), eps, scale, loss,
+                              grad1, grad2, threads_for_call())
+        loss = _dispatch.to_caller(xp, loss.reshape(a.shape[:-1]), boxes1)
+        if return_grad:
+            grad1 = _dispatch.to_caller(xp, grad1.reshape(a.shape), boxes1)
+            grad2 = _dispatch.to_caller(xp, grad2.reshape(a.shape), boxes1)
+    if reduction != "none":     # torchvision's mean of no pairs is 0, their sum
+        loss = xp.asarray(xp.sum(loss) / n if reduction == "mean" and n else xp.sum(loss))
+    if not return_grad:
+        return loss
+    return loss, (xp.astype(grad1, dtype, copy=False), xp.astype(grad2, dtype, copy=False))
+
+
+_LOSS_DOC = """Parameters
+    ----------
+    boxes1, boxes2 : array, shape (..., 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library and one shape: the loss
+        of each box of ``boxes1`` (the predictions) against the box of
+        ``boxes2`` (the targets) at the same place.
+    reduction : {"none", "mean", "sum"}, default "none"
+        As torchvision: per pair, their mean (0 for no pairs) or their sum.
+    eps : float >= 0, default 1e-7
+        %s
+    return_grad : bool, default False
+        Also return the gradients with respect to ``boxes1`` and ``boxes2``.
+
+    Returns
+    -------
+    loss : array
+        Shape ``boxes1.shape[:-1]`` for ``"none"``, else 0-d. The boxes'
+        floating dtype (float16 and bfloat16: float32, as torchvision).
+    (grad1, grad2) : tuple of arrays, only with ``return_grad=True``
+        The gradient of ``loss`` (of its sum for ``"none"``) with respect to
+        ``boxes1`` and ``boxes2``, their shape and dtype: torch autograd's
+        of torchvision's loss (ties of ``max``/``min`` split in half, no
+        gradient through the intersection of boxes that do not overlap)."""
+
+
+@declare(PairedBoxRows())
+def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Generalized IoU loss ``1 - GIoU`` of paired boxes, as ``torchvision.ops.generalized_box_iou_loss``.
+
+    ``iou = inter / (union + eps)`` and ``loss = 1 - iou + (enclosing -
+    union) / (enclosing + eps)``, with ``enclosing`` the area of the
+    smallest box holding both.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> loss, (g1, g2) = sa.generalized_box_iou_loss(
+    ...     np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]]), eps=0.0,
+    ...     return_grad=True)
+    >>> loss
+    array([1.5])
+    >>> g1
+    array([[ 0.  ,  0.  , -0.25, -0.25]])
+    """
+    return _iou_loss(boxes1, boxes2, "generalized", reduction, eps, return_grad)
+
+
+@declare(PairedBoxRows())
+def distance_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Distance IoU loss ``1 - DIoU`` of paired boxes, as ``torchvision.ops.distance_box_iou_loss``.
+
+    ``loss = 1 - inter / (union + eps) + d**2 / (c**2 + eps)``, with ``d``
+    the distance between the boxes' centres and ``c`` the diagonal of the
+    smallest box holding both.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.distance_box_iou_loss(np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]]),
+    ...                          eps=0.0)
+    array([1.25])
+    """
+    return _iou_loss(boxes1, boxes2, "distance", reduction, eps, return_grad)
+
+
+@declare(PairedBoxRows())
+def complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Complete IoU loss ``1 - CIoU`` of paired boxes, as ``torchvision.ops.complete_box_iou_loss``.
+
+    The distance IoU loss plus ``alpha * v``, with ``v = 4 / pi**2 *
+    (atan(w2 / h2) - atan(w1 / h1))**2`` and ``alpha = v / (1 - iou + v +
+    eps)``, held constant in the gradient as torchvision does.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.complete_box_iou_loss(np.array([[0.0, 0.0, 2.0, 1.0]]), np.array([[0.0, 0.0, 1.0, 1.0]]))
+    array([0.55324815])
+    """
+    return _iou_loss(boxes1, boxes2, "complete", reduction, eps, return_grad)
+
+
+for _f, _eps in [(generalized_box_iou_loss, "Added to the union and to the enclosing area."),
+                 (distance_box_iou_loss, "Added to the union and to the squared diagonal."),
+                 (complete_box_iou_loss, "In ``alpha``'s denominator only: the IoU and the "
+                                         "diagonal take 1e-7, as in torchvision.")]:
+    _f.__doc__ = _f.__doc__ % (_LOSS_DOC % _eps)
 
 
 @declare(BoxRows(keeps_coordinates=True))

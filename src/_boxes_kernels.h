@@ -361,17 +361,21 @@ SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double 
 #define SA_T float
 #define SA_SUF f32
 #define SA_DESC_KEY sa_desc_key_f32
+#define SA_ATAN atanf
 #include "_boxes_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_DESC_KEY
+#undef SA_ATAN
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_DESC_KEY sa_desc_key_f64
+#define SA_ATAN atan
 #include "_boxes_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_DESC_KEY
+#undef SA_ATAN
 
 #endif /* SOFTARRAY_BOXES_KERNELS_H */

@@ -193,6 +193,10 @@ SPECS = {
         P("in_fmt", "choice", const("xyxy"), choices=("xyxy", "xywh", "cxcywh")),
         P("out_fmt", "choice", const("cxcywh"), choices=("xyxy", "xywh", "cxcywh"))]),
     "box_area": (sa.box_area, [P("boxes", "boxes_batch", _boxes)]),
+    **{f"{v}_box_iou_loss": (getattr(sa, f"{v}_box_iou_loss"), [
+        P("boxes1", "boxes_batch", _boxes), P("boxes2", "boxes_batch", _boxes), K(*RED),
+        K("eps", "nonneg_real", const(1e-7)), K(*GRAD)])
+       for v in ("generalized", "distance", "complete")},
     "clip_boxes_to_image": (sa.clip_boxes_to_image, [P("boxes", "boxes_batch", _boxes),
                                                      P("size", "image_size", const((4, 5)))]),
     "remove_small_boxes": (sa.remove_small_boxes, [P("boxes", "boxes", _boxes),

@@ -2002,3 +2002,139 @@ def test_remove_small_boxes(backend):
         sa.clip_boxes_to_image(boxes, (-1, 4))
     with pytest.raises(TypeError, match="size"):
         sa.clip_boxes_to_image(boxes, 4)
+
+
+# ===================================================== IoU losses
+
+LOSS_FUNCTIONS = {"generalized": sa.generalized_box_iou_loss, "distance": sa.distance_box_iou_loss,
+                  "complete": sa.complete_box_iou_loss}
+
+
+def loss_pairs(rng, n, dtype):
+    """Predictions near their targets, with overlaps, disjoint pairs, exact
+    duplicates and shared edges (ties of max/min) and a few far off."""
+    target = make_boxes(rng, n, dtype, "cluster")
+    pred = (target + rng.normal(0, 8, (n, 4))).astype(dtype)
+    pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+    pred[::7] = target[::7]                      # identical: every max/min ties
+    pred[1::7, 0] = target[1::7, 0]              # one shared edge
+    pred[2::7] = target[2::7] + 500              # disjoint
+    return pred, target
+
+
+def torchvision_loss(variant, b1, b2, reduction, eps):
+    """torchvision's loss and torch autograd's gradients (NumPy arrays)."""
+    ops = tv()
+    t1 = torch.from_numpy(np.array(b1)).requires_grad_()
+    t2 = torch.from_numpy(np.array(b2)).requires_grad_()
+    loss = getattr(ops, f"{variant}_box_iou_loss")(t1, t2, reduction=reduction, eps=eps)
+    loss.sum().backward()
+    return loss.detach().numpy(), t1.grad.numpy(), t2.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("variant", list(LOSS_FUNCTIONS))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_box_losses_against_torchvision(backend, variant, reduction, dtype):
+    """Loss and both gradients against torchvision's loss under torch
+    autograd, through every backend."""
+    fn = LOSS_FUNCTIONS[variant]
+    rng = np.random.default_rng(70)
+    pred, target = loss_pairs(rng, 140, dtype)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    for eps in (1e-7, 0.5):
+        want, want1, want2 = torchvision_loss(variant, pred, target, reduction, eps)
+        loss, g1, g2 = call(backend, lambda a, b: _flat(fn(a, b, reduction, eps,
+                                                            return_grad=True)), [pred, target])
+        assert loss.dtype == dtype and loss.shape == want.shape
+        np.testing.assert_allclose(loss, want, **tol)
+        for got, ref in ((g1, want1), (g2, want2)):
+            assert got.dtype == dtype and got.shape == pred.shape
+            np.testing.assert_allclose(got, ref, rtol=tol["rtol"],
+                                       atol=tol["atol"] * max(1.0, np.abs(ref).max()))
+        plain = call(backend, lambda a, b: fn(a, b, reduction, eps), [pred, target])
+        np.testing.assert_array_equal(plain, loss)
+
+
+def _flat(result):
+    """(loss, (g1, g2)) as the three arrays call() checks."""
+    loss, (g1, g2) = result
+    return loss, g1, g2
+
+
+def test_box_losses_torchvision_test_values():
+    """torchvision's test_ops.py values (float32 and half) and its empty case."""
+    box1 = [-1.0, -1.0, 1.0, 1.0]
+    box2, box3, box4 = [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 2.0], [1.0, 1.0, 2.0, 2.0]
+    cases = {
+        "generalized": [(box1, box1, 0.0), (box1, box2, 0.75), (box2, box3, 1.0), (box2, box4, 1.5)],
+        "distance": [(box1, box1, 0.0), (box1, box2, 0.8125), (box1, box3, 1.1923),
+                     (box1, box4, 1.25)],
+        "complete": [(box1, box1, 0.0), (box1, box2, 0.8125), (box1, box3, 1.1923),
+                     (box1, box4, 1.25)],
+    }
+    batched = {"generalized": (2.5, 1.25), "distance": (2.45, 1.225), "complete": (2.45, 1.225)}
+    for variant, fn in LOSS_FUNCTIONS.items():
+        for dtype in (torch.float32, torch.float16):
+            for b1, b2, want in cases[variant]:
+                got = fn(torch.tensor(b1, dtype=dtype), torch.tensor(b2, dtype=dtype))
+                assert got.dtype == torch.float32 and got.shape == ()
+                np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+            pairs1 = torch.tensor([box2, box2], dtype=dtype)
+            pairs2 = torch.tensor([box3, box4], dtype=dtype)
+            np.testing.assert_allclose(fn(pairs1, pairs2, reduction="sum").numpy(),
+                                       batched[variant][0], atol=1e-4)
+            np.testing.assert_allclose(fn(pairs1, pairs2, reduction="mean").numpy(),
+                                       batched[variant][1], atol=1e-4)
+        with pytest.raises(ValueError, match="reduction"):
+            fn(pairs1, pairs2, reduction="xyz")
+        empty = np.zeros((0, 4), np.float32)
+        loss, (g1, g2) = fn(empty, empty, reduction="mean", return_grad=True)
+        assert loss.shape == () and loss == 0 and g1.shape == g2.shape == (0, 4)
+        assert fn(empty, empty).shape == (0,)
+
+
+def test_box_losses_half_boxes_like_torchvision():
+    """float16 and bfloat16 boxes: float32 losses as torchvision's
+    (_upcast_non_float), gradients in the boxes' dtype."""
+    ops = tv()
+    rng = np.random.default_rng(71)
+    pred, target = loss_pairs(rng, 50, np.float64)
+    for dtype in (torch.float16, torch.bfloat16):
+        t1, t2 = torch.tensor(pred, dtype=dtype), torch.tensor(target, dtype=dtype)
+        for variant, fn in LOSS_FUNCTIONS.items():
+            want = getattr(ops, f"{variant}_box_iou_loss")(t1, t2)
+            loss, (g1, g2) = fn(t1, t2, return_grad=True)
+            assert loss.dtype == want.dtype == torch.float32
+            np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+            assert g1.dtype == g2.dtype == dtype
+
+
+def test_box_losses_bad_input_and_batches():
+    fn = sa.complete_box_iou_loss
+    b = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]])
+    with pytest.raises(sa.BoxShapeError, match="boxes2"):
+        fn(b, b[:1])
+    with pytest.raises(ValueError, match="eps"):
+        fn(b, b, eps=-1.0)
+    with pytest.raises((TypeError, ValueError), match="return_grad"):
+        fn(b, b, return_grad="yes")
+    # (..., 4): a batch of pairs is the flat pairs reshaped
+    pred, target = loss_pairs(np.random.default_rng(72), 24, np.float64)
+    for variant, fn in LOSS_FUNCTIONS.items():
+        flat, (f1, f2) = fn(pred, target, return_grad=True)
+        batched, (g1, g2) = fn(pred.reshape(2, 3, 4, 4), target.reshape(2, 3, 4, 4),
+                               return_grad=True)
+        assert_values_equal(batched, flat.reshape(2, 3, 4))
+        assert_values_equal(g1, f1.reshape(2, 3, 4, 4))
+        assert_values_equal(g2, f2.reshape(2, 3, 4, 4))
+
+
+def test_box_losses_thread_counts_agree():
+    pred, target = loss_pairs(np.random.default_rng(73), 40_000, np.float32)
+    for fn in LOSS_FUNCTIONS.values():
+        with sa.threads(1):
+            one = _flat(fn(pred, target, "mean", return_grad=True))
+        with sa.threads(2):
+            for got, want in zip(_flat(fn(pred, target, "mean", return_grad=True)), one):
+                assert_values_equal(got, want)

@@ -120,6 +120,9 @@ def _calls():
         "gumbel_topk": ("gumbel_topk", lambda: sa.gumbel_topk(router, 2, rng=gen)),
         "box_convert": ("box_convert", lambda: sa.box_convert(boxes, "xyxy", "cxcywh")),
         "box_area": ("box_area", lambda: sa.box_area(boxes)),
+        **{f"{v}_box_iou_loss": (f"{v}_box_iou_loss", lambda v=v: getattr(sa, f"{v}_box_iou_loss")(
+            boxes, boxes[::-1], "mean", return_grad=True))
+           for v in ("generalized", "distance", "complete")},
         "clip_boxes_to_image": ("clip_boxes_to_image",
                                 lambda: sa.clip_boxes_to_image(boxes, (50, 60))),
         "remove_small_boxes": ("remove_small_boxes", lambda: sa.remove_small_boxes(boxes, 5.0)),

@@ -17,6 +17,17 @@ def box_iou_variant(
     out: npt.NDArray[_Float],
     n_threads: int,
 ) -> None: ...
+def box_iou_loss(
+    boxes1: npt.NDArray[_Float],
+    boxes2: npt.NDArray[_Float],
+    kind: int,
+    eps: float,
+    scale: float,
+    loss: npt.NDArray[_Float],
+    grad1: npt.NDArray[_Float] | None,
+    grad2: npt.NDArray[_Float] | None,
+    n_threads: int,
+) -> None: ...
 def order_by_score(scores: npt.NDArray[_Float], idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
 def nms(
     boxes: npt.NDArray[_Float],
