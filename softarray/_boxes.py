@@ -22,8 +22,8 @@ from ._validate import check_bool, check_choice, check_int, check_real, floating
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 SOFT_NMS_METHODS = ("linear", "gaussian")
-# The pairwise IoU variants, in the order of the kernel's kind argument.
-IOU_VARIANTS = ("generalized", "distance", "complete")
+# The pairwise IoU kinds, in the order of the kernels' kind argument.
+IOU_KINDS = ("plain", "generalized", "distance", "complete")
 
 
 class BoxShapeError(ValueError, RuntimeError):
@@ -270,7 +270,7 @@ def box_iou(boxes1, boxes2):
     if a is None or b is None:
         return _portable.box_iou(xp, boxes1, boxes2)
     out = output_empty((a.shape[0], b.shape[0]), a.dtype)
-    _kernels.box_iou(a, b, out, threads_for_call())
+    _kernels.box_iou(a, b, IOU_KINDS.index("plain"), 0.0, out, threads_for_call())
     return _dispatch.to_caller(xp, out, boxes1)
 
 
@@ -295,7 +295,7 @@ def _iou_variant(boxes1, boxes2, variant, eps):
     if a is None or b is None:
         return _portable.box_iou_variant(xp, boxes1, boxes2, variant, eps)
     out = output_empty((a.shape[0], b.shape[0]), a.dtype)
-    _kernels.box_iou_variant(a, b, IOU_VARIANTS.index(variant), eps, out, threads_for_call())
+    _kernels.box_iou(a, b, IOU_KINDS.index(variant), eps, out, threads_for_call())
     return _dispatch.to_caller(xp, out, boxes1)
 
 
@@ -430,7 +430,7 @@ def _iou_loss(boxes1, boxes2, variant, reduction, eps, return_grad):
         loss = np.empty(n, a.dtype)
         grad1 = np.empty(rows1.shape, a.dtype) if return_grad else None
         grad2 = np.empty(rows1.shape, a.dtype) if return_grad else None
-        _kernels.box_iou_loss(rows1, rows2, IOU_VARIANTS.index(variant), eps, scale, loss,
+        _kernels.box_iou_loss(rows1, rows2, IOU_KINDS.index(variant), eps, scale, loss,
                               grad1, grad2, threads_for_call())
         loss = _dispatch.to_caller(xp, loss.reshape(a.shape[:-1]), boxes1)
         if return_grad:

@@ -149,55 +149,14 @@ def box_convert(const floating[:, :] boxes, int in_fmt, int out_fmt, floating[:,
             sa_box_convert_f64(&boxes[0, 0], s0, s1, n, in_fmt, out_fmt, &out[0, 0])
 
 
-def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:, ::1] out,
-            int n_threads):
-    """The (n, m) IoU matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
-    cdef Py_ssize_t n = boxes1.shape[0], m = boxes2.shape[0]
-    if boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or out.shape[0] != n or out.shape[1] != m:
-        raise ValueError("internal error: box_iou shapes")
-    if n == 0 or m == 0:
-        return
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] cols = np.empty((5, m), dtype)
-    cdef sa_columns_f32 c32
-    cdef sa_columns_f64 c64
-    cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
-    cdef Py_ssize_t t0 = _stride(boxes2.strides[0], sizeof(floating)), t1 = _stride(boxes2.strides[1], sizeof(floating))
-    cdef int team = n_threads if (n_threads > 1 and n * m >= PARALLEL_MIN_ENTRIES) else 1
-    cdef Py_ssize_t n_chunks = (n + IOU_CHUNK_ROWS - 1) // IOU_CHUNK_ROWS
-    cdef Py_ssize_t c, begin
-    cdef sa_interrupt intr
-    sa_interrupt_start(&intr)
-    with nogil:
-        if floating is float:
-            c32.x1 = &cols[0, 0]; c32.y1 = &cols[1, 0]; c32.x2 = &cols[2, 0]
-            c32.y2 = &cols[3, 0]; c32.area = &cols[4, 0]
-            sa_gather_columns_f32(&boxes2[0, 0], t0, t1, NULL, 0, m, &c32)
-        else:
-            c64.x1 = &cols[0, 0]; c64.y1 = &cols[1, 0]; c64.x2 = &cols[2, 0]
-            c64.y2 = &cols[3, 0]; c64.area = &cols[4, 0]
-            sa_gather_columns_f64(&boxes2[0, 0], t0, t1, NULL, 0, m, &c64)
-        for c in prange(n_chunks, num_threads=team, schedule='static'):
-            begin = c * IOU_CHUNK_ROWS
-            if sa_interrupt_poll(&intr, IOU_CHUNK_ROWS * m):
-                continue
-            if floating is float:
-                sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
-                                    &c32, m, &out[0, 0], m)
-            else:
-                sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
-                                    &c64, m, &out[0, 0], m)
-    sa_interrupt_finish(&intr)
-
-
-def box_iou_variant(const floating[:, :] boxes1, const floating[:, :] boxes2, int kind,
-                    double eps, floating[:, ::1] out, int n_threads):
-    """The (n, m) generalized (kind 0), distance (1) or complete (2) IoU
-    matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
+def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, int kind, double eps,
+            floating[:, ::1] out, int n_threads):
+    """The (n, m) IoU (kind 0), generalized (1), distance (2) or complete (3)
+    IoU matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
     cdef Py_ssize_t n = boxes1.shape[0], m = boxes2.shape[0]
     if (boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or out.shape[0] != n or out.shape[1] != m
-            or not 0 <= kind <= 2):
-        raise ValueError("internal error: box_iou_variant arguments")
+            or not 0 <= kind <= 3):
+        raise ValueError("internal error: box_iou arguments")
     if n == 0 or m == 0:
         return
     dtype = np.float32 if floating is float else np.float64
@@ -229,24 +188,32 @@ def box_iou_variant(const floating[:, :] boxes1, const floating[:, :] boxes2, in
             if sa_interrupt_poll(&intr, IOU_CHUNK_ROWS * m):
                 continue
             if floating is float:
-                sa_box_iou_variant_rows_f32(&boxes1[0, 0], s0, s1, begin,
-                                            min(begin + IOU_CHUNK_ROWS, n), &c32, &a_atan[0],
-                                            &b_atan[0], m, kind, e, &out[0, 0], m)
+                if kind == 0:
+                    sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin,
+                                        min(begin + IOU_CHUNK_ROWS, n), &c32, m, &out[0, 0], m)
+                else:
+                    sa_box_iou_variant_rows_f32(&boxes1[0, 0], s0, s1, begin,
+                                                min(begin + IOU_CHUNK_ROWS, n), &c32, &a_atan[0],
+                                                &b_atan[0], m, kind, e, &out[0, 0], m)
             else:
-                sa_box_iou_variant_rows_f64(&boxes1[0, 0], s0, s1, begin,
-                                            min(begin + IOU_CHUNK_ROWS, n), &c64, &a_atan[0],
-                                            &b_atan[0], m, kind, e, &out[0, 0], m)
+                if kind == 0:
+                    sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin,
+                                        min(begin + IOU_CHUNK_ROWS, n), &c64, m, &out[0, 0], m)
+                else:
+                    sa_box_iou_variant_rows_f64(&boxes1[0, 0], s0, s1, begin,
+                                                min(begin + IOU_CHUNK_ROWS, n), &c64, &a_atan[0],
+                                                &b_atan[0], m, kind, e, &out[0, 0], m)
     sa_interrupt_finish(&intr)
 
 
 def box_iou_loss(const floating[:, :] boxes1, const floating[:, :] boxes2, int kind, double eps,
                  double scale, floating[::1] loss, grad1, grad2, int n_threads):
-    """Per-pair generalized (kind 0), distance (1) or complete (2) IoU loss
+    """Per-pair generalized (kind 1), distance (2) or complete (3) IoU loss
     of boxes1 (n, 4) and boxes2 (n, 4) into loss (n,); with grad1 and grad2
     ((n, 4) contiguous arrays, or None) the gradients of scale * loss."""
     cdef Py_ssize_t n = boxes1.shape[0]
     if (boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or boxes2.shape[0] != n
-            or loss.shape[0] != n or not 0 <= kind <= 2 or (grad1 is None) != (grad2 is None)):
+            or loss.shape[0] != n or not 1 <= kind <= 3 or (grad1 is None) != (grad2 is None)):
         raise ValueError("internal error: box_iou_loss arguments")
     if n == 0:
         return
@@ -281,9 +248,9 @@ def box_iou_loss(const floating[:, :] boxes1, const floating[:, :] boxes2, int k
 
 
 def _aspect_atan(boxes, dtype, int kind):
-    """atan(width / height) of each box for CIoU (kind 2), else a zero
+    """atan(width / height) of each box for CIoU (kind 3), else a zero
     placeholder (never read)."""
-    if kind != 2:
+    if kind != 3:
         return np.zeros(1, dtype)
     b = np.asarray(boxes)
     with np.errstate(all="ignore"):

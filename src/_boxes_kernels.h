@@ -55,8 +55,9 @@
 /* Box formats of box_convert. */
 enum { SA_FMT_XYXY = 0, SA_FMT_XYWH = 1, SA_FMT_CXCYWH = 2 };
 
-/* The IoU variants of sa_box_iou_variant_rows. */
-enum { SA_IOU_GENERALIZED = 0, SA_IOU_DISTANCE = 1, SA_IOU_COMPLETE = 2 };
+/* The pairwise IoU kinds (plain: sa_box_iou_rows; the others:
+ * sa_box_iou_variant_rows and the losses). */
+enum { SA_IOU_PLAIN = 0, SA_IOU_GENERALIZED = 1, SA_IOU_DISTANCE = 2, SA_IOU_COMPLETE = 3 };
 #define SA_PI 3.14159265358979323846
 
 /* ------------------------------------------------------------ sort keys */

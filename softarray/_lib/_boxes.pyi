@@ -7,9 +7,6 @@ _Float = np.float32 | np.float64
 def box_area(boxes: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None: ...
 def box_convert(boxes: npt.NDArray[_Float], in_fmt: int, out_fmt: int, out: npt.NDArray[_Float]) -> None: ...
 def box_iou(
-    boxes1: npt.NDArray[_Float], boxes2: npt.NDArray[_Float], out: npt.NDArray[_Float], n_threads: int
-) -> None: ...
-def box_iou_variant(
     boxes1: npt.NDArray[_Float],
     boxes2: npt.NDArray[_Float],
     kind: int,
