@@ -62,7 +62,7 @@ def fit(estimator, X, y, sample_weight):
     theta = estimator._initial_parameters(
         layout, lambda: _centred_class_means(X, y_index, n_classes))
     estimator.n_features_in_ = X.shape[1]
-    estimator._minimize(objective, theta, layout, X.dtype, np, "cpu")
+    estimator._minimize(objective, theta, layout, X.dtype, np, "cpu", caller_frames=2)
     return estimator
 
 

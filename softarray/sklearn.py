@@ -271,8 +271,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     loss_kwargs=({"label_smoothing": self.label_smoothing}
                                  if self.loss == "cross_entropy" else {}))
 
-    def _minimize(self, objective, theta, layout, dtype, xp, device):
-        """L-BFGS-B from theta; sets coef_, intercept_ (in dtype) and n_iter_."""
+    def _minimize(self, objective, theta, layout, dtype, xp, device, *, caller_frames=1):
+        """L-BFGS-B from theta; sets coef_, intercept_ (in dtype) and n_iter_.
+        ``caller_frames``: the frames between this and fit, for the warning's
+        place (the user's line)."""
         result = optimize.minimize(
             objective, theta, method="L-BFGS-B",
             jac=True, options={"maxiter": self.max_iter, "maxls": 50, "gtol": self.tol,
@@ -280,7 +282,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         )
         if result.status != 0:
             warnings.warn(f"L-BFGS-B did not converge ({result.message}); raise max_iter or scale "
-                          "the data", ConvergenceWarning, stacklevel=4)   # past _fit_context
+                          "the data", ConvergenceWarning,
+                          stacklevel=3 + caller_frames)   # past fit and _fit_context
         coef, intercept = layout.split(result.x)
         if intercept is None:
             intercept = np.zeros(layout.n_rows)

@@ -420,3 +420,10 @@ def test_log_loss_array_api_input():
     with sklearn.config_context(array_api_dispatch=True):
         value = log_loss(array_api_strict.asarray(y), array_api_strict.asarray(proba))
     assert value == pytest.approx(expected, rel=1e-12)
+
+
+def test_convergence_warning_points_at_the_callers_line():
+    X, y = make_classification(n_samples=200, n_features=6, random_state=0)
+    with pytest.warns(Warning) as caught:
+        SoftmaxClassifier(max_iter=1).fit(X, y)
+    assert [w.filename for w in caught] == [__file__]

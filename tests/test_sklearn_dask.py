@@ -211,3 +211,10 @@ def test_a_worker_lost_mid_fit_is_recovered(client, monkeypatch):
     assert "error" not in result, result.get("error")
     assert len(evaluations) > 3     # the fit went on after the loss
     _assert_same_optimum(memory, result["model"])
+
+
+def test_convergence_warning_points_at_the_callers_line():
+    X, y = _problem(n=300)
+    with pytest.warns(Warning) as caught:
+        SoftmaxClassifier(max_iter=1).fit(_dask(X), _dask(y))
+    assert [w.filename for w in caught] == [__file__]
