@@ -222,8 +222,8 @@ def box_iou_loss(const floating[:, :] boxes1, const floating[:, :] boxes2, int k
         if g1.shape[0] != n or g2.shape[0] != n or g1.shape[1] != 4 or g2.shape[1] != 4:
             raise ValueError("internal error: box_iou_loss gradient shapes")
         p1, p2 = &g1[0, 0], &g2[0, 0]
-    cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
-    cdef Py_ssize_t t0 = _stride(boxes2.strides[0], sizeof(floating)), t1 = _stride(boxes2.strides[1], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes1.strides[0], sizeof(floating)), s1 = elements(boxes1.strides[1], sizeof(floating))
+    cdef Py_ssize_t t0 = elements(boxes2.strides[0], sizeof(floating)), t1 = elements(boxes2.strides[1], sizeof(floating))
     cdef int team = n_threads if (n_threads > 1 and n >= PARALLEL_MIN_PAIRS) else 1
     cdef Py_ssize_t n_chunks = (n + LOSS_CHUNK_PAIRS - 1) // LOSS_CHUNK_PAIRS
     cdef Py_ssize_t c, begin
