@@ -4,7 +4,9 @@
  * SA_DESC_KEY defined. Boxes are read as (n, 4) arrays (x1, y1, x2, y2)
  * with strides in elements.
  */
-#define SA_FN(name) SA_CAT(name, SA_SUF)
+#if !defined(SA_T) || !defined(SA_SUF)
+#error "_boxes_impl.h is a template: _boxes_kernels.h includes it once per type"
+#endif
 
 /* One class's boxes as columns, in the order of processing. */
 typedef struct {
@@ -549,5 +551,3 @@ static void SA_FN(sa_soft_nms_classes)(const SA_T *boxes, ptrdiff_t s0, ptrdiff_
         sa_interrupt_team_done(stop);
     }
 }
-
-#undef SA_FN

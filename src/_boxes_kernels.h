@@ -30,17 +30,12 @@
 #ifndef SOFTARRAY_BOXES_KERNELS_H
 #define SOFTARRAY_BOXES_KERNELS_H
 
+#include "_interrupt.h"     /* first: it includes Python.h, which must precede the C library */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include "_simd.h"
-#include "_interrupt.h"
-
-#ifndef SA_CAT
-#define SA_CAT2(a, b) a##_##b
-#define SA_CAT(a, b) SA_CAT2(a, b)
-#endif
 
 /* Grid levels: box sizes up to s0, 2 s0, 4 s0, ...; s0 >= extent / 2^24
  * (so cell indices stay far inside int64 and double), and fewer than 26

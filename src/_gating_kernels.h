@@ -113,41 +113,6 @@ static int sa_ranked_cmp(const void *pa, const void *pb)
     return sa_ranked_before(a, b) ? -1 : (sa_ranked_before(b, a) ? 1 : 0);
 }
 
-/* Small k: the row is walked in blocks whose rank keys are computed in one
- * vector loop; groups of 8 keys are then tested against the k-th best key
- * so far (a vector compare), and only a group holding a better key is
- * inserted one by one. After the first few groups almost none does. */
-#define SA_TOPK_SMALL_ROW(SUF, T, KEY_T)                                                      \
-SA_INLINE void sa_topk_small_row_##SUF(const T *row, ptrdiff_t n, ptrdiff_t k, int largest,   \
-                                      sa_ranked *best)                                        \
-{                                                                                             \
-    KEY_T keys[SA_TOPK_BLOCK];                                                                \
-    ptrdiff_t count = 0;                                                                      \
-    KEY_T threshold = 0;            /* the k-th best key once count == k */                   \
-    for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {                                        \
-        const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;                  \
-        _Pragma("omp simd")                                                                   \
-        for (ptrdiff_t i = 0; i < len; i++)                                                   \
-            keys[i] = (KEY_T)sa_rank_##SUF(row[b + i], largest);                              \
-        for (ptrdiff_t g = 0; g < len; g += 8) {                                              \
-            const ptrdiff_t m = len - g < 8 ? len - g : 8;                                    \
-            int better = count < k;                                                           \
-            for (ptrdiff_t j = 0; j < m; j++)                                                 \
-                better |= keys[g + j] > threshold;                                            \
-            if (!better)                                                                      \
-                continue;                                                                     \
-            for (ptrdiff_t j = 0; j < m; j++) {                                               \
-                /* the threshold stays in a register: no load of best[] per entry */          \
-                if (count == k && keys[g + j] <= threshold)                                   \
-                    continue;                                                                 \
-                const sa_ranked e = {keys[g + j], b + g + j};                                 \
-                count = sa_topk_insert(best, count, k, e);                                    \
-                threshold = count == k ? (KEY_T)best[k - 1].key : 0;                          \
-            }                                                                                 \
-        }                                                                                     \
-    }                                                                                         \
-}
-
 /* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row (short
  * rows stay in L1). Rank key and index are packed into one 64-bit key,
  * key << 32 | ~index, unique and ordered like the result, so pass j is a
@@ -212,112 +177,28 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
     }
 }
 
-/* The k first entries of one row, in result order when sorted, into best. */
-#define SA_TOPK_ROW(SUF, T)                                                                   \
-SA_INLINE void sa_topk_row_##SUF(const T *row, ptrdiff_t n, ptrdiff_t k, int largest,         \
-                                 int sorted, sa_ranked *best)                                 \
-{                                                                                             \
-    if (sizeof(T) == 4 && k <= 2 && n < ((ptrdiff_t)1 << 32)) {                               \
-        const float *r32 = (const float *)row;                                                \
-        if (k == 1)                                                                           \
-            largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, best)                               \
-                    : sa_topk_lanes_row_f32(r32, n, 1, 0, best);                              \
-        else                                                                                  \
-            largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)                               \
-                    : sa_topk_lanes_row_f32(r32, n, 2, 0, best);                              \
-    } else if (sizeof(T) == 4 && k <= SA_TOPK_PASSES_K && n < ((ptrdiff_t)1 << 32)) {         \
-        if (largest)                                                                          \
-            sa_topk_passes_row_f32((const float *)row, n, k, 1, best);                        \
-        else                                                                                  \
-            sa_topk_passes_row_f32((const float *)row, n, k, 0, best);                        \
-    } else if (k <= SA_TOPK_SMALL_K) {                                                        \
-        /* literal largest: the rank key folds to straight-line code */                       \
-        if (largest)                                                                          \
-            sa_topk_small_row_##SUF(row, n, k, 1, best);                                      \
-        else                                                                                  \
-            sa_topk_small_row_##SUF(row, n, k, 0, best);                                      \
-    } else {                                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                   \
-            const sa_ranked e = {sa_rank_##SUF(row[i], largest), i};                          \
-            best[i] = e;                                                                      \
-        }                                                                                     \
-        if (k < n)                                                                            \
-            sa_select(best, n, k);                                                            \
-        if (sorted)                                                                           \
-            qsort(best, (size_t)k, sizeof(sa_ranked), sa_ranked_cmp);                         \
-    }                                                                                         \
-}
+#define SA_T float
+#define SA_SUF f32
+#define SA_KEY_T uint32_t
+#define SA_RANK sa_rank_f32
+#define SA_EXP_SMALL sa_exp_small_f32
+#include "_gating_impl.h"
+#undef SA_T
+#undef SA_SUF
+#undef SA_KEY_T
+#undef SA_RANK
+#undef SA_EXP_SMALL
 
-#define SA_TOPK_ROWS(SUF, T)                                                                  \
-SA_DISPATCHED(sa_topk_rows_##SUF,                                                            \
-              (const T *x, ptrdiff_t xs, ptrdiff_t n, ptrdiff_t k, int largest, int sorted,  \
-               T *values, int64_t *indices, ptrdiff_t begin, ptrdiff_t end,                  \
-               sa_ranked *scratch),                                                          \
-              (x, xs, n, k, largest, sorted, values, indices, begin, end, scratch))          \
-{                                                                                             \
-    for (ptrdiff_t r = begin; r < end; r++) {                                                 \
-        const T *row = x + r * xs;                                                            \
-        sa_topk_row_##SUF(row, n, k, largest, sorted, scratch);                               \
-        for (ptrdiff_t j = 0; j < k; j++) {                                                   \
-            values[r * k + j] = row[scratch[j].index];                                        \
-            indices[r * k + j] = scratch[j].index;                                            \
-        }                                                                                     \
-    }                                                                                         \
-}
-
-/* Top-k gating of router rows (no NaN: the Python layer refuses them), one
- * pass for the selection and, when needed, one for the softmax over all
- * experts. With s = z / temperature and m the row's maximum:
- *   over_selected = 1: w_j = exp(s_j - s_top) / sum over the k selected
- *                      (top-k then softmax; = softmax then top-k, renormalized);
- *   over_selected = 0: w_j = exp(s_j - m) / sum over all experts (softmax, then top-k).
- * prob_sum (E entries, or NULL) accumulates every expert's softmax probability
- * (the load-balancing loss's mean router probability). */
-#define SA_GATE_ROWS(SUF, T, EXP)                                                             \
-SA_DISPATCHED(sa_gate_rows_##SUF,                                                            \
-              (const T *x, ptrdiff_t xs, ptrdiff_t E, ptrdiff_t k, double inv_t,             \
-               int over_selected, T *weights, int64_t *indices, double *prob_sum,            \
-               ptrdiff_t begin, ptrdiff_t end, sa_ranked *scratch),                          \
-              (x, xs, E, k, inv_t, over_selected, weights, indices, prob_sum, begin, end,    \
-               scratch))                                                                     \
-{                                                                                             \
-    const T it = (T)inv_t;                                                                    \
-    for (ptrdiff_t r = begin; r < end; r++) {                                                 \
-        const T *row = x + r * xs;                                                            \
-        sa_topk_row_##SUF(row, E, k, 1, 1, scratch);                                          \
-        const T top = row[scratch[0].index];                                                  \
-        T total = 0;                                                                          \
-        if (!over_selected || prob_sum) {                                                     \
-            _Pragma("omp simd reduction(+ : total)")                                          \
-            for (ptrdiff_t e = 0; e < E; e++)                                                 \
-                total += EXP((row[e] - top) * it);                                            \
-        }                                                                                     \
-        double norm = 0.0;                                                                    \
-        for (ptrdiff_t j = 0; j < k; j++) {                                                   \
-            const double w = (double)EXP((row[scratch[j].index] - top) * it);                 \
-            weights[r * k + j] = (T)w;                                                        \
-            indices[r * k + j] = scratch[j].index;                                            \
-            norm += w;                                                                        \
-        }                                                                                     \
-        const double scale = 1.0 / (over_selected ? norm : (double)total);                    \
-        for (ptrdiff_t j = 0; j < k; j++)                                                     \
-            weights[r * k + j] = (T)((double)weights[r * k + j] * scale);                     \
-        if (prob_sum) {                                                                       \
-            const T inv_total = (T)(1.0 / (double)total);                                     \
-            _Pragma("omp simd")                                                               \
-            for (ptrdiff_t e = 0; e < E; e++)                                                 \
-                prob_sum[e] += (double)(EXP((row[e] - top) * it) * inv_total);                \
-        }                                                                                     \
-    }                                                                                         \
-}
-
-SA_TOPK_SMALL_ROW(f32, float, uint32_t)
-SA_TOPK_SMALL_ROW(f64, double, uint64_t)
-SA_TOPK_ROW(f32, float)
-SA_TOPK_ROW(f64, double)
-SA_TOPK_ROWS(f32, float)
-SA_TOPK_ROWS(f64, double)
-SA_GATE_ROWS(f32, float, sa_exp_small_f32)
-SA_GATE_ROWS(f64, double, sa_exp_small_f64)
+#define SA_T double
+#define SA_SUF f64
+#define SA_KEY_T uint64_t
+#define SA_RANK sa_rank_f64
+#define SA_EXP_SMALL sa_exp_small_f64
+#include "_gating_impl.h"
+#undef SA_T
+#undef SA_SUF
+#undef SA_KEY_T
+#undef SA_RANK
+#undef SA_EXP_SMALL
 
 #endif /* SOFTARRAY_GATING_KERNELS_H */

@@ -8,7 +8,9 @@
  * (n entries); t is the target's column within the chunk, or -1 when the
  * target lies in another chunk (or the row is ignored).
  */
-#define SA_FN(name) SA_CAT(name, SA_SUF)
+#if !defined(SA_T) || !defined(SA_SUF)
+#error "_linear_cross_entropy_impl.h is a template: _linear_cross_entropy_kernels.h includes it once per type"
+#endif
 
 /* Sum of x[0..n) accumulated in float blocks of SA_LCE_BLOCK, then in double. */
 SA_INLINE double SA_FN(sa_lce_sum)(const SA_T *x, ptrdiff_t n)
@@ -252,5 +254,3 @@ SA_DISPATCHED(SA_FN(sa_lce_rowsum_cm), (const SA_T *g, ptrdiff_t ld, ptrdiff_t n
         out[j] = (SA_T)acc;
     }
 }
-
-#undef SA_FN

@@ -53,9 +53,6 @@ SA_INLINE double sa_lce_lse(const sa_lce_row *st)
     return st->max - st->max == 0.0 ? st->max + log(st->sum) : NAN;
 }
 
-#define SA_CAT2(a, b) a##_##b
-#define SA_CAT(a, b) SA_CAT2(a, b)
-
 #define SA_T float
 #define SA_SUF f32
 #define SA_EXP_SMALL sa_exp_small_f32

@@ -10,7 +10,9 @@
  * sa_loss_samples calls them once with literal unit strides so that the
  * common contiguous case compiles to vector loops.
  */
-#define SA_FN(name) SA_CAT(name, SA_SUF)
+#if !defined(SA_T) || !defined(SA_SUF)
+#error "_losses_impl.h is a template: _losses_kernels.h includes it once per type"
+#endif
 
 /* Pass 1 of the softmax-based losses: the sample's (max, rest, count), by
  * the softmax family's blocked pass (partial sums of at most SA_ROW_BLOCK
@@ -595,5 +597,3 @@ SA_DISPATCHED(SA_FN(sa_elementwise_rows), (const SA_T *x, const SA_T *t, ptrdiff
         }
     }
 }
-
-#undef SA_FN

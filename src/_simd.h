@@ -47,6 +47,13 @@
 #  define SA_INLINE static inline
 #endif
 
+/* SA_CAT(name, f32) is name_f32. The type-generic bodies (the _impl.h files),
+ * each included once per type with SA_SUF defined as f32 or f64, name their
+ * functions SA_FN(name): sa_rows_f32, sa_rows_f64, ... */
+#define SA_CAT2(a, b) a##_##b
+#define SA_CAT(a, b) SA_CAT2(a, b)
+#define SA_FN(name) SA_CAT(name, SA_SUF)
+
 #if SA_X86_DISPATCH
 #include <stdlib.h>
 #include <string.h>

@@ -21,10 +21,10 @@
  *   - exp by the same polynomial as sa_exp_small_f32, with FMAs;
  *   - the sum as the tile path keeps it: the entries equal to the maximum
  *     counted, the others' exponentials summed in float, and
- *     1 / (rest + count) in double, rounded to float once. One float sum
- *     with the maximum's 1 in it, and a float reciprocal, took 13% less
- *     time at n = 10 but had 1.7x the mean error (0.74 ulp against 0.43;
- *     the portable kernel's is 0.44);
+ *     1 / (rest + count) in double, rounded to float once: one float sum
+ *     with the maximum's 1 in it and a float reciprocal would be a little
+ *     faster and much less accurate (docs/performance.md, "Choices measured
+ *     inside the kernels");
  *   - x * scale is rounded before the maximum is subtracted (softmax(x / T)
  *     rounds x / T first, as torch does): the multiply is never fused.
  * A NaN anywhere, or a non-finite maximum, gives NaN for the row, as SciPy.
@@ -53,6 +53,11 @@
 #ifndef SOFTARRAY_SOFTMAX_AVX2_H
 #define SOFTARRAY_SOFTMAX_AVX2_H
 
+#include <stddef.h>
+#include "_simd.h"
+#include "_softmax_sizes.h"
+#include "_softmax_rows8.h"     /* sa_v8f, sa_transpose8 */
+
 /* Run where the module runs x86-64-v3 code (sa_simd_v3, _simd.h). */
 #if SA_X86_DISPATCH
 #define SA_HAVE_SOFTMAX_AVX2 1
@@ -63,15 +68,17 @@
 #define SA_AVX2 __attribute__((target("avx2,fma")))
 #define SA_AVX2_INLINE static inline __attribute__((target("avx2,fma"), always_inline))
 
-/* Groups of eight rows per tile: 4 measured fastest at n = 10 (2: 20% slower). */
+/* Groups of eight rows per tile: enough independent exponentials to hide
+ * their latency, few enough for the registers (4: measured fastest,
+ * docs/performance.md). */
 #define SA_AVX2_TILE_GROUPS 4
 #define SA_AVX2_TILE_ROWS (8 * SA_AVX2_TILE_GROUPS)
 
 /* exp(x) for x <= 0 (and NaN): sa_exp_small_f32's reduction and polynomial
  * with FMAs. Below -104 the result rounds to +0: it is set to 0 from a
  * comparison rather than computed from a clamped argument, because a
- * result in the subnormal range costs a microcode assist on AMD Zen (2.7x
- * the time of the whole exponential). */
+ * result in the subnormal range costs a microcode assist on AMD Zen (several
+ * times the whole exponential). */
 SA_AVX2_INLINE __m256 sa_avx2_exp_nonpositive(__m256 x)
 {
     const __m256 magic = _mm256_set1_ps(SA_MAGIC32);
@@ -198,9 +205,9 @@ SA_AVX2_INLINE void sa_avx2_softmax_tile_f32(const float *x, float *out, ptrdiff
             count[g] = _mm256_add_ps(count[g], _mm256_and_ps(top, one));
         }
     }
-    /* All the divisions first (each group's stores would wait on its own
-     * otherwise: 12% longer at n = 10); groups are stored first to last, so
-     * a spill lands in a later group. */
+    /* All the divisions first (each group's stores would otherwise wait on
+     * its own); groups are stored first to last, so a spill lands in a later
+     * group. */
     __m256 inv[SA_AVX2_TILE_GROUPS];
     for (int g = 0; g < groups; g++)
         inv[g] = sa_avx2_inverse_sum(rest[g], count[g], m[g]);
@@ -211,8 +218,8 @@ SA_AVX2_INLINE void sa_avx2_softmax_tile_f32(const float *x, float *out, ptrdiff
 /* A whole tile, with the group count and the row length constants (one copy
  * of the tile code per row length, about 100 KB in all): the per-group
  * maxima and sums stay in registers, and the loops over columns and pieces
- * unroll with their bounds and branches folded. Against the same code with
- * both at run time: 17-38% less time at n = 5..20. */
+ * unroll with their bounds and branches folded (docs/performance.md gives
+ * the gain). */
 SA_AVX2_INLINE void sa_avx2_softmax_whole_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale,
                                                    int spill_ok)
 {
@@ -284,9 +291,8 @@ SA_AVX2 static void sa_avx2_softmax_short_rows_f32(const float *x, ptrdiff_t x_s
  * most SA_ROW_BLOCK entries, every x[i] * scale <= m or NaN), returning
  * their float sum. Four vectors per step with four sums: the exponential's
  * chain of about 20 dependent operations then overlaps four ways, which the
- * compiler's one-vector loop left to the out-of-order core (28% less time
- * for the 4096 x 4096 softmax at one thread, 38% at 2000 x 1000; the mean
- * error against float64 fell from 2.2 to 1.9 ulp). */
+ * compiler's one-vector loop left to the out-of-order core
+ * (docs/performance.md gives the gain). */
 SA_AVX2_INLINE __m256 sa_avx2_exp_scaled_shift(__m256 x, __m256 scale, __m256 m)
 {
     return sa_avx2_exp_nonpositive(_mm256_sub_ps(_mm256_mul_ps(x, scale), m));   /* x * scale rounded first */

@@ -3,7 +3,9 @@
  * _softmax_kernels.h with SA_T (float or double), SA_SUF (f32 or f64), SA_EXP_SMALL, SA_EXP_SHIFTED,
  * SA_LOG1P, SA_FABS and SA_COPYSIGN defined. Names get the suffix: sa_rows_f32, sa_rows_f64, ...
  */
-#define SA_FN(name) SA_CAT(name, SA_SUF)
+#if !defined(SA_T) || !defined(SA_SUF)
+#error "_softmax_impl.h is a template: _softmax_kernels.h includes it once per type"
+#endif
 
 SA_INLINE SA_T SA_FN(sa_s)(SA_T x) { return x >= 0 ? x + (SA_T)1 : (SA_T)1 / ((SA_T)1 - x); }
 
@@ -401,5 +403,3 @@ SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptr
             SA_FN(sa_segment_write_impl)(row, out + r * out_stride, n, scale, op, p);
     }
 }
-
-#undef SA_FN

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <math.h>
 #include "_simd.h"
+#include "_softmax_sizes.h"
 
 enum sa_op {
     SA_SOFTMAX = 0,
@@ -169,27 +170,6 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
     }
     return p;
 }
-
-/* Widest column block the column kernel handles (its scratch lives on the stack). */
-#define SA_COL_BLOCK_MAX 256
-/* Pass-1 block length along a row: 512 floats or doubles stay in L1. */
-#define SA_ROW_BLOCK 512
-/* Rows of up to this many blocks stay in L2 between the two passes, so
- * softmax stores exp() in pass 1 and only rescales in pass 2 (one exp per
- * entry); longer rows recompute exp() in pass 2 and read the input twice
- * instead of the output twice, which is what the memory bus prefers. */
-#define SA_CACHED_ROW_BLOCKS 64
-/* Rows this short go through the transposed-tile path (sa_rows_small). */
-#define SA_SMALL_ROW_MAX 32
-#define SA_SMALL_TILE 64
-/* Tile rows are padded so the transposes' strided accesses do not all land
- * in the same few L1 sets (a stride of 256 bytes halves their speed). */
-#define SA_SMALL_STRIDE (SA_SMALL_TILE + 4)
-/* Column sums are kept in the input type for this many rows at a time. */
-#define SA_COL_CHUNK 32
-
-#define SA_CAT2(a, b) a##_##b
-#define SA_CAT(a, b) SA_CAT2(a, b)
 
 #include "_softmax_rows8.h"
 #include "_softmax_avx2.h"

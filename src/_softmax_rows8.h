@@ -5,11 +5,11 @@
  * Where the x86-64-v3 code runs, _softmax_avx2.h serves every short row instead.
  *
  * The general short-row path (sa_rows_small) copies a tile of rows into a
- * transposed scratch buffer element by element, and back; those scalar
- * copies take about 40% of its time at n = 10. Here eight rows are loaded as
+ * transposed scratch buffer element by element, and back; at n = 10 those
+ * scalar copies are a large share of its time. Here eight rows are loaded as
  * eight-float pieces, transposed 8 x 8 in registers (24 shuffles), and the
  * whole softmax then runs on n column vectors (one lane per row) before the
- * results are transposed back and stored: 25-55% less time for n = 5..32.
+ * results are transposed back and stored (docs/performance.md gives the gain).
  *
  * Memory: each group of eight rows reads and writes only its own 8 * n
  * floats. A piece that would run past the group's end (the last row's last
@@ -31,6 +31,10 @@
  */
 #ifndef SOFTARRAY_SOFTMAX_ROWS8_H
 #define SOFTARRAY_SOFTMAX_ROWS8_H
+
+#include <stddef.h>
+#include "_simd.h"
+#include "_softmax_sizes.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SA_HAVE_ROWS8 1

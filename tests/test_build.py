@@ -199,3 +199,42 @@ def test_readme_opens_with_exactly_two_setup_commands():
 def test_ci_runs_the_readme_commands():
     ci = (REPO / ".ci" / "run").read_text()
     assert "README.md" in ci          # .ci/run reads the commands out of the README
+
+
+def test_every_kernel_header_is_checked_on_its_own():
+    # src/meson.build compiles each header alone at configure time (the build
+    # fails on one that does not include what it uses); a header missing
+    # from its list would escape the check. Templates (*_impl.h) are checked
+    # through the family header that includes them, and refuse to be
+    # compiled alone.
+    src = REPO / "src"
+    build = (src / "meson.build").read_text()
+    listed = set(re.findall(r"'(_\w+\.h)'", build[build.index("foreach header"):]))
+    headers = {p.name for p in src.glob("*.h")}
+    templates = {h for h in headers if h.endswith("_impl.h")}
+    assert listed == headers - templates
+    for template in templates:
+        family = template.replace("_impl.h", "_kernels.h")
+        assert f'#include "{template}"' in (src / family).read_text()
+        assert re.search(r"#if !defined\(SA_T\) \|\| !defined\(SA_SUF\)\n#error", (src / template).read_text())
+
+
+def test_kernel_entry_points_are_defined_where_grep_finds_them():
+    # Every C function a .pyx declares is defined under its own name or, in a
+    # type-generic body, as SA_FN(name) with the type suffix dropped; no
+    # definition is assembled by token pasting outside src/_simd.h.
+    src = REPO / "src"
+    headers = {p.name: p.read_text() for p in src.glob("*.h")}
+    declared = set()
+    for pyx in src.glob("*.pyx"):
+        for block in re.findall(r'cdef extern from "_\w+\.h" nogil:\n((?:    .*\n|\n)+)', pyx.read_text()):
+            declared |= set(re.findall(r"\b(sa_\w+)\(", block))
+    assert len(declared) > 40
+    text = "\n".join(headers.values())
+    for name in sorted(declared):
+        generic = re.sub(r"_f(32|64)$", "", name)
+        assert (re.search(rf"\b{name}\b\s*(\(|,)", text) or f"SA_FN({generic})" in text), name
+    for name, body in headers.items():
+        if name != "_simd.h":
+            assert "##" not in body, name
+        assert len(re.findall(r"#define SA_CAT\b", body)) == (name == "_simd.h"), name
