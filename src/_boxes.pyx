@@ -12,6 +12,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int64_t, uint64_t
 from libc.math cimport INFINITY
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
+from _parallel cimport elements
 
 import numpy as np
 
@@ -97,10 +98,6 @@ cdef Py_ssize_t SCRATCH_INDEX_COLUMNS = 4
 cdef Py_ssize_t SCRATCH_BYTE_COLUMNS = 2
 
 
-cdef inline Py_ssize_t _stride(Py_ssize_t bytes, Py_ssize_t itemsize):
-    return bytes // itemsize
-
-
 def box_area(const floating[:, :] boxes, floating[::1] out):
     """(x2 - x1) * (y2 - y1) of every row of boxes (n, 4) into out (n,)."""
     cdef Py_ssize_t n = boxes.shape[0]
@@ -108,7 +105,7 @@ def box_area(const floating[:, :] boxes, floating[::1] out):
         raise ValueError("internal error: box_area shapes")
     if n == 0:
         return
-    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes.strides[0], sizeof(floating)), s1 = elements(boxes.strides[1], sizeof(floating))
     with nogil:
         if floating is float:
             sa_box_area_f32(&boxes[0, 0], s0, s1, n, &out[0])
@@ -124,7 +121,7 @@ def box_convert(const floating[:, :] boxes, int in_fmt, int out_fmt, floating[:,
         raise ValueError("internal error: box_convert shapes")
     if n == 0:
         return
-    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes.strides[0], sizeof(floating)), s1 = elements(boxes.strides[1], sizeof(floating))
     with nogil:
         if floating is float:
             sa_box_convert_f32(&boxes[0, 0], s0, s1, n, in_fmt, out_fmt, &out[0, 0])
@@ -144,8 +141,8 @@ def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:
     cdef floating[:, ::1] cols = np.empty((5, m), dtype)
     cdef sa_columns_f32 c32
     cdef sa_columns_f64 c64
-    cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
-    cdef Py_ssize_t t0 = _stride(boxes2.strides[0], sizeof(floating)), t1 = _stride(boxes2.strides[1], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes1.strides[0], sizeof(floating)), s1 = elements(boxes1.strides[1], sizeof(floating))
+    cdef Py_ssize_t t0 = elements(boxes2.strides[0], sizeof(floating)), t1 = elements(boxes2.strides[1], sizeof(floating))
     cdef int team = n_threads if (n_threads > 1 and n * m >= PARALLEL_MIN_ENTRIES) else 1
     cdef Py_ssize_t n_chunks = (n + IOU_CHUNK_ROWS - 1) // IOU_CHUNK_ROWS
     cdef Py_ssize_t c, begin
@@ -290,7 +287,7 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
     if boxes.shape[1] != 4 or scores.shape[0] != n or (labels is not None and len(labels) != n):
         raise ValueError("internal error: nms shapes")
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating)) if n else 1
+    cdef Py_ssize_t ss = elements(scores.strides[0], sizeof(floating)) if n else 1
     # Candidates in index order; a stable sort then breaks ties by index.
     score_array = np.asarray(scores)
     if score_threshold is None:
@@ -317,7 +314,7 @@ def nms(const floating[:, :] boxes, const floating[:] scores, labels, double iou
     cdef int8_t[::1] bscratch
     off_v, tscratch, iscratch, cells, bscratch = _class_scratch(seg, n_seg, m, dtype)
     cdef int64_t[::1] keep = np.empty(m, np.int64), n_kept = np.empty(n_seg, np.int64)
-    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes.strides[0], sizeof(floating)), s1 = elements(boxes.strides[1], sizeof(floating))
     if m < PARALLEL_MIN_BOXES:
         n_threads = 1
     with nogil:
@@ -362,8 +359,8 @@ def soft_nms(const floating[:, :] boxes, const floating[:] scores, labels, bint 
     cdef int64_t[::1] keep = np.empty(n, np.int64), n_kept = np.empty(n_seg, np.int64)
     keep_score = np.empty(n, dtype)
     cdef floating[::1] keep_score_v = keep_score
-    cdef Py_ssize_t s0 = _stride(boxes.strides[0], sizeof(floating)), s1 = _stride(boxes.strides[1], sizeof(floating))
-    cdef Py_ssize_t ss = _stride(scores.strides[0], sizeof(floating))
+    cdef Py_ssize_t s0 = elements(boxes.strides[0], sizeof(floating)), s1 = elements(boxes.strides[1], sizeof(floating))
+    cdef Py_ssize_t ss = elements(scores.strides[0], sizeof(floating))
     # With labels the result is the first max_keep of every label's
     # selections by decreasing decayed score. A label may stop after
     # max_keep selections only when it selects in that order, which holds

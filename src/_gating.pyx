@@ -9,8 +9,8 @@ everything and laid the data out as contiguous rows.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
-from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
-                        sa_interrupt_chunk)
+from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
+from _parallel cimport work_items, row_items
 
 import numpy as np
 
@@ -32,11 +32,6 @@ cdef extern from "_gating_kernels.h" nogil:
                           int over_selected, double *weights, int64_t *indices, double *prob_sum,
                           Py_ssize_t begin, Py_ssize_t end, sa_ranked *scratch)
 
-# Below this much work (entries read) one thread is faster than waking a team.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
-# Work items per thread (each at most SA_INTERRUPT_BLOCK entries: an
-# interrupt is seen between them).
-cdef Py_ssize_t CHUNKS_PER_THREAD = 4
 # Rows per work item when the gate sums router probabilities (see gate_rows).
 cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
 
@@ -56,30 +51,27 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
         return
     cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else n
-    cdef int team = n_threads if (n_threads > 1 and n_rows > 1 and n_rows * n >= PARALLEL_MIN_ELEMENTS) else 1
-    cdef Py_ssize_t parts = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = sa_interrupt_chunk(n_rows, n, parts)
-    cdef Py_ssize_t n_chunks = (n_rows + chunk - 1) // chunk
+    cdef work_items w = row_items(n_rows, n, n_threads)
     cdef Py_ssize_t c, begin
     cdef const floating *px = &x[0, 0]
     cdef floating *pv = &values[0, 0]
     cdef int64_t *pi = &indices[0, 0]
     # One scratch buffer per thread, not per row: (key, index) pairs.
-    cdef int64_t[:, ::1] scratch = np.empty((team, 2 * scratch_len), np.int64)
+    cdef int64_t[:, ::1] scratch = np.empty((w.team, 2 * scratch_len), np.int64)
     cdef int64_t *ps = &scratch[0, 0]
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
-            begin = c * chunk
-            if not sa_interrupt_poll(&intr, chunk * n):
+        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
+            begin = c * w.size
+            if not sa_interrupt_poll(&intr, w.size * n):
                 if floating is float:
                     sa_topk_rows_f32(px, xs, n, k, largest, sorted, pv, pi, begin,
-                                     min(begin + chunk, n_rows),
+                                     min(begin + w.size, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
                 else:
                     sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin,
-                                     min(begin + chunk, n_rows),
+                                     min(begin + w.size, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
     sa_interrupt_finish(&intr)
 
@@ -101,17 +93,17 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
         return
     cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else E
-    cdef int team = n_threads if (n_threads > 1 and n_rows > 1 and n_rows * E >= PARALLEL_MIN_ELEMENTS) else 1
     cdef bint with_probs = prob_sum.shape[0] > 0
-    # With probabilities to sum, chunks of a fixed size, each summing into its
-    # own row of partial, then added in chunk order: the result does not
-    # depend on the thread count or on which thread took which chunk.
-    cdef Py_ssize_t parts = min(n_rows, <Py_ssize_t> team * CHUNKS_PER_THREAD)
-    cdef Py_ssize_t chunk = GATE_CHUNK_ROWS if with_probs else sa_interrupt_chunk(n_rows, E, parts)
-    cdef Py_ssize_t n_chunks = (n_rows + chunk - 1) // chunk
+    cdef work_items w = row_items(n_rows, E, n_threads)
+    if with_probs:
+        # Chunks of a fixed size, each summing into its own row of partial,
+        # then added in chunk order: the result does not depend on the thread
+        # count or on which thread took which chunk.
+        w.size = GATE_CHUNK_ROWS
+        w.count = (n_rows + w.size - 1) // w.size
     cdef Py_ssize_t c, begin
-    cdef int64_t[:, ::1] scratch = np.empty((team, 2 * scratch_len), np.int64)
-    cdef double[:, ::1] partial = np.zeros((n_chunks if with_probs else 1, E if with_probs else 1))
+    cdef int64_t[:, ::1] scratch = np.empty((w.team, 2 * scratch_len), np.int64)
+    cdef double[:, ::1] partial = np.zeros((w.count if with_probs else 1, E if with_probs else 1))
     cdef const floating *px = &x[0, 0]
     cdef floating *pw = &weights[0, 0]
     cdef int64_t *pi = &indices[0, 0]
@@ -121,18 +113,18 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
-            begin = c * chunk
-            if not sa_interrupt_poll(&intr, chunk * E):
+        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
+            begin = c * w.size
+            if not sa_interrupt_poll(&intr, w.size * E):
                 if floating is float:
                     sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
                                      (pp + c * width) if with_probs else NULL,
-                                     begin, min(begin + chunk, n_rows),
+                                     begin, min(begin + w.size, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
                 else:
                     sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi,
                                      (pp + c * width) if with_probs else NULL,
-                                     begin, min(begin + chunk, n_rows),
+                                     begin, min(begin + w.size, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
     sa_interrupt_finish(&intr)
     if with_probs:

@@ -69,6 +69,7 @@ from cython.parallel cimport prange
 from libc.math cimport NAN
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+from _parallel cimport PARALLEL_MIN_ELEMENTS
 from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
                         SA_INTERRUPT_WORK)
 
@@ -121,9 +122,8 @@ cdef extern from "_linear_cross_entropy_kernels.h" nogil:
 # (N, STATE_FIELDS) float64 array, viewed here as sa_lce_row structs.
 STATE_FIELDS = sizeof(sa_lce_row) // sizeof(double)
 
-# Below this many tile entries (row loops) or multiply-adds (products) one
-# thread is faster than waking a team.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+# Below PARALLEL_MIN_ELEMENTS tile entries (row loops) or this many
+# multiply-adds (products) one thread is faster than waking a team.
 cdef Py_ssize_t PARALLEL_MIN_FLOPS = 1 << 20
 # Threads' shares of a product's output: multiples of 16 entries (a 64-byte
 # cache line of floats), so neighbouring shares do not share cache lines.

@@ -10,8 +10,8 @@ here (float64, one per sample: O(samples) memory, never O(logits)).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
-from _interrupt cimport (sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish,
-                        sa_interrupt_chunk)
+from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
+from _parallel cimport elements, work_items, row_items
 
 cdef extern from "_losses_kernels.h" nogil:
     ctypedef struct sa_loss_opts:
@@ -86,25 +86,6 @@ ELEMENTWISE_KINDS = {
     "sigmoid_focal": SA_EW_SIGMOID_FOCAL,
     "kl": SA_EW_KL,
 }
-
-# Below this much work (elements) one thread is faster than waking a team.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
-# Work items per thread: enough to even out rows of unequal cost (each at
-# most SA_INTERRUPT_BLOCK elements: an interrupt is seen between them).
-cdef Py_ssize_t CHUNKS_PER_THREAD = 4
-
-
-cdef inline Py_ssize_t _elements(Py_ssize_t stride_bytes, Py_ssize_t itemsize) except? -1:
-    if stride_bytes % itemsize:
-        raise ValueError("internal error: stride is not a multiple of the item size")
-    return stride_bytes // itemsize
-
-
-cdef int _team_size(Py_ssize_t n_items, Py_ssize_t work, int n_threads) noexcept nogil:
-    if n_threads <= 1 or work < PARALLEL_MIN_ELEMENTS or n_items < 2:
-        return 1
-    return n_threads
-
 
 cdef sa_loss_opts _default_opts(int kind, double class_weight_sum) noexcept nogil:
     """A loss's options at their defaults: the one place they are set."""
@@ -207,31 +188,29 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
     if n == 0:
         return
     cdef sa_loss_opts o = _loss_opts(opts, class_weight)
-    cdef Py_ssize_t xs0 = _elements(x.strides[0], item), xsc = _elements(x.strides[1], item)
-    cdef Py_ssize_t xs2 = _elements(x.strides[2], item)
-    cdef Py_ssize_t ts0 = _elements(t.strides[0], item), tsc = _elements(t.strides[1], item)
-    cdef Py_ssize_t ts2 = _elements(t.strides[2], item)
+    cdef Py_ssize_t xs0 = elements(x.strides[0], item), xsc = elements(x.strides[1], item)
+    cdef Py_ssize_t xs2 = elements(x.strides[2], item)
+    cdef Py_ssize_t ts0 = elements(t.strides[0], item), tsc = elements(t.strides[1], item)
+    cdef Py_ssize_t ts2 = elements(t.strides[2], item)
     cdef const floating *px = &x[0, 0, 0]
     cdef const floating *pt = &t[0, 0, 0] if probs else NULL
     cdef const int64_t *py = &y[0] if not probs else NULL
     cdef floating *pg = &grad[0, 0, 0] if with_grad else NULL
     cdef double *pl = &loss[0]
-    cdef int team = _team_size(n, n * C, n_threads)
-    cdef Py_ssize_t chunk = sa_interrupt_chunk(n, C, min(n, <Py_ssize_t> team * CHUNKS_PER_THREAD))
-    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    cdef work_items w = row_items(n, C, n_threads)
     cdef Py_ssize_t k, begin
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
-            begin = k * chunk
-            if not sa_interrupt_poll(&intr, chunk * C):
+        for k in prange(w.count, num_threads=w.team, schedule='dynamic'):
+            begin = k * w.size
+            if not sa_interrupt_poll(&intr, w.size * C):
                 if floating is float:
                     sa_loss_samples_f32(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
-                                        pg, &o, pl, begin, min(begin + chunk, n))
+                                        pg, &o, pl, begin, min(begin + w.size, n))
                 else:
                     sa_loss_samples_f64(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
-                                        pg, &o, pl, begin, min(begin + chunk, n))
+                                        pg, &o, pl, begin, min(begin + w.size, n))
     sa_interrupt_finish(&intr)
 
 
@@ -268,29 +247,27 @@ def elementwise(const floating[:, ::1] x, const floating[:, ::1] t,
     o.grad_scale = opts.get("grad_scale", 1.0)
     cdef const floating *pw = &weight[0, 0] if weight.shape[0] else NULL
     cdef const floating *pp = &pos_weight[0, 0] if pos_weight.shape[0] else NULL
-    cdef Py_ssize_t ws0 = _elements(weight.strides[0], item) if pw else 0
-    cdef Py_ssize_t ws1 = _elements(weight.strides[1], item) if pw else 0
-    cdef Py_ssize_t ps0 = _elements(pos_weight.strides[0], item) if pp else 0
-    cdef Py_ssize_t ps1 = _elements(pos_weight.strides[1], item) if pp else 0
+    cdef Py_ssize_t ws0 = elements(weight.strides[0], item) if pw else 0
+    cdef Py_ssize_t ws1 = elements(weight.strides[1], item) if pw else 0
+    cdef Py_ssize_t ps0 = elements(pos_weight.strides[0], item) if pp else 0
+    cdef Py_ssize_t ps1 = elements(pos_weight.strides[1], item) if pp else 0
     cdef floating *po = &out[0, 0] if out.shape[0] else NULL
     cdef floating *pg = &grad[0, 0] if grad.shape[0] else NULL
     cdef const floating *px = &x[0, 0]
     cdef const floating *pt = &t[0, 0]
     cdef double *pl = &row_loss[0]
-    cdef int team = _team_size(R, R * L, n_threads)
-    cdef Py_ssize_t chunk = sa_interrupt_chunk(R, L, min(R, <Py_ssize_t> team * CHUNKS_PER_THREAD))
-    cdef Py_ssize_t n_chunks = (R + chunk - 1) // chunk
+    cdef work_items w = row_items(R, L, n_threads)
     cdef Py_ssize_t k, begin
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for k in prange(n_chunks, num_threads=team, schedule='dynamic'):
-            begin = k * chunk
-            if not sa_interrupt_poll(&intr, chunk * L):
+        for k in prange(w.count, num_threads=w.team, schedule='dynamic'):
+            begin = k * w.size
+            if not sa_interrupt_poll(&intr, w.size * L):
                 if floating is float:
                     sa_elementwise_rows_f32(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
-                                            po, pg, pl, begin, min(begin + chunk, R))
+                                            po, pg, pl, begin, min(begin + w.size, R))
                 else:
                     sa_elementwise_rows_f64(px, pt, L, pw, ws0, ws1, pp, ps0, ps1, &o,
-                                            po, pg, pl, begin, min(begin + chunk, R))
+                                            po, pg, pl, begin, min(begin + w.size, R))
     sa_interrupt_finish(&intr)

@@ -14,6 +14,7 @@ everything and laid the data out as either
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
+from _parallel cimport PARALLEL_MIN_ELEMENTS, elements
 
 cdef extern from "_softmax_kernels.h" nogil:
     ctypedef struct sa_stats:
@@ -58,8 +59,6 @@ OPS = {
 }
 LOGSUMEXP = SA_LOGSUMEXP
 
-# Below this many elements one thread is faster than waking a team.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
 # Fewer slices than threads, each at least this long: split every slice
 # across the threads and merge the (max, sum) pairs.
 cdef Py_ssize_t SPLIT_MIN_LENGTH = 1 << 14
@@ -160,12 +159,6 @@ cdef void _rows_parallel(const floating *x, Py_ssize_t xs, floating *out, Py_ssi
             _rows(x + r0 * xs, xs, out + r0 * os, os, min(chunk, n_rows - r0), n, scale, op)
 
 
-cdef inline Py_ssize_t _elements(Py_ssize_t stride_bytes, Py_ssize_t itemsize) except? -1:
-    if stride_bytes % itemsize:
-        raise ValueError("internal error: stride is not a multiple of the item size")
-    return stride_bytes // itemsize
-
-
 def rows(const floating[:, :] x, floating[:, :] out, int op, double scale, int n_threads):
     """out[i, :] = op(x[i, :]) for a non-reducing op; x's rows must be contiguous."""
     cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
@@ -175,8 +168,8 @@ def rows(const floating[:, :] x, floating[:, :] out, int op, double scale, int n
         raise ValueError("internal error: rows kernel called with a reducing op or wrong shape")
     if n_rows == 0 or n == 0:
         return
-    cdef Py_ssize_t xs = _elements(x.strides[0], sizeof(floating))
-    cdef Py_ssize_t os = _elements(out.strides[0], sizeof(floating))
+    cdef Py_ssize_t xs = elements(x.strides[0], sizeof(floating))
+    cdef Py_ssize_t os = elements(out.strides[0], sizeof(floating))
     with nogil:
         _rows_parallel(&x[0, 0], xs, &out[0, 0], os, n_rows, n, scale, op, n_threads)
 
@@ -188,8 +181,8 @@ def rows_logsumexp(const floating[:, :] x, floating[:] out, double scale, int n_
         raise ValueError("internal error: bad layout for rows_logsumexp")
     if n_rows == 0:
         return
-    cdef Py_ssize_t xs = _elements(x.strides[0], sizeof(floating))
-    cdef Py_ssize_t os = _elements(out.strides[0], sizeof(floating))
+    cdef Py_ssize_t xs = elements(x.strides[0], sizeof(floating))
+    cdef Py_ssize_t os = elements(out.strides[0], sizeof(floating))
     with nogil:
         _rows_parallel(&x[0, 0], xs, &out[0], os, n_rows, n, scale, SA_LOGSUMEXP, n_threads)
 
@@ -214,8 +207,8 @@ def cols(const floating[:, :, :] x, floating[:, :, :] out, int op, double scale,
         return
     if n == 0:
         raise ValueError("internal error: logsumexp over an empty axis is handled in Python")
-    cdef Py_ssize_t xs0 = _elements(x.strides[0], item), xs1 = _elements(x.strides[1], item)
-    cdef Py_ssize_t os0 = _elements(out.strides[0], item), os1 = _elements(out.strides[1], item)
+    cdef Py_ssize_t xs0 = elements(x.strides[0], item), xs1 = elements(x.strides[1], item)
+    cdef Py_ssize_t os0 = elements(out.strides[0], item), os1 = elements(out.strides[1], item)
     cdef Py_ssize_t width = _col_width(n, item)
     cdef Py_ssize_t n_blocks = (inner + width - 1) // width
     cdef Py_ssize_t n_tasks = outer * n_blocks
