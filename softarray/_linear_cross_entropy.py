@@ -27,23 +27,18 @@ from ._validate import check_bool, check_ignore_index, check_int, check_real, ch
 # row of the problem: tall tiles amortize it. The backward wants whole
 # vocabulary rows (it then starts from the forward's exponentials instead of
 # recomputing the logits: 3 products, not 4), so it takes up to GRAD_ROWS of
-# them; BLAS reaches its full speed from about 128 rows (OpenBLAS on AVX2:
-# 64 rows ~80% of it, 32 rows ~60%), and below MIN_ROWS whole rows the
-# vocabulary is chunked instead. The forward alone has no use for whole rows:
-# FORWARD_ROWS rows by TILE_BYTES / FORWARD_ROWS entries packed the
-# classifier 8x less often and ran 15% faster than 256 whole rows (N = 2048,
-# D = 512, V = 16384, float32, one thread).
+# them; BLAS reaches its full speed from about 128 rows, and below MIN_ROWS
+# whole rows the vocabulary is chunked instead. The forward alone has no use
+# for whole rows: FORWARD_ROWS rows by TILE_BYTES / FORWARD_ROWS entries pack
+# the classifier 8x less often than 256 whole rows (docs/performance.md,
+# "Choices measured inside the kernels", gives the timings).
 TILE_BYTES = 32 * 2**20
 GRAD_ROWS = 256
 FORWARD_ROWS = 1024
 MIN_ROWS = 64
 # A narrow vocabulary gets taller tiles, up to this many entries (256 KiB of
 # float64: in a core's L2), so that each BLAS call has enough work to pay
-# for itself. V = 20, D = 100, float64, one thread, 200000 rows, gradients
-# of the classifier only: with row-major tiles 91-96 ms at 1024 rows against
-# 103-118 ms at 256; with the class-major tiles narrow vocabularies now get,
-# 409 to 1638 rows (8192 to 32768 entries) measured alike, 3276 and more
-# slower.
+# for itself; taller tiles leave L2 and are slower (docs/performance.md).
 SMALL_TILE_ENTRIES = 32768
 # SciPy's BLAS takes 32-bit integer sizes.
 BLAS_INT_MAX = 2**31 - 1
