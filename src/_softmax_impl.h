@@ -109,7 +109,7 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
     }
 }
 
-/* Softmax of one contiguous row of at most SA_CACHED_ROW_BLOCKS blocks, one
+/* Softmax of one contiguous row of at most SA_CACHED_ROW_BYTES, one
  * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
  * and stores exp(y - running maximum) into out; pass 2 multiplies each
  * block by exp(its maximum - final maximum) / sum. float32 on the x86-64-v3
@@ -386,7 +386,7 @@ SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptr
         SA_FN(sa_rows_small)(x, x_stride, out, out_stride, n_rows, n, scale, op);
         return;
     }
-    if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BLOCKS * SA_ROW_BLOCK) {
+    if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BYTES / (ptrdiff_t)sizeof(SA_T)) {
         for (ptrdiff_t r = 0; r < n_rows; r++)
             SA_FN(sa_softmax_row_cached)(x + r * x_stride, out + r * out_stride, n, scale);
         return;
