@@ -91,13 +91,15 @@ def test_special_values_elementwise(backend, op):
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [65536, 128000, 131072, 131073])
-def test_softmax_long_rows_with_special_values(dtype, n):
+@pytest.mark.parametrize("n", [65536, 128000, 131072, 131073, 300_000])
+def test_softmax_long_rows_with_special_values(dtype, n, threads):
     """Rows of a vocabulary's length, at and past the 512 KiB kept in L2
     between the passes: a leading run of -inf, a maximum that rises in a
     late block, +inf, NaN and a row dominated by one entry, against
-    scipy.special."""
+    scipy.special. With two threads each row alone is split in two
+    segments (cached while a segment fits 512 KiB) and their sums merged."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, n)) * 4
     x[0, :3000] = -np.inf                   # the first blocks hold nothing
@@ -108,7 +110,8 @@ def test_softmax_long_rows_with_special_values(dtype, n):
     x = x.astype(dtype)
     with np.errstate(all="ignore"):
         want = scipy.special.softmax(x.astype(np.float64), axis=-1)
-    got = sa.softmax(x)
+    with sa.threads(threads):
+        got = np.concatenate([sa.softmax(row) for row in x[:, None, :]])
     assert got.dtype == dtype
     # rtol: the reference rounds x - max, about 200 here, so its exp is off by
     # up to 200 ulp of the difference; atol: probabilities below the type's
