@@ -6,11 +6,17 @@ rows, softarray beside PyTorch, float32, in one process.
 Each figure is the median over ``--repeat`` samples of the mean time of a
 loop of calls (the loop sized to about 50 ms), in milliseconds; the ratio is
 torch's time over softarray's (above 1: softarray faster). softarray gets
-the NumPy array, torch a tensor sharing the same data. ``np.argpartition``
+the NumPy array, torch a tensor of the same data. ``np.argpartition``
 (unsorted: it does less) is printed beside top-k as a floor, not a peer.
+Each library is timed in a process of its own (``--library``), since
+PyTorch's OpenMP pool keeps spinning after its calls and takes a core from
+softarray's threads in a shared process.
 """
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import timeit
 
 import numpy as np
@@ -51,24 +57,43 @@ def cases(rng, only):
     return out
 
 
+def timings(library, threads, only, repeat):
+    """{(call, shape): ms} for one library at one thread count, this process."""
+    out = {}
+    torch.set_num_threads(threads)
+    with sa.threads(threads):
+        for call, shape, ours, peer, floor in cases(np.random.default_rng(0), only):
+            f = {"softarray": ours, "torch": peer, "argpartition": floor}[library]
+            if f is not None:
+                out[f"{call}|{shape}"] = per_call(f, repeat) * 1e3
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="+", default=["topk", "softmax"], choices=["topk", "softmax"])
+    parser.add_argument("--library", choices=["softarray", "torch", "argpartition"],
+                        help="time this one here and print JSON (the table runs one process each)")
     args = parser.parse_args()
-    table = cases(np.random.default_rng(0), args.only)
-    print(f"| call | shape | threads | softarray ms | torch ms | torch / softarray | argpartition ms |")
+    if args.library:
+        print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat)))
+        return
+    print("| call | shape | threads | softarray ms | torch ms | torch / softarray | argpartition ms |")
     print("|---|---|---|---|---|---|---|")
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        with sa.threads(threads):
-            for call, shape, ours, peer, floor in table:
-                a = per_call(ours, args.repeat)
-                b = per_call(peer, args.repeat)
-                c = f"{per_call(floor, args.repeat) * 1e3:.3f}" if floor else ""
-                print(f"| {call} | {shape} | {threads} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | {c} |",
-                      flush=True)
+        times = {
+            library: json.loads(subprocess.run(
+                [sys.executable, __file__, "--library", library, "--threads", str(threads),
+                 "--repeat", str(args.repeat), "--only", *args.only],
+                check=True, capture_output=True, text=True).stdout)
+            for library in ("softarray", "torch", "argpartition")}
+        for key, a in times["softarray"].items():
+            call, shape = key.split("|")
+            b = times["torch"][key]
+            c = f"{times['argpartition'][key]:.3f}" if key in times["argpartition"] else ""
+            print(f"| {call} | {shape} | {threads} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {c} |", flush=True)
 
 
 if __name__ == "__main__":
