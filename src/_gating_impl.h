@@ -43,6 +43,55 @@ SA_INLINE void SA_FN(sa_topk_small_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
     }
 }
 
+/* Large k on a long row (n >= SA_TOPK_FILTER_RATIO k): a running threshold
+ * filter. Entries are appended to best while their key reaches the
+ * threshold; when the next block could overflow 4 k + SA_TOPK_BLOCK entries,
+ * a quickselect keeps the k best so far and the threshold rises to the k-th
+ * best key so far, which no entry of the result can be below. Rank keys are
+ * computed one block at a time in a vector loop and groups of 8 with no key
+ * reaching the threshold are skipped by one vector compare, so on unordered
+ * data the row is streamed once and few entries are copied; on sorted rows
+ * every entry is copied and the cost is about that of one quickselect over
+ * the row. The row is read in order (no sample at strided positions: those
+ * reads wait on memory once the row is out of L2). best holds n entries.
+ * Returns the number kept, at least k, with the k first among them. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
+                                              sa_ranked *best)
+{
+    const ptrdiff_t cap = 4 * k + SA_TOPK_BLOCK < n ? 4 * k + SA_TOPK_BLOCK : n;
+    SA_KEY_T keys[SA_TOPK_BLOCK];
+    SA_KEY_T threshold = 0;
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
+        const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
+        if (m + len > cap) {
+            sa_select(best, m, k);
+            m = k;
+            threshold = (SA_KEY_T)best[0].key;
+            for (ptrdiff_t j = 1; j < k; j++)
+                threshold = (SA_KEY_T)best[j].key < threshold ? (SA_KEY_T)best[j].key : threshold;
+        }
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < len; i++)
+            keys[i] = (SA_KEY_T)SA_RANK(row[b + i], largest);
+        for (ptrdiff_t g = 0; g < len; g += 8) {
+            const ptrdiff_t w = len - g < 8 ? len - g : 8;
+            int reach = 0;
+            for (ptrdiff_t j = 0; j < w; j++)
+                reach |= keys[g + j] >= threshold;
+            if (!reach)
+                continue;
+            for (ptrdiff_t j = 0; j < w; j++) {
+                if (keys[g + j] >= threshold) {
+                    const sa_ranked e = {keys[g + j], b + g + j};
+                    best[m++] = e;
+                }
+            }
+        }
+    }
+    return m;
+}
+
 /* The k first entries of one row, in result order when sorted, into best. */
 SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                   int sorted, sa_ranked *best)
@@ -67,12 +116,18 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         else
             SA_FN(sa_topk_small_row)(row, n, k, 0, best);
     } else {
-        for (ptrdiff_t i = 0; i < n; i++) {
-            const sa_ranked e = {SA_RANK(row[i], largest), i};
-            best[i] = e;
+        ptrdiff_t m = n;
+        if (n >= SA_TOPK_FILTER_RATIO * k) {
+            m = largest ? SA_FN(sa_topk_filter_row)(row, n, k, 1, best)
+                        : SA_FN(sa_topk_filter_row)(row, n, k, 0, best);
+        } else {
+            for (ptrdiff_t i = 0; i < n; i++) {
+                const sa_ranked e = {SA_RANK(row[i], largest), i};
+                best[i] = e;
+            }
         }
-        if (k < n)
-            sa_select(best, n, k);
+        if (k < m)
+            sa_select(best, m, k);
         if (sorted)
             qsort(best, (size_t)k, sizeof(sa_ranked), sa_ranked_cmp);
     }

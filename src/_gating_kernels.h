@@ -13,8 +13,9 @@
  * k vectorized passes, each a maximum over the packs. Other small k:
  * one pass with the k best kept sorted in a tiny array; a new entry costs
  * one comparison unless it enters. Large k: the keys of the row go to
- * scratch, a quickselect puts the k best in front, and (if sorted) they are
- * sorted. The Python layer (softarray/_gating.py) validates everything and
+ * scratch (on rows at least SA_TOPK_FILTER_RATIO k long, only those that
+ * reach a running k-th best key), a quickselect puts the
+ * k best in front, and (if sorted) they are sorted. The Python layer (softarray/_gating.py) validates everything and
  * lays the data out as rows; nothing here fails.
  */
 #ifndef SOFTARRAY_GATING_KERNELS_H
@@ -29,6 +30,9 @@
 #define SA_TOPK_SMALL_K 32
 /* float32 rows up to this k take k vectorized passes (sa_topk_passes_row_f32). */
 #define SA_TOPK_PASSES_K 4
+/* Large k on rows at least this many times k long: the threshold filter
+ * (sa_topk_filter_row) before the quickselect. */
+#define SA_TOPK_FILTER_RATIO 16
 /* Rank keys of this many entries are computed at a time (on the stack). */
 #define SA_TOPK_BLOCK 256
 

@@ -26,6 +26,10 @@ cdef extern from "_softmax_kernels.h" nogil:
         double a
         double b
         double c
+    ctypedef struct sa_cached_state:
+        double max
+        double sum
+        int nan
     enum:
         SA_SOFTMAX
         SA_LOG_SOFTMAX
@@ -33,7 +37,18 @@ cdef extern from "_softmax_kernels.h" nogil:
         SA_LOG_STABLEMAX
         SA_LOGSUMEXP
         SA_COL_BLOCK_MAX
+        SA_CACHED_ROW_BYTES
+        SA_CACHED_ROW_BLOCKS
     void sa_stats_init(sa_stats *st)
+    void sa_cached_merge(sa_cached_state *a, const sa_cached_state *b)
+    void sa_segment_cached_stats_f32(const float *x, float *out, Py_ssize_t n, float scale,
+                                     double *shift, sa_cached_state *st)
+    void sa_segment_cached_stats_f64(const double *x, double *out, Py_ssize_t n, double scale,
+                                     double *shift, sa_cached_state *st)
+    void sa_segment_cached_write_f32(float *out, Py_ssize_t n, const double *shift,
+                                     sa_cached_state row)
+    void sa_segment_cached_write_f64(double *out, Py_ssize_t n, const double *shift,
+                                     sa_cached_state row)
     void sa_stats_merge(int stable, sa_stats *a, const sa_stats *b)
     int sa_op_is_stable(int op)
     sa_params sa_finalize(int op, const sa_stats *st)
@@ -91,6 +106,55 @@ cdef inline void _segment_write(const floating *x, floating *out, Py_ssize_t n, 
         sa_segment_write_f64(x, out, n, scale, op, p)
 
 
+cdef inline void _segment_cached_stats(const floating *x, floating *out, Py_ssize_t n, double scale,
+                                       double *shift, sa_cached_state *st) noexcept nogil:
+    if floating is float:
+        sa_segment_cached_stats_f32(x, out, n, <float>scale, shift, st)
+    else:
+        sa_segment_cached_stats_f64(x, out, n, scale, shift, st)
+
+
+cdef inline void _segment_cached_write(floating *out, Py_ssize_t n, const double *shift,
+                                       sa_cached_state row) noexcept nogil:
+    if floating is float:
+        sa_segment_cached_write_f32(out, n, shift, row)
+    else:
+        sa_segment_cached_write_f64(out, n, shift, row)
+
+
+cdef int _rows_split_cached(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
+                            Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t seg, double scale,
+                            int n_threads) noexcept nogil:
+    """_rows_split for softmax when a segment fits SA_CACHED_ROW_BYTES: pass 1
+    stores each segment's exponentials (one exp per entry), the segments'
+    (maximum, sum) are merged per row, pass 2 rescales each segment's blocks.
+    Returns -1 if scratch could not be allocated."""
+    cdef Py_ssize_t n_seg = (n + seg - 1) // seg
+    cdef Py_ssize_t n_tasks = n_rows * n_seg
+    cdef Py_ssize_t t, r, s, start
+    # one allocation: every segment's block shifts, then the segments' states
+    cdef double *shifts = <double *> malloc(
+        n_tasks * (SA_CACHED_ROW_BLOCKS * sizeof(double) + sizeof(sa_cached_state)))
+    if shifts == NULL:
+        return -1
+    cdef sa_cached_state *states = <sa_cached_state *> (shifts + n_tasks * SA_CACHED_ROW_BLOCKS)
+    for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+        r = t // n_seg
+        start = (t - r * n_seg) * seg
+        _segment_cached_stats(x + r * xs + start, out + r * os + start, min(seg, n - start), scale,
+                              shifts + t * SA_CACHED_ROW_BLOCKS, &states[t])
+    for r in range(n_rows):
+        for s in range(1, n_seg):
+            sa_cached_merge(&states[r * n_seg], &states[r * n_seg + s])
+    for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+        r = t // n_seg
+        start = (t - r * n_seg) * seg
+        _segment_cached_write(out + r * os + start, min(seg, n - start),
+                              shifts + t * SA_CACHED_ROW_BLOCKS, states[r * n_seg])
+    free(shifts)
+    return 0
+
+
 cdef inline void _cols(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
                        Py_ssize_t n, Py_ssize_t width, double scale, int op) noexcept nogil:
     if floating is float:
@@ -108,6 +172,8 @@ cdef int _rows_split(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t
     allocated (the caller then runs unsplit)."""
     cdef Py_ssize_t seg = (n + n_threads - 1) // n_threads
     seg = (seg + 63) // 64 * 64              # whole cache lines per segment
+    if op == SA_SOFTMAX and seg * <Py_ssize_t> sizeof(floating) <= SA_CACHED_ROW_BYTES:
+        return _rows_split_cached(x, xs, out, os, n_rows, n, seg, scale, n_threads)
     cdef Py_ssize_t n_seg = (n + seg - 1) // seg
     cdef Py_ssize_t n_tasks = n_rows * n_seg
     cdef Py_ssize_t t, r, s, start, length

@@ -109,15 +109,17 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
     }
 }
 
-/* Softmax of one contiguous row of at most SA_CACHED_ROW_BLOCKS blocks, one
+/* Softmax of one contiguous row of at most SA_CACHED_ROW_BYTES, one
  * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
  * and stores exp(y - running maximum) into out; pass 2 multiplies each
  * block by exp(its maximum - final maximum) / sum. float32 on the x86-64-v3
- * path runs pass 1's exponentials in _softmax_avx2.h. */
-SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale)
+ * path runs pass 1's exponentials in _softmax_avx2.h. A row split over
+ * threads runs pass 1 per segment, merges the segments' (maximum, sum) and
+ * runs pass 2 per segment with the row's. */
+SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale,
+                                              double *shift, sa_cached_state *st)
 {
-    double shift[SA_CACHED_ROW_BLOCKS];     /* the running maximum each block was stored against */
-    double m = -INFINITY, sum = 0.0;
+    double m = -INFINITY, sum = 0.0;     /* shift[k]: the running maximum block k was stored against */
     int bad = 0;
 #if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
     const int avx2 = sa_simd_v3;
@@ -161,7 +163,15 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         }
         sum += s;
     }
-    const double inv = (bad || !isfinite(m)) ? NAN : 1.0 / sum;
+    st->max = m;
+    st->sum = sum;
+    st->nan = bad;
+}
+
+/* Pass 2: block k of out times exp(shift[k] - m) * inv. */
+SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const double *shift, double m,
+                                              double inv)
+{
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         SA_T *ob = out + b;
@@ -170,6 +180,14 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
         for (ptrdiff_t i = 0; i < len; i++)
             ob[i] *= f;
     }
+}
+
+SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale)
+{
+    double shift[SA_CACHED_ROW_BLOCKS];
+    sa_cached_state st;
+    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, &st);
+    SA_FN(sa_softmax_cached_pass2)(out, n, shift, st.max, sa_cached_inverse(&st));
 }
 
 /* Public entry points (dispatched, see SA_DISPATCHED). Strides are in elements. */
@@ -184,6 +202,23 @@ SA_DISPATCHED(SA_FN(sa_segment_write), (const SA_T *x, SA_T *out, ptrdiff_t n, S
               (x, out, n, scale, op, p))
 {
     SA_FN(sa_segment_write_impl)(x, out, n, scale, op, p);
+}
+
+/* One segment of at most SA_CACHED_ROW_BYTES of a softmax row split over
+ * threads: pass 1 into out (shift: SA_CACHED_ROW_BLOCKS entries), then,
+ * with the merged state of the row, pass 2. */
+SA_DISPATCHED(SA_FN(sa_segment_cached_stats), (const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale,
+                                               double *shift, sa_cached_state *st),
+              (x, out, n, scale, shift, st))
+{
+    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, st);
+}
+
+SA_DISPATCHED(SA_FN(sa_segment_cached_write), (SA_T *out, ptrdiff_t n, const double *shift,
+                                               sa_cached_state row),
+              (out, n, shift, row))
+{
+    SA_FN(sa_softmax_cached_pass2)(out, n, shift, row.max, sa_cached_inverse(&row));
 }
 
 /* One block of columns: the reduction runs down n rows (x_stride apart) of
@@ -386,7 +421,7 @@ SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptr
         SA_FN(sa_rows_small)(x, x_stride, out, out_stride, n_rows, n, scale, op);
         return;
     }
-    if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BLOCKS * SA_ROW_BLOCK) {
+    if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BYTES / (ptrdiff_t)sizeof(SA_T)) {
         for (ptrdiff_t r = 0; r < n_rows; r++)
             SA_FN(sa_softmax_row_cached)(x + r * x_stride, out + r * out_stride, n, scale);
         return;

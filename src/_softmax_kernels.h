@@ -91,6 +91,33 @@ SA_INLINE void sa_stats_merge(int stable, sa_stats *a, const sa_stats *b)
     }
 }
 
+/* Pass-1 state of softmax's cached rows (sa_softmax_cached_pass1): the
+ * running maximum, the sum of exp(y - max) over every entry, and NaN seen. */
+typedef struct {
+    double max, sum;
+    int nan;
+} sa_cached_state;
+
+/* The factor of pass 2: 1 / sum, NaN when a NaN was seen or the maximum is
+ * not finite (as scipy.special). */
+SA_INLINE double sa_cached_inverse(const sa_cached_state *st)
+{
+    return (st->nan || !isfinite(st->max)) ? NAN : 1.0 / st->sum;
+}
+
+/* Combine the cached states of two segments of one row into a. */
+SA_INLINE void sa_cached_merge(sa_cached_state *a, const sa_cached_state *b)
+{
+    a->nan |= b->nan;
+    if (b->max > a->max) {
+        if (a->sum != 0.0)
+            a->sum *= sa_exp_shifted_f64(a->max, b->max);
+        a->max = b->max;
+    }
+    if (b->sum != 0.0)
+        a->sum += b->max == a->max ? b->sum : b->sum * sa_exp_shifted_f64(b->max, a->max);
+}
+
 /* Pass-2 parameters of one slice from its pass-1 state (m = maximum, NaN if
  * a NaN was seen). One small branch-free formula per parameter, so that the
  * column kernel can evaluate them in SIMD loops across columns. Non-finite

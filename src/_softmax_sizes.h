@@ -10,11 +10,14 @@
 #define SA_COL_BLOCK_MAX 256
 /* Pass-1 block length along a row: 512 floats or doubles stay in L1. */
 #define SA_ROW_BLOCK 512
-/* Rows of up to this many blocks stay in L2 between the two passes, so
+/* Rows of up to this many bytes stay in L2 between the two passes, so
  * softmax stores exp() in pass 1 and only rescales in pass 2 (one exp per
  * entry); longer rows recompute exp() in pass 2 and read the input twice
- * instead of the output twice, which is what the memory bus prefers. */
-#define SA_CACHED_ROW_BLOCKS 64
+ * instead of the output twice, which is what the memory bus prefers.
+ * 512 KiB: a language model's 128000 float32 logits. */
+#define SA_CACHED_ROW_BYTES (512 * 1024)
+/* Blocks of such a row at most (float32: the narrowest type). */
+#define SA_CACHED_ROW_BLOCKS (SA_CACHED_ROW_BYTES / (SA_ROW_BLOCK * 4))
 /* Rows this short go through the transposed-tile path (sa_rows_small). */
 #define SA_SMALL_ROW_MAX 32
 #define SA_SMALL_TILE 64

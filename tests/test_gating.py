@@ -304,6 +304,9 @@ LARGE_CASES = {
     "n=100000 k=2": ((2, 100_000), 2),
     "n=100000 k=5000": ((2, 100_000), 5000),
     "router 65536x64 k=2": ((65536, 64), 2),
+    "vocabulary 2x128000 k=50": ((2, 128_000), 50),
+    "n=4096 k=64": ((8, 4096), 64),
+    "n=20000 k=1000": ((2, 20_000), 1000),
 }
 
 
@@ -345,6 +348,36 @@ def test_degenerate_rows(kind, dtype):
             for sorted in (True, False):
                 got = sa.topk(x, k, largest=largest, sorted=sorted)
                 check_topk(*got, x, k, -1, largest, sorted)
+
+
+def _filter_rows(n, k):
+    """Rows for the running-threshold filter of long rows (n >= 16 k)."""
+    rng = np.random.default_rng(12)
+    return {
+        "unordered": rng.standard_normal(n),
+        # every entry beats the threshold so far: the kept entries are cut back again and again
+        "increasing": np.arange(n, dtype=float),
+        # the first k entries are the result: the threshold is final after one cut
+        "decreasing": np.arange(n, 0, -1, dtype=float),
+        # many entries tie with the k-th, before and after each cut
+        "ties at the k-th": np.round(rng.standard_normal(n), 1),
+        "NaN and inf": np.where(rng.random(n) < 2 * k / n, np.nan,
+                                np.where(rng.random(n) < k / n, np.inf, rng.standard_normal(n))),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_filter_rows(128_000, 50)))
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("n", "k"), [(128_000, 50), (4096, 64), (20_000, 1000), (528, 33)])
+def test_long_rows_through_the_threshold_filter(kind, dtype, n, k):
+    """Long rows with large k, where the running threshold is final early,
+    never rises past most entries, or ties with many of them: the same
+    result as the reference, largest and smallest, sorted or not."""
+    x = np.stack([_filter_rows(n, k)[kind], -_filter_rows(n, k)[kind]]).astype(dtype)
+    for largest in (True, False):
+        for sorted in (True, False):
+            got = sa.topk(x, k, largest=largest, sorted=sorted)
+            check_topk(*got, x, k, -1, largest, sorted)
 
 
 def test_byte_swapped_input():

@@ -63,7 +63,10 @@ def assert_close_to_reference(got, want, dtype, op):
     "shape, axis",
     [((7,), -1), ((5, 33), -1), ((5, 33), 0), ((100, 10), 1), ((3, 4, 50), 1),
      ((2, 3, 40), (0, 2)), ((4, 6, 5), None), ((1, 70000), -1), ((3, 40000), -1),
-     ((300, 17), 0), ((2, 5, 7), (0, 1, 2))],
+     ((300, 17), 0), ((2, 5, 7), (0, 1, 2)),
+     # a language model's vocabulary; the longest rows softmax keeps in L2
+     # (512 KiB: 131072 float32, 65536 float64) and one entry more
+     ((2, 128000), -1), ((1, 65537), -1), ((1, 131073), -1)],
 )
 def test_matches_reference(backend, op, dtype, shape, axis):
     x = (np.random.default_rng(0).standard_normal(shape) * 5).astype(dtype)
@@ -86,6 +89,35 @@ def test_special_values_elementwise(backend, op):
         got = run(backend, op, x)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [65536, 128000, 131072, 131073, 300_000])
+def test_softmax_long_rows_with_special_values(dtype, n, threads):
+    """Rows of a vocabulary's length, at and past the 512 KiB kept in L2
+    between the passes: a leading run of -inf, a maximum that rises in a
+    late block, +inf, NaN and a row dominated by one entry, against
+    scipy.special. With two threads each row alone is split in two
+    segments (cached while a segment fits 512 KiB) and their sums merged."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, n)) * 4
+    x[0, :3000] = -np.inf                   # the first blocks hold nothing
+    x[1, n - 7] = 60.0                      # the maximum rises in the last block
+    x[2, n // 2] = np.inf
+    x[3, n // 3] = np.nan
+    x[4, 5] = 200.0                         # one entry holds almost all the mass
+    x = x.astype(dtype)
+    with np.errstate(all="ignore"):
+        want = scipy.special.softmax(x.astype(np.float64), axis=-1)
+    with sa.threads(threads):
+        got = np.concatenate([sa.softmax(row) for row in x[:, None, :]])
+    assert got.dtype == dtype
+    # rtol: the reference rounds x - max, about 200 here, so its exp is off by
+    # up to 200 ulp of the difference; atol: probabilities below the type's
+    # smallest normal number underflow
+    rtol = max(RTOL[np.dtype(dtype).type], 256 * np.finfo(np.float64).eps)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=np.finfo(dtype).tiny, equal_nan=True)
 
 
 def test_log_softmax_dominant_entry_float32(backend):
