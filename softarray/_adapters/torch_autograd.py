@@ -1,0 +1,181 @@
+"""The PyTorch autograd adapter: a call holding a CPU tensor that requires
+grad, under grad mode, runs the compiled kernels forward and the declared
+gradient rule backward, through a ``torch.autograd.Function``.
+
+An adapter (docs/architecture.md): at import it registers with
+``softarray._declare`` a claim and a route. The claim holds for a function
+that declares a gradient rule when grad mode is on (not under
+``torch.no_grad`` or ``torch.inference_mode``) and an argument is a
+float32 or float64 CPU tensor that requires grad; it costs a dictionary
+look-up when torch is not imported. Everything else (GPU tensors, float16)
+keeps its path: the portable implementation, which autograd records.
+
+The route replaces every tensor argument by a NumPy view of its data
+(``.detach().numpy()``: no copy) and calls the public function itself on
+them, so the forward is the NumPy call, compiled kernels and all. Backward
+follows the function's gradient rule (``softarray._declare``):
+
+- ``ReturnedGradient`` (the losses, linear_cross_entropy): the forward asks
+  for ``return_grad=True`` and keeps the gradient; backward scales it by
+  the incoming gradient (a scalar for "mean" and "sum"; per sample or per
+  entry for "none").
+- ``VectorJacobian`` (the softmax family, logsumexp): backward calls the
+  declared product with the forward's arguments and result on NumPy views.
+
+Backward is not itself recorded: a backward with ``create_graph=True``
+(double backward) raises a RuntimeError that says so. docs/autograd.md describes what is
+supported.
+"""
+import functools
+import sys
+
+import numpy as np
+
+from .._declare import ReturnedGradient, call_with, register_adapter
+
+
+def _claims(declaration, args, kwargs):
+    """A differentiable function called with a CPU float tensor that
+    requires grad, under grad mode."""
+    torch = sys.modules.get("torch")
+    if torch is None or declaration is None or declaration.gradient is None:
+        return False
+    if not torch.is_grad_enabled():
+        return False
+    return (any(_recorded(torch, v) for v in args)
+            or any(_recorded(torch, v) for v in kwargs.values()))
+
+
+def _recorded(torch, value):
+    return (isinstance(value, torch.Tensor) and value.requires_grad and value.device.type == "cpu"
+            and value.dtype in (torch.float32, torch.float64))
+
+
+def _route(declaration, arguments):
+    torch = sys.modules["torch"]
+    rule = declaration.gradient
+    name = declaration.public.__name__
+    inputs = tuple(n for n in rule.inputs if arguments[n] is not None)
+    for key, value in arguments.items():
+        if key not in inputs and isinstance(value, torch.Tensor) and value.requires_grad:
+            raise TypeError(
+                f"{name}: {key!r} requires grad, but softarray differentiates {name} only with "
+                f"respect to {', '.join(map(repr, inputs))}; pass {key}.detach()")
+    for key in inputs:
+        value = arguments[key]
+        if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            raise ValueError(f"{name}: {key!r} is on {value.device}; the tensors that require "
+                             f"grad are on the CPU")
+    if isinstance(rule, ReturnedGradient):
+        if arguments["return_grad"]:
+            raise ValueError(
+                f"{name}: return_grad=True with tensors that require grad; call loss.backward() "
+                f"instead, or detach the inputs (or call under torch.no_grad())")
+        if arguments.get("reduction") == "none" and rule.none_for(arguments) is None:
+            raise ValueError(
+                f"{name}: reduction='none' cannot be differentiated by the autograd adapter "
+                f"(its gradient is computed summed over samples); use 'sum' or 'mean'")
+    host = {k: (v.detach().numpy() if isinstance(v, torch.Tensor) else v) for k, v in arguments.items()}
+    call = _ReturnedCall(declaration, host, inputs) if isinstance(rule, ReturnedGradient) \
+        else _ProductCall(declaration, host, inputs)
+    tensors = [arguments[k] for k in inputs]
+    out = _function().apply(call, *tensors)
+    return out if call.several else out[0] if isinstance(out, tuple) else out
+
+
+@functools.cache
+def _function():
+    """The autograd.Function, made on first use (softarray does not import torch)."""
+    import torch
+
+    class SoftarrayCall(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, call, *tensors):
+            ctx.call = call
+            outputs = tuple(torch.from_numpy(np.asarray(r)) for r in call.forward())
+            ctx.mark_non_differentiable(*(o for o, d in zip(outputs, call.differentiable) if not d))
+            # Saved only so that torch refuses a backward after an in-place
+            # change of an input or a result (the call keeps NumPy views).
+            ctx.save_for_backward(*tensors, *outputs)
+            return outputs if call.several else outputs[0]
+
+        @staticmethod
+        def backward(ctx, *cotangents):
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    f"softarray: {ctx.call.declaration.public.__name__}'s gradient is computed, not "
+                    f"recorded: double backward (create_graph=True) is not supported; use the "
+                    f"torch.nn.functional counterpart where second derivatives are needed")
+            ctx.saved_tensors  # noqa: B018 (raises if a saved tensor was modified in place)
+            return (None,) + ctx.call.backward(cotangents, ctx.needs_input_grad[1:])
+
+    return SoftarrayCall
+
+
+def _tensor_like(torch, value, like):
+    """A gradient as a tensor of the input's dtype and shape (no copy when
+    it is already one, unless it is a read-only view)."""
+    value = np.asarray(value, dtype=like.dtype)
+    return torch.from_numpy(value if value.flags.writeable else value.copy()).reshape(like.shape)
+
+
+class _ReturnedCall:
+    """A loss that returns its gradient with the value."""
+    several = False
+    differentiable = (True,)
+
+    def __init__(self, declaration, arguments, inputs):
+        self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
+
+    def forward(self):
+        loss, grads = call_with(self.declaration.public, dict(self.arguments, return_grad=True))
+        # Kept as tensors for every backward (retain_graph): while this
+        # reference lives, torch copies a gradient it hands on rather than
+        # accumulating into it.
+        import torch
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        self.grads = tuple(_tensor_like(torch, g, self.arguments[k]) for k, g in zip(self.inputs, grads))
+        return (loss,)
+
+    def backward(self, cotangents, needs):
+        (g,) = cotangents
+        out = []
+        for grad, need in zip(self.grads, needs):
+            out.append(self._scaled(grad, g) if need else None)
+        return tuple(out)
+
+    def _scaled(self, grad, g):
+        if g.ndim == 0:
+            return grad if float(g) == 1.0 else grad * g
+        if self.declaration.gradient.none_for(self.arguments) == "entries":
+            return grad * g
+        return grad * g.unsqueeze(self.arguments["axis"] % grad.ndim)
+
+
+class _ProductCall:
+    """A function whose gradient is a declared vector-Jacobian product."""
+
+    def __init__(self, declaration, arguments, inputs):
+        self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
+
+    def forward(self):
+        result = call_with(self.declaration.public, self.arguments)
+        self.several = isinstance(result, tuple)
+        self.result = result
+        results = result if self.several else (result,)
+        # A floating result carries a gradient; a later member of several
+        # results (logsumexp's sign) carries none.
+        self.differentiable = (True,) + (False,) * (len(results) - 1)
+        return results
+
+    def backward(self, cotangents, needs):
+        import torch
+        g = [None if c is None else c.numpy() for c in cotangents]
+        g = tuple(g) if self.several else g[0]
+        grads = self.declaration.gradient.vjp(self.arguments, self.result, g)
+        named = dict(zip(self.declaration.gradient.inputs, grads))
+        return tuple(_tensor_like(torch, named[k], self.arguments[k]) if need and named[k] is not None
+                     else None for k, need in zip(self.inputs, needs))
+
+
+register_adapter(_claims, _route)
