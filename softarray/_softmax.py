@@ -108,27 +108,39 @@ def _masked(arguments, g):
     return axes, (g if where is None else np.where(where, g, 0))
 
 
+def _row_dot(g, y, axes):
+    """sum(g * y) over ``axes``, kept; one pass without a temporary for one axis."""
+    if len(axes) == 1:
+        return np.expand_dims(np.vecdot(g, y, axis=axes[0]), axes)
+    return np.sum(g * y, axis=axes, keepdims=True)
+
+
+def _divided(dx, by):
+    """dx / by in place (nothing to do for a temperature of 1)."""
+    if np.ndim(by) or float(by) != 1.0:
+        dx /= by
+    return dx
+
+
 def _softmax_vjp(arguments, y, g):
     """softmax: y * (g - sum(g * y)) / T (y is 0 outside ``where``)."""
-    axes = normalize_axes(arguments["axis"], y.ndim)
-    dx = g - np.sum(g * y, axis=axes, keepdims=True)
+    dx = g - _row_dot(g, y, normalize_axes(arguments["axis"], y.ndim))
     dx *= y
-    return (dx / arguments["temperature"],)
+    return (_divided(dx, arguments["temperature"]),)
 
 
 def _log_softmax_vjp(arguments, logp, g):
     """log_softmax: (g - softmax * sum(g)) / T."""
     axes, g = _masked(arguments, g)
     dx = g - np.exp(logp) * np.sum(g, axis=axes, keepdims=True)
-    return (dx / arguments["temperature"],)
+    return (_divided(dx, arguments["temperature"]),)
 
 
 def _stablemax_vjp(arguments, y, g):
     """stablemax: s'(x) / s(x) = 1 / (1 + |x|), so y * (g - sum(g * y)) / (1 + |x|)."""
-    axes = normalize_axes(arguments["axis"], y.ndim)
-    dx = g - np.sum(g * y, axis=axes, keepdims=True)
+    dx = g - _row_dot(g, y, normalize_axes(arguments["axis"], y.ndim))
     dx *= y
-    return (dx / (1 + np.abs(arguments["x"])),)
+    return (_divided(dx, 1 + np.abs(arguments["x"])),)
 
 
 def _log_stablemax_vjp(arguments, logy, g):

@@ -179,11 +179,17 @@ def test_gradient_reaches_earlier_layers_and_accumulates():
 def test_backward_twice_with_retain_graph():
     x = _leaf((4, 5))
     target = torch.tensor([0, 1, 2, 3])
-    loss = sa.cross_entropy(x, target) * 3
-    loss.backward(retain_graph=True)
-    first = x.grad.clone()
-    loss.backward()
-    torch.testing.assert_close(x.grad, 2 * first)
+    for scale in (1.0, 3.0):   # the gradient handed over as it is, or scaled
+        x.grad = None
+        loss = sa.cross_entropy(x, target) * scale if scale != 1.0 else sa.cross_entropy(x, target)
+        loss.backward(retain_graph=True)
+        first = x.grad.clone()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        torch.testing.assert_close(x.grad, 3 * first)
+        ref = x.detach().clone().requires_grad_()
+        (F.cross_entropy(ref, target) * scale).backward()
+        torch.testing.assert_close(first, ref.grad)
     y = sa.softmax(x)
     (g,) = torch.autograd.grad(y[:, 0].sum(), x, retain_graph=True)
     (g2,) = torch.autograd.grad(y[:, 0].sum(), x)

@@ -128,21 +128,23 @@ class _ReturnedCall:
         self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
 
     def forward(self):
-        loss, grads = call_with(self.declaration.public, dict(self.arguments, return_grad=True))
-        # Kept as tensors for every backward (retain_graph): while this
-        # reference lives, torch copies a gradient it hands on rather than
-        # accumulating into it.
         import torch
+        loss, grads = call_with(self.declaration.public, dict(self.arguments, return_grad=True))
         grads = grads if isinstance(grads, tuple) else (grads,)
-        self.grads = tuple(_tensor_like(torch, g, self.arguments[k]) for k, g in zip(self.inputs, grads))
+        self.grads = [_tensor_like(torch, g, self.arguments[k]) for k, g in zip(self.inputs, grads)]
         return (loss,)
 
     def backward(self, cotangents, needs):
         (g,) = cotangents
-        out = []
-        for grad, need in zip(self.grads, needs):
-            out.append(self._scaled(grad, g) if need else None)
-        return tuple(out)
+        if any(grad is None for grad in self.grads):
+            self.forward()  # a second backward (retain_graph) after a hand-over
+        handed = g.ndim == 0 and float(g) == 1.0
+        out = tuple(self._scaled(grad, g) if need else None for grad, need in zip(self.grads, needs))
+        if handed:
+            # Handed over without a copy: torch may keep the buffer as a
+            # .grad and accumulate into it, so it is not ours any more.
+            self.grads = [None] * len(self.grads)
+        return out
 
     def _scaled(self, grad, g):
         if g.ndim == 0:
