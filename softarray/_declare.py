@@ -197,11 +197,15 @@ class VectorJacobian:
     """The gradient is a vector-Jacobian product computed after the call.
 
     inputs: the names of the arguments that take a gradient (an argument
-    that is None is skipped). vjp(arguments, result, cotangent): the
+    that is None is skipped). vjp(arguments, saved, cotangent): the
     gradients of ``sum(result * cotangent)`` for ``inputs``, as a tuple in
     their order (None for an input that is None), on NumPy arrays: the
-    arguments, the call's result (a tuple where the function returns
-    several arrays, whose non-differentiable members get a None cotangent)
-    and the cotangent of each result."""
+    arguments, what the forward saved (by default the call's result: a
+    tuple where the function returns several arrays, whose
+    non-differentiable members get a None cotangent) and the cotangent of
+    each result. forward(arguments), optional: ``(result, saved)`` in place
+    of the plain call, where the product needs what the result does not
+    show (a straight-through estimator's soft sample)."""
     inputs: tuple
     vjp: Callable
+    forward: Callable = None

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _dispatch
 from ._conventions import capacity_slots, expert_capacity
-from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, declare
+from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, VectorJacobian, declare
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
@@ -431,7 +431,35 @@ def _logits_along(logits, axis, name="logits", role="", *, nonempty=False):
     return xp, z, axis
 
 
-@declare(AlongAxes("logits"))
+def _gumbel_sample(logits, tau, hard, rng, axis):
+    """(sample, soft sample): they differ with ``hard``."""
+    xp, z, axis = _logits_along(logits, axis, nonempty=True)
+    check_temperature(tau, "tau")
+    hard = check_bool(hard, "hard")
+    soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
+    if not hard:
+        return soft, soft
+    _, index = topk(soft, 1, axis=axis)
+    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
+    return xp.astype(positions == index, z.dtype), soft
+
+
+def _gumbel_softmax_forward(arguments):
+    """The sample, and the soft sample the gradient needs."""
+    return _gumbel_sample(arguments["logits"], arguments["tau"], arguments["hard"], arguments["rng"],
+                          arguments["axis"])
+
+
+def _gumbel_softmax_vjp(arguments, soft, g):
+    """The soft sample's softmax product at temperature ``tau``, also for
+    ``hard`` (straight through, as torch's ``y_hard - y_soft.detach() +
+    y_soft``)."""
+    return softmax.declaration.gradient.vjp(
+        {"axis": arguments["axis"], "temperature": arguments["tau"], "where": None}, soft, g)
+
+
+@declare(AlongAxes("logits"),
+         gradient=VectorJacobian(("logits",), _gumbel_softmax_vjp, forward=_gumbel_softmax_forward))
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     r"""Gumbel-softmax sample: ``softmax((logits + g) / tau)``, ``g`` standard Gumbel.
 
@@ -446,10 +474,10 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
         Temperature; small ``tau`` approaches a one-hot sample.
     hard : bool, default False
         Return the one-hot of the sample's largest entry (ties: lower index)
-        instead of the soft sample. (PyTorch returns ``y_hard - y_soft.detach()
-        + y_soft`` to pass gradients straight through; the values are the
-        same one-hot; with autograd, build that expression from the soft
-        sample.)
+        instead of the soft sample. On CPU tensors that require grad the
+        gradient passes straight through to the soft sample, as with
+        PyTorch's ``y_hard - y_soft.detach() + y_soft`` (whose values are
+        the same one-hot up to rounding).
     rng : numpy.random.Generator, optional
         Noise source; default ``numpy.random.default_rng()``.
     axis : int, default -1
@@ -468,15 +496,8 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     >>> bool(np.isclose(y.sum(), 1.0))
     True
     """
-    xp, z, axis = _logits_along(logits, axis, nonempty=True)
-    check_temperature(tau, "tau")
-    hard = check_bool(hard, "hard")
-    soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
-    if not hard:
-        return soft
-    _, index = topk(soft, 1, axis=axis)
-    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
-    return xp.astype(positions == index, z.dtype)
+    return _gumbel_sample(logits, tau, hard, rng, axis)[0]
+
 
 
 @declare(TopKAlongAxis("logits"))

@@ -354,3 +354,34 @@ def test_torch_compile_gives_torch_results():
 
     compiled = torch.compile(step, backend="aot_eager")
     _compare(compiled, lambda t: F.cross_entropy(t * 2, target) + F.softmax(t, -1).square().sum(), x)
+
+
+# ------------------------------------------------------------ gumbel_softmax
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_gumbel_softmax_gradient_matches_torch_on_the_same_noise(hard, tau):
+    x = _leaf((6, 5), scale=1.0)
+    out, (grad,) = _grads(lambda t: sa.gumbel_softmax(t, tau=tau, hard=hard, rng=np.random.default_rng(0)), x)
+    soft = sa.gumbel_softmax(x.detach(), tau=tau, rng=np.random.default_rng(0))
+    # Noise up to a per-row constant, which softmax ignores: tau * log(soft) - x.
+    noise = tau * torch.log(soft) - x.detach()
+
+    def theirs(t):
+        y_soft = torch.softmax((t + noise) / tau, -1)
+        if not hard:
+            return y_soft
+        y_hard = F.one_hot(y_soft.argmax(-1), 5).to(t.dtype)
+        return y_hard - y_soft.detach() + y_soft
+
+    ref, (ref_grad,) = _grads(theirs, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    if hard:
+        assert torch.equal(out.sum(-1), torch.ones(6, dtype=out.dtype)) and set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_gradcheck_gumbel_softmax():
+    x = _leaf((4, 5), scale=1.0)
+    assert torch.autograd.gradcheck(
+        lambda t: sa.gumbel_softmax(t, tau=0.7, axis=0, rng=np.random.default_rng(3)), (x,))

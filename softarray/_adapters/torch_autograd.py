@@ -161,9 +161,12 @@ class _ProductCall:
         self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
 
     def forward(self):
-        result = call_with(self.declaration.public, self.arguments)
+        rule = self.declaration.gradient
+        if rule.forward is None:
+            result = self.saved = call_with(self.declaration.public, self.arguments)
+        else:
+            result, self.saved = rule.forward(self.arguments)
         self.several = isinstance(result, tuple)
-        self.result = result
         results = result if self.several else (result,)
         # A floating result carries a gradient; a later member of several
         # results (logsumexp's sign) carries none.
@@ -174,7 +177,7 @@ class _ProductCall:
         import torch
         g = [None if c is None else c.numpy() for c in cotangents]
         g = tuple(g) if self.several else g[0]
-        grads = self.declaration.gradient.vjp(self.arguments, self.result, g)
+        grads = self.declaration.gradient.vjp(self.arguments, self.saved, g)
         named = dict(zip(self.declaration.gradient.inputs, grads))
         return tuple(_tensor_like(torch, named[k], self.arguments[k]) if need and named[k] is not None
                      else None for k, need in zip(self.inputs, needs))
