@@ -283,6 +283,28 @@ def test_linear_cross_entropy_gradient_only_where_required():
     assert cls.grad is None
 
 
+def test_a_linear_layer_trains_through_linear_cross_entropy():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 11, dtype=torch.float64)
+    ref = torch.nn.Linear(8, 11, dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    emb = torch.randn(32, 8, dtype=torch.float64)
+    target = torch.randint(0, 11, (32,))
+    opt, ref_opt = torch.optim.SGD(layer.parameters(), lr=0.5), torch.optim.SGD(ref.parameters(), lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        ref_opt.zero_grad()
+        loss = sa.linear_cross_entropy(emb, layer.weight, target, bias=layer.bias)
+        ref_loss = F.cross_entropy(ref(emb), target)
+        loss.backward()
+        ref_loss.backward()
+        opt.step()
+        ref_opt.step()
+        torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(layer.weight, ref.weight)
+    torch.testing.assert_close(layer.bias, ref.bias)
+
+
 # ------------------------------------------------------------ modes and errors
 
 def test_no_grad_and_inference_mode_take_the_plain_path():

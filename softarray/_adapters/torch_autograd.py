@@ -79,8 +79,7 @@ def _route(declaration, arguments):
     call = _ReturnedCall(declaration, host, inputs) if isinstance(rule, ReturnedGradient) \
         else _ProductCall(declaration, host, inputs)
     tensors = [arguments[k] for k in inputs]
-    out = _function().apply(call, *tensors)
-    return out if call.several else out[0] if isinstance(out, tuple) else out
+    return _function().apply(call, *tensors)
 
 
 @functools.cache
@@ -115,8 +114,8 @@ def _function():
 def _tensor_like(torch, value, like):
     """A gradient as a tensor of the input's dtype and shape (no copy when
     it is already one, unless it is a read-only view)."""
-    value = np.asarray(value, dtype=like.dtype)
-    return torch.from_numpy(value if value.flags.writeable else value.copy()).reshape(like.shape)
+    value = np.asarray(value, dtype=getattr(like, "dtype", None))
+    return torch.from_numpy(value if value.flags.writeable else value.copy()).reshape(np.shape(like))
 
 
 class _ReturnedCall:
