@@ -15,6 +15,11 @@ which sets ``torch.set_num_threads`` too, and ``cv2.setNumThreads``):
   integer-coordinate boxes since OpenCV takes integer Rects only; 10,000
   boxes are shown too.
 
+Issue 23's: generalized_box_iou and complete_box_iou, 2000 x 2000: >= 10x
+torchvision.ops (distance_box_iou shown beside them); the three IoU losses,
+forward and both gradients (return_grad=True, mean) on 100,000 pairs: >= 3x
+torchvision's loss and backward.
+
 Shown without a target: batched_nms (50,000 boxes, 80 classes) beside
 torchvision.ops.batched_nms, box_iou (2000 x 2000) beside
 torchvision.ops.box_iou, and cv2.dnn.NMSBoxes beside nms at 10,000 boxes
@@ -114,6 +119,47 @@ def box_iou_case(n):
     return Case("box_iou", f"{n}x{n}", fns)
 
 
+def iou_variant_case(name, n, target):
+    """generalized_box_iou, distance_box_iou or complete_box_iou, n x n."""
+    boxes1, _ = make_boxes(n, seed=0)
+    boxes2, _ = make_boxes(n, seed=1)
+    mine = getattr(sa, name)
+    fns = {"softarray": lambda: mine(boxes1, boxes2)}
+    if tvops is not None:
+        peer = getattr(tvops, name)
+        b1, b2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
+        fns["torchvision"] = lambda: peer(b1, b2)
+    return Case(name, f"{n}x{n}", fns, target)
+
+
+def loss_pairs_for_bench(n):
+    """Predictions jittered around targets (the regression case), float32."""
+    target, _ = make_boxes(n, seed=0)
+    rng = np.random.default_rng(2)
+    pred = (target + rng.normal(0, 5, target.shape)).astype(np.float32)
+    pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+    return pred, target
+
+
+def iou_loss_case(name, n, target):
+    """A box IoU loss and its gradients (mean) on n pairs: softarray's
+    return_grad=True beside torchvision's loss and backward."""
+    pred, boxes = loss_pairs_for_bench(n)
+    mine = getattr(sa, name)
+    fns = {"softarray": lambda: mine(pred, boxes, "mean", return_grad=True)}
+    if tvops is not None:
+        peer = getattr(tvops, name)
+        tp, tb = torch.from_numpy(pred), torch.from_numpy(boxes)
+
+        def forward_backward():
+            p, b = tp.detach().requires_grad_(), tb.detach().requires_grad_()
+            loss = peer(p, b, reduction="mean")
+            loss.backward()
+            return loss, (p.grad, b.grad)
+        fns["torchvision"] = forward_backward
+    return Case(name, f"{n}", fns, target)
+
+
 def all_cases(all_peers):
     return [
         nms_case(10_000, True, ("torchvision", 20.0)),
@@ -124,6 +170,12 @@ def all_cases(all_peers):
         soft_nms_case(10_000, "gaussian", None),
         batched_nms_case(50_000),
         box_iou_case(2000),
+        iou_variant_case("generalized_box_iou", 2000, ("torchvision", 10.0)),
+        iou_variant_case("distance_box_iou", 2000, None),
+        iou_variant_case("complete_box_iou", 2000, ("torchvision", 10.0)),
+        iou_loss_case("generalized_box_iou_loss", 100_000, ("torchvision", 3.0)),
+        iou_loss_case("distance_box_iou_loss", 100_000, ("torchvision", 3.0)),
+        iou_loss_case("complete_box_iou_loss", 100_000, ("torchvision", 3.0)),
     ]
 
 
@@ -174,8 +226,19 @@ def iou_agreement(mine, peer):
         return False, f"DIFFER: shapes {mine.shape} vs {peer.shape}"
     if np.array_equal(mine, peer, equal_nan=True):
         return True, f"identical ({mine.shape[0]}x{mine.shape[1]})"
+    if not np.array_equal(np.isnan(mine), np.isnan(peer)):
+        return False, "DIFFER: NaN positions"
     diff = np.nanmax(np.abs(mine.astype(np.float64) - peer))
-    return False, f"DIFFER: max |difference| {diff:.1e}"
+    # complete_box_iou: NumPy's arctan against torch's, an ulp or so apart
+    return diff <= 1e-5, f"{'within' if diff <= 1e-5 else 'DIFFER:'} max |difference| {diff:.1e}"
+
+
+def loss_agreement(mine, peer):
+    """Text: the largest differences of the loss and of the gradients."""
+    (loss, grads), (peer_loss, peer_grads) = mine, peer
+    diffs = [float(np.abs(as_numpy(a).astype(np.float64) - as_numpy(b.detach())).max())
+             for a, b in zip((loss, *grads), (peer_loss, *peer_grads))]
+    return f"loss within {diffs[0]:.1e}, gradients within {max(diffs[1:]):.1e}"
 
 
 def check_agreement(cases, thread_counts):
@@ -194,8 +257,10 @@ def check_agreement(cases, thread_counts):
                 if case.label.startswith("soft_nms"):
                     scores, indices = result     # OpenCV returns (scores, indices)
                     print(prefix + soft_agreement(mine, (indices, scores)))
-                elif case.label == "box_iou":
+                elif case.label.endswith("box_iou"):
                     print(prefix + iou_agreement(mine, result)[1])
+                elif case.label.endswith("_loss"):
+                    print(prefix + loss_agreement(mine, result))
                 else:
                     scores = case_scores(case)
                     print(prefix + index_agreement(as_numpy(mine), as_numpy(result), scores)[1])

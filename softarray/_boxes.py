@@ -6,20 +6,33 @@ arrays and CPU DLPack arrays, or the portable array-API implementation
 Boxes are axis-aligned, ``(x1, y1, x2, y2)`` with the continuous convention
 of torchvision (width ``x2 - x1``, no ``+ 1``).
 """
+import math
+
 import array_api_compat
 import numpy as np
 
 from . import _dispatch
 from ._conventions import threshold_in_dtype
-from ._declare import BoxRows, PairsOfBoxes, WholeInput, declare
+from ._declare import BoxRows, PairedBoxRows, PairsOfBoxes, WholeInput, declare
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
 from ._threads import threads_for_call
-from ._validate import check_choice, check_int, check_real, floating_input
+from ._validate import check_bool, check_choice, check_int, check_real, floating_input
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 SOFT_NMS_METHODS = ("linear", "gaussian")
+# The pairwise IoU kinds, in the order of the kernels' kind argument.
+IOU_KINDS = ("plain", "generalized", "distance", "complete")
+
+
+class BoxShapeError(ValueError, RuntimeError):
+    """A box function's array argument has the wrong shape.
+
+    Both a ``ValueError`` (softarray's convention for bad values) and a
+    ``RuntimeError`` (what ``torchvision.ops`` raises for the same
+    mistake), so code written for either catches it.
+    """
 
 
 # ----------------------------------------------------------------- validation
@@ -27,12 +40,37 @@ SOFT_NMS_METHODS = ("linear", "gaussian")
 def _boxes_input(xp, boxes, name, *, batch=False):
     """boxes as a real floating array of shape (n, 4), or (..., 4) with batch."""
     boxes = floating_input(xp, boxes, name)
+    _check_box_shape(boxes, name, batch)
+    return boxes
+
+
+def _integer_boxes(xp, boxes):
+    """Integer or boolean boxes in torchvision's integer dtype for areas:
+    int32 and int64 kept, narrower ones int32, unsigned 32 and 64 bits
+    int64 (the differences of uint8 coordinates would wrap)."""
+    if boxes.dtype in (xp.int32, xp.int64):
+        return boxes
+    wide = not xp.isdtype(boxes.dtype, "bool") and xp.iinfo(boxes.dtype).bits >= 32
+    return xp.astype(boxes, xp.int64 if wide else xp.int32)
+
+
+def _check_box_shape(boxes, name, batch):
     if batch:
         if boxes.ndim == 0 or boxes.shape[-1] != 4:
-            raise ValueError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
+            raise BoxShapeError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
     elif boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (n, 4), got {tuple(boxes.shape)}")
-    return boxes
+        raise BoxShapeError(f"{name} must have shape (n, 4), got {tuple(boxes.shape)}")
+
+
+def _is_half(xp, dtype):
+    """A floating dtype narrower than float32 (float16, bfloat16)."""
+    return xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits < 32
+
+
+def _widened(xp, x):
+    """x in float32 when it is a half-precision float: areas of boxes whose
+    sides are a few hundred overflow float16, and bfloat16 keeps 8 bits."""
+    return xp.astype(x, xp.float32) if _is_half(xp, x.dtype) else x
 
 
 def _boxes_and_scores(boxes, scores):
@@ -43,7 +81,7 @@ def _boxes_and_scores(boxes, scores):
     boxes = _boxes_input(xp, boxes, "boxes")
     scores = floating_input(xp, scores, "scores")
     if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
+        raise BoxShapeError(
             f"scores must have shape ({boxes.shape[0]},), one per box, got {tuple(scores.shape)}"
         )
     dtype = xp.result_type(boxes.dtype, scores.dtype)
@@ -62,7 +100,7 @@ def _labels_input(xp, labels, n):
     if not (xp.isdtype(labels.dtype, "integral") and not xp.isdtype(labels.dtype, "bool")):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},), one per box, got {tuple(labels.shape)}")
+        raise BoxShapeError(f"labels must have shape ({n},), one per box, got {tuple(labels.shape)}")
     return labels
 
 
@@ -116,9 +154,13 @@ def box_area(boxes):
     Returns
     -------
     array, shape (...)
-        ``boxes``' type and floating dtype. As ``torchvision.ops.box_area``,
-        not clamped: a box with ``x2 < x1`` or ``y2 < y1`` has a negative
-        area (both: positive).
+        ``boxes``' type. As ``torchvision.ops.box_area``, not clamped: a
+        box with ``x2 < x1`` or ``y2 < y1`` has a negative area (both:
+        positive). The dtype is torchvision's: float32 or float64 boxes
+        keep theirs, float16 and bfloat16 boxes give float32 (computed in
+        float32, since areas above 65504 overflow float16), int32 and
+        int64 boxes keep theirs and other integer or boolean boxes give
+        int32 (uint32 and uint64: int64).
 
     Examples
     --------
@@ -128,7 +170,11 @@ def box_area(boxes):
     array([12.,  4.])
     """
     xp, boxes = _dispatch.namespace_of(boxes, "boxes")
-    boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    if xp.isdtype(boxes.dtype, ("integral", "bool")):
+        boxes = _integer_boxes(xp, boxes)
+        _check_box_shape(boxes, "boxes", batch=True)
+        return _portable.box_area(xp, boxes)
+    boxes = _widened(xp, _boxes_input(xp, boxes, "boxes", batch=True))
     a = _dispatch.as_compiled_input(boxes)
     if a is None:
         return _portable.box_area(xp, boxes)
@@ -156,7 +202,10 @@ def box_convert(boxes, in_fmt, out_fmt):
     Returns
     -------
     array, shape (..., 4)
-        A new array (also when ``in_fmt == out_fmt``).
+        A new array (also when ``in_fmt == out_fmt``) of the boxes' dtype.
+        float16 and bfloat16 boxes are converted in float32 and rounded
+        once (``x1 + x2`` of float16 coordinates above 32752 would
+        overflow).
 
     Examples
     --------
@@ -171,13 +220,16 @@ def box_convert(boxes, in_fmt, out_fmt):
     boxes = _boxes_input(xp, boxes, "boxes", batch=True)
     if in_fmt == out_fmt:
         return xp.asarray(boxes, copy=True)     # not a round trip through xyxy, which rounds
-    a = _dispatch.as_compiled_input(boxes)
+    wide = _widened(xp, boxes)
+    a = _dispatch.as_compiled_input(wide)
     if a is None:
-        return _portable.box_convert(xp, boxes, in_fmt, out_fmt)
-    rows = a.reshape(-1, 4)
-    out = np.empty(rows.shape, a.dtype)
-    _kernels.box_convert(rows, BOX_FORMATS.index(in_fmt), BOX_FORMATS.index(out_fmt), out)
-    return _dispatch.to_caller(xp, out.reshape(a.shape), boxes)
+        out = _portable.box_convert(xp, wide, in_fmt, out_fmt)
+    else:
+        rows = a.reshape(-1, 4)
+        out = np.empty(rows.shape, a.dtype)
+        _kernels.box_convert(rows, BOX_FORMATS.index(in_fmt), BOX_FORMATS.index(out_fmt), out)
+        out = _dispatch.to_caller(xp, out.reshape(a.shape), wide)
+    return xp.astype(out, boxes.dtype, copy=False)
 
 
 @declare(PairsOfBoxes())
@@ -197,6 +249,9 @@ def box_iou(boxes1, boxes2):
     Returns
     -------
     array, shape (n, m)
+        The boxes' floating dtype; float16 and bfloat16 boxes are computed
+        in float32 and give float32, as in torchvision (their areas
+        overflow float16, and bfloat16 would round IoUs near 1 to 1).
 
     Notes
     -----
@@ -210,19 +265,358 @@ def box_iou(boxes1, boxes2):
     >>> sa.box_iou(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0]]))
     array([[0.33333333, 0.        ]])
     """
+    xp, boxes1, boxes2 = _box_pairs(boxes1, boxes2)
+    a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
+    if a is None or b is None:
+        return _portable.box_iou(xp, boxes1, boxes2)
+    out = output_empty((a.shape[0], b.shape[0]), a.dtype)
+    _kernels.box_iou(a, b, IOU_KINDS.index("plain"), 0.0, out, threads_for_call())
+    return _dispatch.to_caller(xp, out, boxes1)
+
+
+def _box_pairs(boxes1, boxes2):
+    """(xp, boxes1, boxes2): (n, 4) and (m, 4) of one library and one
+    floating dtype, half precision widened to float32."""
     xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
     _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
     _same_namespace(boxes1, boxes2, "boxes2", "boxes1")
     boxes1 = _boxes_input(xp, boxes1, "boxes1")
     boxes2 = _boxes_input(xp, boxes2, "boxes2")
     dtype = xp.result_type(boxes1.dtype, boxes2.dtype)
-    boxes1, boxes2 = xp.astype(boxes1, dtype, copy=False), xp.astype(boxes2, dtype, copy=False)
+    boxes1 = _widened(xp, xp.astype(boxes1, dtype, copy=False))
+    boxes2 = _widened(xp, xp.astype(boxes2, dtype, copy=False))
+    return xp, boxes1, boxes2
+
+
+def _iou_variant(boxes1, boxes2, variant, eps):
+    xp, boxes1, boxes2 = _box_pairs(boxes1, boxes2)
+    eps = check_real(eps, "eps", low=0.0)
     a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
     if a is None or b is None:
-        return _portable.box_iou(xp, boxes1, boxes2)
+        return _portable.box_iou_variant(xp, boxes1, boxes2, variant, eps)
     out = output_empty((a.shape[0], b.shape[0]), a.dtype)
-    _kernels.box_iou(a, b, out, threads_for_call())
+    _kernels.box_iou(a, b, IOU_KINDS.index(variant), eps, out, threads_for_call())
     return _dispatch.to_caller(xp, out, boxes1)
+
+
+_VARIANT_RETURNS = """
+    Returns
+    -------
+    array, shape (n, m)
+        The boxes' floating dtype (float16 and bfloat16 boxes: computed in
+        float32, returned as float32, as torchvision does).
+
+    Notes
+    -----
+    torchvision's formulas, operation for operation, in the boxes' dtype;
+    one pass over the pairs (the rows shared out over the threads) instead
+    of a dozen (n, m) temporaries. Degenerate boxes give what the formulas
+    give (NaN for a zero union or a zero enclosing box).
+"""
+
+
+@declare(PairsOfBoxes())
+def generalized_box_iou(boxes1, boxes2):
+    r"""Pairwise generalized IoU (GIoU), as ``torchvision.ops.generalized_box_iou``.
+
+    ``giou = iou - (enclosing - union) / enclosing``, with ``enclosing``
+    the area of the smallest box holding both ("Generalized Intersection
+    over Union", Rezatofighi et al., 2019). In [-1, 1].
+
+    Parameters
+    ----------
+    boxes1 : array, shape (n, 4)
+    boxes2 : array, shape (m, 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library.
+
+    %s
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.generalized_box_iou(np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]]))
+    array([[-0.5]])
+    """
+    return _iou_variant(boxes1, boxes2, "generalized", 0.0)
+
+
+@declare(PairsOfBoxes())
+def distance_box_iou(boxes1, boxes2, eps=1e-7):
+    r"""Pairwise distance IoU (DIoU), as ``torchvision.ops.distance_box_iou``.
+
+    ``diou = iou - d**2 / (c**2 + eps)``, with ``d`` the distance between
+    the boxes' centres and ``c`` the diagonal of the smallest box holding
+    both ("Distance-IoU Loss", Zheng et al., 2020).
+
+    Parameters
+    ----------
+    boxes1 : array, shape (n, 4)
+    boxes2 : array, shape (m, 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library.
+    eps : float >= 0, default 1e-7
+        Added to the squared diagonal, as in torchvision.
+
+    %s
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.distance_box_iou(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[1.0, 0.0, 3.0, 2.0]]), eps=0.0)
+    array([[0.25641026]])
+    """
+    return _iou_variant(boxes1, boxes2, "distance", eps)
+
+
+@declare(PairsOfBoxes())
+def complete_box_iou(boxes1, boxes2, eps=1e-7):
+    r"""Pairwise complete IoU (CIoU), as ``torchvision.ops.complete_box_iou``.
+
+    ``ciou = diou - alpha * v``, with ``v = 4 / pi**2 * (atan(w1 / h1) -
+    atan(w2 / h2))**2`` the difference of aspect ratios and ``alpha = v /
+    (1 - iou + v + eps)`` (Zheng et al., 2020).
+
+    Parameters
+    ----------
+    boxes1 : array, shape (n, 4)
+    boxes2 : array, shape (m, 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library.
+    eps : float >= 0, default 1e-7
+        As in torchvision: added to the squared diagonal and to alpha's
+        denominator.
+
+    %s
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.complete_box_iou(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[0.0, 0.0, 2.0, 2.0]]))
+    array([[1.]])
+    """
+    return _iou_variant(boxes1, boxes2, "complete", eps)
+
+
+for _f in (generalized_box_iou, distance_box_iou, complete_box_iou):
+    _f.__doc__ = _f.__doc__ % (_VARIANT_RETURNS.strip() + "\n")
+
+
+# ------------------------------------------------------------ IoU losses
+
+LOSS_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _iou_loss(boxes1, boxes2, variant, reduction, eps, return_grad):
+    xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
+    _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
+    _same_namespace(boxes1, boxes2, "boxes2", "boxes1")
+    boxes1 = _boxes_input(xp, boxes1, "boxes1", batch=True)
+    boxes2 = _boxes_input(xp, boxes2, "boxes2", batch=True)
+    if boxes2.shape != boxes1.shape:
+        raise BoxShapeError(f"boxes2 must have boxes1's shape {tuple(boxes1.shape)} (one box "
+                            f"per box of boxes1), got {tuple(boxes2.shape)}")
+    reduction = check_choice(reduction, "reduction", LOSS_REDUCTIONS)
+    eps = check_real(eps, "eps", low=0.0)
+    return_grad = check_bool(return_grad, "return_grad")
+    dtype = xp.result_type(boxes1.dtype, boxes2.dtype)
+    boxes1 = _widened(xp, xp.astype(boxes1, dtype, copy=False))
+    boxes2 = _widened(xp, xp.astype(boxes2, dtype, copy=False))
+    n = math.prod(boxes1.shape[:-1])
+    scale = 1.0 / n if reduction == "mean" and n else 1.0
+    a, b = _dispatch.as_compiled_input(boxes1), _dispatch.as_compiled_input(boxes2)
+    if a is None or b is None:
+        loss, grad1, grad2 = _portable.box_iou_loss(xp, boxes1, boxes2, variant, eps, scale,
+                                                    return_grad)
+    else:
+        rows1, rows2 = a.reshape(-1, 4), b.reshape(-1, 4)
+        loss = np.empty(n, a.dtype)
+        grad1 = np.empty(rows1.shape, a.dtype) if return_grad else None
+        grad2 = np.empty(rows1.shape, a.dtype) if return_grad else None
+        _kernels.box_iou_loss(rows1, rows2, IOU_KINDS.index(variant), eps, scale, loss,
+                              grad1, grad2, threads_for_call())
+        loss = _dispatch.to_caller(xp, loss.reshape(a.shape[:-1]), boxes1)
+        if return_grad:
+            grad1 = _dispatch.to_caller(xp, grad1.reshape(a.shape), boxes1)
+            grad2 = _dispatch.to_caller(xp, grad2.reshape(a.shape), boxes1)
+    if reduction != "none":     # torchvision's mean of no pairs is 0, their sum
+        loss = xp.asarray(xp.sum(loss) / n if reduction == "mean" and n else xp.sum(loss))
+    if not return_grad:
+        return loss
+    return loss, (xp.astype(grad1, dtype, copy=False), xp.astype(grad2, dtype, copy=False))
+
+
+_LOSS_DOC = """Parameters
+    ----------
+    boxes1, boxes2 : array, shape (..., 4)
+        Boxes ``(x1, y1, x2, y2)`` of one library and one shape: the loss
+        of each box of ``boxes1`` (the predictions) against the box of
+        ``boxes2`` (the targets) at the same place.
+    reduction : {"none", "mean", "sum"}, default "none"
+        As torchvision: per pair, their mean (0 for no pairs) or their sum.
+    eps : float >= 0, default 1e-7
+        %s
+    return_grad : bool, default False
+        Also return the gradients with respect to ``boxes1`` and ``boxes2``.
+
+    Returns
+    -------
+    loss : array
+        Shape ``boxes1.shape[:-1]`` for ``"none"``, else 0-d. The boxes'
+        floating dtype (float16 and bfloat16: float32, as torchvision).
+    (grad1, grad2) : tuple of arrays, only with ``return_grad=True``
+        The gradient of ``loss`` (of its sum for ``"none"``) with respect to
+        ``boxes1`` and ``boxes2``, their shape and dtype: torch autograd's
+        of torchvision's loss (ties of ``max``/``min`` split in half, no
+        gradient through the intersection of boxes that do not overlap)."""
+
+
+@declare(PairedBoxRows())
+def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Generalized IoU loss ``1 - GIoU`` of paired boxes, as ``torchvision.ops.generalized_box_iou_loss``.
+
+    ``iou = inter / (union + eps)`` and ``loss = 1 - iou + (enclosing -
+    union) / (enclosing + eps)``, with ``enclosing`` the area of the
+    smallest box holding both.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> loss, (g1, g2) = sa.generalized_box_iou_loss(
+    ...     np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]]), eps=0.0,
+    ...     return_grad=True)
+    >>> loss
+    array([1.5])
+    >>> g1
+    array([[ 0.  ,  0.  , -0.25, -0.25]])
+    """
+    return _iou_loss(boxes1, boxes2, "generalized", reduction, eps, return_grad)
+
+
+@declare(PairedBoxRows())
+def distance_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Distance IoU loss ``1 - DIoU`` of paired boxes, as ``torchvision.ops.distance_box_iou_loss``.
+
+    ``loss = 1 - inter / (union + eps) + d**2 / (c**2 + eps)``, with ``d``
+    the distance between the boxes' centres and ``c`` the diagonal of the
+    smallest box holding both.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.distance_box_iou_loss(np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]]),
+    ...                          eps=0.0)
+    array([1.25])
+    """
+    return _iou_loss(boxes1, boxes2, "distance", reduction, eps, return_grad)
+
+
+@declare(PairedBoxRows())
+def complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
+    r"""Complete IoU loss ``1 - CIoU`` of paired boxes, as ``torchvision.ops.complete_box_iou_loss``.
+
+    The distance IoU loss plus ``alpha * v``, with ``v = 4 / pi**2 *
+    (atan(w2 / h2) - atan(w1 / h1))**2`` and ``alpha = v / (1 - iou + v +
+    eps)``, held constant in the gradient as torchvision does.
+
+    %s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.complete_box_iou_loss(np.array([[0.0, 0.0, 2.0, 1.0]]), np.array([[0.0, 0.0, 1.0, 1.0]]))
+    array([0.55324815])
+    """
+    return _iou_loss(boxes1, boxes2, "complete", reduction, eps, return_grad)
+
+
+for _f, _eps in [(generalized_box_iou_loss, "Added to the union and to the enclosing area."),
+                 (distance_box_iou_loss, "Added to the union and to the squared diagonal."),
+                 (complete_box_iou_loss, "In ``alpha``'s denominator only: the IoU and the "
+                                         "diagonal take 1e-7, as in torchvision.")]:
+    _f.__doc__ = _f.__doc__ % (_LOSS_DOC % _eps)
+
+
+@declare(BoxRows(keeps_coordinates=True))
+def clip_boxes_to_image(boxes, size):
+    r"""Clip boxes to an image: ``x`` to ``[0, width]``, ``y`` to ``[0, height]``.
+
+    As ``torchvision.ops.clip_boxes_to_image``.
+
+    Parameters
+    ----------
+    boxes : array, shape (..., 4)
+        Boxes ``(x1, y1, x2, y2)``.
+    size : (height, width)
+        The image's size, two real numbers >= 0.
+
+    Returns
+    -------
+    array, shape (..., 4)
+        A new array of the boxes' type and dtype (integer boxes stay
+        integers when both sizes are integers; NaN coordinates stay NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.clip_boxes_to_image(np.array([[-5.0, 10.0, 120.0, 90.0]]), (80, 100))
+    array([[  0.,  10., 100.,  80.]])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    height, width = _image_size(size)
+    if xp.isdtype(boxes.dtype, "integral") and height.is_integer() and width.is_integer():
+        _check_box_shape(boxes, "boxes", batch=True)
+        return _portable.clip_boxes(xp, boxes, int(height), int(width))
+    boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    return _portable.clip_boxes(xp, boxes, height, width)
+
+
+def _image_size(size):
+    """(height, width) as two finite floats >= 0."""
+    try:
+        height, width = size
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be a pair (height, width), got {size!r}") from None
+    return (check_real(height, "size (height)", low=0.0),
+            check_real(width, "size (width)", low=0.0))
+
+
+@declare(WholeInput(("boxes",)))
+def remove_small_boxes(boxes, min_size):
+    r"""Indices of the boxes whose width and height are both at least ``min_size``.
+
+    As ``torchvision.ops.remove_small_boxes``.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+        Boxes ``(x1, y1, x2, y2)``.
+    min_size : float
+        The smallest width and height kept (``>=``). A box with a NaN
+        coordinate is never kept.
+
+    Returns
+    -------
+    array of int64, shape (k,)
+        Increasing indices. float16 and bfloat16 sides are computed in
+        float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> sa.remove_small_boxes(np.array([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 1.0, 9.0]]), 2.0)
+    array([0])
+    """
+    xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+    boxes = _widened(xp, _boxes_input(xp, boxes, "boxes"))
+    min_size = check_real(min_size, "min_size")
+    return _portable.remove_small_boxes(xp, boxes, min_size)
 
 
 @declare(WholeInput(("boxes", "scores")))
@@ -263,7 +657,10 @@ def nms(boxes, scores, iou_threshold, *, score_threshold=None, max_output=None):
     Degenerate boxes (``x2 <= x1`` or ``y2 <= y1``) and boxes with a NaN or
     infinite coordinate have no intersection of positive area with any box:
     they are never suppressed and never suppress (torchvision's formula
-    gives the same). The compiled kernel compares a box only with the kept
+    gives the same). float16 and bfloat16 boxes and scores are computed in
+    float32 (exactly widened), so they keep what the same values in float32
+    keep (in float16 the areas of boxes a few hundred wide overflow). The
+    compiled kernel compares a box only with the kept
     boxes whose centres are close enough to reach the IoU threshold, found
     in a multi-level grid, so the cost grows close to linearly for
     realistic detections; the result is the quadratic algorithm's, always.
@@ -305,7 +702,9 @@ def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, m
     -------
     array of int64, shape (k,)
         Indices of the kept boxes of all labels, by decreasing score (ties:
-        lower index first; NaN first).
+        lower index first; NaN first). As in torchvision, boxes with no
+        elements and ``scores`` and ``labels`` both None give an empty
+        array (whatever ``iou_threshold``).
 
     Examples
     --------
@@ -316,12 +715,17 @@ def batched_nms(boxes, scores, labels, iou_threshold, *, score_threshold=None, m
     >>> sa.batched_nms(boxes, scores, np.array([0, 0, 1]), 0.5)
     array([0, 2])
     """
+    if scores is None and labels is None:
+        xp, boxes = _dispatch.namespace_of(boxes, "boxes")
+        if math.prod(boxes.shape) == 0:         # torchvision's answer to no boxes at all
+            return xp.zeros((0,), dtype=xp.int64, device=array_api_compat.device(boxes))
     _require_labels(labels)
     return _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output)
 
 
 def _nms(boxes, scores, labels, iou_threshold, score_threshold, max_output):
     xp, boxes, scores = _boxes_and_scores(boxes, scores)
+    boxes, scores = _widened(xp, boxes), _widened(xp, scores)
     n = boxes.shape[0]
     if labels is not None:
         _same_namespace(boxes, labels, "labels")
@@ -375,7 +779,9 @@ def soft_nms(boxes, scores, *, method="linear", sigma=0.5, iou_threshold=0.3,
     indices : array of int64, shape (k,)
         The selected boxes, in order of selection.
     scores : array, shape (k,)
-        Their decayed scores (non-increasing), in the boxes' dtype.
+        Their decayed scores (non-increasing), in the boxes' dtype
+        (float16 and bfloat16: computed in float32, rounded at the end, so
+        the selection is the float32 one).
 
     Notes
     -----
@@ -448,6 +854,8 @@ def batched_soft_nms(boxes, scores, labels, *, method="linear", sigma=0.5, iou_t
 
 def _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_threshold, max_output):
     xp, boxes, scores = _boxes_and_scores(boxes, scores)
+    dtype = scores.dtype
+    boxes, scores = _widened(xp, boxes), _widened(xp, scores)
     n = boxes.shape[0]
     if labels is not None:
         _same_namespace(boxes, labels, "labels")
@@ -461,8 +869,10 @@ def _soft_nms(boxes, scores, labels, method, sigma, iou_threshold, score_thresho
     a, s = _dispatch.as_compiled_input(boxes), _dispatch.as_compiled_input(scores)
     host_labels = None if labels is None else _host_labels(labels)
     if a is None or s is None or (labels is not None and host_labels is None):
-        return _portable.soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold,
-                                  score_threshold, max_output)
-    kept, decayed = _kernels.soft_nms(a, s, host_labels, gaussian, sigma, iou_threshold,
-                                      score_threshold, max_output, threads_for_call())
-    return _dispatch.to_caller(xp, kept, boxes), _dispatch.to_caller(xp, decayed, boxes)
+        kept, decayed = _portable.soft_nms(xp, boxes, scores, labels, gaussian, sigma,
+                                           iou_threshold, score_threshold, max_output)
+    else:
+        kept, decayed = _kernels.soft_nms(a, s, host_labels, gaussian, sigma, iou_threshold,
+                                          score_threshold, max_output, threads_for_call())
+        kept, decayed = _dispatch.to_caller(xp, kept, boxes), _dispatch.to_caller(xp, decayed, boxes)
+    return kept, xp.astype(decayed, dtype, copy=False)

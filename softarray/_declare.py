@@ -162,6 +162,14 @@ class PairsOfBoxes:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairedBoxRows:
+    """One loss per pair of boxes at the same place in ``boxes1`` and
+    ``boxes2`` (coordinates whole; the box IoU losses): blocks of pairs are
+    independent; a "mean" divides the summed block losses by the number of
+    pairs (0 for none), and the gradients of both arrays are per block."""
+
+
+@dataclasses.dataclass(frozen=True)
 class WholeInput:
     """A global computation (greedy NMS): one task over all of ``arrays``
     (the names of the array arguments), results of unknown length."""

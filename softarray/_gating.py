@@ -241,6 +241,10 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     array([[0.6667, 0.3333],
            [0.625 , 0.375 ]])
     """
+    fast = _small_topk_gating(router_logits, k, order, renormalize, temperature, noise_std, rng,
+                              capacity_factor, return_aux)
+    if fast is not None:
+        return fast
     xp, z = _dispatch.namespace_of(router_logits, "router_logits")
     z = floating_input(xp, z, "router_logits")
     if z.ndim != 2:
@@ -274,6 +278,29 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
     return TopKGating(weights, indices, **result)
 
 
+def _small_topk_gating(router_logits, k, order, renormalize, temperature, noise_std, rng,
+                       capacity_factor, return_aux):
+    """The fast path of small calls: the gate when the logits are plain 2-D
+    rows (``_dispatch.plain_rows``, or a plain CPU tensor), ``1 <= k <=
+    experts`` and the options are the plain defaults or plain Python values
+    that need no check (no noise, no capacity, no aux); else None and the
+    general path runs (and raises any error). The kernel call and the NaN
+    check are the general path's (``_gate``)."""
+    tensor = _dispatch.plain_tensor(router_logits)
+    plain = router_logits if tensor is None else tensor
+    rows = _dispatch.plain_rows(plain, -1)
+    if (rows is None or plain.ndim != 2 or type(k) is not int or not 1 <= k <= rows.shape[1]
+            or type(order) is not str or order not in _ORDERS or type(renormalize) is not bool
+            or type(temperature) not in (float, int) or temperature != 1
+            or type(noise_std) not in (float, int) or noise_std != 0
+            or rng is not None or capacity_factor is not None or return_aux is not False):
+        return None
+    weights, indices = _gate_compiled(rows, k, 1.0, order == "topk_softmax" or renormalize, False)[:2]
+    if tensor is None:
+        return TopKGating(weights, indices)
+    return TopKGating(_dispatch.as_tensor(weights), _dispatch.as_tensor(indices))
+
+
 def _check_rng(rng):
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
@@ -303,6 +330,14 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
                               with_probs=with_probs)
     if a.strides[1] != a.itemsize:
         a = np.ascontiguousarray(a)
+    weights, indices, prob_sum = _gate_compiled(a, k, inv_t, over_selected, with_probs)
+    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
+    return to(weights), to(indices), (to(prob_sum) if with_probs else None)
+
+
+def _gate_compiled(a, k, inv_t, over_selected, with_probs):
+    """The gate kernel on rows ``a`` (contiguous along the experts), NumPy in
+    and out; ValueError when a row holds NaN."""
     n, e = a.shape
     weights = np.empty((n, k), a.dtype)
     indices = np.empty((n, k), np.int64)
@@ -315,8 +350,7 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
     suspect = np.isnan(weights[:, 0])
     if suspect.any() and np.isnan(a[suspect]).any():
         raise ValueError("router_logits contains NaN")
-    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
-    return to(weights), to(indices), (to(prob_sum) if with_probs else None)
+    return weights, indices, prob_sum
 
 
 def _aux(xp, z, counts, prob_sum, n_tokens, n_experts):

@@ -11,6 +11,7 @@ instead of the whole matrix when the labels are classes.
 This module imports scikit-learn; ``import softarray`` does not.
 """
 import math
+import sys
 import warnings
 from numbers import Integral, Real
 
@@ -37,7 +38,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._linear_cross_entropy import weighted_loss_and_classifier_grads
+from ._linear_objective import LinearObjective
 from ._losses import cross_entropy, focal_loss, generalized_cross_entropy, multi_margin_loss, z_loss
 from ._softmax import log_softmax, softmax
 
@@ -61,103 +62,30 @@ def _to_numpy(a):
     return np.asarray(a)
 
 
-class _Objective:
-    """The penalized weighted mean loss and its gradient as one function of
-    the flat parameters (coefficient rows, then intercepts), for L-BFGS-B.
+def _is_dask(X):
+    """Whether X is a Dask collection (without importing Dask: an object can
+    only be one once its caller has imported it)."""
+    dask = sys.modules.get("dask")
+    return dask is not None and dask.is_dask_collection(X)
 
-    Two classes use one coefficient row ``w`` and the logits ``[0, X w + b]``
-    (every loss here depends on logit differences only), so the binary model
-    is LogisticRegression's, not an over-parametrized pair of rows.
 
-    Cross-entropy is evaluated by the fused linear kernel
-    (:func:`softarray.linear_cross_entropy`'s): one pass over X per
-    evaluation, each block of rows making its logits, their loss and
-    gradient, and its share of the coefficients' gradient while it is in
-    cache. The other losses make the (n_samples, n_classes) logits with
-    BLAS, call the loss, and multiply its gradient back by X.
-    """
+def _dask_support():
+    """softarray._sklearn_dask, imported only for Dask input (Dask is not a
+    dependency of scikit-learn users who do not use it)."""
+    from . import _sklearn_dask
+    return _sklearn_dask
 
-    def __init__(self, X, y, weights, *, alpha, n_classes, fit_intercept, loss, loss_kwargs):
-        self.X, self.y, self.weights = X, y, weights
-        self.alpha, self.fit_intercept = alpha, fit_intercept
-        self.loss, self.loss_kwargs = loss, loss_kwargs
-        self.binary = n_classes == 2
-        self.n_rows = 1 if self.binary else n_classes
-        self.total_weight = float(X.shape[0]) if weights is None else float(weights.sum())
-        self.fused = loss is cross_entropy
-        # Reused by every evaluation; for two classes row (column) 0 stays 0.
-        if self.fused:
-            self.classifier = np.zeros((n_classes, X.shape[1]), X.dtype)
-            self.bias = np.zeros(n_classes, X.dtype) if fit_intercept else None
-        else:
-            self.logits = np.zeros((X.shape[0], n_classes), X.dtype)
 
-    @property
-    def size(self):
-        return self.n_rows * (self.X.shape[1] + self.fit_intercept)
+def _lazy(estimator, method, X):
+    """estimator.method over the blocks of Dask X, lazily."""
+    check_is_fitted(estimator)
+    return _dask_support().lazy(estimator, method, X)
 
-    def split(self, theta):
-        """(coef of shape (n_rows, n_features), intercept or None) views of theta."""
-        n_coef = self.n_rows * self.X.shape[1]
-        coef = theta[:n_coef].reshape(self.n_rows, self.X.shape[1])
-        return coef, (theta[n_coef:] if self.fit_intercept else None)
 
-    def __call__(self, theta):
-        coef, intercept = self.split(theta)
-        evaluate = self._fused_loss_and_grads if self.fused else self._loss_and_grads
-        loss_sum, grad_coef, grad_intercept = evaluate(coef, intercept)
-        scale = 1.0 / self.total_weight
-        value = loss_sum * scale + 0.5 * self.alpha * float(np.vdot(coef, coef))
-        grad_coef = grad_coef.astype(np.float64) * scale + self.alpha * coef
-        if not self.fit_intercept:
-            return value, grad_coef.ravel()
-        return value, np.concatenate([grad_coef.ravel(), grad_intercept.astype(np.float64) * scale])
-
-    def _fused_loss_and_grads(self, coef, intercept):
-        """(sum of weighted cross-entropies, its gradients w.r.t. coef and
-        intercept (None without)) from the fused linear kernel."""
-        rows = slice(1, None) if self.binary else slice(None)
-        self.classifier[rows] = coef
-        if intercept is not None:
-            self.bias[rows] = intercept
-        loss_sum, d_cls, d_bias = weighted_loss_and_classifier_grads(
-            self.X, self.classifier, self.bias, self.y, self.weights, **self.loss_kwargs)
-        return loss_sum, d_cls[rows], (None if d_bias is None else d_bias[rows])
-
-    def _loss_and_grads(self, coef, intercept):
-        """The same from the logits: BLAS, the loss, BLAS."""
-        self._scores(coef.astype(self.X.dtype, copy=False), intercept)
-        loss_sum, grad = self._loss_and_logit_grad()
-        if self.binary:
-            grad = grad[:, 1:]      # the gradient with respect to X w + b
-        # X.T @ grad, not grad.T @ X: the same product, but OpenBLAS's
-        # threaded kernel for the latter shape ran 5-30x slower at 2 threads.
-        grad_coef = (self.X.T @ grad).T
-        grad_intercept = grad.sum(axis=0, dtype=np.float64) if self.fit_intercept else None
-        return loss_sum, grad_coef, grad_intercept
-
-    def _scores(self, coef, intercept):
-        """Write X @ coef.T + intercept into the logits (the model's columns)."""
-        if self.binary:
-            self.logits[:, 1] = self.X @ coef[0]
-            scores = self.logits[:, 1:]
-        else:
-            scores = np.matmul(self.X, coef.T, out=self.logits)    # no temporary
-        if intercept is not None:
-            scores += intercept.astype(self.X.dtype)
-
-    def _loss_and_logit_grad(self):
-        """(sum of weighted per-sample losses, its gradient w.r.t. the logits)."""
-        if self.weights is None:
-            loss, grad = self.loss(self.logits, self.y, reduction="sum", return_grad=True,
-                                   **self.loss_kwargs)
-            return float(loss), grad
-        # reduction="none": grad is each sample's own gradient, so the
-        # weighted sum's gradient scales each row by its weight.
-        losses, grad = self.loss(self.logits, self.y, reduction="none", return_grad=True,
-                                 **self.loss_kwargs)
-        grad *= self.weights[:, None].astype(grad.dtype)
-        return float(np.dot(losses.astype(np.float64), self.weights)), grad
+def _centred_class_means(X, y_index, n_classes):
+    """Each class's mean sample minus the mean of all samples, (n_classes, n_features)."""
+    means = np.stack([X[y_index == k].mean(axis=0) for k in range(n_classes)])
+    return means - X.mean(axis=0)
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -320,6 +248,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         >>> clf.classes_, clf.coef_.shape
         (array(['a', 'b'], dtype='<U1'), (1, 1))
         """
+        if _is_dask(X):
+            return _dask_support().fit(self, X, y, sample_weight)
         xp, _, device = get_namespace_and_device(X)
         X, y = validate_data(self, X, y, dtype=[xp.float64, xp.float32], order="C")
         check_classification_targets(y)
@@ -328,26 +258,35 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         n_classes = self.classes_.shape[0]
         self._check_loss_options(n_classes)
         weights = self._sample_weights(X_np, y_index, _to_numpy(sample_weight))
-        objective = _Objective(
-            X_np, y_index, weights, alpha=float(self.alpha), n_classes=n_classes,
-            fit_intercept=self.fit_intercept, loss=_LOSSES[self.loss],
-            loss_kwargs={"label_smoothing": self.label_smoothing} if self.loss == "cross_entropy" else {},
-        )
+        objective = LinearObjective(X_np, y_index, weights, **self._model_options(n_classes))
+        theta = self._initial_parameters(
+            objective.layout, lambda: _centred_class_means(X_np, y_index, n_classes))
+        self._minimize(objective, theta, objective.layout, X_np.dtype, xp, device)
+        return self
+
+    def _model_options(self, n_classes):
+        """The LinearObjective options of this estimator (beside the data)."""
+        return dict(alpha=float(self.alpha), n_classes=n_classes, fit_intercept=self.fit_intercept,
+                    loss=_LOSSES[self.loss],
+                    loss_kwargs=({"label_smoothing": self.label_smoothing}
+                                 if self.loss == "cross_entropy" else {}))
+
+    def _minimize(self, objective, theta, layout, dtype, xp, device):
+        """L-BFGS-B from theta; sets coef_, intercept_ (in dtype) and n_iter_."""
         result = optimize.minimize(
-            objective, self._initial_parameters(objective, X_np, y_index), method="L-BFGS-B",
+            objective, theta, method="L-BFGS-B",
             jac=True, options={"maxiter": self.max_iter, "maxls": 50, "gtol": self.tol,
                                "ftol": 64 * np.finfo(float).eps},
         )
         if result.status != 0:
             warnings.warn(f"L-BFGS-B did not converge ({result.message}); raise max_iter or scale "
-                          "the data", ConvergenceWarning, stacklevel=3)   # past _fit_context
-        coef, intercept = objective.split(result.x)
+                          "the data", ConvergenceWarning, stacklevel=4)   # past _fit_context
+        coef, intercept = layout.split(result.x)
         if intercept is None:
-            intercept = np.zeros(objective.n_rows)
+            intercept = np.zeros(layout.n_rows)
         self.coef_, self.intercept_, self.n_iter_ = move_to(
-            coef.astype(X_np.dtype), intercept.astype(X_np.dtype),
+            coef.astype(dtype), intercept.astype(dtype),
             np.array([min(result.nit, self.max_iter)], np.int32), xp=xp, device=device)
-        return self
 
     def _check_loss_options(self, n_classes):
         if n_classes < 2:
@@ -375,11 +314,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("sample_weight times class_weight sums to zero: nothing to fit")
         return sample_weight
 
-    def _initial_parameters(self, objective, X, y_index):
+    def _initial_parameters(self, layout, centred_class_means):
         """Zeros, the previous fit (warm_start), or for z_loss the centred
-        class means (at W = 0 the z-loss's gradient is 0)."""
-        theta = np.zeros(objective.size)
-        coef, intercept = objective.split(theta)
+        class means (at W = 0 the z-loss's gradient is 0), which
+        ``centred_class_means()`` computes only then."""
+        theta = np.zeros(layout.size)
+        coef, intercept = layout.split(theta)
         if self.warm_start and hasattr(self, "coef_"):
             previous = _to_numpy(self.coef_)
             if previous.shape != coef.shape:
@@ -389,8 +329,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if intercept is not None:
                 intercept[...] = _to_numpy(self.intercept_)
         elif self.loss == "z_loss":
-            means = np.stack([X[y_index == k].mean(axis=0) for k in range(coef.shape[0])])
-            coef[...] = means - X.mean(axis=0)
+            coef[...] = centred_class_means()
         return theta
 
     def decision_function(self, X):
@@ -415,6 +354,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (1,)
         """
         check_is_fitted(self)
+        if _is_dask(X):
+            return _lazy(self, "decision_function", X)
         xp, _ = get_namespace(X)
         check_same_namespace(X, self, attribute="coef_", method="decision_function")
         X = validate_data(self, X, dtype=[xp.float64, xp.float32], reset=False)
@@ -454,6 +395,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         >>> p.shape, bool(p[1, 1] > 0.9)
         ((2, 2), True)
         """
+        if _is_dask(X):
+            return _lazy(self, "predict_proba", X)
         return softmax(self._logits(X, "predict_proba"), axis=-1)
 
     def predict_log_proba(self, X):
@@ -476,6 +419,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         >>> bool(np.allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X)))
         True
         """
+        if _is_dask(X):
+            return _lazy(self, "predict_log_proba", X)
         return log_softmax(self._logits(X, "predict_log_proba"), axis=-1)
 
     def predict(self, X):
@@ -498,6 +443,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         >>> SoftmaxClassifier().fit(X, ["no", "no", "yes", "yes"]).predict(np.array([[2.0]]))
         array(['yes'], dtype='<U3')
         """
+        if _is_dask(X):
+            return _lazy(self, "predict", X)
         check_same_namespace(X, self, attribute="coef_", method="predict")
         xp, _, device = get_namespace_and_device(X)
         scores = self.decision_function(X)
@@ -506,6 +453,35 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if labels.dtype.kind in "OUS":
             return labels
         return move_to(labels, xp=xp, device=device)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+            The (weighted) fraction of correct predictions; for Dask X, a
+            lazy 0-d Dask array.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softarray.sklearn import SoftmaxClassifier
+        >>> X = np.array([[-1.0], [-0.5], [0.5], [1.0]])
+        >>> SoftmaxClassifier().fit(X, [0, 0, 1, 1]).score(X, [0, 0, 1, 0])
+        0.75
+        """
+        if _is_dask(X):
+            check_is_fitted(self)
+            return _dask_support().score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
 
 # ------------------------------------------------------------------ log_loss

@@ -44,6 +44,20 @@ cdef extern from "_boxes_kernels.h" nogil:
     void sa_box_iou_rows_f64(const double *a, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t begin,
                              Py_ssize_t end, const sa_columns_f64 *b, Py_ssize_t m, double *out,
                              Py_ssize_t out_stride)
+    void sa_box_iou_variant_rows_f32(const float *a, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t begin,
+                                     Py_ssize_t end, const sa_columns_f32 *b, const float *a_atan,
+                                     const float *b_atan, Py_ssize_t m, int kind, float eps,
+                                     float *out, Py_ssize_t out_stride)
+    void sa_box_iou_variant_rows_f64(const double *a, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t begin,
+                                     Py_ssize_t end, const sa_columns_f64 *b, const double *a_atan,
+                                     const double *b_atan, Py_ssize_t m, int kind, double eps,
+                                     double *out, Py_ssize_t out_stride)
+    void sa_box_loss_f32(const float *a, Py_ssize_t as0, Py_ssize_t as1, const float *b,
+                         Py_ssize_t bs0, Py_ssize_t bs1, Py_ssize_t begin, Py_ssize_t end, int kind,
+                         float eps, float scale, float *loss, float *ga, float *gb)
+    void sa_box_loss_f64(const double *a, Py_ssize_t as0, Py_ssize_t as1, const double *b,
+                         Py_ssize_t bs0, Py_ssize_t bs1, Py_ssize_t begin, Py_ssize_t end, int kind,
+                         double eps, double scale, double *loss, double *ga, double *gb)
     void sa_desc_keys_f32(const float *scores, Py_ssize_t ss, const int64_t *idx, Py_ssize_t n,
                           uint64_t *keys)
     void sa_desc_keys_f64(const double *scores, Py_ssize_t ss, const int64_t *idx, Py_ssize_t n,
@@ -86,6 +100,9 @@ cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
 cdef Py_ssize_t PARALLEL_MIN_BOXES = 4096
 # Rows of the IoU matrix per work item.
 cdef Py_ssize_t IOU_CHUNK_ROWS = 16
+# Box pairs of a loss per work item, and the fewest pairs worth a team.
+cdef Py_ssize_t LOSS_CHUNK_PAIRS = 2048
+cdef Py_ssize_t PARALLEL_MIN_PAIRS = 32768
 # Bytes of a sort key: scores' bits, labels' (int64) bits.
 cdef int SCORE_KEY_BYTES_F32 = 4
 cdef int SCORE_KEY_BYTES_F64 = 8
@@ -132,16 +149,21 @@ def box_convert(const floating[:, :] boxes, int in_fmt, int out_fmt, floating[:,
             sa_box_convert_f64(&boxes[0, 0], s0, s1, n, in_fmt, out_fmt, &out[0, 0])
 
 
-def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:, ::1] out,
-            int n_threads):
-    """The (n, m) IoU matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
+def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, int kind, double eps,
+            floating[:, ::1] out, int n_threads):
+    """The (n, m) IoU (kind 0), generalized (1), distance (2) or complete (3)
+    IoU matrix of boxes1 (n, 4) against boxes2 (m, 4)."""
     cdef Py_ssize_t n = boxes1.shape[0], m = boxes2.shape[0]
-    if boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or out.shape[0] != n or out.shape[1] != m:
-        raise ValueError("internal error: box_iou shapes")
+    if (boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or out.shape[0] != n or out.shape[1] != m
+            or not 0 <= kind <= 3):
+        raise ValueError("internal error: box_iou arguments")
     if n == 0 or m == 0:
         return
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] cols = np.empty((5, m), dtype)
+    # Each box's atan(w / h) for CIoU, in the boxes' dtype (NumPy's arctan).
+    cdef floating[::1] a_atan = _aspect_atan(boxes1, dtype, kind)
+    cdef floating[::1] b_atan = _aspect_atan(boxes2, dtype, kind)
     cdef sa_columns_f32 c32
     cdef sa_columns_f64 c64
     cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
@@ -149,6 +171,7 @@ def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:
     cdef int team = n_threads if (n_threads > 1 and n * m >= PARALLEL_MIN_ENTRIES) else 1
     cdef Py_ssize_t n_chunks = (n + IOU_CHUNK_ROWS - 1) // IOU_CHUNK_ROWS
     cdef Py_ssize_t c, begin
+    cdef floating e = <floating>eps
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
@@ -165,12 +188,73 @@ def box_iou(const floating[:, :] boxes1, const floating[:, :] boxes2, floating[:
             if sa_interrupt_poll(&intr, IOU_CHUNK_ROWS * m):
                 continue
             if floating is float:
-                sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
-                                    &c32, m, &out[0, 0], m)
+                if kind == 0:
+                    sa_box_iou_rows_f32(&boxes1[0, 0], s0, s1, begin,
+                                        min(begin + IOU_CHUNK_ROWS, n), &c32, m, &out[0, 0], m)
+                else:
+                    sa_box_iou_variant_rows_f32(&boxes1[0, 0], s0, s1, begin,
+                                                min(begin + IOU_CHUNK_ROWS, n), &c32, &a_atan[0],
+                                                &b_atan[0], m, kind, e, &out[0, 0], m)
             else:
-                sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin, min(begin + IOU_CHUNK_ROWS, n),
-                                    &c64, m, &out[0, 0], m)
+                if kind == 0:
+                    sa_box_iou_rows_f64(&boxes1[0, 0], s0, s1, begin,
+                                        min(begin + IOU_CHUNK_ROWS, n), &c64, m, &out[0, 0], m)
+                else:
+                    sa_box_iou_variant_rows_f64(&boxes1[0, 0], s0, s1, begin,
+                                                min(begin + IOU_CHUNK_ROWS, n), &c64, &a_atan[0],
+                                                &b_atan[0], m, kind, e, &out[0, 0], m)
     sa_interrupt_finish(&intr)
+
+
+def box_iou_loss(const floating[:, :] boxes1, const floating[:, :] boxes2, int kind, double eps,
+                 double scale, floating[::1] loss, grad1, grad2, int n_threads):
+    """Per-pair generalized (kind 1), distance (2) or complete (3) IoU loss
+    of boxes1 (n, 4) and boxes2 (n, 4) into loss (n,); with grad1 and grad2
+    ((n, 4) contiguous arrays, or None) the gradients of scale * loss."""
+    cdef Py_ssize_t n = boxes1.shape[0]
+    if (boxes1.shape[1] != 4 or boxes2.shape[1] != 4 or boxes2.shape[0] != n
+            or loss.shape[0] != n or not 1 <= kind <= 3 or (grad1 is None) != (grad2 is None)):
+        raise ValueError("internal error: box_iou_loss arguments")
+    if n == 0:
+        return
+    cdef floating[:, ::1] g1, g2
+    cdef floating *p1 = NULL
+    cdef floating *p2 = NULL
+    if grad1 is not None:
+        g1, g2 = grad1, grad2
+        if g1.shape[0] != n or g2.shape[0] != n or g1.shape[1] != 4 or g2.shape[1] != 4:
+            raise ValueError("internal error: box_iou_loss gradient shapes")
+        p1, p2 = &g1[0, 0], &g2[0, 0]
+    cdef Py_ssize_t s0 = _stride(boxes1.strides[0], sizeof(floating)), s1 = _stride(boxes1.strides[1], sizeof(floating))
+    cdef Py_ssize_t t0 = _stride(boxes2.strides[0], sizeof(floating)), t1 = _stride(boxes2.strides[1], sizeof(floating))
+    cdef int team = n_threads if (n_threads > 1 and n >= PARALLEL_MIN_PAIRS) else 1
+    cdef Py_ssize_t n_chunks = (n + LOSS_CHUNK_PAIRS - 1) // LOSS_CHUNK_PAIRS
+    cdef Py_ssize_t c, begin
+    cdef floating e = <floating>eps, sc = <floating>scale
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
+    with nogil:
+        for c in prange(n_chunks, num_threads=team, schedule='static'):
+            begin = c * LOSS_CHUNK_PAIRS
+            if sa_interrupt_poll(&intr, LOSS_CHUNK_PAIRS):
+                continue
+            if floating is float:
+                sa_box_loss_f32(&boxes1[0, 0], s0, s1, &boxes2[0, 0], t0, t1, begin,
+                                min(begin + LOSS_CHUNK_PAIRS, n), kind, e, sc, &loss[0], p1, p2)
+            else:
+                sa_box_loss_f64(&boxes1[0, 0], s0, s1, &boxes2[0, 0], t0, t1, begin,
+                                min(begin + LOSS_CHUNK_PAIRS, n), kind, e, sc, &loss[0], p1, p2)
+    sa_interrupt_finish(&intr)
+
+
+def _aspect_atan(boxes, dtype, int kind):
+    """atan(width / height) of each box for CIoU (kind 3), else a zero
+    placeholder (never read)."""
+    if kind != 3:
+        return np.zeros(1, dtype)
+    b = np.asarray(boxes)
+    with np.errstate(all="ignore"):
+        return np.ascontiguousarray(np.arctan((b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1])), dtype)
 
 
 cdef void _sort_by_score(const floating *scores, Py_ssize_t ss, int64_t[::1] idx,

@@ -97,6 +97,172 @@ SA_DISPATCHED(SA_FN(sa_box_iou_rows), (const SA_T *a, ptrdiff_t s0, ptrdiff_t s1
     }
 }
 
+/* Rows [begin, end) of the generalized (SA_IOU_GENERALIZED), distance
+ * (SA_IOU_DISTANCE) or complete (SA_IOU_COMPLETE) IoU matrix of boxes a
+ * against the columns of b, with torchvision's formulas operation for
+ * operation: inter and union as in box_iou; the enclosing box's sides
+ * clamped at 0; GIoU = iou - (enclosing - union) / enclosing; DIoU = iou -
+ * centre distance^2 / (enclosing diagonal^2 + eps); CIoU = DIoU - alpha v
+ * with v = 4/pi^2 (atan(w_a/h_a) - atan(w_b/h_b))^2 and alpha = v / (1 -
+ * iou + v + eps). a_atan and b_atan hold each box's atan(w/h) (CIoU only;
+ * the same value torchvision computes per pair). */
+SA_DISPATCHED(SA_FN(sa_box_iou_variant_rows),
+              (const SA_T *a, ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t begin, ptrdiff_t end,
+               const SA_FN(sa_columns) *b, const SA_T *a_atan, const SA_T *b_atan, ptrdiff_t m,
+               int kind, SA_T eps, SA_T *out, ptrdiff_t out_stride),
+              (a, s0, s1, begin, end, b, a_atan, b_atan, m, kind, eps, out, out_stride))
+{
+    const SA_T four_over_pi2 = (SA_T)(4.0 / (SA_PI * SA_PI));
+    for (ptrdiff_t i = begin; i < end; i++) {
+        const SA_T *r = a + i * s0;
+        const SA_T x1 = r[0], y1 = r[s1], x2 = r[2 * s1], y2 = r[3 * s1];
+        const SA_T area = SA_FN(sa_area)(x1, y1, x2, y2);
+        const SA_T cx = (x1 + x2) / 2, cy = (y1 + y2) / 2;
+        SA_T *o = out + i * out_stride;
+        if (kind == SA_IOU_GENERALIZED) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < m; j++) {
+                const SA_T w = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(x2, b->x2[j]) - SA_FN(sa_max_nan)(x1, b->x1[j]));
+                const SA_T h = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(y2, b->y2[j]) - SA_FN(sa_max_nan)(y1, b->y1[j]));
+                const SA_T inter = w * h;
+                const SA_T uni = area + b->area[j] - inter;
+                const SA_T ew = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(x2, b->x2[j]) - SA_FN(sa_min_nan)(x1, b->x1[j]));
+                const SA_T eh = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(y2, b->y2[j]) - SA_FN(sa_min_nan)(y1, b->y1[j]));
+                const SA_T enclosing = ew * eh;
+                o[j] = inter / uni - (enclosing - uni) / enclosing;
+            }
+        } else {
+            const SA_T at = kind == SA_IOU_COMPLETE ? a_atan[i] : 0;
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < m; j++) {
+                const SA_T w = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(x2, b->x2[j]) - SA_FN(sa_max_nan)(x1, b->x1[j]));
+                const SA_T h = SA_FN(sa_clamp0)(SA_FN(sa_min_nan)(y2, b->y2[j]) - SA_FN(sa_max_nan)(y1, b->y1[j]));
+                const SA_T inter = w * h;
+                const SA_T iou = inter / (area + b->area[j] - inter);
+                const SA_T ew = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(x2, b->x2[j]) - SA_FN(sa_min_nan)(x1, b->x1[j]));
+                const SA_T eh = SA_FN(sa_clamp0)(SA_FN(sa_max_nan)(y2, b->y2[j]) - SA_FN(sa_min_nan)(y1, b->y1[j]));
+                const SA_T diagonal = ew * ew + eh * eh + eps;
+                const SA_T dx = cx - (b->x1[j] + b->x2[j]) / 2, dy = cy - (b->y1[j] + b->y2[j]) / 2;
+                const SA_T diou = iou - (dx * dx + dy * dy) / diagonal;
+                if (kind == SA_IOU_COMPLETE) {
+                    const SA_T d = at - b_atan[j];
+                    const SA_T v = four_over_pi2 * (d * d);
+                    const SA_T alpha = v / ((SA_T)1 - iou + v + eps);
+                    o[j] = diou - alpha * v;
+                } else {
+                    o[j] = diou;
+                }
+            }
+        }
+    }
+}
+
+/* The share of d max(p, q) (torch.maximum) or d min(p, q) (torch.minimum)
+ * that goes to p: 1, 0, or 1/2 at a tie, as torch's backward splits it. */
+SA_INLINE SA_T SA_FN(sa_max_share)(SA_T p, SA_T q) { return p > q ? (SA_T)1 : (p == q ? (SA_T)0.5 : (SA_T)0); }
+SA_INLINE SA_T SA_FN(sa_min_share)(SA_T p, SA_T q) { return p < q ? (SA_T)1 : (p == q ? (SA_T)0.5 : (SA_T)0); }
+
+/* Losses of pairs [begin, end) of boxes a and b ((n, 4) with strides):
+ * torchvision's generalized (SA_IOU_GENERALIZED), distance (SA_IOU_DISTANCE)
+ * or complete (SA_IOU_COMPLETE) box IoU loss, operation for operation (the
+ * complete loss takes its IoU and diagonal with eps 1e-7, as torchvision's
+ * does, and eps only in alpha, which is held constant). With ga and gb
+ * (contiguous (n, 4)) also the gradients of the loss, times scale at the end
+ * (as a Dask block's are scaled after), by torch autograd's
+ * rules: max/min split ties in half, the intersection has no gradient where
+ * the boxes do not overlap. */
+static void SA_FN(sa_box_loss)(const SA_T *a, ptrdiff_t as0, ptrdiff_t as1, const SA_T *b,
+                               ptrdiff_t bs0, ptrdiff_t bs1, ptrdiff_t begin, ptrdiff_t end,
+                               int kind, SA_T eps, SA_T scale, SA_T *loss, SA_T *ga, SA_T *gb)
+{
+    const SA_T four_over_pi2 = (SA_T)(4.0 / (SA_PI * SA_PI));
+    const SA_T inner_eps = kind == SA_IOU_COMPLETE ? (SA_T)1e-7 : eps;
+    for (ptrdiff_t i = begin; i < end; i++) {
+        const SA_T *p = a + i * as0, *q = b + i * bs0;
+        const SA_T x1 = p[0], y1 = p[as1], x2 = p[2 * as1], y2 = p[3 * as1];
+        const SA_T u1 = q[0], v1 = q[bs1], u2 = q[2 * bs1], v2 = q[3 * bs1];
+        /* intersection and union */
+        const SA_T xk1 = SA_FN(sa_max_nan)(x1, u1), yk1 = SA_FN(sa_max_nan)(y1, v1);
+        const SA_T xk2 = SA_FN(sa_min_nan)(x2, u2), yk2 = SA_FN(sa_min_nan)(y2, v2);
+        const int hit = (yk2 > yk1) && (xk2 > xk1);
+        const SA_T iw = xk2 - xk1, ih = yk2 - yk1;
+        const SA_T inter = hit ? iw * ih : (SA_T)0;
+        const SA_T w1 = x2 - x1, h1 = y2 - y1, w2 = u2 - u1, h2 = v2 - v1;
+        const SA_T uni = w1 * h1 + w2 * h2 - inter;
+        const SA_T den = uni + inner_eps;
+        const SA_T iou = inter / den;
+        /* the enclosing box */
+        const SA_T xc1 = SA_FN(sa_min_nan)(x1, u1), yc1 = SA_FN(sa_min_nan)(y1, v1);
+        const SA_T xc2 = SA_FN(sa_max_nan)(x2, u2), yc2 = SA_FN(sa_max_nan)(y2, v2);
+        const SA_T cw = xc2 - xc1, ch = yc2 - yc1;
+        SA_T value, g_uni = 0, g_cw = 0, g_ch = 0, g_dx = 0, g_dy = 0;
+        SA_T g_w1 = 0, g_h1 = 0, g_w2 = 0, g_h2 = 0;
+        const SA_T g_iou = -1;
+        if (kind == SA_IOU_GENERALIZED) {
+            const SA_T area_c = cw * ch, cden = area_c + eps;
+            const SA_T gap = area_c - uni;
+            value = (SA_T)1 - (iou - gap / cden);
+            const SA_T g_area_c = (SA_T)1 / cden - gap / (cden * cden);
+            g_uni = -(SA_T)1 / cden;
+            g_cw = g_area_c * ch;
+            g_ch = g_area_c * cw;
+        } else {
+            const SA_T diagonal = cw * cw + ch * ch + inner_eps;
+            const SA_T dx = (x2 + x1) / 2 - (u1 + u2) / 2, dy = (y2 + y1) / 2 - (v1 + v2) / 2;
+            const SA_T rho = dx * dx + dy * dy;
+            value = (SA_T)1 - iou + rho / diagonal;
+            const SA_T g_rho = (SA_T)1 / diagonal;
+            const SA_T g_diagonal = -rho / (diagonal * diagonal);
+            g_cw = 2 * cw * g_diagonal;
+            g_ch = 2 * ch * g_diagonal;
+            g_dx = 2 * dx * g_rho;
+            g_dy = 2 * dy * g_rho;
+            if (kind == SA_IOU_COMPLETE) {
+                const SA_T r2 = w2 / h2, r1 = w1 / h1;
+                const SA_T t = SA_ATAN(r2) - SA_ATAN(r1);
+                const SA_T v = four_over_pi2 * (t * t);
+                const SA_T alpha = v / ((SA_T)1 - iou + v + eps);
+                value = value + alpha * v;
+                const SA_T g_t = alpha * four_over_pi2 * 2 * t;
+                const SA_T g_r2 = g_t / (1 + r2 * r2), g_r1 = -g_t / (1 + r1 * r1);
+                g_w2 += g_r2 / h2;
+                g_h2 -= g_r2 * w2 / (h2 * h2);
+                g_w1 += g_r1 / h1;
+                g_h1 -= g_r1 * w1 / (h1 * h1);
+            }
+        }
+        loss[i] = value;
+        if (!ga)
+            continue;
+        /* iou = inter / den, den = union + eps, union = w1 h1 + w2 h2 - inter */
+        g_uni += -g_iou * inter / (den * den);
+        const SA_T g_inter = g_iou / den - g_uni;
+        g_w1 += g_uni * h1;
+        g_h1 += g_uni * w1;
+        g_w2 += g_uni * h2;
+        g_h2 += g_uni * w2;
+        const SA_T g_iw = hit ? g_inter * ih : (SA_T)0, g_ih = hit ? g_inter * iw : (SA_T)0;
+        /* iw = xk2 - xk1, cw = xc2 - xc1 and their y twins, through max/min */
+        SA_T *ra = ga + 4 * i, *rb = gb + 4 * i;
+        const SA_T sx1 = SA_FN(sa_max_share)(x1, u1), sy1 = SA_FN(sa_max_share)(y1, v1);
+        const SA_T sx2 = SA_FN(sa_min_share)(x2, u2), sy2 = SA_FN(sa_min_share)(y2, v2);
+        const SA_T cx1 = SA_FN(sa_min_share)(x1, u1), cy1 = SA_FN(sa_min_share)(y1, v1);
+        const SA_T cx2 = SA_FN(sa_max_share)(x2, u2), cy2 = SA_FN(sa_max_share)(y2, v2);
+        const SA_T tx1 = SA_FN(sa_max_share)(u1, x1), ty1 = SA_FN(sa_max_share)(v1, y1);
+        const SA_T tx2 = SA_FN(sa_min_share)(u2, x2), ty2 = SA_FN(sa_min_share)(v2, y2);
+        const SA_T dx1 = SA_FN(sa_min_share)(u1, x1), dy1 = SA_FN(sa_min_share)(v1, y1);
+        const SA_T dx2 = SA_FN(sa_max_share)(u2, x2), dy2 = SA_FN(sa_max_share)(v2, y2);
+        ra[0] = (-g_w1 - sx1 * g_iw - cx1 * g_cw + g_dx / 2) * scale;
+        ra[1] = (-g_h1 - sy1 * g_ih - cy1 * g_ch + g_dy / 2) * scale;
+        ra[2] = (g_w1 + sx2 * g_iw + cx2 * g_cw + g_dx / 2) * scale;
+        ra[3] = (g_h1 + sy2 * g_ih + cy2 * g_ch + g_dy / 2) * scale;
+        rb[0] = (-g_w2 - tx1 * g_iw - dx1 * g_cw - g_dx / 2) * scale;
+        rb[1] = (-g_h2 - ty1 * g_ih - dy1 * g_ch - g_dy / 2) * scale;
+        rb[2] = (g_w2 + tx2 * g_iw + dx2 * g_cw - g_dx / 2) * scale;
+        rb[3] = (g_h2 + ty2 * g_ih + dy2 * g_ch - g_dy / 2) * scale;
+    }
+}
+
 /* --------------------------------------------------------- overlap tests */
 
 /* IoU of box i of a and box j of b when they intersect with positive area,

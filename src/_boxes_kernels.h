@@ -55,6 +55,11 @@
 /* Box formats of box_convert. */
 enum { SA_FMT_XYXY = 0, SA_FMT_XYWH = 1, SA_FMT_CXCYWH = 2 };
 
+/* The pairwise IoU kinds (plain: sa_box_iou_rows; the others:
+ * sa_box_iou_variant_rows and the losses). */
+enum { SA_IOU_PLAIN = 0, SA_IOU_GENERALIZED = 1, SA_IOU_DISTANCE = 2, SA_IOU_COMPLETE = 3 };
+#define SA_PI 3.14159265358979323846
+
 /* ------------------------------------------------------------ sort keys */
 
 /* Keys whose ascending order is decreasing score: NaN first (as torch.sort
@@ -357,17 +362,21 @@ SA_INLINE int sa_grid_visit(const sa_grid *g, int own_level, double qcx, double 
 #define SA_T float
 #define SA_SUF f32
 #define SA_DESC_KEY sa_desc_key_f32
+#define SA_ATAN atanf
 #include "_boxes_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_DESC_KEY
+#undef SA_ATAN
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_DESC_KEY sa_desc_key_f64
+#define SA_ATAN atan
 #include "_boxes_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_DESC_KEY
+#undef SA_ATAN
 
 #endif /* SOFTARRAY_BOXES_KERNELS_H */

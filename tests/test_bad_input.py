@@ -193,7 +193,23 @@ SPECS = {
         P("in_fmt", "choice", const("xyxy"), choices=("xyxy", "xywh", "cxcywh")),
         P("out_fmt", "choice", const("cxcywh"), choices=("xyxy", "xywh", "cxcywh"))]),
     "box_area": (sa.box_area, [P("boxes", "boxes_batch", _boxes)]),
+    **{f"{v}_box_iou_loss": (getattr(sa, f"{v}_box_iou_loss"), [
+        P("boxes1", "boxes_batch", _boxes), P("boxes2", "boxes_batch", _boxes), K(*RED),
+        K("eps", "nonneg_real", const(1e-7)), K(*GRAD)])
+       for v in ("generalized", "distance", "complete")},
+    "clip_boxes_to_image": (sa.clip_boxes_to_image, [P("boxes", "boxes_batch", _boxes),
+                                                     P("size", "image_size", const((4, 5)))]),
+    "remove_small_boxes": (sa.remove_small_boxes, [P("boxes", "boxes", _boxes),
+                                                   P("min_size", "real", const(1.0))]),
     "box_iou": (sa.box_iou, [P("boxes1", "boxes", _boxes), P("boxes2", "boxes", _boxes)]),
+    "generalized_box_iou": (sa.generalized_box_iou, [P("boxes1", "boxes", _boxes),
+                                                     P("boxes2", "boxes", _boxes)]),
+    "distance_box_iou": (sa.distance_box_iou, [P("boxes1", "boxes", _boxes),
+                                               P("boxes2", "boxes", _boxes),
+                                               K("eps", "nonneg_real", const(1e-7))]),
+    "complete_box_iou": (sa.complete_box_iou, [P("boxes1", "boxes", _boxes),
+                                               P("boxes2", "boxes", _boxes),
+                                               K("eps", "nonneg_real", const(1e-7))]),
     "nms": (sa.nms, [
         P("boxes", "boxes", _boxes), P("scores", "scores", _scores, n=3),
         P("iou_threshold", "nonneg_real", const(0.5)),
@@ -222,6 +238,7 @@ SPECS = {
 # Names of __all__ that are not driven here, and why.
 NOT_DRIVEN = {
     "TopKGating": "a NamedTuple (the result type of topk_gating), not a function",
+    "BoxShapeError": "an exception class (raised for box arrays of the wrong shape)",
     "show_config": "prints the build configuration; takes no arguments",
     "get_num_threads": "takes no arguments",
     "set_num_threads": "process-wide state; covered in test_build",
@@ -386,6 +403,9 @@ def _bad_values(arg, spec_args):
         if r == "boxes":
             out += [("one_d", lambda v: v[0]), ("three_d", lambda v: v[None])]
         return out
+    if r == "image_size":
+        return [("negative", (-1, 5)), ("nan", (NAN, 5)), ("inf", (5, INF)), ("str", "ab"),
+                ("one", (5,)), ("three", (1, 2, 3)), ("none", None), ("complex", (1j, 5))]
     if r == "scores":
         return _array_common(arg) + [("short", lambda v: v[:-1]), ("two_d", lambda v: v[:, None]),
                                      ("zero_d", lambda v: np.asarray(v[0]))]
@@ -446,8 +466,11 @@ DOCUMENTED_OK = {
     # no boxes: no areas, no conversions, an empty IoU matrix
     "box_area-boxes-empty": _EMPTY,
     "box_convert-boxes-empty": _EMPTY,
+    "clip_boxes_to_image-boxes-empty": _EMPTY,
     "box_iou-boxes1-empty": lambda r: np.asarray(r).shape == (0, 3),
     "box_iou-boxes2-empty": lambda r: np.asarray(r).shape == (3, 0),
+    **{f"{f}_box_iou-boxes{k}-empty": (lambda r, k=k: np.asarray(r).shape == ((0, 3), (3, 0))[k - 1])
+       for f in ("generalized", "distance", "complete") for k in (1, 2)},
     # A count beyond any size is a valid bound: "at most this many" / entries
     # per tile (clipped to the vocabulary): the same result as no bound.
     **{f"{f}-max_output-huge": (lambda r, f=f: _same_as(f, r, max_output=None))
@@ -598,6 +621,7 @@ HUGE_CASES = {
     "topk_gating": lambda: sa.topk_gating(_huge((BIG, 2)), 1),
     "box_area": lambda: sa.box_area(_huge((BIG, 4))),
     "box_iou": lambda: sa.box_iou(_huge((2**22, 4)), _huge((2**22, 4))),
+    "complete_box_iou": lambda: sa.complete_box_iou(_huge((2**22, 4)), _huge((2**22, 4))),
     "nms": lambda: sa.nms(_huge((BIG, 4)), _huge((BIG,)), 0.5),
     "lce_wide": lambda: sa.linear_cross_entropy(_huge((2, 2**32)), _huge((3, 2**32)),
                                                 np.array([0, 1])),

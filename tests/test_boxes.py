@@ -1212,24 +1212,28 @@ def test_box_ops_against_torchvision(problem, in_fmt, out_fmt):
 
 
 def test_integer_and_bool_boxes_become_float64():
+    """Except in box_area, whose integer boxes keep torchvision's integer
+    dtype (test_box_area_of_integer_boxes_is_torchvisions_integer)."""
     boxes = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [0, 0, 2, 1]], np.int32)
     f = boxes.astype(np.float64)
-    assert_values_equal(sa.box_area(boxes), ref_box_area(f))
+    assert_values_equal(sa.box_area(boxes), ref_box_area(boxes))
     assert_values_equal(sa.box_iou(boxes, boxes), ref_box_iou(f, f))
     assert_values_equal(sa.box_convert(boxes, "xyxy", "cxcywh"), ref_box_convert(f, "xyxy", "cxcywh"))
     scores = np.array([0.9, 0.8, 0.7])
     assert_indices(sa.nms(boxes, scores, 0.3), ref_nms(f, scores, 0.3))
     assert_indices(sa.batched_nms(boxes, scores, np.array([0, 1, 0]), 0.3), [0, 1])
-    assert_values_equal(sa.box_area(np.ones((2, 4), bool)), np.zeros(2))
-    assert_values_equal(sa.box_area(np.array([[0, 0, 3, 2]], np.int64)), np.array([6.0]))
+    assert_values_equal(sa.box_area(np.ones((2, 4), bool)), np.zeros(2, np.int32))
+    assert_values_equal(sa.box_area(np.array([[0, 0, 3, 2]], np.int64)), np.array([6]))
 
 
 def test_integer_boxes_array_api_strict():
     import array_api_strict as xp
     boxes = xp.asarray([[0, 0, 2, 2], [1, 0, 3, 2]])
     area = sa.box_area(boxes)
-    assert type(area) is type(boxes) and area.dtype == xp.float64
-    np.testing.assert_array_equal(np.from_dlpack(area), [4.0, 4.0])
+    assert type(area) is type(boxes) and area.dtype == xp.int64
+    np.testing.assert_array_equal(np.from_dlpack(area), [4, 4])
+    iou = sa.box_iou(boxes, boxes)
+    assert type(iou) is type(boxes) and iou.dtype == xp.float64
 
 
 # ===================================================== empty and single inputs
@@ -1596,3 +1600,541 @@ def test_thread_counts_agree():
         else:
             assert_indices(a, b)
     assert_indices(results[0][0], ref_nms_fast(boxes, scores, 0.5))
+
+
+# ===================================================== half precision
+
+# torchvision's own box_iou test boxes (test_ops.py FLOAT_BOXES): areas about
+# 6e5, far above float16's largest number (65504).
+TV_FLOAT_BOXES = [[285.3538, 185.5758, 1193.5110, 851.4551],
+                  [285.1472, 188.7374, 1192.4984, 851.0669],
+                  [279.2440, 197.9812, 1189.4746, 849.2019]]
+
+
+def half_cases():
+    """(name, make(array of float64) -> caller's half array, to float32 NumPy)."""
+    cases = [("numpy float16", lambda a: np.asarray(a).astype(np.float16))]
+    if torch is not None:
+        cases += [("torch float16", lambda a: torch.tensor(np.asarray(a), dtype=torch.float16)),
+                  ("torch bfloat16", lambda a: torch.tensor(np.asarray(a), dtype=torch.bfloat16))]
+    return cases
+
+
+def as_float32_numpy(x):
+    """A half array's values (exact in float32) as a float32 NumPy array."""
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.float().numpy()
+    return np.asarray(x, np.float32)
+
+
+def large_half_boxes(rng, n):
+    """Boxes up to 60000 (finite in float16) with sides from 1 to 20000."""
+    xy = rng.uniform(0, 40000, (n, 2))
+    wh = rng.uniform(1, 20000, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1)
+
+
+@pytest.mark.parametrize("name, make", half_cases(), ids=[c[0] for c in half_cases()])
+def test_half_boxes_against_torchvision(name, make):
+    """torchvision's FLOAT_BOXES and large random boxes in float16/bfloat16:
+    box_iou and box_area in float32 as torchvision computes them (its
+    box_area and box_iou upcast), not NaN and inf."""
+    ops = tv()
+    rng = np.random.default_rng(40)
+    for raw in (TV_FLOAT_BOXES, large_half_boxes(rng, 50)):
+        boxes = make(raw)
+        exact = torch.from_numpy(as_float32_numpy(boxes))      # the half values, in float32
+        iou = sa.box_iou(boxes, boxes)
+        assert type(iou) is type(boxes)
+        assert_values_equal(as_float32_numpy(iou), ops.box_iou(exact, exact).numpy())
+        assert np.isfinite(as_float32_numpy(iou)).all()
+        area = sa.box_area(boxes)
+        assert_values_equal(as_float32_numpy(area), ops.box_area(exact).numpy())
+        if isinstance(boxes, torch.Tensor):      # torchvision takes tensors only
+            assert iou.dtype == ops.box_iou(boxes, boxes).dtype == torch.float32
+            assert area.dtype == ops.box_area(boxes).dtype == torch.float32
+        else:
+            assert iou.dtype == area.dtype == np.float32
+    if "bfloat16" not in name:      # torchvision's expected IoUs (float16 tolerance 0.002)
+        np.testing.assert_allclose(as_float32_numpy(sa.box_iou(make(TV_FLOAT_BOXES),
+                                                               make(TV_FLOAT_BOXES))),
+                                   [[1.0, 0.9933, 0.9673], [0.9933, 1.0, 0.9737],
+                                    [0.9673, 0.9737, 1.0]], atol=0.002, rtol=0)
+
+
+@pytest.mark.parametrize("name, make", half_cases(), ids=[c[0] for c in half_cases()])
+def test_half_box_convert_rounds_once(name, make):
+    """box_convert of half boxes keeps their dtype, and is the float32
+    conversion rounded once: no overflow where x1 + x2 > 65504."""
+    rng = np.random.default_rng(41)
+    boxes = make(large_half_boxes(rng, 40))
+    exact = as_float32_numpy(boxes)
+    for in_fmt in FORMATS:
+        for out_fmt in FORMATS:
+            with np.errstate(over="ignore"):    # xywh -> xyxy of sides up to 20000 overflows
+                got = sa.box_convert(boxes, in_fmt, out_fmt)
+            assert got.dtype == boxes.dtype and type(got) is type(boxes)
+            with np.errstate(over="ignore"):
+                want = make(ref_box_convert(exact, in_fmt, out_fmt))
+            assert_values_equal(as_float32_numpy(got), as_float32_numpy(want))
+    assert np.isfinite(as_float32_numpy(sa.box_convert(boxes, "xyxy", "cxcywh"))).all()
+
+
+@pytest.mark.parametrize("name, make", half_cases(), ids=[c[0] for c in half_cases()])
+def test_half_nms_keeps_what_float32_keeps(name, make):
+    """nms, batched_nms, soft_nms of half boxes and scores select what the
+    same values in float32 select (in float16 the areas overflow: the
+    issue's nms kept [1, 0, 2] of torchvision's boxes where float32 keeps
+    [1]); torchvision's nms of the float32 values agrees."""
+    ops = tv()
+    rng = np.random.default_rng(42)
+    cases = [(TV_FLOAT_BOXES, [0.5, 0.9, 0.3])]
+    raw = large_half_boxes(rng, 200)
+    raw[100:] = raw[:100] + rng.uniform(-500, 500, (100, 4))     # near duplicates
+    cases.append((raw, rng.random(200)))
+    for raw_boxes, raw_scores in cases:
+        boxes, scores = make(raw_boxes), make(raw_scores)
+        b32, s32 = as_float32_numpy(boxes), as_float32_numpy(scores)
+        labels = np.arange(len(s32)) % 3
+        for thr in (0.3, 0.5, 0.7):
+            want = ops.nms(torch.from_numpy(b32), torch.from_numpy(s32), thr).numpy()
+            assert_indices(np.asarray(sa.nms(boxes, scores, thr)), want)
+            assert_indices(np.asarray(sa.nms(boxes, scores, thr)), sa.nms(b32, s32, thr))
+            t_labels = labels if isinstance(boxes, np.ndarray) else torch.from_numpy(labels)
+            assert_indices(np.asarray(sa.batched_nms(boxes, scores, t_labels, thr)),
+                           sa.batched_nms(b32, s32, labels, thr))
+        for method in ("linear", "gaussian"):
+            indices, decayed = sa.soft_nms(boxes, scores, method=method)
+            want_indices, want_decayed = sa.soft_nms(b32, s32, method=method)
+            assert_indices(np.asarray(indices), want_indices)
+            assert decayed.dtype == scores.dtype
+            assert_values_equal(as_float32_numpy(decayed), as_float32_numpy(make(want_decayed)))
+    assert_indices(np.asarray(sa.nms(make(TV_FLOAT_BOXES), make([0.5, 0.9, 0.3]), 0.5)), [1])
+
+
+def test_half_boxes_portable_path():
+    """float16 tensors that require grad (the portable path) widen too."""
+    pytest.importorskip("torch")
+    boxes = torch.tensor(TV_FLOAT_BOXES, dtype=torch.float16, requires_grad=True)
+    exact = np.asarray(TV_FLOAT_BOXES, np.float16).astype(np.float32)
+    iou = sa.box_iou(boxes, boxes)
+    assert iou.dtype == torch.float32 and iou.requires_grad
+    assert_values_equal(iou.detach().numpy(), ref_box_iou(exact, exact))
+    assert_values_equal(sa.box_area(boxes).detach().numpy(), ref_box_area(exact))
+    scores = torch.tensor([0.5, 0.9, 0.3], dtype=torch.float16, requires_grad=True)
+    assert_indices(sa.nms(boxes, scores, 0.5).numpy(), [1])
+
+
+# ===================================================== torchvision compatibility
+
+SHAPE_CASES = ["nms boxes 1-D", "nms boxes 3 columns", "nms boxes 3-D", "nms scores 2-D",
+               "nms scores too short", "nms scores too long", "batched labels too short",
+               "batched labels 2-D", "batched scores too short", "batched boxes 5 columns",
+               "soft boxes 3 columns", "soft scores mismatch", "batched soft labels mismatch",
+               "convert 3 columns", "area 5 columns", "area 0-d", "iou boxes1 1-D",
+               "iou boxes1 3 columns", "iou boxes2 5 columns", "iou boxes2 3-D"]
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c[0] in SHAPE_CASES],
+                         ids=lambda c: c[0])
+def test_shape_errors_are_value_and_runtime_errors(case):
+    """Shape errors raise BoxShapeError, which torchvision users catch as
+    RuntimeError and softarray's as ValueError."""
+    _, fn, arrays, args, kwargs, _, name = case
+    with pytest.raises(sa.BoxShapeError, match=_names(name)) as info:
+        fn(*arrays, *args, **kwargs)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, RuntimeError)
+
+
+def test_shape_errors_caught_like_torchvision():
+    """The same mistakes raise RuntimeError in torchvision and are caught by
+    the same except clause with softarray."""
+    ops = tv()
+    cases = [(torch.zeros((3, 5)), torch.zeros(3)), (torch.zeros((3, 4)), torch.zeros(2)),
+             (torch.zeros(3), torch.zeros(3))]
+    for boxes, scores in cases:
+        for fn in (ops.nms, sa.nms):
+            with pytest.raises(RuntimeError):
+                fn(boxes, scores, 0.5)
+    for fn, args in [(sa.box_iou, (torch.zeros((3, 5)), torch.zeros((3, 4)))),
+                     (sa.box_area, (torch.zeros((3, 5)),))]:
+        with pytest.raises(RuntimeError):
+            fn(*args)
+
+
+def test_batched_nms_of_no_boxes_with_none_like_torchvision():
+    ops = tv()
+    empty = torch.empty((0,), dtype=torch.int64)
+    want = ops.batched_nms(empty, None, None, None)
+    got = sa.batched_nms(empty, None, None, None)
+    assert type(got) is torch.Tensor and got.dtype == want.dtype == torch.int64
+    assert got.shape == want.shape == (0,)
+    assert_indices(sa.batched_nms(np.zeros((0, 4)), None, None, 0.5), [])
+    with pytest.raises(TypeError, match="labels"):      # boxes present: labels are required
+        sa.batched_nms(np.zeros((1, 4)), np.zeros(1), None, 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "bool"])
+def test_box_area_of_integer_boxes_is_torchvisions_integer(dtype):
+    ops = tv()
+    raw = np.array([[0, 0, 100, 100], [0, 0, 0, 0], [10, 20, 5, 90]])
+    if dtype == "uint8":
+        raw = np.array([[0, 0, 100, 100], [0, 0, 0, 0], [10, 20, 50, 90]])
+    if dtype == "bool":
+        raw = np.array([[0, 0, 1, 1], [1, 0, 1, 1], [0, 1, 1, 0]])
+    t = torch.from_numpy(raw.astype(dtype))
+    want = ops.box_area(t)
+    got = sa.box_area(t)
+    assert got.dtype == want.dtype
+    assert_values_equal(got.numpy(), want.numpy())
+    got_np = sa.box_area(raw.astype(dtype))
+    assert_values_equal(got_np, want.numpy())
+    # torchvision's test: areas 10000 and 0, int32 for int8..int32
+    if dtype in ("int8", "int16", "int32"):
+        assert got_np.dtype == np.int32
+
+
+# ===================================================== GIoU, DIoU, CIoU
+
+def ref_iou_variant(boxes1, boxes2, variant, eps=1e-7):
+    """The papers' formulas in plain NumPy, in the boxes' dtype (torchvision's
+    order of operations; eps on the squared diagonal and alpha's denominator)."""
+    b1, b2 = np.asarray(boxes1), np.asarray(boxes2)
+    t = b1.dtype.type
+    with np.errstate(all="ignore"):
+        a, b = b1[:, None, :], b2[None, :, :]
+        w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), t(0))
+        h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), t(0))
+        inter = w * h
+        union = ref_box_area(b1)[:, None] + ref_box_area(b2)[None, :] - inter
+        iou = inter / union
+        ew = np.maximum(np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0]), t(0))
+        eh = np.maximum(np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1]), t(0))
+        if variant == "generalized":
+            enclosing = ew * eh
+            return iou - (enclosing - union) / enclosing
+        diagonal = ew * ew + eh * eh + t(eps)
+        dx = (a[..., 0] + a[..., 2]) / t(2) - (b[..., 0] + b[..., 2]) / t(2)
+        dy = (a[..., 1] + a[..., 3]) / t(2) - (b[..., 1] + b[..., 3]) / t(2)
+        diou = iou - (dx * dx + dy * dy) / diagonal
+        if variant == "distance":
+            return diou
+        ratio1 = np.arctan((b1[:, 2] - b1[:, 0]) / (b1[:, 3] - b1[:, 1]))
+        ratio2 = np.arctan((b2[:, 2] - b2[:, 0]) / (b2[:, 3] - b2[:, 1]))
+        d = ratio1[:, None] - ratio2[None, :]
+        v = t(4 / math.pi ** 2) * (d * d)
+        alpha = v / (t(1) - iou + v + t(eps))
+        return diou - alpha * v
+
+
+IOU_VARIANT_FUNCTIONS = {"generalized": sa.generalized_box_iou, "distance": sa.distance_box_iou,
+                         "complete": sa.complete_box_iou}
+
+
+def variant_call(fn, variant, b1, b2, eps):
+    return fn(b1, b2) if variant == "generalized" else fn(b1, b2, eps=eps)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("variant", list(IOU_VARIANT_FUNCTIONS))
+def test_iou_variants(backend, dtype, variant):
+    """Every backend against the NumPy reference (compiled: to the bit but
+    CIoU's arctan, a library's; portable: within a few ulps)."""
+    fn = IOU_VARIANT_FUNCTIONS[variant]
+    rng = np.random.default_rng(50)
+    boxes1 = make_boxes(rng, 40, dtype, "grid", p_dup=0.2)
+    boxes2 = make_boxes(rng, 23, dtype, "cluster")
+    tol = dict(rtol=0, atol=0) if backend.compiled and variant != "complete" else \
+        dict(rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-12))
+    for b1, b2 in [(boxes1, boxes2), (boxes2, boxes1), (boxes1, boxes1), (boxes1[:0], boxes2),
+                   (boxes1, boxes2[:0])]:
+        for eps in (1e-7, 0.0, 0.5):
+            if variant == "generalized" and eps != 1e-7:
+                continue
+            got = call(backend, lambda x, y: variant_call(fn, variant, x, y, eps), [b1, b2])
+            want = ref_iou_variant(b1, b2, variant, eps)
+            assert got.dtype == dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, **tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=random_problems(max_n=60, finite_coords=True, layouts=("grid", "cluster")),
+       variant=st.sampled_from(list(IOU_VARIANT_FUNCTIONS)))
+def test_iou_variants_against_torchvision(problem, variant):
+    ops = tv()
+    boxes = problem[0]
+    other = boxes[::-1].copy()
+    t1, t2 = torch.from_numpy(boxes), torch.from_numpy(other)
+    want = getattr(ops, f"{variant}_box_iou")(t1, t2).numpy()
+    got = IOU_VARIANT_FUNCTIONS[variant](boxes, other)
+    assert got.dtype == want.dtype
+    if variant == "complete":      # arctan: NumPy's against torch's
+        np.testing.assert_allclose(got, want, rtol=0,
+                                   atol=1e-5 if boxes.dtype == np.float32 else 1e-12)
+    else:
+        assert_values_equal(got, want)
+
+
+@pytest.mark.parametrize("variant", list(IOU_VARIANT_FUNCTIONS))
+def test_iou_variants_torchvision_test_values(variant):
+    """torchvision's own expected values (test_ops.py) for integer, float and
+    float16 boxes with its tolerances, and its dtypes out."""
+    ops = tv()
+    fn = IOU_VARIANT_FUNCTIONS[variant]
+    int_boxes = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300], [0, 0, 25, 25]]
+    int_boxes2 = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300]]
+    int_expected = {
+        "generalized": [[1.0, 0.25, -0.7778], [0.25, 1.0, -0.8611], [-0.7778, -0.8611, 1.0],
+                        [0.0625, 0.25, -0.8819]],
+        "distance": [[1.0, 0.1875, -0.4444], [0.1875, 1.0, -0.5625], [-0.4444, -0.5625, 1.0],
+                     [-0.0781, 0.1875, -0.6267]],
+    }
+    int_expected["complete"] = int_expected["distance"]
+    float_expected = [[1.0, 0.9933, 0.9673], [0.9933, 1.0, 0.9737], [0.9673, 0.9737, 1.0]]
+    for dtype in (torch.int16, torch.int32, torch.int64):
+        b1, b2 = torch.tensor(int_boxes, dtype=dtype), torch.tensor(int_boxes2, dtype=dtype)
+        got = fn(b1, b2)
+        assert got.dtype == getattr(ops, f"{variant}_box_iou")(b1, b2).dtype
+        np.testing.assert_allclose(got.numpy(), int_expected[variant], atol=1e-4, rtol=0)
+    for dtype, atol in [(torch.float16, 0.002), (torch.float32, 1e-3), (torch.float64, 1e-3)]:
+        b = torch.tensor(TV_FLOAT_BOXES, dtype=dtype)
+        got = fn(b, b)
+        assert got.dtype == getattr(ops, f"{variant}_box_iou")(b, b).dtype
+        np.testing.assert_allclose(got.numpy(), float_expected, atol=atol, rtol=0)
+    # bfloat16 rounds the coordinates by up to 4: the float32 values of the
+    # rounded boxes (torchvision's GIoU mixes bfloat16 and float32 steps)
+    b = torch.tensor(TV_FLOAT_BOXES, dtype=torch.bfloat16)
+    got = fn(b, b)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), getattr(ops, f"{variant}_box_iou")(b.float(), b.float()),
+                               atol=1e-6, rtol=0)
+    b16 = np.asarray(TV_FLOAT_BOXES, np.float16)
+    got = fn(b16, b16)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref_iou_variant(b16.astype(np.float32),
+                                                    b16.astype(np.float32), variant),
+                               rtol=0, atol=1e-6)
+
+
+def test_iou_variants_by_hand():
+    unit, diagonal = np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 2.0, 2.0]])
+    assert sa.generalized_box_iou(unit, diagonal)[0, 0] == -0.5       # enclosing 4, union 2
+    # DIoU: centres sqrt(2) apart, enclosing diagonal sqrt(8): 0 - 2/8
+    np.testing.assert_allclose(sa.distance_box_iou(unit, diagonal, eps=0.0), [[-0.25]], rtol=1e-15)
+    # CIoU of boxes of equal aspect: v = 0, so CIoU = DIoU
+    np.testing.assert_array_equal(sa.complete_box_iou(unit, diagonal),
+                                  sa.distance_box_iou(unit, diagonal))
+    wide = np.array([[0.0, 0.0, 2.0, 1.0]])
+    v = 4 / math.pi ** 2 * (math.atan(2.0) - math.atan(1.0)) ** 2
+    iou = 0.5
+    diou = iou - 0.25 / (4 + 1 + 1e-7)
+    np.testing.assert_allclose(sa.complete_box_iou(wide, unit),
+                               [[diou - v / (1 - iou + v + 1e-7) * v]], rtol=1e-14)
+    with pytest.raises(ValueError, match="eps"):
+        sa.distance_box_iou(unit, unit, eps=-1.0)
+    with pytest.raises(ValueError, match="eps"):
+        sa.complete_box_iou(unit, unit, eps=math.nan)
+    with pytest.raises(sa.BoxShapeError, match="boxes2"):
+        sa.generalized_box_iou(unit, np.zeros((1, 3)))
+
+
+def test_iou_variants_thread_counts_agree():
+    rng = np.random.default_rng(51)
+    boxes1 = make_boxes(rng, 1200, np.float32, "cluster")
+    boxes2 = make_boxes(rng, 1000, np.float32, "grid")
+    for fn in IOU_VARIANT_FUNCTIONS.values():
+        with sa.threads(1):
+            one = fn(boxes1, boxes2)
+        with sa.threads(2):
+            assert_values_equal(fn(boxes1, boxes2), one)
+
+
+# ===================================================== clip_boxes_to_image, remove_small_boxes
+
+def test_clip_boxes_to_image(backend):
+    rng = np.random.default_rng(60)
+    boxes = rng.uniform(-50, 150, (40, 4))
+    boxes[3, 1] = np.nan
+    for size in [(80, 100), (0, 0), (80.5, 99.25)]:
+        got = call(backend, sa.clip_boxes_to_image, [boxes], size)
+        want = boxes.copy()
+        with np.errstate(invalid="ignore"):
+            want[:, 0::2] = np.where(want[:, 0::2] < 0, 0, np.where(want[:, 0::2] > size[1],
+                                                                    size[1], want[:, 0::2]))
+            want[:, 1::2] = np.where(want[:, 1::2] < 0, 0, np.where(want[:, 1::2] > size[0],
+                                                                    size[0], want[:, 1::2]))
+        assert_values_equal(got, want)
+    got = call(backend, sa.clip_boxes_to_image, [boxes.reshape(2, 20, 4)], (80, 100))
+    assert got.shape == (2, 20, 4)
+
+
+def test_clip_and_remove_small_against_torchvision():
+    ops = tv()
+    rng = np.random.default_rng(61)
+    raw = rng.uniform(-50, 150, (60, 4))
+    raw[::7, 2] = raw[::7, 0] + 3.0          # exactly 3 wide: min_size 3 keeps them
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32,
+                  torch.int64):
+        t = torch.tensor(raw).to(dtype)
+        for size in [(80, 100), (64.5, 0)]:
+            want = ops.clip_boxes_to_image(t, size)
+            got = sa.clip_boxes_to_image(t, size)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())
+        for min_size in (0.0, 3.0, 20.0, -1.0):
+            want = ops.remove_small_boxes(t.float(), min_size)     # float32 sides
+            got = sa.remove_small_boxes(t, min_size)
+            assert got.dtype == torch.int64
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_remove_small_boxes(backend):
+    boxes = np.array([[0, 0, 4, 4], [0, 0, 1, 9], [0, 0, 9, 1], [2, 2, 5, 5], [np.nan, 0, 9, 9],
+                      [5, 5, 0, 0]], np.float64)
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes], 3.0), [0, 3])
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes], 1.0), [0, 1, 2, 3])
+    assert_indices(call(backend, sa.remove_small_boxes, [boxes[:0]], 1.0), [])
+    with pytest.raises(sa.BoxShapeError, match="boxes"):
+        sa.remove_small_boxes(boxes[:, :3], 1.0)
+    with pytest.raises(ValueError, match="min_size"):
+        sa.remove_small_boxes(boxes, math.nan)
+    with pytest.raises(ValueError, match="size"):
+        sa.clip_boxes_to_image(boxes, (-1, 4))
+    with pytest.raises(TypeError, match="size"):
+        sa.clip_boxes_to_image(boxes, 4)
+
+
+# ===================================================== IoU losses
+
+LOSS_FUNCTIONS = {"generalized": sa.generalized_box_iou_loss, "distance": sa.distance_box_iou_loss,
+                  "complete": sa.complete_box_iou_loss}
+
+
+def loss_pairs(rng, n, dtype):
+    """Predictions near their targets, with overlaps, disjoint pairs, exact
+    duplicates and shared edges (ties of max/min) and a few far off."""
+    target = make_boxes(rng, n, dtype, "cluster")
+    pred = (target + rng.normal(0, 8, (n, 4))).astype(dtype)
+    pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+    pred[::7] = target[::7]                      # identical: every max/min ties
+    pred[1::7, 0] = target[1::7, 0]              # one shared edge
+    pred[2::7] = target[2::7] + 500              # disjoint
+    return pred, target
+
+
+def torchvision_loss(variant, b1, b2, reduction, eps):
+    """torchvision's loss and torch autograd's gradients (NumPy arrays)."""
+    ops = tv()
+    t1 = torch.from_numpy(np.array(b1)).requires_grad_()
+    t2 = torch.from_numpy(np.array(b2)).requires_grad_()
+    loss = getattr(ops, f"{variant}_box_iou_loss")(t1, t2, reduction=reduction, eps=eps)
+    loss.sum().backward()
+    return loss.detach().numpy(), t1.grad.numpy(), t2.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("variant", list(LOSS_FUNCTIONS))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_box_losses_against_torchvision(backend, variant, reduction, dtype):
+    """Loss and both gradients against torchvision's loss under torch
+    autograd, through every backend."""
+    fn = LOSS_FUNCTIONS[variant]
+    rng = np.random.default_rng(70)
+    pred, target = loss_pairs(rng, 140, dtype)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    for eps in (1e-7, 0.5):
+        want, want1, want2 = torchvision_loss(variant, pred, target, reduction, eps)
+        loss, g1, g2 = call(backend, lambda a, b: _flat(fn(a, b, reduction, eps,
+                                                            return_grad=True)), [pred, target])
+        assert loss.dtype == dtype and loss.shape == want.shape
+        np.testing.assert_allclose(loss, want, **tol)
+        for got, ref in ((g1, want1), (g2, want2)):
+            assert got.dtype == dtype and got.shape == pred.shape
+            np.testing.assert_allclose(got, ref, rtol=tol["rtol"],
+                                       atol=tol["atol"] * max(1.0, np.abs(ref).max()))
+        plain = call(backend, lambda a, b: fn(a, b, reduction, eps), [pred, target])
+        np.testing.assert_array_equal(plain, loss)
+
+
+def _flat(result):
+    """(loss, (g1, g2)) as the three arrays call() checks."""
+    loss, (g1, g2) = result
+    return loss, g1, g2
+
+
+def test_box_losses_torchvision_test_values():
+    """torchvision's test_ops.py values (float32 and half) and its empty case."""
+    box1 = [-1.0, -1.0, 1.0, 1.0]
+    box2, box3, box4 = [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 2.0], [1.0, 1.0, 2.0, 2.0]
+    cases = {
+        "generalized": [(box1, box1, 0.0), (box1, box2, 0.75), (box2, box3, 1.0), (box2, box4, 1.5)],
+        "distance": [(box1, box1, 0.0), (box1, box2, 0.8125), (box1, box3, 1.1923),
+                     (box1, box4, 1.25)],
+        "complete": [(box1, box1, 0.0), (box1, box2, 0.8125), (box1, box3, 1.1923),
+                     (box1, box4, 1.25)],
+    }
+    batched = {"generalized": (2.5, 1.25), "distance": (2.45, 1.225), "complete": (2.45, 1.225)}
+    for variant, fn in LOSS_FUNCTIONS.items():
+        for dtype in (torch.float32, torch.float16):
+            for b1, b2, want in cases[variant]:
+                got = fn(torch.tensor(b1, dtype=dtype), torch.tensor(b2, dtype=dtype))
+                assert got.dtype == torch.float32 and got.shape == ()
+                np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+            pairs1 = torch.tensor([box2, box2], dtype=dtype)
+            pairs2 = torch.tensor([box3, box4], dtype=dtype)
+            np.testing.assert_allclose(fn(pairs1, pairs2, reduction="sum").numpy(),
+                                       batched[variant][0], atol=1e-4)
+            np.testing.assert_allclose(fn(pairs1, pairs2, reduction="mean").numpy(),
+                                       batched[variant][1], atol=1e-4)
+        with pytest.raises(ValueError, match="reduction"):
+            fn(pairs1, pairs2, reduction="xyz")
+        empty = np.zeros((0, 4), np.float32)
+        loss, (g1, g2) = fn(empty, empty, reduction="mean", return_grad=True)
+        assert loss.shape == () and loss == 0 and g1.shape == g2.shape == (0, 4)
+        assert fn(empty, empty).shape == (0,)
+
+
+def test_box_losses_half_boxes_like_torchvision():
+    """float16 and bfloat16 boxes: float32 losses as torchvision's
+    (_upcast_non_float), gradients in the boxes' dtype."""
+    ops = tv()
+    rng = np.random.default_rng(71)
+    pred, target = loss_pairs(rng, 50, np.float64)
+    for dtype in (torch.float16, torch.bfloat16):
+        t1, t2 = torch.tensor(pred, dtype=dtype), torch.tensor(target, dtype=dtype)
+        for variant, fn in LOSS_FUNCTIONS.items():
+            want = getattr(ops, f"{variant}_box_iou_loss")(t1, t2)
+            loss, (g1, g2) = fn(t1, t2, return_grad=True)
+            assert loss.dtype == want.dtype == torch.float32
+            np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+            assert g1.dtype == g2.dtype == dtype
+
+
+def test_box_losses_bad_input_and_batches():
+    fn = sa.complete_box_iou_loss
+    b = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]])
+    with pytest.raises(sa.BoxShapeError, match="boxes2"):
+        fn(b, b[:1])
+    with pytest.raises(ValueError, match="eps"):
+        fn(b, b, eps=-1.0)
+    with pytest.raises((TypeError, ValueError), match="return_grad"):
+        fn(b, b, return_grad="yes")
+    # (..., 4): a batch of pairs is the flat pairs reshaped
+    pred, target = loss_pairs(np.random.default_rng(72), 24, np.float64)
+    for variant, fn in LOSS_FUNCTIONS.items():
+        flat, (f1, f2) = fn(pred, target, return_grad=True)
+        batched, (g1, g2) = fn(pred.reshape(2, 3, 4, 4), target.reshape(2, 3, 4, 4),
+                               return_grad=True)
+        assert_values_equal(batched, flat.reshape(2, 3, 4))
+        assert_values_equal(g1, f1.reshape(2, 3, 4, 4))
+        assert_values_equal(g2, f2.reshape(2, 3, 4, 4))
+
+
+def test_box_losses_thread_counts_agree():
+    pred, target = loss_pairs(np.random.default_rng(73), 40_000, np.float32)
+    for fn in LOSS_FUNCTIONS.values():
+        with sa.threads(1):
+            one = _flat(fn(pred, target, "mean", return_grad=True))
+        with sa.threads(2):
+            for got, want in zip(_flat(fn(pred, target, "mean", return_grad=True)), one):
+                assert_values_equal(got, want)

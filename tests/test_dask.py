@@ -562,12 +562,31 @@ def test_box_ops_match_numpy(dtype):
     for chunks in [(11, 4), (3, 2), ((5, 6), 4)]:
         x = da.from_array(boxes, chunks=chunks)
         assert_same(*compute(sa.box_area(x)), sa.box_area(boxes))
+        assert_same(*compute(sa.clip_boxes_to_image(x, (0.5, 0.75))),
+                    sa.clip_boxes_to_image(boxes, (0.5, 0.75)))
+        assert_same(*compute(sa.remove_small_boxes(x, 0.1)), sa.remove_small_boxes(boxes, 0.1))
+        y = da.from_array(boxes[::-1].copy(), chunks=4)       # chunked unlike x: rechunked to it
+        for fn in (sa.generalized_box_iou_loss, sa.distance_box_iou_loss, sa.complete_box_iou_loss):
+            for reduction in ("none", "mean", "sum"):
+                loss, (g1, g2) = fn(x, y, reduction, return_grad=True)
+                want, (w1, w2) = fn(boxes, boxes[::-1], reduction, return_grad=True)
+                got = compute(loss, g1, g2)
+                np.testing.assert_allclose(got[0], want, rtol=1e-6 if dtype == np.float32 else 1e-14)
+                assert_same(got[1], w1)
+                assert_same(got[2], w2)
+                assert_same(*compute(fn(x, y, reduction)), compute(loss)[0])
+            empty = da.from_array(boxes[:0], chunks=(3, 4))
+            assert_same(*compute(fn(empty, empty, "mean")), fn(boxes[:0], boxes[:0], "mean"))
         for fmts in [("xyxy", "cxcywh"), ("xywh", "xyxy"), ("xyxy", "xyxy")]:
             assert_same(*compute(sa.box_convert(x, *fmts)), sa.box_convert(boxes, *fmts))
         other = random_boxes(9, seed=1, dtype=dtype)
         iou = sa.box_iou(x, da.from_array(other, chunks=4))
         assert iou.numblocks == (x.numblocks[0], 3)
         assert_same(*compute(iou), sa.box_iou(boxes, other))
+        for fn in (sa.generalized_box_iou, sa.distance_box_iou, sa.complete_box_iou):
+            got = fn(x, da.from_array(other, chunks=4))
+            assert got.numblocks == (x.numblocks[0], 3)
+            assert_same(*compute(got), fn(boxes, other))
     batch = np.stack([boxes[:10].reshape(2, 5, 4)] * 2)
     got = compute(sa.box_area(da.from_array(batch, chunks=(1, 2, 3, 2))))
     assert_same(*got, sa.box_area(batch))

@@ -176,3 +176,60 @@ def test_topk_equals_the_general_path(shape, dtype, largest, sorted):
     assert values.dtype == dtype and indices.dtype == np.int64
     # the values are the entries at the indices
     np.testing.assert_array_equal(np.take_along_axis(x, indices, axis=-1), values)
+
+
+@pytest.mark.parametrize("order, renormalize", [("softmax_topk", True), ("softmax_topk", False),
+                                                ("topk_softmax", True)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (64, 1000)])
+def test_topk_gating_equals_the_general_path(shape, dtype, order, renormalize):
+    x = _logits(shape, dtype)
+    k = min(2, shape[1])
+    fast = sa.topk_gating(x, k, order=order, renormalize=renormalize)
+    # a NumPy float temperature of 1 is not a plain Python value: the general path
+    general = sa.topk_gating(x, k, order=order, renormalize=renormalize, temperature=np.float64(1))
+    np.testing.assert_array_equal(fast.weights, general.weights)
+    np.testing.assert_array_equal(fast.indices, general.indices)
+    assert fast.weights.dtype == dtype and fast.indices.dtype == np.int64
+    assert fast[2:] == (None, None, None, None)
+    # and they are the gate, written plainly: softmax over all experts in
+    # float64, the k largest, renormalized over the selection when asked
+    z = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):     # the (1, 1) row is -inf alone: NaN weights
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+    want_indices = np.argsort(-z, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(fast.indices, want_indices)
+    want = np.take_along_axis(p, want_indices, axis=1)
+    if renormalize or order == "topk_softmax":
+        want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(fast.weights, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-30)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"k": 0}, ValueError, "k must be"),
+    ({"k": 11}, ValueError, "k must be"),
+    ({"k": 2.0}, TypeError, None),
+    ({"k": 2, "order": "other"}, ValueError, None),
+    ({"k": 2, "temperature": 0}, ValueError, "temperature"),
+    ({"k": 2, "renormalize": 1}, TypeError, "renormalize"),
+    ({"k": 2, "temperature": np.array([1.0, 2.0])}, TypeError, "temperature"),
+])
+def test_topk_gating_bad_arguments_still_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sa.topk_gating(_logits((8, 10), np.float32), **kwargs)
+
+
+def test_topk_gating_nan_and_tensors():
+    x = _logits((8, 10), np.float32)
+    x[3, 4] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        sa.topk_gating(x, 2)
+    torch = _torch()
+    x = _logits((8, 10), np.float32)
+    want = sa.topk_gating(x, 2)
+    got = sa.topk_gating(torch.from_numpy(x), 2)
+    assert type(got.weights) is torch.Tensor and type(got.indices) is torch.Tensor
+    np.testing.assert_array_equal(got.weights.numpy(), want.weights)
+    np.testing.assert_array_equal(got.indices.numpy(), want.indices)

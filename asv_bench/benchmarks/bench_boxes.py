@@ -43,6 +43,7 @@ SOFT = {"sigma": 0.5, "iou_threshold": 0.3, "score_threshold": 0.001}
 CLASSES = 80
 BATCHED_BOXES = sized(50_000, 500)
 IOU_BOXES = sized(1000, 100)
+LOSS_PAIRS = sized(100_000, 1000)
 
 
 def make_boxes(n, seed=0, integer=False):
@@ -193,4 +194,59 @@ class BoxIoU(_Timed):
         self._start(run, threads)
 
     def time_box_iou(self, *params):
+        self.run()
+
+
+class BoxIoUVariants(_Timed):
+    """1000 x 1000 generalized, distance and complete IoU of two box sets."""
+    params = [["softarray", "torchvision"],
+              ["generalized_box_iou", "distance_box_iou", "complete_box_iou"], THREADS]
+    param_names = ["library", "variant", "threads"]
+
+    def setup(self, library, variant, threads):
+        self._limits = contextlib.ExitStack()
+        require(library)
+        boxes1, _ = make_boxes(IOU_BOXES, seed=0)
+        boxes2, _ = make_boxes(IOU_BOXES, seed=1)
+        if library == "softarray":
+            fn = getattr(sa, variant)
+            run = lambda: fn(boxes1, boxes2)
+        else:
+            fn = getattr(tvops, variant)
+            b1, b2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
+            run = lambda: fn(b1, b2)
+        self._start(run, threads)
+
+    def time_box_iou_variant(self, *params):
+        self.run()
+
+
+class BoxIoULosses(_Timed):
+    """A box IoU loss (mean) and its gradients on jittered pairs:
+    return_grad=True beside torchvision's loss and backward."""
+    params = [["softarray", "torchvision"],
+              ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"],
+              THREADS]
+    param_names = ["library", "loss", "threads"]
+
+    def setup(self, library, loss, threads):
+        self._limits = contextlib.ExitStack()
+        require(library)
+        target, _ = make_boxes(LOSS_PAIRS, seed=0)
+        rng = np.random.default_rng(2)
+        pred = (target + rng.normal(0, 5, target.shape)).astype(np.float32)
+        pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+        if library == "softarray":
+            fn = getattr(sa, loss)
+            run = lambda: fn(pred, target, "mean", return_grad=True)
+        else:
+            fn = getattr(tvops, loss)
+            tp, tt = torch.from_numpy(pred), torch.from_numpy(target)
+
+            def run():
+                p, t = tp.detach().requires_grad_(), tt.detach().requires_grad_()
+                fn(p, t, reduction="mean").backward()
+        self._start(run, threads)
+
+    def time_box_iou_loss(self, *params):
         self.run()

@@ -38,6 +38,7 @@ from .._declare import (
     BoxRows,
     LogSumExpReduction,
     LossOverSamples,
+    PairedBoxRows,
     PairsOfBoxes,
     RowsOfLinearLoss,
     TokensWithSlots,
@@ -662,6 +663,51 @@ def _box_iou_rule(public, split, arguments):
     return _blockwise(public, arguments, inputs, "ij", _meta(result))
 
 
+def _paired_box_rule(public, split, arguments):
+    """The box IoU losses: blocks of pairs (boxes2 chunked like boxes1), the
+    coordinates whole. "none": per-block losses; "sum"/"mean": the blocks'
+    sums added up lazily (a mean of no pairs is 0), the gradients of each
+    block's sum scaled by the mean's factor."""
+    result = _validate(public, arguments, {"boxes1": (-1,), "boxes2": (-1,)})
+    reduction, return_grad = arguments["reduction"], arguments["return_grad"]
+    dtype = np.asarray(result[0] if return_grad else result).dtype
+    x = _as_dask(arguments["boxes1"])
+    x = _whole(x, (x.ndim - 1,))
+    y = _like(arguments["boxes2"], x)
+    ind = _letters(x.ndim)
+    pairs = ind[:-1]
+    task_arguments = dict(arguments, reduction="none" if reduction == "none" else "sum")
+    tuples = _tuples(functools.partial(_apply_as_tuple, public), task_arguments,
+                     [("boxes1", x, ind), ("boxes2", y, ind)], pairs)
+    count = float(math.prod(x.shape[:-1]))
+    if reduction == "none":
+        loss = _part(tuples, functools.partial(_pick, (0,)), pairs, pairs, dtype)
+    else:
+        loss = _scalar_graph(_paired_loss, reduction, dtype, _partials(tuples, pairs, 0).sum(),
+                             count)
+    if not return_grad:
+        return loss
+    scale = 1.0 / count if reduction == "mean" and count else 1.0
+    return loss, tuple(_part(tuples, functools.partial(_scaled_pick, (1, k), scale), ind, pairs,
+                             dtype, new_axes={ind[-1]: 4}) for k in (0, 1))
+
+
+def _apply_as_tuple(public, fixed, names, *blocks):
+    result = _apply(public, fixed, names, *blocks)
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _paired_loss(reduction, total, count):
+    if reduction == "sum":
+        return total
+    return total / count if count else 0.0
+
+
+def _scaled_pick(path, scale, value):
+    grad = _pick(path, value)
+    return grad * np.asarray(scale, grad.dtype)
+
+
 def _nms_rule(public, split, arguments):
     """nms, batched_nms, soft_nms, batched_soft_nms: global greedy
     selections, so one task over all boxes; results of unknown length."""
@@ -690,6 +736,7 @@ _RULES = {
     TokensWithSlots: _topk_gating_rule,
     BoxRows: _box_rule,
     PairsOfBoxes: _box_iou_rule,
+    PairedBoxRows: _paired_box_rule,
     WholeInput: _nms_rule,
 }
 

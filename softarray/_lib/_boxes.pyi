@@ -7,7 +7,23 @@ _Float = np.float32 | np.float64
 def box_area(boxes: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None: ...
 def box_convert(boxes: npt.NDArray[_Float], in_fmt: int, out_fmt: int, out: npt.NDArray[_Float]) -> None: ...
 def box_iou(
-    boxes1: npt.NDArray[_Float], boxes2: npt.NDArray[_Float], out: npt.NDArray[_Float], n_threads: int
+    boxes1: npt.NDArray[_Float],
+    boxes2: npt.NDArray[_Float],
+    kind: int,
+    eps: float,
+    out: npt.NDArray[_Float],
+    n_threads: int,
+) -> None: ...
+def box_iou_loss(
+    boxes1: npt.NDArray[_Float],
+    boxes2: npt.NDArray[_Float],
+    kind: int,
+    eps: float,
+    scale: float,
+    loss: npt.NDArray[_Float],
+    grad1: npt.NDArray[_Float] | None,
+    grad2: npt.NDArray[_Float] | None,
+    n_threads: int,
 ) -> None: ...
 def order_by_score(scores: npt.NDArray[_Float], idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
 def nms(

@@ -14,6 +14,8 @@ inside the tile are the fixed point of "kept unless a kept earlier box
 suppresses it", reached by a few whole-tile iterations instead of one
 Python step per box.
 """
+import math
+
 import numpy as np
 
 from .._conventions import threshold_in_dtype
@@ -44,14 +46,60 @@ def box_convert(xp, boxes, in_fmt, out_fmt):
     return xp.stack(cols, axis=-1)
 
 
+def clip_boxes(xp, boxes, height, width):
+    """torchvision's clip_boxes_to_image: x in [0, width], y in [0, height],
+    NaN kept (a clamp)."""
+    cols = [xp.clip(boxes[..., k], 0, width if k % 2 == 0 else height) for k in range(4)]
+    return xp.stack(cols, axis=-1)
+
+
+def remove_small_boxes(xp, boxes, min_size):
+    """torchvision's remove_small_boxes: int64 indices, increasing."""
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return xp.astype(xp.nonzero(keep)[0], xp.int64)
+
+
 def box_iou(xp, boxes1, boxes2):
     """torchvision's box_iou: NaN-propagating max/min and clamp."""
+    inter, union = _inter_union(xp, boxes1, boxes2)
+    return inter / union
+
+
+def _inter_union(xp, boxes1, boxes2):
     a = boxes1[:, None, :]
     b = boxes2[None, :, :]
     w = _clamp0(xp, xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]))
     h = _clamp0(xp, xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]))
     inter = w * h
-    return inter / (box_area(xp, boxes1)[:, None] + box_area(xp, boxes2)[None, :] - inter)
+    return inter, box_area(xp, boxes1)[:, None] + box_area(xp, boxes2)[None, :] - inter
+
+
+def box_iou_variant(xp, boxes1, boxes2, variant, eps):
+    """torchvision's generalized_box_iou, distance_box_iou and
+    complete_box_iou (variant "generalized", "distance", "complete")."""
+    inter, union = _inter_union(xp, boxes1, boxes2)
+    iou = inter / union
+    a = boxes1[:, None, :]
+    b = boxes2[None, :, :]
+    ew = _clamp0(xp, xp.maximum(a[..., 2], b[..., 2]) - xp.minimum(a[..., 0], b[..., 0]))
+    eh = _clamp0(xp, xp.maximum(a[..., 3], b[..., 3]) - xp.minimum(a[..., 1], b[..., 1]))
+    if variant == "generalized":
+        enclosing = ew * eh
+        return iou - (enclosing - union) / enclosing
+    diagonal = ew * ew + eh * eh + eps
+    dx = (a[..., 0] + a[..., 2]) / 2 - (b[..., 0] + b[..., 2]) / 2
+    dy = (a[..., 1] + a[..., 3]) / 2 - (b[..., 1] + b[..., 3]) / 2
+    diou = iou - (dx * dx + dy * dy) / diagonal
+    if variant == "distance":
+        return diou
+    d = _aspect_atan(xp, boxes1)[:, None] - _aspect_atan(xp, boxes2)[None, :]
+    v = (4 / math.pi**2) * (d * d)
+    alpha = v / (1 - iou + v + eps)
+    return diou - alpha * v
+
+
+def _aspect_atan(xp, boxes):
+    return xp.atan((boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]))
 
 
 def _clamp0(xp, v):
@@ -189,3 +237,82 @@ def soft_nms(xp, boxes, scores, labels, gaussian, sigma, iou_threshold, score_th
         cut = min(max_output, indices.shape[0])
         indices, values = indices[:cut], values[:cut]
     return indices, values
+
+
+def box_iou_loss(xp, boxes1, boxes2, variant, eps, scale, return_grad):
+    """torchvision's generalized/distance/complete_box_iou_loss per pair of
+    rows, and with return_grad the gradients of the loss times scale (torch
+    autograd's rules: ties of max/min split in half); (loss, grad1, grad2)."""
+    x1, y1, x2, y2 = (boxes1[..., k] for k in range(4))
+    u1, v1, u2, v2 = (boxes2[..., k] for k in range(4))
+    inner_eps = 1e-7 if variant == "complete" else eps
+    xk1, yk1 = xp.maximum(x1, u1), xp.maximum(y1, v1)
+    xk2, yk2 = xp.minimum(x2, u2), xp.minimum(y2, v2)
+    hit = (yk2 > yk1) & (xk2 > xk1)
+    iw, ih = xk2 - xk1, yk2 - yk1
+    zero = xp.zeros_like(x1)
+    inter = xp.where(hit, iw * ih, zero)
+    w1, h1, w2, h2 = x2 - x1, y2 - y1, u2 - u1, v2 - v1
+    uni = w1 * h1 + w2 * h2 - inter
+    den = uni + inner_eps
+    iou = inter / den
+    cw = xp.maximum(x2, u2) - xp.minimum(x1, u1)
+    ch = xp.maximum(y2, v2) - xp.minimum(y1, v1)
+    g_uni = g_dx = g_dy = g_w1 = g_h1 = g_w2 = g_h2 = zero
+    if variant == "generalized":
+        area_c = cw * ch
+        cden = area_c + eps
+        gap = area_c - uni
+        loss = 1 - (iou - gap / cden)
+        g_area_c = 1 / cden - gap / (cden * cden)
+        g_uni = -1 / cden
+        g_cw, g_ch = g_area_c * ch, g_area_c * cw
+    else:
+        diagonal = cw * cw + ch * ch + inner_eps
+        dx = (x2 + x1) / 2 - (u1 + u2) / 2
+        dy = (y2 + y1) / 2 - (v1 + v2) / 2
+        rho = dx * dx + dy * dy
+        loss = 1 - iou + rho / diagonal
+        g_rho = 1 / diagonal
+        g_diagonal = -rho / (diagonal * diagonal)
+        g_cw, g_ch = 2 * cw * g_diagonal, 2 * ch * g_diagonal
+        g_dx, g_dy = 2 * dx * g_rho, 2 * dy * g_rho
+        if variant == "complete":
+            r2, r1 = w2 / h2, w1 / h1
+            t = xp.atan(r2) - xp.atan(r1)
+            v = (4 / math.pi**2) * (t * t)
+            alpha = v / (1 - iou + v + eps)
+            loss = loss + alpha * v
+            g_t = alpha * (4 / math.pi**2) * 2 * t
+            g_r2, g_r1 = g_t / (1 + r2 * r2), -g_t / (1 + r1 * r1)
+            g_w2, g_h2 = g_r2 / h2, -(g_r2 * w2 / (h2 * h2))
+            g_w1, g_h1 = g_r1 / h1, -(g_r1 * w1 / (h1 * h1))
+    if not return_grad:
+        return loss, None, None
+    g_iou = -1.0
+    g_uni = g_uni - g_iou * inter / (den * den)
+    g_inter = g_iou / den - g_uni
+    g_w1, g_h1 = g_w1 + g_uni * h1, g_h1 + g_uni * w1
+    g_w2, g_h2 = g_w2 + g_uni * h2, g_h2 + g_uni * w2
+    g_iw = xp.where(hit, g_inter * ih, zero)
+    g_ih = xp.where(hit, g_inter * iw, zero)
+    grad1 = xp.stack([
+        -g_w1 - _max_share(xp, x1, u1) * g_iw - _max_share(xp, u1, x1) * g_cw + g_dx / 2,
+        -g_h1 - _max_share(xp, y1, v1) * g_ih - _max_share(xp, v1, y1) * g_ch + g_dy / 2,
+        g_w1 + _max_share(xp, u2, x2) * g_iw + _max_share(xp, x2, u2) * g_cw + g_dx / 2,
+        g_h1 + _max_share(xp, v2, y2) * g_ih + _max_share(xp, y2, v2) * g_ch + g_dy / 2,
+    ], axis=-1)
+    grad2 = xp.stack([
+        -g_w2 - _max_share(xp, u1, x1) * g_iw - _max_share(xp, x1, u1) * g_cw - g_dx / 2,
+        -g_h2 - _max_share(xp, v1, y1) * g_ih - _max_share(xp, y1, v1) * g_ch - g_dy / 2,
+        g_w2 + _max_share(xp, x2, u2) * g_iw + _max_share(xp, u2, x2) * g_cw - g_dx / 2,
+        g_h2 + _max_share(xp, y2, v2) * g_ih + _max_share(xp, v2, y2) * g_ch - g_dy / 2,
+    ], axis=-1)
+    return loss, grad1 * scale, grad2 * scale
+
+
+def _max_share(xp, p, q):
+    """The share of d max(p, q) that goes to p (1, 1/2 at a tie, 0): torch's
+    maximum backward; the share of d min(p, q) going to p is _max_share(q, p)."""
+    one = xp.ones_like(p)
+    return xp.where(p > q, one, xp.where(p == q, one / 2, xp.zeros_like(p)))
