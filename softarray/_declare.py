@@ -189,7 +189,8 @@ class ReturnedGradient:
     every other array argument takes no gradient. none: how the gradient
     of a ``reduction="none"`` call (that of the sum of its losses) becomes
     a vector-Jacobian product: "samples" (one loss per sample along the
-    ``axis`` argument: scale each sample's slice by its cotangent),
+    ``axis`` argument, or the last axis for a function without one: scale
+    each sample's slice by its cotangent),
     "entries" (one loss per input entry: scale entrywise), or None (the
     sum's gradient cannot be split: "none" is not differentiable); or a
     function of the call's arguments that returns one of these."""

@@ -249,6 +249,24 @@ def test_gradcheck_penalty_and_kl_from_logits():
     assert torch.autograd.gradcheck(lambda t: sa.kl_div(t, p, from_logits=True, reduction="batchmean"), (x,))
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name", ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"])
+def test_box_iou_losses_match_torchvision(name, reduction):
+    ops = pytest.importorskip("torchvision.ops")
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(n):
+        xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 10
+        return torch.cat([xy, xy + torch.rand(n, 2, generator=g, dtype=torch.float64) * 5 + 0.5], 1)
+
+    b1, b2 = boxes(7).requires_grad_(), boxes(7).requires_grad_()
+    _compare(lambda p, q: getattr(sa, name)(p, q, reduction=reduction),
+             lambda p, q: getattr(ops, name)(p, q, reduction=reduction), b1, b2)
+    assert _is_adapter(getattr(sa, name)(b1, b2, reduction=reduction))
+    if name != "complete_box_iou_loss":  # torchvision holds CIoU's alpha constant: not the derivative
+        assert torch.autograd.gradcheck(lambda p, q: getattr(sa, name)(p, q, reduction=reduction), (b1, b2))
+
+
 # ------------------------------------------------------------ linear_cross_entropy
 
 @pytest.mark.parametrize("kw", [{}, {"reduction": "sum"}, {"ignore_index": -100, "label_smoothing": 0.1}])

@@ -150,7 +150,7 @@ class _ReturnedCall:
             return grad if float(g) == 1.0 else grad * g
         if self.declaration.gradient.none_for(self.arguments) == "entries":
             return grad * g
-        return grad * g.unsqueeze(self.arguments["axis"] % grad.ndim)
+        return grad * g.unsqueeze(self.arguments.get("axis", -1) % grad.ndim)
 
 
 class _ProductCall:
