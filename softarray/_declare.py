@@ -12,7 +12,9 @@ its work splits over blocks of its input (``public.declaration.split``):
 one of the split kinds below, or a function of the call's arguments that
 returns one (where the split depends on an option, as ``kl_div``'s does);
 and its gradient rule (``public.declaration.gradient``, None for functions
-without one): one of the gradient kinds at the end. Each adapter
+without one): one of the gradient kinds at the end, or a function of the
+call's arguments that returns one or None (where only some options are
+differentiable, as ``topk_gating``'s). Each adapter
 registers, at its import, a claim (given the declaration, does this call's
 argument list hold arrays of my engine?) and a route (run the call on my
 engine); the decorated function asks the registered claims first and
@@ -46,6 +48,10 @@ class Declaration:
     def blocks_for(self, arguments):
         """The split of this call (``arguments``: name -> value)."""
         return self.split(arguments) if callable(self.split) else self.split
+
+    def gradient_for(self, arguments):
+        """The gradient rule of this call, None where it has none."""
+        return self.gradient(arguments) if callable(self.gradient) else self.gradient
 
     def bind(self, args, kwargs):
         bound = inspect.signature(self.public).bind(*args, **kwargs)

@@ -425,3 +425,41 @@ def test_gradcheck_gumbel_softmax():
     x = _leaf((4, 5), scale=1.0)
     assert torch.autograd.gradcheck(
         lambda t: sa.gumbel_softmax(t, tau=0.7, axis=0, rng=np.random.default_rng(3)), (x,))
+
+
+# ------------------------------------------------------------ topk_gating
+
+@pytest.mark.parametrize("order, renormalize", [("softmax_topk", True), ("softmax_topk", False),
+                                                ("topk_softmax", True)])
+@pytest.mark.parametrize("noise_std", [0.0, 0.5])
+def test_topk_gating_weights_match_torch(order, renormalize, noise_std):
+    x = _leaf((9, 6), scale=1.0)
+    kw = {"order": order, "renormalize": renormalize, "temperature": 0.7, "noise_std": noise_std,
+          "capacity_factor": 1.0}
+    gate = sa.topk_gating(x, 2, rng=np.random.default_rng(0), **kw)
+    assert gate.weights.requires_grad and gate.indices.dtype == torch.int64 and gate.capacity is not None
+    plain = sa.topk_gating(x.detach(), 2, rng=np.random.default_rng(0), **kw)
+    torch.testing.assert_close(gate.indices, plain.indices, rtol=0, atol=0)
+    torch.testing.assert_close(gate.positions, plain.positions, rtol=0, atol=0)
+    noise = noise_std * torch.from_numpy(np.random.default_rng(0).standard_normal((9, 6)))
+    index = plain.indices
+
+    def theirs(t):
+        s = (t + noise) / 0.7
+        if order == "topk_softmax" or renormalize:
+            return torch.softmax(s.gather(1, index), -1)
+        return torch.softmax(s, -1).gather(1, index)
+
+    _compare(lambda t: sa.topk_gating(t, 2, rng=np.random.default_rng(0), **kw).weights, theirs, x)
+    assert torch.autograd.gradcheck(
+        lambda t: sa.topk_gating(t, 2, rng=np.random.default_rng(0), **kw).weights, (x,))
+
+
+def test_topk_gating_with_aux_keeps_the_recorded_path():
+    x = _leaf((9, 6), scale=1.0)
+    gate = sa.topk_gating(x, 2, return_aux=True)
+    assert not _is_adapter(gate.weights)
+    gate.aux["router_z_loss"].backward()
+    ref = x.detach().clone().requires_grad_()
+    torch.logsumexp(ref, 1).square().mean().backward()
+    torch.testing.assert_close(x.grad, ref.grad)

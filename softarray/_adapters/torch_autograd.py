@@ -42,8 +42,9 @@ def _claims(declaration, args, kwargs):
         return False
     if not torch.is_grad_enabled():
         return False
-    return (any(_recorded(torch, v) for v in args)
-            or any(_recorded(torch, v) for v in kwargs.values()))
+    if not (any(_recorded(torch, v) for v in args) or any(_recorded(torch, v) for v in kwargs.values())):
+        return False
+    return declaration.gradient_for(declaration.bind(args, kwargs)) is not None
 
 
 def _recorded(torch, value):
@@ -53,7 +54,7 @@ def _recorded(torch, value):
 
 def _route(declaration, arguments):
     torch = sys.modules["torch"]
-    rule = declaration.gradient
+    rule = declaration.gradient_for(arguments)
     name = declaration.public.__name__
     inputs = tuple(n for n in rule.inputs if arguments[n] is not None)
     for key, value in arguments.items():
@@ -76,10 +77,10 @@ def _route(declaration, arguments):
                 f"{name}: reduction='none' cannot be differentiated by the autograd adapter "
                 f"(its gradient is computed summed over samples); use 'sum' or 'mean'")
     host = {k: (v.detach().numpy() if isinstance(v, torch.Tensor) else v) for k, v in arguments.items()}
-    call = _ReturnedCall(declaration, host, inputs) if isinstance(rule, ReturnedGradient) \
-        else _ProductCall(declaration, host, inputs)
+    call = _ReturnedCall(rule, declaration, host, inputs) if isinstance(rule, ReturnedGradient) \
+        else _ProductCall(rule, declaration, host, inputs)
     tensors = [arguments[k] for k in inputs]
-    return _function().apply(call, *tensors)
+    return call.rebuild(_function().apply(call, *tensors))
 
 
 @functools.cache
@@ -123,8 +124,11 @@ class _ReturnedCall:
     several = False
     differentiable = (True,)
 
-    def __init__(self, declaration, arguments, inputs):
-        self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
+    def __init__(self, rule, declaration, arguments, inputs):
+        self.rule, self.declaration, self.arguments, self.inputs = rule, declaration, arguments, inputs
+
+    def rebuild(self, loss):
+        return loss
 
     def forward(self):
         import torch
@@ -148,36 +152,51 @@ class _ReturnedCall:
     def _scaled(self, grad, g):
         if g.ndim == 0:
             return grad if float(g) == 1.0 else grad * g
-        if self.declaration.gradient.none_for(self.arguments) == "entries":
+        if self.rule.none_for(self.arguments) == "entries":
             return grad * g
         return grad * g.unsqueeze(self.arguments.get("axis", -1) % grad.ndim)
 
 
 class _ProductCall:
-    """A function whose gradient is a declared vector-Jacobian product."""
+    """A function whose gradient is a declared vector-Jacobian product. Of
+    several results (a tuple, or a named tuple such as ``TopKGating``), the
+    arrays go through autograd, the first carrying the gradient; the other
+    members (None, counts) are handed back as they are."""
 
-    def __init__(self, declaration, arguments, inputs):
-        self.declaration, self.arguments, self.inputs = declaration, arguments, inputs
+    def __init__(self, rule, declaration, arguments, inputs):
+        self.rule, self.declaration, self.arguments, self.inputs = rule, declaration, arguments, inputs
 
     def forward(self):
-        rule = self.declaration.gradient
-        if rule.forward is None:
+        if self.rule.forward is None:
             result = self.saved = call_with(self.declaration.public, self.arguments)
         else:
-            result, self.saved = rule.forward(self.arguments)
+            result, self.saved = self.rule.forward(self.arguments)
+        self.result = result
+        members = result if isinstance(result, tuple) else (result,)
+        self.slots = [i for i, m in enumerate(members) if isinstance(m, (np.ndarray, np.generic))]
         self.several = isinstance(result, tuple)
-        results = result if self.several else (result,)
-        # A floating result carries a gradient; a later member of several
-        # results (logsumexp's sign) carries none.
-        self.differentiable = (True,) + (False,) * (len(results) - 1)
-        return results
+        self.differentiable = (True,) + (False,) * (len(self.slots) - 1)
+        return tuple(members[i] for i in self.slots)
+
+    def rebuild(self, out):
+        if not self.several:
+            return out
+        members = list(self.result)
+        for i, tensor in zip(self.slots, out if isinstance(out, tuple) else (out,)):
+            members[i] = tensor
+        return type(self.result)(*members) if hasattr(self.result, "_fields") else tuple(members)
 
     def backward(self, cotangents, needs):
         import torch
-        g = [None if c is None else c.numpy() for c in cotangents]
-        g = tuple(g) if self.several else g[0]
-        grads = self.declaration.gradient.vjp(self.arguments, self.saved, g)
-        named = dict(zip(self.declaration.gradient.inputs, grads))
+        if self.several:
+            g = [None] * len(self.result)
+            for i, c in zip(self.slots, cotangents):
+                g[i] = c.numpy()
+            g = tuple(g)
+        else:
+            g = cotangents[0].numpy()
+        grads = self.rule.vjp(self.arguments, self.saved, g)
+        named = dict(zip(self.rule.inputs, grads))
         return tuple(_tensor_like(torch, named[k], self.arguments[k]) if need and named[k] is not None
                      else None for k, need in zip(self.inputs, needs))
 
