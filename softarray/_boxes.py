@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _dispatch
 from ._conventions import threshold_in_dtype
-from ._declare import BoxRows, PairedBoxRows, PairsOfBoxes, WholeInput, declare
+from ._declare import BoxRows, PairedBoxRows, PairsOfBoxes, ReturnedGradient, WholeInput, declare
 from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
@@ -404,6 +404,11 @@ for _f in (generalized_box_iou, distance_box_iou, complete_box_iou):
 LOSS_REDUCTIONS = ("none", "mean", "sum")
 
 
+# The IoU losses' gradient rule: the gradients they return for both boxes;
+# "none" gives one loss per pair of rows (coordinates along the last axis).
+_PAIRED_GRADIENT = ReturnedGradient(("boxes1", "boxes2"))
+
+
 def _iou_loss(boxes1, boxes2, variant, reduction, eps, return_grad):
     xp, boxes1 = _dispatch.namespace_of(boxes1, "boxes1")
     _, boxes2 = _dispatch.namespace_of(boxes2, "boxes2")
@@ -468,7 +473,7 @@ _LOSS_DOC = """Parameters
         gradient through the intersection of boxes that do not overlap)."""
 
 
-@declare(PairedBoxRows())
+@declare(PairedBoxRows(), gradient=_PAIRED_GRADIENT)
 def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
     r"""Generalized IoU loss ``1 - GIoU`` of paired boxes, as ``torchvision.ops.generalized_box_iou_loss``.
 
@@ -493,7 +498,7 @@ def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, retu
     return _iou_loss(boxes1, boxes2, "generalized", reduction, eps, return_grad)
 
 
-@declare(PairedBoxRows())
+@declare(PairedBoxRows(), gradient=_PAIRED_GRADIENT)
 def distance_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
     r"""Distance IoU loss ``1 - DIoU`` of paired boxes, as ``torchvision.ops.distance_box_iou_loss``.
 
@@ -514,7 +519,7 @@ def distance_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_
     return _iou_loss(boxes1, boxes2, "distance", reduction, eps, return_grad)
 
 
-@declare(PairedBoxRows())
+@declare(PairedBoxRows(), gradient=_PAIRED_GRADIENT)
 def complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7, *, return_grad=False):
     r"""Complete IoU loss ``1 - CIoU`` of paired boxes, as ``torchvision.ops.complete_box_iou_loss``.
 

@@ -7,14 +7,18 @@ arrays (``softarray._adapters.dask`` today). A family never imports an
 adapter and an adapter never reads a family's private names: between them
 stand the declarations of this module.
 
-``@declare(split)`` records, on the public function, how its work splits
-over blocks of its input (``public.declaration.split``): one of the split
-kinds below, or a function of the call's arguments that returns one (where
-the split depends on an option, as ``kl_div``'s does). Each adapter
-registers, at its import, a claim (does this call's argument list hold
-arrays of my engine?) and a route (run the call on my engine); the
-decorated function asks the registered claims first and otherwise runs
-itself. This module imports nothing of softarray's: it sits at the base.
+``@declare(split, gradient=rule)`` records, on the public function, how
+its work splits over blocks of its input (``public.declaration.split``):
+one of the split kinds below, or a function of the call's arguments that
+returns one (where the split depends on an option, as ``kl_div``'s does);
+and its gradient rule (``public.declaration.gradient``, None for functions
+without one): one of the gradient kinds at the end, or a function of the
+call's arguments that returns one or None (where only some options are
+differentiable, as ``topk_gating``'s). Each adapter
+registers, at its import, a claim (given the declaration, does this call's
+argument list hold arrays of my engine?) and a route (run the call on my
+engine); the decorated function asks the registered claims first and
+otherwise runs itself. This module imports nothing of softarray's: it sits at the base.
 """
 import dataclasses
 import functools
@@ -26,7 +30,8 @@ _ADAPTERS = []
 
 
 def register_adapter(claims, route):
-    """Send every call for which ``claims(args, kwargs)`` is true to
+    """Send every call for which ``claims(declaration, args, kwargs)`` is
+    true to
     ``route(declaration, arguments)`` (arguments: the call bound to the
     public function's signature, defaults applied)."""
     _ADAPTERS.append((claims, route))
@@ -34,13 +39,19 @@ def register_adapter(claims, route):
 
 @dataclasses.dataclass(frozen=True)
 class Declaration:
-    """A public function and how its work splits over blocks."""
+    """A public function, how its work splits over blocks and its
+    gradient rule (None: not differentiable)."""
     public: Callable
     split: object
+    gradient: object = None
 
     def blocks_for(self, arguments):
         """The split of this call (``arguments``: name -> value)."""
         return self.split(arguments) if callable(self.split) else self.split
+
+    def gradient_for(self, arguments):
+        """The gradient rule of this call, None where it has none."""
+        return self.gradient(arguments) if callable(self.gradient) else self.gradient
 
     def bind(self, args, kwargs):
         bound = inspect.signature(self.public).bind(*args, **kwargs)
@@ -48,17 +59,25 @@ class Declaration:
         return dict(bound.arguments)
 
 
-def declare(split):
-    """Decorate a public function with its split (see the module's text)."""
+def call_with(public, arguments):
+    """``public(**arguments)``, positional-only parameters passed by position
+    (``arguments`` as ``Declaration.bind`` makes them)."""
+    bound = inspect.BoundArguments(inspect.signature(public), arguments)
+    return public(*bound.args, **bound.kwargs)
+
+
+def declare(split, *, gradient=None):
+    """Decorate a public function with its split and gradient rule (see the
+    module's text)."""
     def decorate(func):
         @functools.wraps(func)
         def public(*args, **kwargs):
             for claims, route in _ADAPTERS:
-                if claims(args, kwargs):
+                if claims(public.declaration, args, kwargs):
                     return route(public.declaration, public.declaration.bind(args, kwargs))
             return func(*args, **kwargs)
 
-        public.declaration = Declaration(public, split)
+        public.declaration = Declaration(public, split, gradient)
         return public
 
     return decorate
@@ -161,3 +180,47 @@ class WholeInput:
     """A global computation (greedy NMS): one task over all of ``arrays``
     (the names of the array arguments), results of unknown length."""
     arrays: tuple
+
+
+# ------------------------------------------------------------- gradient kinds
+# What a reverse-mode adapter (autograd) needs to differentiate a call.
+
+@dataclasses.dataclass(frozen=True)
+class ReturnedGradient:
+    """The function returns its own gradient with ``return_grad=True``:
+    ``(value, grad)`` for one input, ``(value, (grad, ...))`` for several.
+
+    inputs: the names of the arguments the gradients belong to, in the
+    order returned (an argument that is None is absent from the tuple);
+    every other array argument takes no gradient. none: how the gradient
+    of a ``reduction="none"`` call (that of the sum of its losses) becomes
+    a vector-Jacobian product: "samples" (one loss per sample along the
+    ``axis`` argument, or the last axis for a function without one: scale
+    each sample's slice by its cotangent),
+    "entries" (one loss per input entry: scale entrywise), or None (the
+    sum's gradient cannot be split: "none" is not differentiable); or a
+    function of the call's arguments that returns one of these."""
+    inputs: tuple
+    none: object = "samples"
+
+    def none_for(self, arguments):
+        return self.none(arguments) if callable(self.none) else self.none
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorJacobian:
+    """The gradient is a vector-Jacobian product computed after the call.
+
+    inputs: the names of the arguments that take a gradient (an argument
+    that is None is skipped). vjp(arguments, saved, cotangent): the
+    gradients of ``sum(result * cotangent)`` for ``inputs``, as a tuple in
+    their order (None for an input that is None), on NumPy arrays: the
+    arguments, what the forward saved (by default the call's result: a
+    tuple where the function returns several arrays, whose
+    non-differentiable members get a None cotangent) and the cotangent of
+    each result. forward(arguments), optional: ``(result, saved)`` in place
+    of the plain call, where the product needs what the result does not
+    show (a straight-through estimator's soft sample)."""
+    inputs: tuple
+    vjp: Callable
+    forward: Callable = None

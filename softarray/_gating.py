@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _dispatch
 from ._conventions import capacity_slots, expert_capacity
-from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, declare
+from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, VectorJacobian, call_with, declare
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
@@ -175,7 +175,45 @@ class TopKGating(NamedTuple):
 _ORDERS = ("softmax_topk", "topk_softmax")
 
 
-@declare(TokensWithSlots(capacity=expert_capacity))
+def _topk_gating_forward(arguments):
+    """The gate, and what its weights' gradient needs: the logits the
+    experts were chosen from (noise drawn here, as the call draws it)."""
+    z, noise_std = arguments["router_logits"], arguments["noise_std"]
+    if check_real(noise_std, "noise_std", low=0.0) > 0.0:
+        z = z + noise_std * _host_noise(np, z, _check_rng(arguments["rng"]),
+                                        lambda g, shape: g.standard_normal(shape))
+    gate = call_with(topk_gating, dict(arguments, router_logits=z, noise_std=0.0, rng=None))
+    return gate, (z, gate.weights, gate.indices)
+
+
+def _topk_gating_vjp(arguments, saved, g):
+    """The gate weights' product, to the router logits. Over the selected
+    logits (``"topk_softmax"``, or renormalized): a softmax's product
+    scattered to the chosen experts; else the full softmax's product with
+    the cotangent scattered to them."""
+    routed, weights, indices = saved
+    g = g[0]
+    inv_t = check_temperature(arguments["temperature"])
+    dz = np.zeros(routed.shape, np.result_type(routed.dtype, g.dtype))
+    if arguments["order"] == "topk_softmax" or arguments["renormalize"]:
+        dw = weights * (g - np.sum(g * weights, axis=1, keepdims=True))
+        np.put_along_axis(dz, indices, dw * inv_t, axis=1)
+        return (dz,)
+    np.put_along_axis(dz, indices, g, axis=1)
+    p = softmax(routed, axis=1, temperature=arguments["temperature"])
+    return (p * (dz - np.sum(g * weights, axis=1, keepdims=True)) * inv_t,)
+
+
+def _topk_gating_gradient(arguments):
+    """The weights' rule; none with ``return_aux`` (the auxiliary losses
+    are left to the portable path, which autograd records)."""
+    return None if arguments["return_aux"] else _TOPK_GATING_GRADIENT
+
+
+_TOPK_GATING_GRADIENT = VectorJacobian(("router_logits",), _topk_gating_vjp, forward=_topk_gating_forward)
+
+
+@declare(TokensWithSlots(capacity=expert_capacity), gradient=_topk_gating_gradient)
 def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, temperature=1.0,
                 noise_std=0.0, rng=None, capacity_factor=None, return_aux=False):
     r"""Top-k gate of a mixture-of-experts router, fused.
@@ -215,7 +253,10 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
         ``kept`` whether it is below the capacity (a dropped assignment
         keeps its weight: zero it, or drop it, when combining).
     return_aux : bool, default False
-        Also return, in ``aux``: ``"load_balancing_loss"``, Switch
+        (On CPU tensors that require grad, the weights' gradient to the
+        router logits is computed by softarray's autograd adapter unless
+        ``return_aux`` is True: then the portable path runs, which
+        autograd records.) Also return, in ``aux``: ``"load_balancing_loss"``, Switch
         Transformer's ``experts * sum_e f_e P_e`` (``f_e`` assignments to
         expert e per token, ``P_e`` its mean router probability; with
         ``k > 1`` as Mixtral's implementation), ``"router_z_loss"``, the
@@ -465,7 +506,35 @@ def _logits_along(logits, axis, name="logits", role="", *, nonempty=False):
     return xp, z, axis
 
 
-@declare(AlongAxes("logits"))
+def _gumbel_sample(logits, tau, hard, rng, axis):
+    """(sample, soft sample): they differ with ``hard``."""
+    xp, z, axis = _logits_along(logits, axis, nonempty=True)
+    check_temperature(tau, "tau")
+    hard = check_bool(hard, "hard")
+    soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
+    if not hard:
+        return soft, soft
+    _, index = topk(soft, 1, axis=axis)
+    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
+    return xp.astype(positions == index, z.dtype), soft
+
+
+def _gumbel_softmax_forward(arguments):
+    """The sample, and the soft sample the gradient needs."""
+    return _gumbel_sample(arguments["logits"], arguments["tau"], arguments["hard"], arguments["rng"],
+                          arguments["axis"])
+
+
+def _gumbel_softmax_vjp(arguments, soft, g):
+    """The soft sample's softmax product at temperature ``tau``, also for
+    ``hard`` (straight through, as torch's ``y_hard - y_soft.detach() +
+    y_soft``)."""
+    return softmax.declaration.gradient.vjp(
+        {"axis": arguments["axis"], "temperature": arguments["tau"], "where": None}, soft, g)
+
+
+@declare(AlongAxes("logits"),
+         gradient=VectorJacobian(("logits",), _gumbel_softmax_vjp, forward=_gumbel_softmax_forward))
 def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     r"""Gumbel-softmax sample: ``softmax((logits + g) / tau)``, ``g`` standard Gumbel.
 
@@ -480,10 +549,10 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
         Temperature; small ``tau`` approaches a one-hot sample.
     hard : bool, default False
         Return the one-hot of the sample's largest entry (ties: lower index)
-        instead of the soft sample. (PyTorch returns ``y_hard - y_soft.detach()
-        + y_soft`` to pass gradients straight through; the values are the
-        same one-hot; with autograd, build that expression from the soft
-        sample.)
+        instead of the soft sample. On CPU tensors that require grad the
+        gradient passes straight through to the soft sample, as with
+        PyTorch's ``y_hard - y_soft.detach() + y_soft`` (whose values are
+        the same one-hot up to rounding).
     rng : numpy.random.Generator, optional
         Noise source; default ``numpy.random.default_rng()``.
     axis : int, default -1
@@ -502,15 +571,8 @@ def gumbel_softmax(logits, *, tau=1.0, hard=False, rng=None, axis=-1):
     >>> bool(np.isclose(y.sum(), 1.0))
     True
     """
-    xp, z, axis = _logits_along(logits, axis, nonempty=True)
-    check_temperature(tau, "tau")
-    hard = check_bool(hard, "hard")
-    soft = softmax(z + _gumbel_noise(xp, z, rng), axis=axis, temperature=tau)
-    if not hard:
-        return soft
-    _, index = topk(soft, 1, axis=axis)
-    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
-    return xp.astype(positions == index, z.dtype)
+    return _gumbel_sample(logits, tau, hard, rng, axis)[0]
+
 
 
 @declare(TopKAlongAxis("logits"))

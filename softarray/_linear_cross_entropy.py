@@ -13,7 +13,7 @@ import numpy as np
 import threadpoolctl
 
 from . import _dispatch
-from ._declare import RowsOfLinearLoss, declare
+from ._declare import ReturnedGradient, RowsOfLinearLoss, declare
 from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
 from ._reduction import grad_scale, reduce_losses
@@ -60,7 +60,8 @@ def _grad_scale(reduction, n_valid):
     return grad_scale(reduction, n_valid, when_empty=0.0)
 
 
-@declare(RowsOfLinearLoss(kept_rows=_kept_rows, grad_scale=_grad_scale))
+@declare(RowsOfLinearLoss(kept_rows=_kept_rows, grad_scale=_grad_scale),
+         gradient=ReturnedGradient(("embeddings", "classifier", "bias"), none=None))
 def linear_cross_entropy(
     embeddings,
     classifier,

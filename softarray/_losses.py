@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _dispatch
-from ._declare import LossOverSamples, declare
+from ._declare import LossOverSamples, ReturnedGradient, declare
 from ._lib import _losses as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import losses as _portable
@@ -229,6 +229,10 @@ def _counted_share(arguments):
 _KEPT_WEIGHT_MEAN = LossOverSamples("logits", "kept", class_weight="weight",
                                     kept_share=_weighted_share)
 _ELEMENTWISE_MEAN = LossOverSamples("logits", "elements", elementwise=True)
+# Gradient rules: the gradient the loss returns, for its scores; "none"
+# losses are one per sample along the class axis, or one per entry.
+_LOGITS_GRADIENT = ReturnedGradient(("logits",))
+_ENTRIES_GRADIENT = ReturnedGradient(("logits",), none="entries")
 
 
 def _kl_div_blocks(arguments):
@@ -237,6 +241,13 @@ def _kl_div_blocks(arguments):
     mean_over = "batch" if arguments["reduction"] == "batchmean" else "elements"
     return LossOverSamples("input", mean_over, elementwise=not arguments["from_logits"],
                            pointwise=True)
+
+
+def _kl_div_none(arguments):
+    """kl_div's "none" losses: one per entry, each of its own input entry
+    only on log-probabilities; from logits every entry's loss depends on
+    the whole sample, so their summed gradient cannot be split."""
+    return None if arguments["from_logits"] else "entries"
 
 
 def _small_cross_entropy(logits, target, axis, reduction):
@@ -300,7 +311,7 @@ _RETURNS_DOC = """loss : array
         ``reduction="none"``)."""
 
 
-@declare(_KEPT_WEIGHT_MEAN)
+@declare(_KEPT_WEIGHT_MEAN, gradient=_LOGITS_GRADIENT)
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, label_smoothing=0.0,
                   reduction="mean", return_grad=False):
     r"""Cross-entropy between ``softmax(logits)`` and ``target``, fused.
@@ -378,7 +389,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     return _finish(xp, logits, loss, grad, return_grad)
 
 
-@declare(LossOverSamples("log_probs", "kept", class_weight="weight", kept_share=_weighted_share))
+@declare(LossOverSamples("log_probs", "kept", class_weight="weight", kept_share=_weighted_share),
+         gradient=ReturnedGradient(("log_probs",)))
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Negative log-likelihood of class indices under log-probabilities.
@@ -421,7 +433,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=None, redu
                        ignore_index=ignore_index, portable=portable)
 
 
-@declare(_KEPT_WEIGHT_MEAN)
+@declare(_KEPT_WEIGHT_MEAN, gradient=_LOGITS_GRADIENT)
 def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, ignore_index=None,
            reduction="mean", return_grad=False):
     r"""The Z-loss of de Brébisson & Vincent, a shift- and scale-invariant loss.
@@ -481,7 +493,8 @@ def z_loss(logits, target, *, a=Z_LOSS_A, b=Z_LOSS_B, axis=-1, weight=None, igno
                        ignore_index=ignore_index, portable=portable, params={"a": a, "b": b})
 
 
-@declare(LossOverSamples("logits", "kept", class_weight="alpha", kept_share=_counted_share))
+@declare(LossOverSamples("logits", "kept", class_weight="alpha", kept_share=_counted_share),
+         gradient=_LOGITS_GRADIENT)
 def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=None,
                reduction="mean", return_grad=False):
     r"""Softmax focal loss (Lin et al.): ``-alpha[y] (1 - p_y)^gamma log p_y``.
@@ -527,7 +540,7 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, ignore_index=N
                        params={"gamma": gamma})
 
 
-@declare(_KEPT_WEIGHT_MEAN)
+@declare(_KEPT_WEIGHT_MEAN, gradient=_LOGITS_GRADIENT)
 def comp_sum_loss(logits, target, *, tau, axis=-1, weight=None, ignore_index=None, reduction="mean",
                   return_grad=False):
     r"""The comp-sum losses of Mao, Mohri & Zhong, indexed by ``tau >= 0``.
@@ -580,7 +593,7 @@ def _comp_sum(xp, logits, target, tau, axis, weight, ignore_index, reduction, re
                        ignore_index=ignore_index, portable=portable, params={"tau": tau})
 
 
-@declare(_KEPT_WEIGHT_MEAN)
+@declare(_KEPT_WEIGHT_MEAN, gradient=_LOGITS_GRADIENT)
 def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ignore_index=None,
                               reduction="mean", return_grad=False):
     r"""Generalized cross-entropy (Zhang & Sabuncu): ``(1 - p_y^q) / q``.
@@ -614,7 +627,7 @@ def generalized_cross_entropy(logits, target, *, q=0.7, axis=-1, weight=None, ig
     return _comp_sum(xp, logits, target, 1.0 + q, axis, weight, ignore_index, reduction, return_grad)
 
 
-@declare(_KEPT_WEIGHT_MEAN)
+@declare(_KEPT_WEIGHT_MEAN, gradient=_LOGITS_GRADIENT)
 def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reduction="mean",
              return_grad=False):
     r"""Mean absolute error on probabilities, ``1 - p_y`` (comp-sum, ``tau = 2``).
@@ -642,7 +655,7 @@ def mae_loss(logits, target, *, axis=-1, weight=None, ignore_index=None, reducti
     return _comp_sum(xp, logits, target, 2.0, axis, weight, ignore_index, reduction, return_grad)
 
 
-@declare(LossOverSamples("logits", "samples"))
+@declare(LossOverSamples("logits", "samples"), gradient=_LOGITS_GRADIENT)
 def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_grad=False):
     r"""The router z-loss of PaLM and ST-MoE: ``weight * logsumexp(logits)^2``.
 
@@ -682,7 +695,7 @@ def logsumexp_penalty(logits, *, axis=-1, weight=1.0, reduction="mean", return_g
     return _finish(xp, logits, loss, grad, return_grad)
 
 
-@declare(LossOverSamples("logits", "samples", class_weight="weight"))
+@declare(LossOverSamples("logits", "samples", class_weight="weight"), gradient=_LOGITS_GRADIENT)
 def multi_margin_loss(logits, target, *, p=1, margin=1.0, weight=None, form="weston_watkins", axis=-1,
                       reduction="mean", return_grad=False):
     r"""Multiclass hinge loss; ``p=2`` is the squared hinge (L2-SVM).
@@ -803,7 +816,7 @@ def _run_elementwise(a, t, opts, *, weight=None, pos_weight=None, reduction, den
     return loss, (grad.reshape(shape) if return_grad else None)
 
 
-@declare(_ELEMENTWISE_MEAN)
+@declare(_ELEMENTWISE_MEAN, gradient=_ENTRIES_GRADIENT)
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean",
                                      return_grad=False):
     r"""Sigmoid and binary cross-entropy in one stable step.
@@ -857,7 +870,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     return _finish(xp, x, loss, grad, return_grad)
 
 
-@declare(_ELEMENTWISE_MEAN)
+@declare(_ELEMENTWISE_MEAN, gradient=_ENTRIES_GRADIENT)
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none", return_grad=False):
     r"""Binary focal loss on logits, as ``torchvision.ops.sigmoid_focal_loss``.
 
@@ -906,7 +919,7 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none
     return _finish(xp, x, loss, grad, return_grad)
 
 
-@declare(_kl_div_blocks)
+@declare(_kl_div_blocks, gradient=ReturnedGradient(("input",), none=_kl_div_none))
 def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_logits=False,
            return_grad=False):
     r"""Kullback-Leibler divergence ``KL(target || exp(input))``, pointwise summed.

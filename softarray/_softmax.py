@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import _dispatch
-from ._declare import AlongAxes, LogSumExpReduction, declare
+from ._declare import AlongAxes, LogSumExpReduction, VectorJacobian, declare
 from ._layout import ReductionLayout
 from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
@@ -96,7 +96,87 @@ def _normalize_compiled(op, a, axes, scale, mask):
     return result
 
 
-@declare(AlongAxes("x"))
+# ------------------------------------------------ gradients (vector-Jacobian)
+# Each takes the call's arguments, its result and the result's cotangent
+# ``g`` as NumPy arrays (the autograd adapter's VectorJacobian rule) and
+# returns the gradient of sum(result * g) for each declared input.
+
+def _masked(arguments, g):
+    """axes of the call, and g with zeros outside ``where``."""
+    axes = normalize_axes(arguments["axis"], g.ndim)
+    where = arguments["where"]
+    return axes, (g if where is None else np.where(where, g, 0))
+
+
+def _row_dot(g, y, axes):
+    """sum(g * y) over ``axes``, kept; one pass without a temporary for one axis."""
+    if len(axes) == 1:
+        return np.expand_dims(np.vecdot(g, y, axis=axes[0]), axes)
+    return np.sum(g * y, axis=axes, keepdims=True)
+
+
+def _divided(dx, by):
+    """dx / by in place (nothing to do for a temperature of 1)."""
+    if np.ndim(by) or float(by) != 1.0:
+        dx /= by
+    return dx
+
+
+def _softmax_vjp(arguments, y, g):
+    """softmax: y * (g - sum(g * y)) / T (y is 0 outside ``where``)."""
+    dx = g - _row_dot(g, y, normalize_axes(arguments["axis"], y.ndim))
+    dx *= y
+    return (_divided(dx, arguments["temperature"]),)
+
+
+def _log_softmax_vjp(arguments, logp, g):
+    """log_softmax: (g - softmax * sum(g)) / T."""
+    axes, g = _masked(arguments, g)
+    dx = g - np.exp(logp) * np.sum(g, axis=axes, keepdims=True)
+    return (_divided(dx, arguments["temperature"]),)
+
+
+def _stablemax_vjp(arguments, y, g):
+    """stablemax: s'(x) / s(x) = 1 / (1 + |x|), so y * (g - sum(g * y)) / (1 + |x|)."""
+    dx = g - _row_dot(g, y, normalize_axes(arguments["axis"], y.ndim))
+    dx *= y
+    return (_divided(dx, 1 + np.abs(arguments["x"])),)
+
+
+def _log_stablemax_vjp(arguments, logy, g):
+    """log_stablemax: (g - stablemax * sum(g)) / (1 + |x|)."""
+    axes, g = _masked(arguments, g)
+    dx = g - np.exp(logy) * np.sum(g, axis=axes, keepdims=True)
+    return (dx / (1 + np.abs(arguments["x"])),)
+
+
+def _summed_to(a, shape):
+    """a summed over the axes that broadcasting added to ``shape``."""
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
+    return np.sum(a, axis=axes).reshape(shape) if axes else a
+
+
+def _logsumexp_vjp(arguments, result, g):
+    """logsumexp: d/dx = sign * b * exp(x - out), d/db = sign * exp(x - out)."""
+    x, b, where = arguments["x"], arguments["b"], arguments["where"]
+    out, sign = result if arguments["return_sign"] else (result, None)
+    if arguments["return_sign"]:
+        g = g[0]
+    shape = np.broadcast_shapes(np.shape(x), () if b is None else np.shape(b))
+    axes = normalize_axes(arguments["axis"], len(shape))
+    if not arguments["keepdims"]:
+        out, g = np.expand_dims(out, axes), np.expand_dims(g, axes)
+        sign = None if sign is None else np.expand_dims(sign, axes)
+    share = np.exp(x - out) * (g if sign is None else g * sign)
+    if where is not None:
+        share = np.where(where, share, 0)
+    dx = share if b is None else share * b
+    return (_summed_to(np.broadcast_to(dx, shape), np.shape(x)),
+            None if b is None else _summed_to(np.broadcast_to(share, shape), np.shape(b)))
+
+
+@declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _softmax_vjp))
 def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Softmax along ``axis``: ``exp(x / T) / sum(exp(x / T))``.
 
@@ -141,7 +221,7 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("softmax", x, axis, check_temperature(temperature), where)
 
 
-@declare(AlongAxes("x"))
+@declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _log_softmax_vjp))
 def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     r"""Logarithm of :func:`softmax`: ``x / T - logsumexp(x / T)``.
 
@@ -183,7 +263,7 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     return _normalize("log_softmax", x, axis, check_temperature(temperature), where)
 
 
-@declare(AlongAxes("x"))
+@declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _stablemax_vjp))
 def stablemax(x, /, axis=-1, *, where=None):
     r"""StableMax: ``s(x) / sum(s(x))`` with ``s(x) = x + 1`` for ``x >= 0``
     and ``1 / (1 - x)`` below.
@@ -221,7 +301,7 @@ def stablemax(x, /, axis=-1, *, where=None):
     return _normalize("stablemax", x, axis, 1.0, where)
 
 
-@declare(AlongAxes("x"))
+@declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _log_stablemax_vjp))
 def log_stablemax(x, /, axis=-1, *, where=None):
     r"""Logarithm of :func:`stablemax`, computed without forming it.
 
@@ -251,7 +331,7 @@ def log_stablemax(x, /, axis=-1, *, where=None):
     return _normalize("log_stablemax", x, axis, 1.0, where)
 
 
-@declare(LogSumExpReduction())
+@declare(LogSumExpReduction(), gradient=VectorJacobian(("x", "b"), _logsumexp_vjp))
 def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None):
     r"""``log(sum(b * exp(x)))`` along ``axis``, without overflow.
 
@@ -428,3 +508,4 @@ def _logsumexp_compiled(a, axes, keepdims, mask):
 for _f in (softmax, log_softmax, stablemax, log_stablemax):
     _f.__doc__ = _f.__doc__.replace("{where}", _WHERE_DOC)
 del _f
+

@@ -368,8 +368,9 @@ def test_returns_the_callers_array_type(backend):
 
 
 @needs_torch
-def test_torch_autograd_through_the_portable_path():
-    """Tensors that require grad take the portable path, and backward() works."""
+def test_torch_autograd_through_the_adapter():
+    """Tensors that require grad go through the autograd adapter (compiled
+    forward, returned gradients), and backward() gives torch's gradients."""
     emb, cls, target, bias = problem(ignored=(3,))
     leaves = [torch.tensor(a, requires_grad=True) for a in (emb, cls, bias)]
     loss = sa.linear_cross_entropy(leaves[0], leaves[1], torch.tensor(target),

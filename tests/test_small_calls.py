@@ -146,8 +146,9 @@ def test_torch_tensors_equal_the_numpy_result(name, dtype):
 
 
 def test_tensors_that_are_not_plain_keep_their_path():
-    """requires_grad keeps autograd (the portable path), a Parameter stays a
-    subclass, mixed libraries are refused as before."""
+    """requires_grad keeps autograd (the autograd adapter, not the fast
+    path), a Parameter stays a subclass, mixed libraries are refused as
+    before."""
     torch = _torch()
     x = torch.from_numpy(_logits((8, 10), np.float32)).requires_grad_()
     y = sa.softmax(x)

@@ -26,7 +26,6 @@ docs/dask.md describes each function's rule and what it guarantees.
 """
 import copy
 import functools
-import inspect
 import math
 import numbers
 import string
@@ -45,6 +44,7 @@ from .._declare import (
     TokensWithSlots,
     TopKAlongAxis,
     WholeInput,
+    call_with as _call,
     register_adapter,
 )
 from .._reduction import grad_scale, reduce_losses
@@ -57,7 +57,7 @@ def _route(declaration, arguments):
     return _RULES[type(split)](declaration.public, split, arguments)
 
 
-def _any_dask_array(args, kwargs):
+def _any_dask_array(declaration, args, kwargs):
     # No Dask array exists before dask.array defines its class (it may be
     # in the middle of being imported, by another thread).
     array_type = getattr(sys.modules.get("dask.array"), "Array", None)
@@ -73,12 +73,6 @@ def _da():
 
 
 # ---------------------------------------------------------------- calling
-
-def _call(public, arguments):
-    """public(**arguments), positional-only parameters passed by position."""
-    bound = inspect.BoundArguments(inspect.signature(public), arguments)
-    return public(*bound.args, **bound.kwargs)
-
 
 def _apply(public, fixed, names, *blocks):
     """The task of one block: the public function on NumPy blocks.
@@ -245,7 +239,7 @@ def _validate(public, arguments, kept):
     for name in kept:
         if arguments[name] is not None:
             value = _host_like(arguments[name])
-            if isinstance(value, np.ndarray) or _any_dask_array((value,), {}):
+            if isinstance(value, np.ndarray) or _any_dask_array(None, (value,), {}):
                 arrays[name] = value
     kept = {name: _kept_axes(kept[name], arrays[name].ndim) for name in arrays}
     sizes = _probe_sizes(arrays, kept)
