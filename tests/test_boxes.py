@@ -2064,6 +2064,7 @@ def _flat(result):
 
 def test_box_losses_torchvision_test_values():
     """torchvision's test_ops.py values (float32 and half) and its empty case."""
+    pytest.importorskip("torch")
     box1 = [-1.0, -1.0, 1.0, 1.0]
     box2, box3, box4 = [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 2.0], [1.0, 1.0, 2.0, 2.0]
     cases = {
