@@ -18,23 +18,44 @@ differentiable, as ``topk_gating``'s). Each adapter
 registers, at its import, a claim (given the declaration, does this call's
 argument list hold arrays of my engine?) and a route (run the call on my
 engine); the decorated function asks the registered claims first and
-otherwise runs itself. This module imports nothing of softarray's: it sits at the base.
+otherwise runs itself. A claim is made by an argument of the adapter's
+engine, never by a NumPy array or a Python scalar or string: a call whose
+arguments are all such values asks no claim (most calls; a small call
+would otherwise spend a third of its time asking). This module imports
+nothing of softarray's: it sits at the base.
 """
 import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
 
+import numpy as np
+
 # (claim, route) pairs of the registered adapters, in the order registered.
 _ADAPTERS = []
+
+# The argument types no adapter claims a call by (register_adapter).
+_UNCLAIMED_TYPES = frozenset({np.ndarray, int, float, bool, str, type(None)})
 
 
 def register_adapter(claims, route):
     """Send every call for which ``claims(declaration, args, kwargs)`` is
-    true to
-    ``route(declaration, arguments)`` (arguments: the call bound to the
-    public function's signature, defaults applied)."""
+    true to ``route(declaration, arguments)`` (arguments: the call bound to
+    the public function's signature, defaults applied). A claim must be
+    false for a call whose arguments are all of ``_UNCLAIMED_TYPES``, which
+    is never asked."""
     _ADAPTERS.append((claims, route))
+
+
+def _unclaimed(args, kwargs):
+    """Whether every argument is of a type no adapter claims a call by."""
+    for value in args:
+        if type(value) not in _UNCLAIMED_TYPES:
+            return False
+    for value in kwargs.values():
+        if type(value) not in _UNCLAIMED_TYPES:
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +93,10 @@ def declare(split, *, gradient=None):
     def decorate(func):
         @functools.wraps(func)
         def public(*args, **kwargs):
-            for claims, route in _ADAPTERS:
-                if claims(public.declaration, args, kwargs):
-                    return route(public.declaration, public.declaration.bind(args, kwargs))
+            if not _unclaimed(args, kwargs):
+                for claims, route in _ADAPTERS:
+                    if claims(public.declaration, args, kwargs):
+                        return route(public.declaration, public.declaration.bind(args, kwargs))
             return func(*args, **kwargs)
 
         public.declaration = Declaration(public, split, gradient)

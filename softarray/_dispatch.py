@@ -8,6 +8,7 @@ which returns the caller's array type, dtype and device. Dask arrays never
 get here: the Dask adapter (``softarray._adapters.dask``) claims the call
 first and maps the public function itself over their blocks.
 """
+import functools
 import sys
 
 import numpy as np
@@ -99,11 +100,18 @@ def plain_tensor(x):
     conjugate or negative view), else None. torch is never imported here:
     an object can only be a tensor once its caller has imported torch."""
     torch = sys.modules.get("torch")
-    if (torch is None or type(x) is not torch.Tensor or x.requires_grad
-            or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.int64)
-            or x.is_conj() or x.is_neg()):
+    if (torch is None or type(x) is not torch.Tensor or x.requires_grad or not x.is_cpu
+            or x.dtype not in _plain_tensor_dtypes(torch)):
         return None
-    return x.numpy()
+    try:
+        return x.numpy()
+    except RuntimeError:    # a lazy negative view (a conjugate one is complex)
+        return None
+
+
+@functools.cache
+def _plain_tensor_dtypes(torch):
+    return frozenset({torch.float32, torch.float64, torch.int64})
 
 
 def as_tensor(out):

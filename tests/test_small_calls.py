@@ -234,3 +234,27 @@ def test_topk_gating_nan_and_tensors():
     assert type(got.weights) is torch.Tensor and type(got.indices) is torch.Tensor
     np.testing.assert_array_equal(got.weights.numpy(), want.weights)
     np.testing.assert_array_equal(got.indices.numpy(), want.indices)
+
+
+def test_calls_of_numpy_arrays_and_scalars_ask_no_adapter(monkeypatch):
+    """The adapters' claims (Dask, autograd) are asked only when an argument
+    is of another type than ndarray, int, float, bool, str or None: no
+    adapter claims a call by such values, and asking costs a small call a
+    third of its time."""
+    from softarray import _declare
+    asked = []
+
+    def spy(declaration, args, kwargs):
+        asked.append(declaration.public.__name__)
+        return False
+
+    monkeypatch.setattr(_declare, "_ADAPTERS", [*_declare._ADAPTERS, (spy, None)])
+    x = _logits((8, 10), np.float32)
+    sa.softmax(x, axis=-1, temperature=2.0)
+    sa.cross_entropy(x, np.zeros(8, np.int64), reduction="sum", label_smoothing=0.1)
+    sa.topk_gating(x, 2, order="topk_softmax", capacity_factor=None)
+    assert asked == []
+    sa.softmax(x.tolist())                  # a list: any engine's, asked
+    sa.softmax(x, axis=(1,))                # a tuple
+    sa.softmax(x, temperature=np.float32(2))
+    assert asked == ["softmax"] * 3

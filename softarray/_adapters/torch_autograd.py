@@ -42,13 +42,21 @@ def _claims(declaration, args, kwargs):
         return False
     if not torch.is_grad_enabled():
         return False
-    if not (any(_recorded(torch, v) for v in args) or any(_recorded(torch, v) for v in kwargs.values())):
-        return False
+    # Loops, not any(): this runs on every call that holds a tensor.
+    for value in args:
+        if _recorded(torch, value):
+            break
+    else:
+        for value in kwargs.values():
+            if _recorded(torch, value):
+                break
+        else:
+            return False
     return declaration.gradient_for(declaration.bind(args, kwargs)) is not None
 
 
 def _recorded(torch, value):
-    return (isinstance(value, torch.Tensor) and value.requires_grad and value.device.type == "cpu"
+    return (isinstance(value, torch.Tensor) and value.requires_grad and value.is_cpu
             and value.dtype in (torch.float32, torch.float64))
 
 
