@@ -49,3 +49,16 @@ def backend(request):
     if request.param == "torch" and torch is None:
         pytest.skip("torch is not installed")
     return BACKENDS[request.param]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A dask.distributed client of a LocalCluster of 2 worker processes,
+    one thread each: the graph and the blocks are pickled to worker
+    processes, as on a real cluster."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()

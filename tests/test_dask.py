@@ -20,7 +20,7 @@ import softarray as sa
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 RTOL = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -666,17 +666,6 @@ def test_bad_arguments_raise_the_numpy_errors_at_call_time(no_compute):
 
 
 # ------------------------------------------------------------------ a distributed cluster
-
-@pytest.fixture(scope="module")
-def client():
-    # processes=True: the graph and the blocks are pickled to worker
-    # processes, as on a real cluster.
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
 
 def test_distributed_cluster(client):
     rng = np.random.default_rng(9)

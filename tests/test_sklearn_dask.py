@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 from softarray.sklearn import SoftmaxClassifier  # noqa: E402
 
@@ -157,15 +157,6 @@ def test_unfitted_predictions_raise_at_once():
 
 
 # ------------------------------------------------------------------ a cluster of processes
-
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
 
 def test_fit_on_a_cluster_of_processes(client):
     X, y = _problem(n=2000, d=8, n_classes=4, seed=7)
