@@ -333,11 +333,47 @@ def test_complex_input_raises_type_error():
         sa.softmax(np.array([1 + 1j, 2]))
 
 
-def test_float16_runs_portably_and_keeps_dtype():
-    x = np.array([1.0, 2.0, 3.0], dtype=np.float16)
-    got = sa.softmax(x)
+def _within_one_half_ulp_step(got, want64, half_dtype):
+    """got (half) is the float64 reference rounded to the half dtype, or
+    one step of that dtype away from it."""
+    with np.errstate(over="ignore", invalid="ignore"):   # -1e5 rounds to float16's -inf
+        want = np.asarray(want64).astype(half_dtype).astype(np.float64)
+        step = np.abs(np.nextafter(np.asarray(want, half_dtype), np.asarray(np.inf, half_dtype))
+                      .astype(np.float64) - want)
+        got = np.asarray(got).astype(np.float64)
+        same_special = (np.isnan(got) & np.isnan(want)) | (got == want)
+        assert np.all(same_special | (np.abs(got - want) <= step))
+
+
+_FLOAT64_NORMALIZERS = {
+    "softmax": lambda x, axis: scipy.special.softmax(x, axis=axis),
+    "log_softmax": lambda x, axis: scipy.special.log_softmax(x, axis=axis),
+}
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("name", list(_FLOAT64_NORMALIZERS))
+def test_float16_is_computed_in_float32_and_keeps_dtype(name, axis):
+    """NumPy float16 is read, computed in float32 by the kernels and
+    rounded once: within one float16 step of the exact result, even where
+    float16 arithmetic would overflow (logits of 60000: exp(x) would)."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((40, 300)) * 6).astype(np.float16)
+    x[3, :5] = [60000, 59000, -60000, 0, 1]
+    got = getattr(sa, name)(x, axis=axis)
+    assert got.dtype == np.float16 and got.shape == x.shape
+    _within_one_half_ulp_step(got, _FLOAT64_NORMALIZERS[name](x.astype(np.float64), axis),
+                              np.float16)
+
+
+def test_float16_with_where_and_temperature():
+    x = np.random.default_rng(5).standard_normal((6, 9)).astype(np.float16)
+    where = np.arange(9) % 3 != 0
+    got = sa.softmax(x, temperature=0.5, where=where)
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got, scipy.special.softmax(x.astype(float)), rtol=2e-3)
+    want = np.zeros((6, 9))
+    want[:, where] = scipy.special.softmax(x[:, where].astype(np.float64) / 0.5, axis=-1)
+    _within_one_half_ulp_step(got, want, np.float16)
 
 
 def test_python_sequences_are_accepted():
@@ -515,12 +551,20 @@ def test_torch_requires_grad_keeps_autograd():
     torch.testing.assert_close(t.grad, ref.grad)
 
 
-def test_torch_bfloat16_runs_portably():
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", list(_FLOAT64_NORMALIZERS))
+def test_torch_half_tensors_are_computed_in_float32(name, dtype):
+    """torch float16 and bfloat16 CPU tensors: computed in float32, rounded
+    once to the tensor's dtype (within one step of the exact result)."""
     torch = pytest.importorskip("torch")
-    t = torch.randn(3, 7).to(torch.bfloat16)
-    out = sa.softmax(t)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out, torch.softmax(t, dim=-1), rtol=2e-2, atol=1e-2)
+    half = getattr(torch, dtype)
+    t = (torch.randn(50, 257, generator=torch.Generator().manual_seed(3)) * 5).to(half)
+    out = getattr(sa, name)(t)
+    assert type(out) is torch.Tensor and out.dtype == half and out.shape == t.shape
+    want = _FLOAT64_NORMALIZERS[name](t.double().numpy(), -1)
+    exact = torch.from_numpy(want).to(half)
+    step = (torch.nextafter(exact, torch.tensor(float("inf"), dtype=half)) - exact).double().abs()
+    assert torch.all((out.double() - exact.double()).abs() <= step)
 
 
 def test_compiled_path_shares_torch_memory():
