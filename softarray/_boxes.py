@@ -32,6 +32,16 @@ class BoxShapeError(ValueError, RuntimeError):
     Both a ``ValueError`` (softarray's convention for bad values) and a
     ``RuntimeError`` (what ``torchvision.ops`` raises for the same
     mistake), so code written for either catches it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> try:
+    ...     sa.box_area(np.zeros((3, 5)))
+    ... except RuntimeError as error:       # as torchvision users catch it
+    ...     print(type(error).__name__, isinstance(error, ValueError))
+    BoxShapeError True
     """
 
 
