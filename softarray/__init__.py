@@ -53,6 +53,7 @@ from ._threads import get_num_threads, set_num_threads, threads
 # The adapters register their routes at import (softarray._declare).
 from ._adapters import dask as _dask_adapter  # noqa: F401
 from ._adapters import torch_autograd as _autograd_adapter  # noqa: F401
+from ._adapters import jax as _jax_adapter  # noqa: F401
 from . import special  # noqa: F401 (softarray.special: SciPy's signatures and defaults: softarray.special.softmax(x)
 
 __all__ = [

@@ -3,6 +3,7 @@ adapters, through the declarations) must share exactly, so they live below
 both: ``softarray/_portable`` holds only the portable twins."""
 import math
 
+import array_api_compat
 import numpy as np
 
 
@@ -42,9 +43,9 @@ def capacity_slots(xp, indices, num_experts):
     order = xp.argsort(flat, stable=True)
     grouped = xp.take(flat, order)
     first = xp.searchsorted(grouped, grouped, side="left")
-    slot_sorted = xp.arange(n * k, dtype=xp.int64, device=first.device) - xp.astype(first, xp.int64)
+    slot_sorted = xp.arange(n * k, dtype=xp.int64, device=array_api_compat.device(first)) - xp.astype(first, xp.int64)
     slots = xp.take(slot_sorted, xp.argsort(order))
-    experts = xp.arange(num_experts, dtype=grouped.dtype, device=grouped.device)
+    experts = xp.arange(num_experts, dtype=grouped.dtype, device=array_api_compat.device(grouped))
     counts = (xp.searchsorted(grouped, experts, side="right")
               - xp.searchsorted(grouped, experts, side="left"))
     return xp.permute_dims(xp.reshape(slots, (k, n)), (1, 0)), xp.astype(counts, xp.int64)

@@ -3,7 +3,7 @@
 softarray is built in layers (docs/architecture.md): the compiled kernels
 at the bottom, the families (``_softmax``, ``_losses``, ...) in the middle,
 and on top the adapters, which run a public function on another engine's
-arrays (``softarray._adapters.dask`` today). A family never imports an
+arrays (``softarray._adapters``: Dask, PyTorch autograd, JAX). A family never imports an
 adapter and an adapter never reads a family's private names: between them
 stand the declarations of this module.
 
@@ -75,16 +75,28 @@ class Declaration:
         return self.gradient(arguments) if callable(self.gradient) else self.gradient
 
     def bind(self, args, kwargs):
-        bound = inspect.signature(self.public).bind(*args, **kwargs)
+        bound = _signature(self.public).bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+    def call_unadapted(self, arguments):
+        """The function on ``arguments`` (as ``bind`` makes them) without
+        asking the adapters: the family's own path for their arrays (the
+        portable implementation for JAX tracers)."""
+        return call_with(self.public.__wrapped__, arguments)
 
 
 def call_with(public, arguments):
     """``public(**arguments)``, positional-only parameters passed by position
     (``arguments`` as ``Declaration.bind`` makes them)."""
-    bound = inspect.BoundArguments(inspect.signature(public), arguments)
+    bound = inspect.BoundArguments(_signature(public), arguments)
     return public(*bound.args, **bound.kwargs)
+
+
+@functools.cache
+def _signature(func):
+    """inspect.signature, once per function (an adapter's every call binds)."""
+    return inspect.signature(func)
 
 
 def declare(split, *, gradient=None):

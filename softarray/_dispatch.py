@@ -2,11 +2,12 @@
 
 NumPy arrays and PyTorch CPU tensors (shared zero-copy through DLPack) go to
 the compiled kernels when their dtype is float32 or float64. Everything else
-(GPU arrays, JAX, array-api-strict, other dtypes, tensors that require grad
-so autograd keeps working) goes to the portable array-API implementation,
-which returns the caller's array type, dtype and device. Dask arrays never
-get here: the Dask adapter (``softarray._adapters.dask``) claims the call
-first and maps the public function itself over their blocks.
+(GPU arrays, JAX tracers, array-api-strict, other dtypes, tensors that
+require grad so autograd keeps working) goes to the portable array-API
+implementation, which returns the caller's array type, dtype and device.
+Dask arrays never get here: the Dask adapter (``softarray._adapters.dask``)
+claims the call first and maps the public function itself over their
+blocks; eager JAX CPU arrays come as NumPy views (``softarray._adapters.jax``).
 """
 import functools
 import sys
@@ -54,10 +55,17 @@ def companion_array(xp, first, value, name, first_name="x"):
             value = xp.asarray(value, device=array_api_compat.device(first))
         except Exception as exc:
             raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
-    if array_api_compat.device(value) != array_api_compat.device(first):
+    if _known_devices_differ(value, first):
         raise ValueError(f"{name} is on device {array_api_compat.device(value)} but {first_name} "
                          f"on {array_api_compat.device(first)}")
     return value
+
+
+def _known_devices_differ(a, b):
+    """Whether a and b are on different devices; a JAX tracer's device is
+    unknown (None) and differs from none."""
+    device_a, device_b = array_api_compat.device(a), array_api_compat.device(b)
+    return device_a is not None and device_b is not None and device_a != device_b
 
 
 def check_same_library(xp, value, name, first_name="x"):

@@ -4,6 +4,7 @@ public functions. They validate, then run the compiled kernels
 portable array-API implementation (``softarray._portable.gating``)."""
 from typing import NamedTuple
 
+import array_api_compat
 import numpy as np
 
 from . import _dispatch
@@ -21,6 +22,7 @@ from ._validate import (
     check_real,
     check_temperature,
     floating_input,
+    known_any,
 )
 
 
@@ -365,7 +367,7 @@ def _numpy_dtype(dtype):
 def _gate(xp, z, k, inv_t, over_selected, with_probs):
     a = _dispatch.as_compiled_input(z)
     if a is None:
-        if bool(xp.any(xp.isnan(z))):
+        if known_any(xp, xp.isnan(z)):
             raise ValueError("router_logits contains NaN")
         return _portable.gate(xp, z, k, inv_temperature=inv_t, over_selected=over_selected,
                               with_probs=with_probs)
@@ -515,7 +517,7 @@ def _gumbel_sample(logits, tau, hard, rng, axis):
     if not hard:
         return soft, soft
     _, index = topk(soft, 1, axis=axis)
-    positions = xp.reshape(xp.arange(z.shape[axis], device=z.device), (-1,) + (1,) * (z.ndim - 1 - axis))
+    positions = xp.reshape(xp.arange(z.shape[axis], device=array_api_compat.device(z)), (-1,) + (1,) * (z.ndim - 1 - axis))
     return xp.astype(positions == index, z.dtype), soft
 
 

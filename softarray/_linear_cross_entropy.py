@@ -18,7 +18,7 @@ from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
 from ._reduction import grad_scale, reduce_losses
 from ._threads import threads_for_call
-from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction
+from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction, known_any
 
 # The logits tile is the one scratch buffer that grows with the problem; it
 # takes at most TILE_BYTES (with float32, N = 8192 and V = 65536: 1.6% of the
@@ -247,7 +247,7 @@ def _check_target(xp, tgt, ignore_index, v):
     else:
         ignored = tgt == ignore_index
     bad = ~ignored & ((tgt < 0) | (tgt >= v))
-    if bool(xp.any(bad)):
+    if known_any(xp, bad):
         first = int(tgt[int(xp.argmax(xp.astype(bad, xp.int8)))])
         allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
         raise ValueError(f"target must hold class indices in [0, {v}){allowed}, found {first}")

@@ -29,6 +29,8 @@ from ._validate import (
     check_real,
     check_reduction,
     floating_input,
+    known_all,
+    known_any,
     REDUCTIONS,
 )
 
@@ -66,7 +68,7 @@ def _class_vector(xp, value, C, name, dtype):
     if v.ndim != 1 or v.shape[0] != C:
         raise ValueError(f"{name} must have shape ({C},) (one entry per class), got {tuple(v.shape)}")
     v = xp.astype(v, dtype)
-    if not bool(xp.all(xp.isfinite(v))) or bool(xp.any(v < 0)):
+    if not known_all(xp, xp.isfinite(v)) or known_any(xp, v < 0):
         raise ValueError(f"{name} must be finite and non-negative")
     return v
 
@@ -83,7 +85,7 @@ def _index_target(xp, target, shape, axis, C, ignore_index):
     kept = _portable.not_ignored(xp, target, ignore_index)
     if kept is not None:
         bad = bad & kept
-    if bool(xp.any(bad)):
+    if known_any(xp, bad):
         allowed = f"[0, {C})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
         raise ValueError(f"target has class indices outside {allowed}")
     return target
@@ -97,9 +99,9 @@ def _probability_target(xp, target, logits, name="target"):
             f"got {tuple(target.shape)}"
         )
     target = xp.astype(target, logits.dtype)
-    if bool(xp.any(xp.isnan(target))):
+    if known_any(xp, xp.isnan(target)):
         raise ValueError(f"{name} contains NaN")
-    if not bool(xp.all(xp.isfinite(target))) or bool(xp.any(target < 0)):
+    if not known_all(xp, xp.isfinite(target)) or known_any(xp, target < 0):
         raise ValueError(f"{name} must hold finite, non-negative probabilities")
     return target
 
@@ -761,7 +763,7 @@ def _broadcast_param(xp, value, shape, name, dtype):
         v = xp.broadcast_to(v, shape)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{name} of shape {tuple(v.shape)} does not broadcast to {shape}") from exc
-    if not bool(xp.all(xp.isfinite(v))) or bool(xp.any(v < 0)):
+    if not known_all(xp, xp.isfinite(v)) or known_any(xp, v < 0):
         raise ValueError(f"{name} must be finite and non-negative")
     return v
 
@@ -773,7 +775,7 @@ def _elementwise_target(xp, target, x):
     if tuple(target.shape) != tuple(x.shape):
         raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
     target = xp.astype(target, x.dtype)
-    if not bool(xp.all(xp.isfinite(target))):
+    if not known_all(xp, xp.isfinite(target)):
         raise ValueError("target must be finite (it contains NaN or an infinity)")
     return target
 
@@ -999,12 +1001,12 @@ def _kl_target(xp, target, x, log_target):
     if tuple(target.shape) != tuple(x.shape):
         raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
     target = xp.astype(target, x.dtype)
-    if bool(xp.any(xp.isnan(target))):
+    if known_any(xp, xp.isnan(target)):
         raise ValueError("target contains NaN")
     if log_target:
-        if bool(xp.any(target > 0)) or bool(xp.any(target == xp.inf)):
+        if known_any(xp, target > 0) or known_any(xp, target == xp.inf):
             raise ValueError("target must hold log-probabilities (<= 0) with log_target=True")
-    elif not bool(xp.all(xp.isfinite(target))) or bool(xp.any(target < 0)):
+    elif not known_all(xp, xp.isfinite(target)) or known_any(xp, target < 0):
         raise ValueError("target must hold finite, non-negative probabilities")
     return target
 

@@ -5,6 +5,7 @@ functions. They validate, then hand the work to the compiled kernels
 """
 import math
 
+import array_api_compat
 import numpy as np
 
 from . import _dispatch
@@ -15,7 +16,8 @@ from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
 from ._threads import threads_for_call
 from ._validate import (check_bool, check_real_numeric, check_temperature, floating_input,
-                        floating_result_type, is_python_scalar, mask_for, normalize_axes)
+                        floating_result_type, is_python_scalar, known_any, mask_for,
+                        normalize_axes, possibly_any)
 
 # What a masked-out entry of each op's output holds.
 _MASK_FILL = {
@@ -413,7 +415,7 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     out, sign = _signed_logsumexp(xp, x, b, axes, keepdims, mask)
     if return_sign:
         return out, sign
-    return xp.where(sign < 0, xp.asarray(math.nan, dtype=out.dtype, device=out.device), out)
+    return xp.where(sign < 0, xp.asarray(math.nan, dtype=out.dtype, device=array_api_compat.device(out)), out)
 
 
 def _logsumexp(xp, x, axes, keepdims, mask):
@@ -464,11 +466,11 @@ def _signed_logsumexp(xp, x, b, axes, keepdims, mask):
     with np.errstate(invalid="ignore"):  # -inf + log(inf) is NaN, as inf * exp(-inf)
         y = x + xp.log(xp.where(zero, xp.ones_like(b), xp.abs(b)))
     out = _logsumexp(xp, y, axes, keepdims, positive)
-    if bool(xp.any(negative)):
+    if possibly_any(xp, negative):
         out, sign = _log_difference(xp, out, _logsumexp(xp, y, axes, keepdims, negative))
     else:
         sign = _sign_of_exp_sum(xp, out)
-    if bool(xp.any(poison)):
+    if possibly_any(xp, poison):
         poisoned = xp.any(poison, axis=axes, keepdims=keepdims) & ~xp.isfinite(out)
         nan = xp.full_like(out, math.nan)
         out, sign = xp.where(poisoned, nan, out), xp.where(poisoned, nan, sign)

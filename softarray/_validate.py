@@ -3,11 +3,39 @@ code, and each error names the argument and what was expected."""
 import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
 # What a loss may be reduced to; kl_div adds "batchmean".
 REDUCTIONS = ("none", "mean", "sum")
+
+
+def is_traced(x):
+    """Whether x is a JAX tracer: an array of known shape and dtype whose
+    values do not exist yet (under ``jax.jit``). jax is never imported
+    here: a tracer can only exist once its caller has imported jax."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
+def known_any(xp, condition):
+    """``bool(xp.any(condition))``; False while tracing, where the values a
+    check reads are not known (JAX's own functions check no values under
+    ``jax.jit`` either: docs/jax.md)."""
+    return not is_traced(condition) and bool(xp.any(condition))
+
+
+def possibly_any(xp, condition):
+    """``bool(xp.any(condition))``; True while tracing: for a branch that
+    skips work when nothing holds, the general way is then the only safe
+    one."""
+    return is_traced(condition) or bool(xp.any(condition))
+
+
+def known_all(xp, condition):
+    """``bool(xp.all(condition))``; True while tracing (see known_any)."""
+    return is_traced(condition) or bool(xp.all(condition))
 
 
 def normalize_axes(axis, ndim, *, name="axis"):

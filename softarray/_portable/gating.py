@@ -10,6 +10,7 @@ The order is the compiled kernel's: NaN above every number (+inf included),
 give it: a stable descending sort keeps equal keys in index order just as an
 ascending one does.
 """
+from array_api_compat import device
 
 
 def topk(xp, x, k, *, axis, largest, sorted):
@@ -20,9 +21,17 @@ def topk(xp, x, k, *, axis, largest, sorted):
     order = _order(xp, x, axis, descending=largest)
     first_k = (slice(None),) * axis + (slice(0, k), ...)
     indices = order[first_k]
-    if indices.dtype != xp.int64:
-        indices = xp.astype(indices, xp.int64)
+    index_dtype = _index_dtype(xp)
+    if indices.dtype != index_dtype:
+        indices = xp.astype(indices, index_dtype)
     return _take_along(xp, x, indices, axis), indices
+
+
+def _index_dtype(xp):
+    """int64, or the namespace's indexing dtype where it has no int64 (JAX
+    without ``jax_enable_x64``, whose int64 requests warn and give int32)."""
+    indexing = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    return indexing if xp.iinfo(indexing).bits < 64 else xp.int64
 
 
 def _order(xp, x, axis, descending):
@@ -55,7 +64,7 @@ def _take_along(xp, a, indices, axis):
     rows = 1
     for size in i_last.shape[:-1]:
         rows *= size
-    start = xp.arange(rows, dtype=i_last.dtype, device=i_last.device) * n
+    start = xp.arange(rows, dtype=i_last.dtype, device=device(i_last)) * n
     flat = xp.reshape(i_last, (rows, k)) + xp.reshape(start, (rows, 1))
     out = xp.take(xp.reshape(a_last, (-1,)), xp.reshape(flat, (-1,)))
     return xp.moveaxis(xp.reshape(out, i_last.shape), -1, axis)

@@ -11,6 +11,8 @@ sum of the returned losses.
 import functools
 import math
 
+from array_api_compat import device
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -88,7 +90,7 @@ def not_ignored(xp, target, ignore_index):
 
 
 def _one_hot(xp, target, axis, num_classes):
-    classes = xp.arange(num_classes, dtype=target.dtype, device=target.device)
+    classes = xp.arange(num_classes, dtype=target.dtype, device=device(target))
     return _along(xp, classes, axis, target.ndim + 1) == xp.expand_dims(target, axis=axis)
 
 
@@ -111,7 +113,7 @@ def _mask(xp, x, valid):
 
 
 def _scalar(xp, value, like):
-    return xp.asarray(value, dtype=like.dtype, device=like.device)
+    return xp.asarray(value, dtype=like.dtype, device=device(like))
 
 
 def _count(xp, valid, like):

@@ -6,6 +6,8 @@ compiled kernels (``src/_softmax_kernels.h``), on whole arrays.
 """
 import math
 
+from array_api_compat import device
+
 
 def _stats(xp, y, axes, stable):
     """Per slice (keepdims): the maximum (NaN if any entry is NaN), rest =
@@ -13,7 +15,7 @@ def _stats(xp, y, axes, stable):
     count = how many entries equal the maximum."""
     m = xp.max(y, axis=axes, keepdims=True)
     has_nan = xp.any(xp.isnan(y), axis=axes, keepdims=True)
-    m = xp.where(has_nan, xp.asarray(math.nan, dtype=y.dtype, device=y.device), m)
+    m = xp.where(has_nan, xp.asarray(math.nan, dtype=y.dtype, device=device(y)), m)
     finite = xp.isfinite(m)
     below = y < m
     if stable:
@@ -39,11 +41,11 @@ def _log_stable_s(xp, y):
 
 
 def _masked(xp, y, mask):
-    return y if mask is None else xp.where(mask, y, xp.asarray(-math.inf, dtype=y.dtype, device=y.device))
+    return y if mask is None else xp.where(mask, y, xp.asarray(-math.inf, dtype=y.dtype, device=device(y)))
 
 
 def _fill(xp, out, mask, value):
-    return out if mask is None else xp.where(mask, out, xp.asarray(value, dtype=out.dtype, device=out.device))
+    return out if mask is None else xp.where(mask, out, xp.asarray(value, dtype=out.dtype, device=device(out)))
 
 
 def _reduce_axes(axes, ndim):
@@ -61,7 +63,7 @@ def normalize(xp, op, x, axes, scale, mask):
     axes = _reduce_axes(axes, y.ndim)
     stable = op in ("stablemax", "log_stablemax")
     m, finite, rest, count = _stats(xp, y, axes, stable)
-    nan = xp.asarray(math.nan, dtype=y.dtype, device=y.device)
+    nan = xp.asarray(math.nan, dtype=y.dtype, device=device(y))
     if op == "softmax":
         out = xp.where(finite, xp.exp(y - xp.where(finite, m, xp.zeros_like(m))) / (rest + count), nan)
         return _fill(xp, out, mask, 0.0)
@@ -86,7 +88,7 @@ def logsumexp(xp, x, axes, keepdims, mask):
     n = math.prod(y.shape[k] for k in axes)
     if n == 0:
         shape = tuple(1 if k in axes else s for k, s in enumerate(y.shape))
-        out = xp.full(shape, -math.inf, dtype=y.dtype, device=y.device)
+        out = xp.full(shape, -math.inf, dtype=y.dtype, device=device(y))
     else:
         m, finite, rest, count = _stats(xp, y, _reduce_axes(axes, y.ndim), stable=False)
         out = xp.where(finite, m + xp.log1p(rest + (count - 1)), m)
