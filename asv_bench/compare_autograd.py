@@ -29,14 +29,7 @@ import torch.nn.functional as F
 
 import softarray as sa
 from benchmarks._common import limit_threads, median_seconds
-
-
-def _step(loss_fn, *leaves):
-    def run():
-        for leaf in leaves:
-            leaf.grad = None
-        loss_fn(*leaves).backward()
-    return run
+from benchmarks.bench_autograd import training_step as _step
 
 
 def _vjp(fn, x):
