@@ -152,27 +152,40 @@ def widened_half(x):
     ml_dtypes' bfloat16, a CPU torch float16 or bfloat16 tensor that does
     not require grad): ``(a, narrow)``, with ``a`` a float32 NumPy copy of x
     and ``narrow(out)`` a float32 result as x's library and dtype, rounded
-    once. Else None. Half precision is computed in float32, as torch does on
-    the CPU: half arithmetic would round every step and overflow at 65504."""
+    once (``narrowing(x)``). Else None. Half precision is computed in
+    float32, as torch does on the CPU: half arithmetic would round every
+    step and overflow at 65504."""
+    narrow = narrowing(x)
+    if narrow is None:
+        return None
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32), narrow     # bfloat16 is ml_dtypes' kind "V"
+    return x.float().numpy(), narrow
+
+
+def narrowing(x):
+    """For a half-precision x as ``widened_half`` takes it: the function that
+    turns a NumPy result of float32 (or float64) into x's library and dtype,
+    rounded once; else None."""
     if isinstance(x, np.ndarray):
         if x.dtype.itemsize != 2 or x.dtype.kind not in "fV":
             return None
         try:
-            a = x.astype(np.float32)    # bfloat16 is ml_dtypes' kind "V"
+            np.empty(0, x.dtype).astype(np.float32)   # a 2-byte float, not raw bytes
         except (TypeError, ValueError):
             return None
-        return a, functools.partial(_rounded_to, x.dtype)
+        return functools.partial(_rounded_to, x.dtype)
     torch = sys.modules.get("torch")
     if (torch is None or not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.bfloat16)
             or not x.is_cpu or x.requires_grad):
         return None
-    return x.float().numpy(), lambda out: torch.from_numpy(out).to(x.dtype)
+    return lambda out: torch.from_numpy(np.asarray(out)).to(x.dtype)
 
 
 def _rounded_to(dtype, out):
     """out in dtype; beyond its range is +-inf, as in torch, without a warning."""
     with np.errstate(over="ignore"):
-        return out.astype(dtype)
+        return np.asarray(out).astype(dtype)
 
 
 def aligned(a):

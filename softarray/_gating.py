@@ -20,8 +20,10 @@ from ._validate import (
     check_choice,
     check_int,
     check_real,
+    check_real_numeric,
     check_temperature,
     floating_input,
+    is_numpy_bfloat16,
     known_any,
 )
 
@@ -78,10 +80,9 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
     if fast is not None:
         return fast
     xp, x = _dispatch.namespace_of(x)
-    if xp.isdtype(x.dtype, "complex floating"):
+    if not is_numpy_bfloat16(x.dtype) and xp.isdtype(x.dtype, "complex floating"):
         raise TypeError(f"x has complex dtype {x.dtype}; topk needs a real array (complex numbers are not ordered)")
-    if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
-        raise TypeError(f"x must have a real numeric dtype, got {x.dtype}")
+    check_real_numeric(xp, x)
     axis = check_axis(axis, x.ndim, "x")
     k = check_int(k, "k")
     n = x.shape[axis]
@@ -91,7 +92,13 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
     sorted = check_bool(sorted, "sorted")
     a = _dispatch.as_compiled_input(x)
     if a is None:
-        return _portable.topk(xp, x, k, axis=axis, largest=largest, sorted=sorted)
+        half = _dispatch.widened_half(x)
+        if half is None:
+            return _portable.topk(xp, x, k, axis=axis, largest=largest, sorted=sorted)
+        # Widening keeps every value and the order: the values round back exactly.
+        a, narrow = half
+        values, indices = _topk_compiled(a, k, axis, largest, sorted)
+        return narrow(values), _dispatch.to_caller(xp, indices, x)
     values, indices = _topk_compiled(a, k, axis, largest, sorted)
     return _dispatch.to_caller(xp, values, x), _dispatch.to_caller(xp, indices, x)
 

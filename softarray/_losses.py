@@ -149,10 +149,16 @@ def _common(logits, axis, reduction, return_grad, name="logits", reductions=REDU
 
 def _compiled_operands(logits, *others):
     """NumPy views of logits and the other arrays for the kernels, or None
-    when any of them must take the portable path."""
+    when any of them must take the portable path. Half-precision logits (and
+    class weights or probability targets, which follow their dtype) come as
+    float32 copies: the kernels compute in float32 and ``_finish`` rounds
+    the results once to the half dtype."""
     a = _dispatch.as_compiled_input(logits)
     if a is None:
-        return None
+        half = _dispatch.widened_half(logits)
+        if half is None:
+            return None
+        a = half[0]
     views = [a]
     for x in others:
         if x is None:
@@ -160,7 +166,10 @@ def _compiled_operands(logits, *others):
             continue
         v = _dispatch.numpy_view(x)
         if v is None:
-            return None
+            half = _dispatch.widened_half(x)
+            if half is None:
+                return None
+            v = half[0]
         views.append(v)
     return views
 
@@ -188,11 +197,14 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
 
 
 def _finish(xp, like, loss, grad, return_grad):
-    """Hand NumPy results back in the caller's array type."""
-    loss = _dispatch.to_caller(xp, loss, like)
+    """Hand NumPy results back in the caller's array type (and half dtype,
+    rounded once, for half-precision ``like``: torch's dtypes for half logits)."""
+    narrow = _dispatch.narrowing(like)
+    convert = narrow if narrow is not None else (lambda out: _dispatch.to_caller(xp, out, like))
+    loss = convert(loss)
     if not return_grad:
         return loss
-    return loss, _dispatch.to_caller(xp, grad, like)
+    return loss, convert(grad)
 
 
 def _portable_result(result, return_grad):

@@ -110,11 +110,18 @@ def check_bool(value, name):
 _NUMPY_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.longdouble))
 
 
+def is_numpy_bfloat16(dtype):
+    """ml_dtypes' bfloat16 (what JAX and others hand NumPy users): a real
+    floating dtype that NumPy's isdtype does not know."""
+    return (isinstance(dtype, np.dtype) and dtype.kind == "V" and dtype.itemsize == 2
+            and dtype.name == "bfloat16")
+
+
 def floating_input(xp, x, name="x"):
     """Return x with a real floating dtype: integers and booleans become the
     namespace's default floating dtype; complex and other dtypes raise."""
-    if type(x) is np.ndarray and x.dtype in _NUMPY_FLOATS:     # answered without isdtype
-        return x
+    if type(x) is np.ndarray and (x.dtype in _NUMPY_FLOATS or is_numpy_bfloat16(x.dtype)):
+        return x                                    # answered without isdtype
     check_real_numeric(xp, x, name)
     if xp.isdtype(x.dtype, "real floating"):
         return x
@@ -124,7 +131,7 @@ def floating_input(xp, x, name="x"):
 def check_real_numeric(xp, x, name="x"):
     """Refuse an array x whose dtype is not real floating, integral or bool."""
     dtype = x.dtype
-    if xp.isdtype(dtype, ("real floating", "integral", "bool")):
+    if is_numpy_bfloat16(dtype) or xp.isdtype(dtype, ("real floating", "integral", "bool")):
         return
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(

@@ -1522,3 +1522,26 @@ def test_gumbel_topk_numpy_integer_k(backend):
     got = call_new(backend, sa.gumbel_topk, z, np.int32(3), rng=np.random.default_rng(28),
                    dtype=np.int64)
     np.testing.assert_array_equal(got, np_gumbel_topk(z, noise, 3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "torch_float16", "torch_bfloat16"])
+def test_topk_of_half_arrays_keeps_their_values_and_dtype(dtype):
+    """Half input runs the compiled kernel on a float32 copy: every value
+    and the order survive the widening, so the values are the input's own."""
+    rng = np.random.default_rng(22)
+    x = rng.permutation(np.arange(-300, 300, dtype=np.float32) / 8).reshape(20, 30)
+    if dtype in ("float16", "bfloat16"):
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        half = x.astype(np.float16 if dtype == "float16" else ml_dtypes.bfloat16)
+        host = half.astype(np.float64)
+    else:
+        torch = pytest.importorskip("torch")
+        half = torch.from_numpy(x).to(getattr(torch, dtype.removeprefix("torch_")))
+        host = half.double().numpy()
+    values, indices = sa.topk(half, 4, axis=0)
+    assert values.dtype == half.dtype and type(values) is type(half)
+    order = np.argsort(-host, axis=0, kind="stable")[:4]
+    np.testing.assert_array_equal(np.asarray(indices), order)
+    np.testing.assert_array_equal(np.asarray(values.float() if hasattr(values, "float") else values,
+                                             dtype=np.float64),
+                                  np.take_along_axis(host, order, axis=0))

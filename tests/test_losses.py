@@ -23,6 +23,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import softarray as sa
+from half_precision import assert_within_one_step
 from layouts import memory_layouts
 
 try:
@@ -1201,3 +1202,66 @@ def test_a_misspelt_kernel_option_is_an_error():
     with pytest.raises(ValueError, match=r"unknown loss options \['gama'\]"):
         kernels.elementwise(rows, rows, np.empty((0, 0)), np.empty((0, 0)), np.empty((2, 3)),
                             np.empty((0, 0)), np.empty(2), {"kind": "sigmoid_focal", "gama": 2.0}, 1)
+
+
+# ------------------------------------------------------------ half precision
+
+def _half_arrays(dtype):
+    """(half logits in NumPy or torch, their exact float64 values, targets)."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((40, 9)) * 3).astype(np.float32)
+    y = rng.integers(0, 9, 40)
+    if dtype in ("float16", "bfloat16"):
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        half = x.astype(np.float16 if dtype == "float16" else ml_dtypes.bfloat16)
+        return half, half.astype(np.float64), y
+    torch = pytest.importorskip("torch")
+    half = torch.from_numpy(x).to(getattr(torch, dtype.removeprefix("torch_")))
+    return half, half.double().numpy(), torch.from_numpy(y)
+
+
+def _reference_cross_entropy(x64, y, weight=None, smoothing=0.0):
+    """Per-sample losses and the gradient of their weighted mean, written
+    plainly in float64 (torch's definition)."""
+    n, c = x64.shape
+    w = np.ones(c) if weight is None else weight
+    log_p = scipy.special.log_softmax(x64, axis=1)
+    q = (1 - smoothing) * np.eye(c)[y] + smoothing / c
+    losses = -(q * w * log_p).sum(axis=1)
+    denominator = w[y].sum()
+    grad = (scipy.special.softmax(x64, axis=1) * (q * w).sum(axis=1, keepdims=True) - q * w) / denominator
+    return losses, losses.sum() / denominator, grad
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "torch_float16", "torch_bfloat16"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "weight": True}])
+def test_half_logits_are_computed_in_float32_and_rounded_once(dtype, options):
+    """Half logits (NumPy float16, ml_dtypes bfloat16, torch float16 and
+    bfloat16) run the compiled kernels on a float32 copy; the loss and the
+    gradient come back in the logits' library and dtype, as torch returns
+    them, each within one step of that dtype of the exact result."""
+    logits, x64, y = _half_arrays(dtype)
+    weight = np.linspace(0.5, 1.5, 9) if options.get("weight") else None
+    kwargs = {"label_smoothing": options.get("label_smoothing", 0.0)}
+    if weight is not None:
+        kwargs["weight"] = weight.astype(np.float32) if isinstance(logits, np.ndarray) else \
+            __import__("torch").from_numpy(weight.astype(np.float32))
+    per_sample = sa.cross_entropy(logits, y, reduction="none", **kwargs)
+    mean, grad = sa.cross_entropy(logits, y, return_grad=True, **kwargs)
+    want_losses, want_mean, want_grad = _reference_cross_entropy(
+        x64, np.asarray(y), weight, kwargs["label_smoothing"])
+    for got in (per_sample, mean, grad):
+        assert type(got) is type(logits) and got.dtype == logits.dtype
+    assert_within_one_step(per_sample, want_losses)
+    assert_within_one_step(mean, np.asarray(want_mean))
+    assert_within_one_step(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "torch_bfloat16"])
+def test_other_losses_take_half_logits(dtype):
+    logits, x64, y = _half_arrays(dtype)
+    for name in ("nll_loss", "multi_margin_loss", "focal_loss"):
+        got = getattr(sa, name)(logits, y)
+        assert got.dtype == logits.dtype
+        want = getattr(sa, name)(x64, np.asarray(y))    # the float64 kernels
+        assert_within_one_step(got, np.asarray(want))

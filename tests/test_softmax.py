@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softarray as sa
+from half_precision import assert_within_one_step
 from layouts import memory_layouts
 
 # float32: x - max rounds to 2^-24 relative, i.e. up to ~6e-6 in exp() for |x - max| ~ 100
@@ -333,18 +334,6 @@ def test_complex_input_raises_type_error():
         sa.softmax(np.array([1 + 1j, 2]))
 
 
-def _within_one_half_ulp_step(got, want64, half_dtype):
-    """got (half) is the float64 reference rounded to the half dtype, or
-    one step of that dtype away from it."""
-    with np.errstate(over="ignore", invalid="ignore"):   # -1e5 rounds to float16's -inf
-        want = np.asarray(want64).astype(half_dtype).astype(np.float64)
-        step = np.abs(np.nextafter(np.asarray(want, half_dtype), np.asarray(np.inf, half_dtype))
-                      .astype(np.float64) - want)
-        got = np.asarray(got).astype(np.float64)
-        same_special = (np.isnan(got) & np.isnan(want)) | (got == want)
-        assert np.all(same_special | (np.abs(got - want) <= step))
-
-
 _FLOAT64_NORMALIZERS = {
     "softmax": lambda x, axis: scipy.special.softmax(x, axis=axis),
     "log_softmax": lambda x, axis: scipy.special.log_softmax(x, axis=axis),
@@ -362,8 +351,7 @@ def test_float16_is_computed_in_float32_and_keeps_dtype(name, axis):
     x[3, :5] = [60000, 59000, -60000, 0, 1]
     got = getattr(sa, name)(x, axis=axis)
     assert got.dtype == np.float16 and got.shape == x.shape
-    _within_one_half_ulp_step(got, _FLOAT64_NORMALIZERS[name](x.astype(np.float64), axis),
-                              np.float16)
+    assert_within_one_step(got, _FLOAT64_NORMALIZERS[name](x.astype(np.float64), axis))
 
 
 def test_float16_with_where_and_temperature():
@@ -373,7 +361,7 @@ def test_float16_with_where_and_temperature():
     assert got.dtype == np.float16
     want = np.zeros((6, 9))
     want[:, where] = scipy.special.softmax(x[:, where].astype(np.float64) / 0.5, axis=-1)
-    _within_one_half_ulp_step(got, want, np.float16)
+    assert_within_one_step(got, want)
 
 
 def test_python_sequences_are_accepted():
@@ -561,10 +549,7 @@ def test_torch_half_tensors_are_computed_in_float32(name, dtype):
     t = (torch.randn(50, 257, generator=torch.Generator().manual_seed(3)) * 5).to(half)
     out = getattr(sa, name)(t)
     assert type(out) is torch.Tensor and out.dtype == half and out.shape == t.shape
-    want = _FLOAT64_NORMALIZERS[name](t.double().numpy(), -1)
-    exact = torch.from_numpy(want).to(half)
-    step = (torch.nextafter(exact, torch.tensor(float("inf"), dtype=half)) - exact).double().abs()
-    assert torch.all((out.double() - exact.double()).abs() <= step)
+    assert_within_one_step(out, _FLOAT64_NORMALIZERS[name](t.double().numpy(), -1))
 
 
 def test_compiled_path_shares_torch_memory():
@@ -574,3 +559,14 @@ def test_compiled_path_shares_torch_memory():
     t = torch.randn(5, 6)
     a = _dispatch.as_compiled_input(t)
     assert a is not None and a.ctypes.data == t.data_ptr()
+
+
+@pytest.mark.parametrize("name", list(_FLOAT64_NORMALIZERS))
+def test_ml_dtypes_bfloat16_arrays_are_computed_in_float32(name):
+    """NumPy arrays of ml_dtypes' bfloat16 (what JAX users hold): computed
+    in float32, rounded once to bfloat16."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = (np.random.default_rng(6).standard_normal((30, 70)) * 4).astype(ml_dtypes.bfloat16)
+    got = getattr(sa, name)(x, axis=0)
+    assert got.dtype == x.dtype
+    assert_within_one_step(got, _FLOAT64_NORMALIZERS[name](x.astype(np.float64), 0))
