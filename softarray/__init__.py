@@ -43,6 +43,7 @@ from ._gating import (
     dense_to_sparse_gating,
     gumbel_softmax,
     gumbel_topk,
+    sample,
     topk,
     topk_gating,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "dense_to_sparse_gating",
     "gumbel_softmax",
     "gumbel_topk",
+    "sample",
     "box_convert",
     "box_area",
     "box_iou",

@@ -137,6 +137,15 @@ class TopKAlongAxis:
 
 
 @dataclasses.dataclass(frozen=True)
+class RowsToOne:
+    """One result per slice along the last axis of ``array`` (a token drawn
+    from each row: sample): blocks whole along that axis are independent and
+    the result drops it; an ``rng`` argument draws independent numbers per
+    block."""
+    array: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LogSumExpReduction:
     """A log-sum-exp over the ``axis`` argument, with optional ``b`` scale
     factors, ``where`` mask, ``keepdims`` and ``return_sign``: partial

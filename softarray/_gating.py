@@ -2,6 +2,7 @@
 public functions. They validate, then run the compiled kernels
 (``softarray._lib._gating``) on NumPy arrays and CPU DLPack arrays, or the
 portable array-API implementation (``softarray._portable.gating``)."""
+import math
 from typing import NamedTuple
 
 import array_api_compat
@@ -9,7 +10,8 @@ import numpy as np
 
 from . import _dispatch
 from ._conventions import capacity_slots, expert_capacity
-from ._declare import AlongAxes, TokensWithSlots, TopKAlongAxis, VectorJacobian, call_with, declare
+from ._declare import (AlongAxes, RowsToOne, TokensWithSlots, TopKAlongAxis, VectorJacobian, call_with,
+                       declare)
 from ._lib import _gating as _kernels
 from ._portable import gating as _portable
 from ._softmax import logsumexp, softmax
@@ -24,6 +26,7 @@ from ._validate import (
     check_temperature,
     floating_input,
     is_numpy_bfloat16,
+    is_traced,
     known_any,
 )
 
@@ -622,3 +625,171 @@ def gumbel_topk(logits, k, *, rng=None, axis=-1):
                          f"got {k}")
     _, indices = topk(z + _gumbel_noise(xp, z, rng), k, axis=axis)
     return indices
+
+
+# ------------------------------------------------------------------ sampling
+
+@declare(RowsToOne("logits"))
+def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=None):
+    r"""One token per row drawn from ``softmax(logits / temperature)``,
+    after the top-k, top-p (nucleus) and min-p filters of language-model
+    decoding.
+
+    The filters apply in the order of Hugging Face's ``generate`` and vLLM:
+    ``top_k`` keeps the ``top_k`` largest logits (ties: the lower index);
+    ``top_p`` keeps, of those, the fewest most probable tokens whose
+    probability, renormalized over what ``top_k`` kept, sums to at least
+    ``top_p`` (Holtzman et al., 2020); ``min_p`` keeps the tokens whose
+    probability is at least ``min_p`` times the largest one's (Nguyen et
+    al., 2024). The token is drawn from the survivors' renormalized
+    probabilities by one uniform number per row, taken from ``rng`` in row
+    order, and inverted over the survivors in vocabulary order: the same
+    generator state gives the same tokens at any thread count.
+
+    On NumPy arrays and CPU tensors the filters run on the compiled top-k
+    and softmax kernels, without sorting the vocabulary: ``top_k`` sorts only
+    its ``top_k`` candidates, ``top_p`` alone only as many as hold the
+    probability mass it keeps.
+
+    Parameters
+    ----------
+    logits : array, shape (..., vocabulary)
+        Unnormalized log-probabilities over the last axis; ``-inf`` masks a
+        token out. NaN, ``+inf`` and rows without a finite entry raise.
+    temperature : float > 0, default 1
+        Divides the logits; for greedy decoding take ``top_k=1``.
+    top_k : int >= 1, optional
+    top_p : float in (0, 1], optional
+    min_p : float in [0, 1], optional
+    rng : numpy.random.Generator, optional
+        Source of the uniform numbers; default ``numpy.random.default_rng()``.
+
+    Returns
+    -------
+    array of int64, shape logits.shape[:-1]
+        The drawn token of each row, in the logits' array library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softarray as sa
+    >>> logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+    >>> sa.sample(logits, top_k=1)
+    array([0, 3])
+    >>> tokens = sa.sample(logits, top_p=0.7, rng=np.random.default_rng(0))
+    >>> bool(tokens[0] in (0, 1) and tokens[1] in (2, 3))
+    True
+    """
+    xp, z, _ = _logits_along(logits, -1, nonempty=True)
+    check_temperature(temperature, "temperature")
+    if top_k is not None:
+        top_k = check_int(top_k, "top_k")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None:
+        top_p = check_real(top_p, "top_p", low=0.0, high=1.0, low_open=True)
+    if min_p is not None:
+        min_p = check_real(min_p, "min_p", low=0.0, high=1.0)
+    rng = _check_rng(rng)
+    if is_traced(z):
+        raise TypeError("sample draws its uniform numbers from a NumPy generator, which jax.jit "
+                        "would run once and bake into the compiled function: call sample outside "
+                        "jit (eager JAX arrays run the compiled kernels), or use "
+                        "jax.random.categorical inside")
+    # One pass: a row's maximum is NaN or +inf where the row holds one.
+    largest = xp.max(z, axis=-1)
+    if known_any(xp, xp.isnan(largest) | (largest == math.inf)):
+        raise ValueError("logits contains NaN or +inf")
+    if known_any(xp, largest == -math.inf):
+        raise ValueError("logits has a row without a finite entry: no token can be drawn")
+    rows = math.prod(z.shape[:-1])
+    u = (np.random.default_rng() if rng is None else rng).random(rows)
+    a = _dispatch.as_compiled_input(z)
+    if a is None:
+        half = _dispatch.widened_half(z)
+        a = None if half is None else half[0]
+    if a is None:
+        return _portable.sample(xp, z, u, float(temperature), top_k, top_p, min_p)
+    tokens = _sample_compiled(np.ascontiguousarray(a).reshape(rows, -1), u, float(temperature),
+                              top_k, top_p, min_p)
+    return _dispatch.to_caller(xp, tokens.reshape(z.shape[:-1]), z)
+
+
+def _sample_compiled(rows, u, temperature, top_k, top_p, min_p):
+    """Tokens of (rows, n) float32/float64 logits for uniforms u."""
+    n = rows.shape[1]
+    if top_k is None and top_p is None:
+        weights = softmax(rows, temperature=temperature)
+        if min_p:
+            weights = np.where(weights >= min_p * weights.max(axis=1, keepdims=True), weights, 0)
+        return _invert_blocks(weights, u)
+    if top_k is not None:
+        values, indices = topk(rows, min(top_k, n))
+        mass = None      # top_p's mass is that of the top_k candidates
+    else:
+        values, indices, mass = _nucleus_candidates(rows, temperature, top_p)
+    # Probabilities relative to the row's largest (the first candidate's).
+    weights = np.exp((values.astype(np.float64) - values[:, :1]) / temperature)
+    keep = weights > 0
+    if top_p is not None:
+        total = weights.sum(axis=1, keepdims=True) if mass is None else mass
+        keep &= np.cumsum(weights, axis=1) - weights < top_p * total
+    if min_p:
+        keep &= weights >= min_p
+    # Invert over the survivors in vocabulary order.
+    order = np.argsort(np.where(keep, indices, n), axis=1, kind="stable")
+    weights = np.take_along_axis(np.where(keep, weights, 0.0), order, axis=1)
+    position = _invert(weights, u)
+    return np.take_along_axis(np.take_along_axis(indices, order, axis=1), position[:, None], axis=1)[:, 0]
+
+
+def _nucleus_candidates(rows, temperature, top_p):
+    """(values, indices, mass): the largest logits of each row in
+    decreasing order, as many as hold ``top_p`` of the row's probability
+    mass (doubling the count until every row's do), and the row's whole mass
+    relative to its largest entry's probability."""
+    n = rows.shape[1]
+    scaled = rows if temperature == 1.0 else rows / np.asarray(temperature, rows.dtype)
+    log_mass = logsumexp(scaled, axis=1).astype(np.float64)
+    k = min(n, 64)
+    while True:
+        values, indices = topk(rows, k)
+        top = values[:, :1].astype(np.float64) / temperature
+        mass = np.exp(log_mass[:, None] - top)
+        held = np.exp((values.astype(np.float64) - values[:, :1]) / temperature).sum(axis=1, keepdims=True)
+        if k == n or np.all(held >= top_p * mass):
+            return values, indices, mass
+        k = min(n, 4 * k)
+
+
+def _invert(weights, u):
+    """Per row, the position where the running sum of ``weights`` (float64,
+    in order) first exceeds u times their total: a draw proportional to the
+    weights. The target stays below the total, so a zero weight is never
+    drawn."""
+    running = np.cumsum(weights, axis=1)
+    total = running[:, -1:]
+    target = np.minimum(u[:, None] * total, np.nextafter(total, 0))
+    return np.minimum((running <= target).sum(axis=1), weights.shape[1] - 1)
+
+
+# The block length of the two-level inversion over whole rows.
+_INVERSION_BLOCK = 1024
+
+
+def _invert_blocks(weights, u):
+    """_invert over whole vocabulary rows without their full running sum:
+    the sums of blocks locate the block, a running sum inside it the token."""
+    rows, n = weights.shape
+    blocks = -(-n // _INVERSION_BLOCK)
+    padded = np.zeros((rows, blocks * _INVERSION_BLOCK), weights.dtype)
+    padded[:, :n] = weights
+    padded = padded.reshape(rows, blocks, _INVERSION_BLOCK)
+    sums = padded.sum(axis=2, dtype=np.float64)
+    block = _invert(sums, u)
+    before = np.take_along_axis(np.cumsum(sums, axis=1) - sums, block[:, None], axis=1)[:, 0]
+    chosen = padded[np.arange(rows), block].astype(np.float64)
+    # The uniform that lands in the chosen block, rescaled to it.
+    inside = np.clip((u * sums.sum(axis=1) - before) / np.take_along_axis(sums, block[:, None], axis=1)[:, 0],
+                     0.0, 1.0)
+    return block * _INVERSION_BLOCK + _invert(chosen, inside)

@@ -197,3 +197,13 @@ def test_integer_and_mixed_inputs_promote_as_jax_does():
         eager, traced = call(), jax.jit(call)()
         assert eager.dtype == traced.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(eager), np.asarray(traced), rtol=1e-6)
+
+
+def test_sample_runs_eagerly_and_refuses_jit():
+    """A NumPy generator under jit would be drawn once and baked into the
+    compiled function: refused with the reason."""
+    x = jnp.asarray(np.tile(np.log(np.array([0.5, 0.3, 0.2], np.float32)), (4000, 1)))
+    tokens = sa.sample(x, top_k=2, rng=np.random.default_rng(0))
+    assert isinstance(tokens, jax.Array) and set(np.unique(np.asarray(tokens))) == {0, 1}
+    with pytest.raises(TypeError, match="jax.random.categorical"):
+        jax.jit(lambda z: sa.sample(z))(x)

@@ -100,3 +100,51 @@ class TopKGating:
 
     def time_topk_gating(self, *params):
         self.run()
+
+
+def torch_sample(logits, generator, temperature=0.8, top_k=None, top_p=None, min_p=None):
+    """One token per row the way a PyTorch decoding loop draws it
+    (temperature, topk or a full sort, softmax, a cumulative sum for top-p,
+    multinomial; Hugging Face's order of filters)."""
+    z = logits / temperature
+    values, indices = torch.topk(z, top_k) if top_k else torch.sort(z, descending=True)
+    probs = torch.softmax(values, dim=-1)
+    if top_p is not None:
+        before = torch.cumsum(probs, dim=-1) - probs
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    if min_p is not None:
+        probs = probs.masked_fill(probs < min_p * probs[:, :1], 0.0)
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return indices.gather(1, choice)[:, 0]
+
+
+SAMPLE_FILTERS = {"top_k=50": {"top_k": 50}, "top_p=0.9": {"top_p": 0.9},
+                  "top_k=50,top_p=0.9": {"top_k": 50, "top_p": 0.9}}
+
+
+class Sample:
+    """sample at a language model's vocabulary (8 x 128000, one decoding
+    step of a batch of 8) beside the same steps composed in torch."""
+    params = [["softarray", "torch"], list(SAMPLE_FILTERS), THREADS]
+    param_names = ["library", "filters", "threads"]
+
+    def setup(self, library, filters, threads):
+        self._limits = contextlib.ExitStack()
+        if library == "torch" and torch is None:
+            raise NotImplementedError("torch is not installed")
+        x = np.random.default_rng(0).standard_normal(sized((8, 128_000), (2, 2000)), dtype=np.float32) * 3
+        options = SAMPLE_FILTERS[filters]
+        if library == "softarray":
+            rng = np.random.default_rng(0)
+            self.run = lambda: sa.sample(x, temperature=0.8, rng=rng, **options)
+        else:
+            xt, generator = torch.from_numpy(x), torch.Generator().manual_seed(0)
+            self.run = lambda: torch_sample(xt, generator, **options)
+        self._limits.enter_context(limit_threads(threads))
+        self.run()
+
+    def teardown(self, *params):
+        self._limits.close()
+
+    def time_sample(self, *params):
+        self.run()

@@ -41,6 +41,7 @@ from .._declare import (
     PairedBoxRows,
     PairsOfBoxes,
     RowsOfLinearLoss,
+    RowsToOne,
     TokensWithSlots,
     TopKAlongAxis,
     WholeInput,
@@ -317,6 +318,21 @@ def _topk_rule(public, split, arguments):
     tuples = _tuples(functools.partial(_apply, public), arguments, inputs, ind, **options)
     return tuple(_part(tuples, functools.partial(_pick, (i,)), ind, ind, part.dtype)
                  for i, part in enumerate(result))
+
+
+def _rows_to_one_rule(public, split, arguments):
+    """sample: the last axis in one chunk, one result per row out (the axis
+    dropped); each block draws from a generator of its own."""
+    name = split.array
+    x = _as_dask(arguments[name])
+    last = x.ndim - 1
+    result = _validate(public, arguments, {name: (last,)})
+    x = _whole(x, (last,))
+    ind = _letters(x.ndim)
+    inputs, adjust = _with_generators([(name, x, ind)], arguments, x, ind)
+    del adjust[ind[last]]
+    return _blockwise(public, arguments, inputs, ind[:last], _meta(result), align_arrays=False,
+                      adjust_chunks=adjust)
 
 
 def _logsumexp_rule(public, split, arguments):
@@ -729,6 +745,7 @@ def _nms_rule(public, split, arguments):
 
 _RULES = {
     AlongAxes: _normalize_rule,
+    RowsToOne: _rows_to_one_rule,
     TopKAlongAxis: _topk_rule,
     LogSumExpReduction: _logsumexp_rule,
     LossOverSamples: _loss_rule,

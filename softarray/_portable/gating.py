@@ -87,3 +87,42 @@ def gate(xp, z, k, *, inv_temperature, over_selected, with_probs):
         e = xp.exp((z - top) * inv_temperature)
         prob_sum = xp.sum(e / xp.sum(e, axis=1, keepdims=True), axis=0)
     return weights, indices, prob_sum
+
+
+def sample(xp, z, u, temperature, top_k, top_p, min_p):
+    """softarray.sample on validated logits (..., n) for the row uniforms u
+    (NumPy, one per row in row order): the same filters, and the same
+    inversion over the survivors in vocabulary order, as the compiled path,
+    with a full sort of each row."""
+    n = z.shape[-1]
+    rows = xp.reshape(z, (-1, n))
+    order = xp.argsort(rows, axis=1, descending=True, stable=True)
+    ordered = xp.take_along_axis(rows, order, axis=1)
+    if _has_float64(xp):    # the compiled path's weights, to the bit where exp agrees
+        ordered = xp.astype(ordered, xp.float64)
+    weights = xp.exp((ordered - ordered[:, :1]) / temperature)   # relative to the largest
+    rank = xp.arange(n, device=device(z))
+    keep = weights > 0
+    if top_k is not None:
+        keep = keep & (rank < top_k)
+    if top_p is not None:
+        kept = xp.where(keep, weights, xp.zeros_like(weights))
+        running = xp.cumulative_sum(kept, axis=1)
+        keep = keep & (running - kept < top_p * running[:, -1:])
+    if min_p is not None:
+        keep = keep & (weights >= min_p)
+    # Back to vocabulary order (the inverse permutation of the sort).
+    back = xp.argsort(order, axis=1)
+    kept = xp.take_along_axis(xp.where(keep, weights, xp.zeros_like(weights)), back, axis=1)
+    running = xp.cumulative_sum(kept, axis=1)
+    total = running[:, -1:]
+    # The target stays below the total: a zero weight is never drawn.
+    target = xp.asarray(u, dtype=running.dtype, device=device(z))[:, None] * total
+    target = xp.minimum(target, total * (1 - xp.finfo(running.dtype).eps))
+    position = xp.clip(xp.count_nonzero(running <= target, axis=1), max=n - 1)
+    return xp.reshape(xp.astype(position, _index_dtype(xp)), z.shape[:-1])
+
+
+def _has_float64(xp):
+    """Whether the namespace holds float64 (JAX without x64 does not)."""
+    return "float64" in xp.__array_namespace_info__().dtypes()
