@@ -34,6 +34,12 @@ from ._validate import check_bool, check_ignore_index, check_int, check_real, ch
 # "Choices measured inside the kernels", gives the timings).
 TILE_BYTES = 32 * 2**20
 GRAD_ROWS = 256
+# A gradient tile of whole rows holds at most 1/TILE_SHARE of the N x V
+# logits (4%) where that leaves it FULL_SPEED_ROWS rows or more: with
+# N = 4096 and V = 32768, 256 rows would be 6.3% of them, and the 163 rows
+# taken instead cost about 1% more time (docs/linear_cross_entropy.md).
+TILE_SHARE = 25
+FULL_SPEED_ROWS = 128
 FORWARD_ROWS = 1024
 MIN_ROWS = 64
 # A narrow vocabulary gets taller tiles, up to this many entries (256 KiB of
@@ -113,7 +119,9 @@ def linear_cross_entropy(
         backward then reuses the forward's exponentials: no product is
         recomputed), else as many entries as 64 rows fit in 32 MiB; forward
         only, as many as fit in 32 MiB next to 1024 rows. A tile has as many
-        rows as fit in 32 MiB, up to 256 (with ``return_grad``) or 1024.
+        rows as fit in 32 MiB, up to 256 (with ``return_grad``; fewer, down
+        to 128, where 256 rows would hold more than 4% of the N x V
+        logits) or 1024.
     return_grad : bool, default False
         Also return the gradients.
 
@@ -274,10 +282,12 @@ def tile_shape(n, v, itemsize, chunk_size, want_grad):
     vocabulary when ``MIN_ROWS`` rows of it (or all n, if fewer) fit, else as
     many entries as ``MIN_ROWS`` rows fit; forward only: what fits next to
     ``FORWARD_ROWS`` rows (or all n). rows: as many as fit next to the
-    chunk, up to ``GRAD_ROWS`` or ``FORWARD_ROWS``, at least 1, at most n.
+    chunk, up to ``GRAD_ROWS`` (fewer for a tile above 1/``TILE_SHARE`` of
+    the logits, down to ``FULL_SPEED_ROWS``) or ``FORWARD_ROWS``, at least
+    1, at most n.
     """
     budget = max(1, TILE_BYTES // itemsize)
-    max_rows = GRAD_ROWS if want_grad else FORWARD_ROWS
+    max_rows = min(GRAD_ROWS, max(FULL_SPEED_ROWS, n // TILE_SHARE)) if want_grad else FORWARD_ROWS
     wanted_rows = max(1, min(n, MIN_ROWS if want_grad else FORWARD_ROWS))
     if chunk_size is not None:
         chunk = min(chunk_size, v)
