@@ -11,6 +11,7 @@ a kernel call reads it without Python overhead.
 """
 import contextlib
 import numbers
+import threading
 
 import threadpoolctl
 
@@ -75,7 +76,9 @@ def set_num_threads(n):
 def threads(n):
     """Context manager: the process uses ``n`` threads inside the ``with``
     block, and the previous limit again after it (as
-    ``threadpoolctl.threadpool_limits`` does).
+    ``threadpoolctl.threadpool_limits`` does). Blocks open at once in several
+    Python threads: the most recently entered one that is still open binds,
+    and the limit from before them returns when the last one closes.
 
     Parameters
     ----------
@@ -90,12 +93,37 @@ def threads(n):
     >>> p.sum(axis=-1)
     array([1., 1.])
     """
-    previous = _runtime.explicit_thread_limit()
-    _runtime.set_thread_limit(0 if n is None else _check_count(n))
+    entry = _OpenLimit(0 if n is None else _check_count(n))
+    with _open_limits_lock:
+        if not _open_limits:
+            _OpenLimit.base = _runtime.explicit_thread_limit()
+        _open_limits.append(entry)
+        _runtime.set_thread_limit(entry.value)
     try:
         yield
     finally:
-        _runtime.set_thread_limit(previous)
+        with _open_limits_lock:
+            _open_limits.remove(entry)
+            _runtime.set_thread_limit(_open_limits[-1].value if _open_limits else _OpenLimit.base)
+
+
+class _OpenLimit:
+    """One open ``threads`` block. Compared by identity: blocks with the
+    same limit are still different blocks."""
+    base = 0    # the limit from before the first of the blocks now open
+
+    def __init__(self, value):
+        self.value = value
+
+
+# The threads blocks open now, in every Python thread, in the order entered.
+# The limit is process-wide, so the newest open block's binds, and a block
+# that closes is taken out wherever it stands: worker threads' blocks close
+# in any order, and restoring what each found on entry would let a closing
+# block undo a limit that another, still open, relies on (its calls would
+# run with another thread count, and so round differently).
+_open_limits = []
+_open_limits_lock = threading.Lock()
 
 
 class _SoftarrayController(threadpoolctl.LibController):

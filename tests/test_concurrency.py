@@ -190,6 +190,27 @@ def test_thread_limit_binds_every_python_thread():
     assert sa.get_num_threads() == default
 
 
+def test_threads_blocks_that_close_out_of_order_keep_the_open_ones_limit():
+    """Worker threads' ``with sa.threads(1)`` blocks close in any order: one
+    closing must not undo the limit of another still open (whose calls
+    would then run, and round, with the default thread count)."""
+    default = sa.get_num_threads()
+    first, second = sa.threads(1), sa.threads(1)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)        # the first block closes first
+    assert sa.get_num_threads() == 1
+    second.__exit__(None, None, None)
+    assert sa.get_num_threads() == default
+    with sa.threads(1):
+        inner = sa.threads(2)
+        inner.__enter__()
+        assert sa.get_num_threads() == 2    # the newest open block binds
+        inner.__exit__(None, None, None)
+        assert sa.get_num_threads() == 1
+    assert sa.get_num_threads() == default
+
+
 def test_limit_set_in_a_worker_binds_the_main_thread():
     default = sa.get_num_threads()
     with ThreadPoolExecutor(1) as pool:

@@ -118,6 +118,8 @@ def _calls():
                                    lambda: sa.dense_to_sparse_gating(router, temperature=0.5)),
         "gumbel_softmax": ("gumbel_softmax", lambda: sa.gumbel_softmax(router, hard=True, rng=gen)),
         "gumbel_topk": ("gumbel_topk", lambda: sa.gumbel_topk(router, 2, rng=gen)),
+        "sample": ("sample", lambda: sa.sample(x, top_k=8, top_p=0.9, rng=gen)),
+        "sample_nucleus": ("sample", lambda: sa.sample(x, temperature=0.5, top_p=0.5, rng=gen)),
         "box_convert": ("box_convert", lambda: sa.box_convert(boxes, "xyxy", "cxcywh")),
         "box_area": ("box_area", lambda: sa.box_area(boxes)),
         **{f"{v}_box_iou_loss": (f"{v}_box_iou_loss", lambda v=v: getattr(sa, f"{v}_box_iou_loss")(
@@ -164,6 +166,7 @@ def _calls():
         "topk_k": ("topk", lambda: sa.topk(x, 257)),
         "topk_gating_k": ("topk_gating", lambda: sa.topk_gating(router, 17)),
         "gumbel_tau": ("gumbel_softmax", lambda: sa.gumbel_softmax(router, tau=0.0, rng=gen)),
+        "sample_top_p": ("sample", lambda: sa.sample(x, top_p=2.0, rng=gen)),
         "box_convert_fmt": ("box_convert", lambda: sa.box_convert(boxes, "xyxy", "nope")),
         "box_iou_shape": ("box_iou", lambda: sa.box_iou(boxes, bad_box)),
         "nms_threshold": ("nms", lambda: sa.nms(boxes, scores, -0.5)),
