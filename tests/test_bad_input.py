@@ -188,6 +188,12 @@ SPECS = {
         P("logits", "logits_cls", _x), P("k", "count0", const(2), n=3),
         K("rng", "rng", lambda: np.random.default_rng(0), optional=True),
         K("axis", "axis_int", const(-1))]),
+    "sample": (sa.sample, [
+        P("logits", "logits_cls", _x), K("temperature", "pos_real", const(0.8)),
+        K("top_k", "opt_count", const(3), optional=True),
+        K("top_p", "unit_open_closed", const(0.9), optional=True),
+        K("min_p", "unit_closed", const(0.05), optional=True),
+        K("rng", "rng", lambda: np.random.default_rng(0), optional=True)]),
     "box_convert": (sa.box_convert, [
         P("boxes", "boxes_batch", _boxes),
         P("in_fmt", "choice", const("xyxy"), choices=("xyxy", "xywh", "cxcywh")),
@@ -477,6 +483,8 @@ DOCUMENTED_OK = {
        for f in ("nms", "batched_nms", "soft_nms", "batched_soft_nms")},
     "linear_cross_entropy-chunk_size-huge":
         lambda r: _same_as("linear_cross_entropy", r, chunk_size=None),
+    # top_k beyond the vocabulary keeps every token, as in Hugging Face's generate.
+    "sample-top_k-huge": lambda r: _same_as("sample", r, top_k=None),
     # topk of no rows: "values: x.shape with axis of length k"
     "topk-x-empty_rows": lambda r: r[0].shape == (0, 2) and r[1].shape == (0, 2),
 }
