@@ -18,7 +18,8 @@ from ._lib import _boxes as _kernels
 from ._output_cache import empty as output_empty
 from ._portable import boxes as _portable
 from ._threads import threads_for_call
-from ._validate import check_bool, check_choice, check_int, check_real, floating_input
+from ._validate import (check_bool, check_choice, check_int, check_real, floating_input,
+                        is_numpy_bfloat16, isdtype)
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 SOFT_NMS_METHODS = ("linear", "gaussian")
@@ -60,7 +61,7 @@ def _integer_boxes(xp, boxes):
     int64 (the differences of uint8 coordinates would wrap)."""
     if boxes.dtype in (xp.int32, xp.int64):
         return boxes
-    wide = not xp.isdtype(boxes.dtype, "bool") and xp.iinfo(boxes.dtype).bits >= 32
+    wide = not isdtype(xp, boxes.dtype, "bool") and xp.iinfo(boxes.dtype).bits >= 32
     return xp.astype(boxes, xp.int64 if wide else xp.int32)
 
 
@@ -74,7 +75,7 @@ def _check_box_shape(boxes, name, batch):
 
 def _is_half(xp, dtype):
     """A floating dtype narrower than float32 (float16, bfloat16)."""
-    return xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits < 32
+    return isdtype(xp, dtype, "real floating") and (is_numpy_bfloat16(dtype) or xp.finfo(dtype).bits < 32)
 
 
 def _widened(xp, x):
@@ -107,7 +108,7 @@ def _same_namespace(first, other, name, first_name="boxes"):
 
 def _labels_input(xp, labels, n):
     _, labels = _dispatch.namespace_of(labels, "labels")
-    if not (xp.isdtype(labels.dtype, "integral") and not xp.isdtype(labels.dtype, "bool")):
+    if not (isdtype(xp, labels.dtype, "integral") and not isdtype(xp, labels.dtype, "bool")):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise BoxShapeError(f"labels must have shape ({n},), one per box, got {tuple(labels.shape)}")
@@ -180,7 +181,7 @@ def box_area(boxes):
     array([12.,  4.])
     """
     xp, boxes = _dispatch.namespace_of(boxes, "boxes")
-    if xp.isdtype(boxes.dtype, ("integral", "bool")):
+    if isdtype(xp, boxes.dtype, ("integral", "bool")):
         boxes = _integer_boxes(xp, boxes)
         _check_box_shape(boxes, "boxes", batch=True)
         return _portable.box_area(xp, boxes)
@@ -584,10 +585,14 @@ def clip_boxes_to_image(boxes, size):
     """
     xp, boxes = _dispatch.namespace_of(boxes, "boxes")
     height, width = _image_size(size)
-    if xp.isdtype(boxes.dtype, "integral") and height.is_integer() and width.is_integer():
+    if isdtype(xp, boxes.dtype, "integral") and height.is_integer() and width.is_integer():
         _check_box_shape(boxes, "boxes", batch=True)
         return _portable.clip_boxes(xp, boxes, int(height), int(width))
     boxes = _boxes_input(xp, boxes, "boxes", batch=True)
+    if is_numpy_bfloat16(boxes.dtype):
+        # NumPy's clip does not mix ml_dtypes' bfloat16 with Python floats.
+        # Clamping in float32 and rounding back gives the bfloat16 clamp.
+        return xp.astype(_portable.clip_boxes(xp, _widened(xp, boxes), height, width), boxes.dtype)
     return _portable.clip_boxes(xp, boxes, height, width)
 
 

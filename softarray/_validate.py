@@ -117,6 +117,14 @@ def is_numpy_bfloat16(dtype):
             and dtype.name == "bfloat16")
 
 
+def isdtype(xp, dtype, kind):
+    """``xp.isdtype(dtype, kind)``, knowing ml_dtypes' bfloat16 as a real
+    floating dtype (NumPy's isdtype refuses it)."""
+    if is_numpy_bfloat16(dtype):
+        return "real floating" in (kind if isinstance(kind, tuple) else (kind,))
+    return xp.isdtype(dtype, kind)
+
+
 def floating_input(xp, x, name="x"):
     """Return x with a real floating dtype: integers and booleans become the
     namespace's default floating dtype; complex and other dtypes raise."""

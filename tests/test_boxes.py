@@ -42,6 +42,10 @@ try:
     import torch
 except ImportError:  # torch is an optional peer; torch-only tests skip
     torch = None
+try:
+    import ml_dtypes    # NumPy bfloat16 boxes
+except ImportError:
+    ml_dtypes = None
 
 FLOATS = [np.float32, np.float64]
 IOU_THRESHOLDS = [0.0, 0.3, 0.5, 0.7, 1.0]
@@ -1614,6 +1618,8 @@ TV_FLOAT_BOXES = [[285.3538, 185.5758, 1193.5110, 851.4551],
 def half_cases():
     """(name, make(array of float64) -> caller's half array, to float32 NumPy)."""
     cases = [("numpy float16", lambda a: np.asarray(a).astype(np.float16))]
+    if ml_dtypes is not None:
+        cases.append(("numpy bfloat16", lambda a: np.asarray(a).astype(ml_dtypes.bfloat16)))
     if torch is not None:
         cases += [("torch float16", lambda a: torch.tensor(np.asarray(a), dtype=torch.float16)),
                   ("torch bfloat16", lambda a: torch.tensor(np.asarray(a), dtype=torch.bfloat16))]
@@ -2139,3 +2145,21 @@ def test_box_losses_thread_counts_agree():
         with sa.threads(2):
             for got, want in zip(_flat(fn(pred, target, "mean", return_grad=True)), one):
                 assert_values_equal(got, want)
+
+
+@pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not installed")
+def test_clip_of_numpy_bfloat16_boxes_is_the_bfloat16_clamp():
+    """NumPy's clip cannot mix ml_dtypes' bfloat16 with Python floats: the
+    boxes are clamped in float32 and rounded back, which is the clamp in
+    bfloat16 (every value either kept or the bound, rounded once)."""
+    raw = np.random.default_rng(43).uniform(-20, 70, (25, 4))
+    boxes = raw.astype(ml_dtypes.bfloat16)
+    got = sa.clip_boxes_to_image(boxes, (40.3, 50))
+    assert got.dtype == boxes.dtype
+    values = boxes.astype(np.float64)
+    want = np.stack([np.clip(values[:, k], 0, 50 if k % 2 == 0 else 40.3) for k in range(4)], axis=1)
+    np.testing.assert_array_equal(got.astype(np.float64), want.astype(ml_dtypes.bfloat16).astype(np.float64))
+    if torch is not None:
+        t = torch.from_numpy(raw).to(torch.bfloat16)
+        expected = torch.stack([t[:, k].clamp(0, 50 if k % 2 == 0 else 40.3) for k in range(4)], dim=1)
+        np.testing.assert_array_equal(got.astype(np.float32), expected.float().numpy())
