@@ -25,8 +25,8 @@ from ._validate import (
     check_real_numeric,
     check_temperature,
     floating_input,
-    is_numpy_bfloat16,
     is_traced,
+    isdtype,
     known_any,
 )
 
@@ -83,7 +83,7 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
     if fast is not None:
         return fast
     xp, x = _dispatch.namespace_of(x)
-    if not is_numpy_bfloat16(x.dtype) and xp.isdtype(x.dtype, "complex floating"):
+    if isdtype(xp, x.dtype, "complex floating"):
         raise TypeError(f"x has complex dtype {x.dtype}; topk needs a real array (complex numbers are not ordered)")
     check_real_numeric(xp, x)
     axis = check_axis(axis, x.ndim, "x")
@@ -365,17 +365,18 @@ def _host_noise(xp, like, rng, draw):
     seed gives one sample whatever the library), in like's dtype and device;
     an unseeded generator when rng is None."""
     rng = np.random.default_rng() if rng is None else rng
-    noise = draw(rng, tuple(like.shape)).astype(_numpy_dtype(like.dtype), copy=False)
-    return xp.asarray(noise, device=getattr(like, "device", None))
-
-
-def _numpy_dtype(dtype):
-    """The NumPy dtype of a floating dtype of any namespace."""
-    return np.float32 if "float32" in str(_dispatch.native_dtype(dtype)) else np.float64
+    # Drawn in float64, rounded once to like's dtype (half precision included).
+    return xp.asarray(draw(rng, tuple(like.shape)), dtype=like.dtype, device=array_api_compat.device(like))
 
 
 def _gate(xp, z, k, inv_t, over_selected, with_probs):
     a = _dispatch.as_compiled_input(z)
+    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
+    narrow = to
+    if a is None:
+        half = _dispatch.widened_half(z)
+        if half is not None:    # the kernel in float32; the weights rounded once to z's dtype
+            a, narrow = half
     if a is None:
         if known_any(xp, xp.isnan(z)):
             raise ValueError("router_logits contains NaN")
@@ -384,8 +385,7 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
     if a.strides[1] != a.itemsize:
         a = np.ascontiguousarray(a)
     weights, indices, prob_sum = _gate_compiled(a, k, inv_t, over_selected, with_probs)
-    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
-    return to(weights), to(indices), (to(prob_sum) if with_probs else None)
+    return narrow(weights), to(indices), (narrow(prob_sum) if with_probs else None)
 
 
 def _gate_compiled(a, k, inv_t, over_selected, with_probs):

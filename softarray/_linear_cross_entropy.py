@@ -18,7 +18,8 @@ from ._lib import _linear_cross_entropy as _kernels
 from ._portable import linear_cross_entropy as _portable
 from ._reduction import grad_scale, reduce_losses
 from ._threads import threads_for_call
-from ._validate import check_bool, check_ignore_index, check_int, check_real, check_reduction, known_any
+from ._validate import (check_bool, check_ignore_index, check_int, check_real, check_reduction, isdtype,
+                        known_any)
 
 # The logits tile is the one scratch buffer that grows with the problem; it
 # takes at most TILE_BYTES (with float32, N = 8192 and V = 65536: 1.6% of the
@@ -178,18 +179,31 @@ def linear_cross_entropy(
     _check_options(ignore_index, reduction, chunk_size, return_grad)
     ignore_index = _normalize_ignore_index(xp, tgt, ignore_index)
     ignored = _check_target(xp, tgt, ignore_index, cls.shape[0])
-    a_emb, a_cls = _dispatch.as_compiled_input(emb), _dispatch.as_compiled_input(cls)
-    a_bias = None if bias is None else _dispatch.as_compiled_input(bias)
+    a_emb, a_cls = _compiled_operand(emb), _compiled_operand(cls)
+    a_bias = None if bias is None else _compiled_operand(bias)
     if a_emb is None or a_cls is None or (bias is not None and a_bias is None):
         return _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size,
                              return_grad)
     loss, grads = _run_compiled(a_emb, a_cls, a_bias, _dispatch.numpy_view(tgt),
                                 _dispatch.numpy_view(ignored), eps, reduction, chunk_size,
                                 return_grad)
-    loss = _dispatch.to_caller(xp, loss, emb)
+    # Half precision comes back in its dtype, rounded once (as the losses).
+    narrow = _dispatch.narrowing(emb)
+    to = narrow if narrow is not None else (lambda out: _dispatch.to_caller(xp, out, emb))
+    loss = to(loss)
     if not return_grad:
         return loss
-    return loss, tuple(_dispatch.to_caller(xp, g, emb) for g in grads)
+    return loss, tuple(None if g is None else to(g) for g in grads)
+
+
+def _compiled_operand(x):
+    """x for the kernel: a NumPy view, a float32 copy of half precision, or
+    None (the portable path)."""
+    a = _dispatch.as_compiled_input(x)
+    if a is None:
+        half = _dispatch.widened_half(x)
+        a = None if half is None else half[0]
+    return a
 
 
 # ------------------------------------------------------------ validation
@@ -200,7 +214,7 @@ def _arrays(embeddings, classifier, target, bias):
     cls = _dispatch.companion_array(xp, emb, classifier, "classifier", "embeddings")
     tgt = _dispatch.companion_array(xp, emb, target, "target", "embeddings")
     bias = None if bias is None else _dispatch.companion_array(xp, emb, bias, "bias", "embeddings")
-    if not xp.isdtype(emb.dtype, "real floating"):
+    if not isdtype(xp, emb.dtype, "real floating"):
         raise TypeError(f"embeddings must have a real floating dtype, got {emb.dtype}")
     if emb.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (N, D), got shape {tuple(emb.shape)}")
@@ -213,7 +227,7 @@ def _arrays(embeddings, classifier, target, bias):
         _check_matrix_like(bias, "bias", (v,), emb.dtype)
     if tgt.ndim != 1 or tgt.shape[0] != n:
         raise ValueError(f"target must have shape ({n},) to match embeddings, got {tuple(tgt.shape)}")
-    if not xp.isdtype(tgt.dtype, "integral"):
+    if not isdtype(xp, tgt.dtype, "integral"):
         raise TypeError(f"target must be an integer array of class indices, got dtype {tgt.dtype}")
     if max(n, d, v) > BLAS_INT_MAX:
         raise ValueError(f"embeddings and classifier dimensions must be below 2**31, got N={n}, "

@@ -29,6 +29,7 @@ from ._validate import (
     check_real,
     check_reduction,
     floating_input,
+    isdtype,
     known_all,
     known_any,
     REDUCTIONS,
@@ -63,7 +64,7 @@ def _class_vector(xp, value, C, name, dtype):
     if value is None:
         return None
     v = _as_namespace_array(xp, value, name)
-    if not xp.isdtype(v.dtype, ("real floating", "integral", "bool")):
+    if not isdtype(xp, v.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"{name} must be a real array, got dtype {v.dtype}")
     if v.ndim != 1 or v.shape[0] != C:
         raise ValueError(f"{name} must have shape ({C},) (one entry per class), got {tuple(v.shape)}")
@@ -110,9 +111,9 @@ def _split_target(xp, target, logits, axis, ignore_index, *, allow_probs):
     """Return (target, is_probabilities) after validating it."""
     target = _as_namespace_array(xp, target, "target")
     C = logits.shape[axis]
-    if xp.isdtype(target.dtype, "integral"):
+    if isdtype(xp, target.dtype, "integral"):
         return _index_target(xp, target, tuple(logits.shape), axis, C, ignore_index), False
-    if not allow_probs or not xp.isdtype(target.dtype, "real floating"):
+    if not allow_probs or not isdtype(xp, target.dtype, "real floating"):
         kinds = "integer class indices" + (" or class probabilities" if allow_probs else "")
         raise TypeError(f"target must hold {kinds}, got dtype {target.dtype}")
     if ignore_index is not None:
@@ -768,7 +769,7 @@ def _broadcast_param(xp, value, shape, name, dtype):
     if value is None:
         return None
     v = _as_namespace_array(xp, value, name)
-    if not xp.isdtype(v.dtype, ("real floating", "integral", "bool")):
+    if not isdtype(xp, v.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"{name} must be a real array, got dtype {v.dtype}")
     v = xp.astype(v, dtype)
     try:
@@ -782,7 +783,7 @@ def _broadcast_param(xp, value, shape, name, dtype):
 
 def _elementwise_target(xp, target, x):
     target = _as_namespace_array(xp, target, "target")
-    if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+    if not isdtype(xp, target.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"target must be a real array, got dtype {target.dtype}")
     if tuple(target.shape) != tuple(x.shape):
         raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")
@@ -1008,7 +1009,7 @@ def kl_div(input, target, *, axis=-1, reduction="mean", log_target=False, from_l
 
 def _kl_target(xp, target, x, log_target):
     target = _as_namespace_array(xp, target, "target")
-    if not xp.isdtype(target.dtype, "real floating"):
+    if not isdtype(xp, target.dtype, "real floating"):
         raise TypeError(f"target must be a floating array, got dtype {target.dtype}")
     if tuple(target.shape) != tuple(x.shape):
         raise ValueError(f"target must have the input's shape {tuple(x.shape)}, got {tuple(target.shape)}")

@@ -15,7 +15,7 @@ from ._output_cache import empty as output_empty
 from ._lib import _softmax as _kernels
 from ._portable import softmax as _portable
 from ._threads import threads_for_call
-from ._validate import (check_bool, check_real_numeric, check_temperature, floating_input,
+from ._validate import (check_bool, check_real_numeric, check_temperature, floating_input, isdtype,
                         floating_result_type, is_python_scalar, known_any, mask_for,
                         normalize_axes, possibly_any)
 
@@ -433,7 +433,7 @@ def _with_weights(xp, x, x_array, b):
     x_array is x as an array of xp."""
     check_real_numeric(xp, x_array)
     b_array = _dispatch.companion_array(xp, x_array, b, "b")
-    if not xp.isdtype(b_array.dtype, ("real floating", "integral", "bool")):
+    if not isdtype(xp, b_array.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"b must have a real numeric dtype, got {b_array.dtype}")
     dtype = floating_result_type(xp, x if is_python_scalar(x) else x_array,
                                  b if is_python_scalar(b) else b_array)

@@ -131,7 +131,7 @@ def floating_input(xp, x, name="x"):
     if type(x) is np.ndarray and (x.dtype in _NUMPY_FLOATS or is_numpy_bfloat16(x.dtype)):
         return x                                    # answered without isdtype
     check_real_numeric(xp, x, name)
-    if xp.isdtype(x.dtype, "real floating"):
+    if isdtype(xp, x.dtype, "real floating"):
         return x
     return xp.astype(x, default_floating_dtype(xp, x))
 
@@ -139,7 +139,7 @@ def floating_input(xp, x, name="x"):
 def check_real_numeric(xp, x, name="x"):
     """Refuse an array x whose dtype is not real floating, integral or bool."""
     dtype = x.dtype
-    if is_numpy_bfloat16(dtype) or xp.isdtype(dtype, ("real floating", "integral", "bool")):
+    if isdtype(xp, dtype, ("real floating", "integral", "bool")):
         return
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(
@@ -181,7 +181,7 @@ def floating_result_type(xp, *values):
         return xp.result_type(*operands, 1.0)
     except (TypeError, ValueError):  # ValueError: Python scalars only, no dtype to start from
         arrays = [v for v in values if not is_python_scalar(v)]
-        floating = [a.dtype for a in arrays if xp.isdtype(a.dtype, "real floating")]
+        floating = [a.dtype for a in arrays if isdtype(xp, a.dtype, "real floating")]
         return xp.result_type(*floating, default_floating_dtype(xp, arrays[0] if arrays else None))
 
 
