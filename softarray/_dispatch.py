@@ -147,6 +147,17 @@ def as_compiled_input(x):
     return aligned(native_byte_order(a))
 
 
+def kernel_operand(x):
+    """``(a, narrow)``: x as the kernels read it, and how a floating result
+    goes back. ``a``: ``as_compiled_input(x)`` (narrow None), else a float32
+    copy of half precision (narrow: ``widened_half``'s rounding back to x's
+    dtype and library), else None (the portable path)."""
+    a = as_compiled_input(x)
+    if a is not None:
+        return a, None
+    return widened_half(x) or (None, None)
+
+
 def widened_half(x):
     """For a half-precision array the kernels do not read (NumPy float16,
     ml_dtypes' bfloat16, a CPU torch float16 or bfloat16 tensor that does
@@ -217,8 +228,12 @@ def numpy_view(x):
         return None
 
 
-def to_caller(xp, out, like):
-    """Hand a NumPy result back as the caller's array type (zero-copy)."""
+def to_caller(xp, out, like, narrow=None):
+    """Hand a NumPy result back as the caller's array type (zero-copy); with
+    ``narrow`` (``kernel_operand``'s, for half-precision input), rounded once
+    to like's dtype instead."""
+    if narrow is not None:
+        return narrow(out)
     if isinstance(like, np.ndarray):
         return out
     return xp.from_dlpack(out)

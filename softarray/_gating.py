@@ -93,17 +93,12 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
         raise ValueError(f"k must be in [0, {n}] (the length of axis {axis} of x), got {k}")
     largest = check_bool(largest, "largest")
     sorted = check_bool(sorted, "sorted")
-    a = _dispatch.as_compiled_input(x)
+    a, narrow = _dispatch.kernel_operand(x)
     if a is None:
-        half = _dispatch.widened_half(x)
-        if half is None:
-            return _portable.topk(xp, x, k, axis=axis, largest=largest, sorted=sorted)
-        # Widening keeps every value and the order: the values round back exactly.
-        a, narrow = half
-        values, indices = _topk_compiled(a, k, axis, largest, sorted)
-        return narrow(values), _dispatch.to_caller(xp, indices, x)
+        return _portable.topk(xp, x, k, axis=axis, largest=largest, sorted=sorted)
+    # Widening half precision keeps every value and the order: the values round back exactly.
     values, indices = _topk_compiled(a, k, axis, largest, sorted)
-    return _dispatch.to_caller(xp, values, x), _dispatch.to_caller(xp, indices, x)
+    return _dispatch.to_caller(xp, values, x, narrow), _dispatch.to_caller(xp, indices, x)
 
 
 def _small_topk(x, k, axis, largest, sorted):
@@ -370,13 +365,7 @@ def _host_noise(xp, like, rng, draw):
 
 
 def _gate(xp, z, k, inv_t, over_selected, with_probs):
-    a = _dispatch.as_compiled_input(z)
-    to = lambda v: _dispatch.to_caller(xp, v, z)    # noqa: E731
-    narrow = to
-    if a is None:
-        half = _dispatch.widened_half(z)
-        if half is not None:    # the kernel in float32; the weights rounded once to z's dtype
-            a, narrow = half
+    a, narrow = _dispatch.kernel_operand(z)
     if a is None:
         if known_any(xp, xp.isnan(z)):
             raise ValueError("router_logits contains NaN")
@@ -385,7 +374,8 @@ def _gate(xp, z, k, inv_t, over_selected, with_probs):
     if a.strides[1] != a.itemsize:
         a = np.ascontiguousarray(a)
     weights, indices, prob_sum = _gate_compiled(a, k, inv_t, over_selected, with_probs)
-    return narrow(weights), to(indices), (narrow(prob_sum) if with_probs else None)
+    return (_dispatch.to_caller(xp, weights, z, narrow), _dispatch.to_caller(xp, indices, z),
+            _dispatch.to_caller(xp, prob_sum, z, narrow) if with_probs else None)
 
 
 def _gate_compiled(a, k, inv_t, over_selected, with_probs):
@@ -704,10 +694,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=N
         raise ValueError("logits has a row without a finite entry: no token can be drawn")
     rows = math.prod(z.shape[:-1])
     u = (np.random.default_rng() if rng is None else rng).random(rows)
-    a = _dispatch.as_compiled_input(z)
-    if a is None:
-        half = _dispatch.widened_half(z)
-        a = None if half is None else half[0]
+    a, _ = _dispatch.kernel_operand(z)
     if a is None:
         return _portable.sample(xp, z, u, float(temperature), top_k, top_p, min_p)
     tokens = _sample_compiled(np.ascontiguousarray(a).reshape(rows, -1), u, float(temperature),

@@ -179,8 +179,8 @@ def linear_cross_entropy(
     _check_options(ignore_index, reduction, chunk_size, return_grad)
     ignore_index = _normalize_ignore_index(xp, tgt, ignore_index)
     ignored = _check_target(xp, tgt, ignore_index, cls.shape[0])
-    a_emb, a_cls = _compiled_operand(emb), _compiled_operand(cls)
-    a_bias = None if bias is None else _compiled_operand(bias)
+    (a_emb, narrow), (a_cls, _) = _dispatch.kernel_operand(emb), _dispatch.kernel_operand(cls)
+    a_bias = None if bias is None else _dispatch.kernel_operand(bias)[0]
     if a_emb is None or a_cls is None or (bias is not None and a_bias is None):
         return _run_portable(xp, emb, cls, tgt, bias, ignore_index, eps, reduction, chunk_size,
                              return_grad)
@@ -188,22 +188,10 @@ def linear_cross_entropy(
                                 _dispatch.numpy_view(ignored), eps, reduction, chunk_size,
                                 return_grad)
     # Half precision comes back in its dtype, rounded once (as the losses).
-    narrow = _dispatch.narrowing(emb)
-    to = narrow if narrow is not None else (lambda out: _dispatch.to_caller(xp, out, emb))
-    loss = to(loss)
+    loss = _dispatch.to_caller(xp, loss, emb, narrow)
     if not return_grad:
         return loss
-    return loss, tuple(None if g is None else to(g) for g in grads)
-
-
-def _compiled_operand(x):
-    """x for the kernel: a NumPy view, a float32 copy of half precision, or
-    None (the portable path)."""
-    a = _dispatch.as_compiled_input(x)
-    if a is None:
-        half = _dispatch.widened_half(x)
-        a = None if half is None else half[0]
-    return a
+    return loss, tuple(_dispatch.to_caller(xp, g, emb, narrow) for g in grads)
 
 
 # ------------------------------------------------------------ validation

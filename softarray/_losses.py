@@ -154,12 +154,9 @@ def _compiled_operands(logits, *others):
     class weights or probability targets, which follow their dtype) come as
     float32 copies: the kernels compute in float32 and ``_finish`` rounds
     the results once to the half dtype."""
-    a = _dispatch.as_compiled_input(logits)
+    a, _ = _dispatch.kernel_operand(logits)
     if a is None:
-        half = _dispatch.widened_half(logits)
-        if half is None:
-            return None
-        a = half[0]
+        return None
     views = [a]
     for x in others:
         if x is None:
@@ -201,11 +198,10 @@ def _finish(xp, like, loss, grad, return_grad):
     """Hand NumPy results back in the caller's array type (and half dtype,
     rounded once, for half-precision ``like``: torch's dtypes for half logits)."""
     narrow = _dispatch.narrowing(like)
-    convert = narrow if narrow is not None else (lambda out: _dispatch.to_caller(xp, out, like))
-    loss = convert(loss)
+    loss = _dispatch.to_caller(xp, loss, like, narrow)
     if not return_grad:
         return loss
-    return loss, convert(grad)
+    return loss, _dispatch.to_caller(xp, grad, like, narrow)
 
 
 def _portable_result(result, return_grad):

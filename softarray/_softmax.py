@@ -62,15 +62,11 @@ def _normalize(op, x, axis, scale, where):
         _kernels.rows(rows, out.reshape(rows.shape), _kernels.OPS[op], scale, threads_for_call())
         return out if tensor is None else _dispatch.as_tensor(out)
     xp, x, axes, mask, _ = _prepare(x, axis, where)
-    a = _dispatch.as_compiled_input(x)
-    if a is not None:
-        out = _normalize_compiled(op, a, axes, scale, None if mask is None else np.asarray(mask))
-        return _dispatch.to_caller(xp, out, x)
-    half = _dispatch.widened_half(x)
-    if half is not None:
-        a, narrow = half
-        return narrow(_normalize_compiled(op, a, axes, scale, None if mask is None else np.asarray(mask)))
-    return _portable.normalize(xp, op, x, axes, scale, mask)
+    a, narrow = _dispatch.kernel_operand(x)
+    if a is None:
+        return _portable.normalize(xp, op, x, axes, scale, mask)
+    out = _normalize_compiled(op, a, axes, scale, None if mask is None else np.asarray(mask))
+    return _dispatch.to_caller(xp, out, x, narrow)
 
 
 def _minus_inf_outside(mask, a):
