@@ -712,11 +712,10 @@ def _sample_compiled(rows, u, temperature, top_k, top_p, min_p):
         return _invert_blocks(weights, u)
     if top_k is not None:
         values, indices = topk(rows, min(top_k, n))
+        weights = _relative_weights(values, temperature)
         mass = None      # top_p's mass is that of the top_k candidates
     else:
-        values, indices, mass = _nucleus_candidates(rows, temperature, top_p)
-    # Probabilities relative to the row's largest (the first candidate's).
-    weights = np.exp((values.astype(np.float64) - values[:, :1]) / temperature)
+        weights, indices, mass = _nucleus_candidates(rows, temperature, top_p)
     keep = weights > 0
     if top_p is not None:
         total = weights.sum(axis=1, keepdims=True) if mass is None else mass
@@ -730,22 +729,28 @@ def _sample_compiled(rows, u, temperature, top_k, top_p, min_p):
     return np.take_along_axis(np.take_along_axis(indices, order, axis=1), position[:, None], axis=1)[:, 0]
 
 
+def _relative_weights(values, temperature):
+    """The probabilities of each row's candidates (logits in decreasing
+    order) relative to the first, the row's largest, in float64."""
+    return np.exp((values.astype(np.float64) - values[:, :1]) / temperature)
+
+
 def _nucleus_candidates(rows, temperature, top_p):
-    """(values, indices, mass): the largest logits of each row in
+    """(weights, indices, mass): the largest logits of each row in
     decreasing order, as many as hold ``top_p`` of the row's probability
-    mass (doubling the count until every row's do), and the row's whole mass
-    relative to its largest entry's probability."""
+    mass (four times as many each round until every row's do), with their
+    ``_relative_weights``, and the row's whole mass relative to its largest
+    entry's probability."""
     n = rows.shape[1]
     scaled = rows if temperature == 1.0 else rows / np.asarray(temperature, rows.dtype)
     log_mass = logsumexp(scaled, axis=1).astype(np.float64)
     k = min(n, 64)
     while True:
         values, indices = topk(rows, k)
-        top = values[:, :1].astype(np.float64) / temperature
-        mass = np.exp(log_mass[:, None] - top)
-        held = np.exp((values.astype(np.float64) - values[:, :1]) / temperature).sum(axis=1, keepdims=True)
-        if k == n or np.all(held >= top_p * mass):
-            return values, indices, mass
+        mass = np.exp(log_mass[:, None] - values[:, :1].astype(np.float64) / temperature)
+        weights = _relative_weights(values, temperature)
+        if k == n or np.all(weights.sum(axis=1, keepdims=True) >= top_p * mass):
+            return weights, indices, mass
         k = min(n, 4 * k)
 
 
