@@ -42,22 +42,14 @@ def cases(rng):
         t = torch.from_numpy(x) if torch else None
         ty = torch.from_numpy(y) if torch else None
         shape = f"{rows}x{cols}"
-        peers = {}
-        if torch:
-            peers["torch"] = lambda t=t: torch.softmax(t, -1)
-        if scipy:
-            peers["scipy"] = lambda x=x: scipy.special.softmax(x, axis=-1)
-        out[f"softmax {shape}"] = (lambda x=x: sa.softmax(x), peers)
-        peers = {}
-        if torch:
-            peers["torch"] = lambda t=t: torch.log_softmax(t, -1)
-        if scipy:
-            peers["scipy"] = lambda x=x: scipy.special.log_softmax(x, axis=-1)
-        out[f"log_softmax {shape}"] = (lambda x=x: sa.log_softmax(x), peers)
-        out[f"logsumexp {shape}"] = (
-            lambda x=x: sa.logsumexp(x),
-            ({"torch": lambda t=t: torch.logsumexp(t, -1)} if torch else {})
-            | ({"scipy": lambda x=x: scipy.special.logsumexp(x, axis=-1)} if scipy else {}))
+        # The same name in torch and scipy.special, over the last axis.
+        for name in ("softmax", "log_softmax", "logsumexp"):
+            peers = {}
+            if torch:
+                peers["torch"] = lambda t=t, f=getattr(torch, name): f(t, -1)
+            if scipy:
+                peers["scipy"] = lambda x=x, f=getattr(scipy.special, name): f(x, axis=-1)
+            out[f"{name} {shape}"] = (lambda x=x, f=getattr(sa, name): f(x), peers)
         out[f"cross_entropy {shape}"] = (
             lambda x=x, y=y: sa.cross_entropy(x, y),
             {"torch": lambda t=t, ty=ty: F.cross_entropy(t, ty)} if torch else {})
