@@ -47,6 +47,18 @@ def register_adapter(claims, route):
     _ADAPTERS.append((claims, route))
 
 
+def has_argument_of_type(args, kwargs, array_type):
+    """Whether an argument is an ``array_type`` (an adapter's claim).
+    Loops, not any(): claims run on every call holding such an array."""
+    for value in args:
+        if isinstance(value, array_type):
+            return True
+    for value in kwargs.values():
+        if isinstance(value, array_type):
+            return True
+    return False
+
+
 def _unclaimed(args, kwargs):
     """Whether every argument is of a type no adapter claims a call by."""
     for value in args:

@@ -46,6 +46,7 @@ from .._declare import (
     TopKAlongAxis,
     WholeInput,
     call_with as _call,
+    has_argument_of_type,
     register_adapter,
 )
 from .._reduction import grad_scale, reduce_losses
@@ -62,10 +63,7 @@ def _any_dask_array(declaration, args, kwargs):
     # No Dask array exists before dask.array defines its class (it may be
     # in the middle of being imported, by another thread).
     array_type = getattr(sys.modules.get("dask.array"), "Array", None)
-    if array_type is None:
-        return False
-    return any(isinstance(v, array_type) for v in args) or any(
-        isinstance(v, array_type) for v in kwargs.values())
+    return array_type is not None and has_argument_of_type(args, kwargs, array_type)
 
 
 def _da():

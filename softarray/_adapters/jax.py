@@ -25,21 +25,13 @@ import sys
 import array_api_compat
 import numpy as np
 
-from .._declare import call_with, register_adapter
+from .._declare import call_with, has_argument_of_type, register_adapter
 
 
 def _claims(declaration, args, kwargs):
     """A call with a JAX array (or tracer) among its arguments."""
     jax = sys.modules.get("jax")
-    if jax is None:
-        return False
-    for value in args:
-        if isinstance(value, jax.Array):
-            return True
-    for value in kwargs.values():
-        if isinstance(value, jax.Array):
-            return True
-    return False
+    return jax is not None and has_argument_of_type(args, kwargs, jax.Array)
 
 
 # Integer arrays that hold indices (class targets, box labels): they take
