@@ -77,7 +77,8 @@ class TorchTrainingStep:
         self.run()
 
 
-def _jax_cross_entropy(z, y):
+def jax_cross_entropy(z, y):
+    """The mean cross-entropy of class indices written with jax.nn."""
     log_p = jax.nn.log_softmax(z, axis=-1)
     return -jax.numpy.mean(jax.numpy.take_along_axis(log_p, y[:, None], axis=1))
 
@@ -93,7 +94,7 @@ class JaxTrainingStep:
         x = jax.numpy.asarray(rng.standard_normal((ROWS, CLASSES), dtype=np.float32))
         y = jax.numpy.asarray(rng.integers(0, CLASSES, ROWS))
         softmax = sa.softmax if library == "softarray" else jax.nn.softmax
-        losses = {"cross_entropy": sa.cross_entropy if library == "softarray" else _jax_cross_entropy,
+        losses = {"cross_entropy": sa.cross_entropy if library == "softarray" else jax_cross_entropy,
                   "softmax_square_sum": lambda z, _: jax.numpy.sum(softmax(z) ** 2)}
         step = jax.jit(jax.value_and_grad(losses[case]))
         self.run = lambda: jax.block_until_ready(step(x, y))
