@@ -62,6 +62,13 @@ SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
         return;
     }
     SA_T rest = 0, count = 0;
+#if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    if (sa_simd_v3) {   /* float32 on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
+        st->rest = SA_EXP_STORE_REST_COUNT_AVX2(z, g, C, m, &count);
+        st->count = count;
+        return;
+    }
+#endif
 #pragma omp simd reduction(+ : rest, count)
     for (ptrdiff_t c = 0; c < C; c++) {
         const SA_T v = z[c];
@@ -100,6 +107,25 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
                                             int kept)
 {
     const SA_T a = (SA_T)(A * inv_sum);
+#if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    /* float32 on x86-64-v3: the exponentials of sa_sample_stats_keep's
+     * kernel, a block at a time, so that every layout's gradient equals the
+     * contiguous row's bit for bit (the portable exp has no FMA). */
+    if (!kept && sa_simd_v3) {
+        SA_T e[SA_ROW_BLOCK];
+        SA_T unused_count;
+        for (ptrdiff_t b = 0; b < C; b += SA_ROW_BLOCK) {
+            const ptrdiff_t len = C - b < SA_ROW_BLOCK ? C - b : SA_ROW_BLOCK;
+            for (ptrdiff_t c = 0; c < len; c++)
+                e[c] = z[(b + c) * zs];
+            SA_EXP_STORE_REST_COUNT_AVX2(e, e, len, m, &unused_count);
+            for (ptrdiff_t c = 0; c < len; c++)
+                g[(b + c) * gs] = a * e[c] + (SA_T)(w && D != 0.0 ? D * w[b + c] : D);
+        }
+        g[y * gs] += (SA_T)B;
+        return;
+    }
+#endif
     if (w && D != 0.0) {
 #pragma omp simd
         for (ptrdiff_t c = 0; c < C; c++)

@@ -287,6 +287,15 @@ SA_AVX2 static void sa_avx2_softmax_short_rows_f32(const float *x, ptrdiff_t x_s
 }
 
 
+/* The sum of a vector's eight lanes. */
+SA_AVX2_INLINE float sa_avx2_hsum(__m256 t)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
 /* Long rows: exp(x[i] * scale - m) into out[i] for i < len (a block of at
  * most SA_ROW_BLOCK entries, every x[i] * scale <= m or NaN), returning
  * their float sum. Four vectors per step with four sums: the exponential's
@@ -324,11 +333,64 @@ SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdi
         _mm256_maskstore_ps(out + i, inside, e);
         sum[1] = _mm256_add_ps(sum[1], e);
     }
-    const __m256 t = _mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3]));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
+    return sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3])));
+}
+
+/* Long rows' statistics (log_softmax, logsumexp, the softmax losses):
+ * exp(x[i] * scale - m) for i < len as above, the entries equal to m
+ * counted apart in *count and the others' exponentials summed and returned
+ * (the split that keeps log(count + rest) accurate when rest is tiny, see
+ * sa_segment_stats_impl); with out, each exponential is also stored there
+ * (the losses keep them for the gradient). */
+SA_AVX2_INLINE __m256 sa_avx2_rest_count_step(__m256 x, __m256 s, __m256 mv, float *out, __m256 *count)
+{
+    const __m256 y = _mm256_mul_ps(x, s);
+    const __m256 top = _mm256_cmp_ps(y, mv, _CMP_EQ_OQ);
+    const __m256 e = sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv));
+    if (out)
+        _mm256_storeu_ps(out, e);
+    *count = _mm256_add_ps(*count, _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
+    return _mm256_andnot_ps(top, e);
+}
+
+SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_t len, float scale, float m,
+                                            float *count)
+{
+    const __m256 s = _mm256_set1_ps(scale), mv = _mm256_set1_ps(m);
+    __m256 rest[4], cnt[4];
+    for (int k = 0; k < 4; k++)
+        rest[k] = cnt[k] = _mm256_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 32 <= len; i += 32)
+        for (int k = 0; k < 4; k++)
+            rest[k] = _mm256_add_ps(rest[k], sa_avx2_rest_count_step(_mm256_loadu_ps(x + i + 8 * k), s, mv,
+                                                                     out ? out + i + 8 * k : NULL, &cnt[k]));
+    for (; i + 8 <= len; i += 8)
+        rest[0] = _mm256_add_ps(rest[0], sa_avx2_rest_count_step(_mm256_loadu_ps(x + i), s, mv,
+                                                                 out ? out + i : NULL, &cnt[0]));
+    if (i < len) {          /* the last len % 8 entries, masked */
+        const __m256i inside = sa_avx2_lanes_below(len - i);
+        const __m256 y = _mm256_mul_ps(_mm256_maskload_ps(x + i, inside), s);
+        const __m256 top = _mm256_and_ps(_mm256_cmp_ps(y, mv, _CMP_EQ_OQ), _mm256_castsi256_ps(inside));
+        const __m256 e = _mm256_and_ps(sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)), _mm256_castsi256_ps(inside));
+        if (out)
+            _mm256_maskstore_ps(out + i, inside, e);
+        cnt[1] = _mm256_add_ps(cnt[1], _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
+        rest[1] = _mm256_add_ps(rest[1], _mm256_andnot_ps(top, e));
+    }
+    *count = sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(cnt[0], cnt[1]), _mm256_add_ps(cnt[2], cnt[3])));
+    return sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(rest[0], rest[1]), _mm256_add_ps(rest[2], rest[3])));
+}
+
+SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
+{
+    return sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
+}
+
+SA_AVX2 static float sa_avx2_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
+                                                      float *count)
+{
+    return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
 }
 
 #else

@@ -66,6 +66,14 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
                 count += y == m ? (SA_T)1 : (SA_T)0;
             }
         } else {
+#if defined(SA_EXP_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
+            if (sa_simd_v3) {   /* float32 on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
+                rest = SA_EXP_REST_COUNT_AVX2(xb, len, scale, m, &count);
+                st->rest += rest;
+                st->count += count;
+                continue;
+            }
+#endif
 #pragma omp simd reduction(+ : rest, count)
             for (ptrdiff_t i = 0; i < len; i++) {
                 const SA_T y = xb[i] * scale;

@@ -206,6 +206,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #define SA_SOFTMAX_ROWS8 sa_softmax_rows8_f32
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_softmax_short_rows_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f32
+#define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
@@ -223,6 +224,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_SOFTMAX_ROWS8
 #undef SA_SOFTMAX_SHORT_ROWS_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
+#undef SA_EXP_REST_COUNT_AVX2
 
 #define SA_T double
 #define SA_SUF f64

@@ -87,8 +87,9 @@ def _reduce(per, reduction, shape, denom):
         return per.reshape(shape)
     if reduction == "sum":
         return per.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.divide(per.sum(), denom)
+    # A mean over a total weight of 0 is NaN, as torch's, even where label
+    # smoothing leaves the zero-weight samples a nonzero sum (x / 0 = inf)
+    return np.divide(per.sum(), denom) if denom != 0 else np.float64(np.nan)
 
 
 def np_cross_entropy(x, target, axis=-1, weight=None, ignore_index=None,
