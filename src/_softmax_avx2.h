@@ -1,9 +1,12 @@
 /*
  * float32 softmax on x86-64 CPUs with AVX2 and FMA, written with intrinsics:
- *   - sa_avx2_softmax_short_rows_f32: rows of n <= SA_SMALL_ROW_MAX, eight
- *     rows in the eight lanes of a register (most of this file);
+ *   - sa_avx2_short_rows_any_f32: softmax, log_softmax and logsumexp of
+ *     rows of n <= SA_SMALL_ROW_MAX, eight rows in the eight lanes of a
+ *     register (most of this file);
  *   - sa_avx2_exp_store_sum_f32: pass 1's exponentials of a long row
- *     (sa_softmax_row_cached, rows that stay in L2), four vectors in flight.
+ *     (sa_softmax_row_cached, rows that stay in L2), four vectors in flight;
+ *   - sa_avx2_exp_rest_count_f32 and its storing variant: the statistics
+ *     pass of long rows for log_softmax, logsumexp and the losses.
  * Both use FMA in the exponential, which the portable kernels cannot (they
  * are compiled without contraction, so that x * scale - max never fuses),
  * and keep x * scale rounded before the maximum is subtracted.
@@ -14,7 +17,7 @@
  * outside the arithmetic, and its exponentials could not use FMA: its
  * results must equal the column kernel's bit for bit, and that kernel is
  * compiled without contraction. This one is the only path for float32
- * softmax of short rows wherever the x86-64-v3 code runs (sa_simd_v3): contiguous rows
+ * softmax, log_softmax and logsumexp of short rows wherever the x86-64-v3 code runs (sa_simd_v3): contiguous rows
  * directly, the last n_rows % 8 rows and rows with any other stride through
  * a small local copy. So a row's result is the same whatever group, tile,
  * thread or call it falls in, and the arithmetic is free to be its own:
@@ -153,14 +156,22 @@ SA_AVX2_INLINE void sa_avx2_store_piece(float *group, ptrdiff_t at, ptrdiff_t ex
     }
 }
 
-SA_AVX2_INLINE void sa_avx2_store_group(float *out, ptrdiff_t n, __m256 inv, sa_avx2_tile_cols col, int g,
-                                        int spill_ok)
+/* A result vector from column vector v (x * scale) or, for softmax, its
+ * exponential: softmax e * b, log_softmax (y - a) - b (the portable
+ * kernels' formula and roundings). */
+SA_AVX2_INLINE __m256 sa_avx2_short_result(__m256 v, __m256 a, __m256 b, int op)
+{
+    return op == SA_SOFTMAX ? _mm256_mul_ps(v, b) : _mm256_sub_ps(_mm256_sub_ps(v, a), b);
+}
+
+SA_AVX2_INLINE void sa_avx2_store_group(float *out, ptrdiff_t n, __m256 a, __m256 b, sa_avx2_tile_cols col, int g,
+                                        int spill_ok, int op)
 {
     const ptrdiff_t extent = 8 * n;
     for (ptrdiff_t c = (n - 1) / 8 * 8; c >= 0; c -= 8) {
         __m256 r[8];
         for (int k = 0; k < 8; k++)
-            r[k] = _mm256_mul_ps(col[c + k][g], inv);
+            r[k] = sa_avx2_short_result(col[c + k][g], a, b, op);
         sa_avx2_transpose8(r);
         for (int i = 0; i < 8; i++)
             sa_avx2_store_piece(out, i * n + c, extent, n, r[i], spill_ok);
@@ -180,19 +191,47 @@ SA_AVX2_INLINE __m256 sa_avx2_inverse_sum(__m256 rest, __m256 count, __m256 m)
     return _mm256_blendv_ps(_mm256_set1_ps(NAN), _mm256_set_m128(high, low), finite);
 }
 
-/* Softmax of `groups` (<= SA_AVX2_TILE_GROUPS) groups of eight contiguous rows. */
-SA_AVX2_INLINE void sa_avx2_softmax_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale,
-                                             int groups, int spill_ok)
+/* log_softmax's (a, b) or logsumexp's value (in b) per lane, by the
+ * portable kernels' formulas in double (sa_log_softmax_shift and _norm,
+ * sa_logsumexp_value), which the compiler vectorizes across the lanes. m
+ * is already NaN in a lane whose row holds a NaN, as the portable maximum. */
+SA_AVX2_INLINE void sa_avx2_log_params(__m256 m, __m256 rest, __m256 count, int op, __m256 *a, __m256 *b)
+{
+    float mf[8], rf[8], cf[8], af[8], bf[8];
+    _mm256_storeu_ps(mf, m);
+    _mm256_storeu_ps(rf, rest);
+    _mm256_storeu_ps(cf, count);
+#pragma omp simd
+    for (int i = 0; i < 8; i++) {
+        af[i] = (float)sa_log_softmax_shift(mf[i]);
+        bf[i] = (float)(op == SA_LOGSUMEXP ? sa_logsumexp_value(mf[i], rf[i], cf[i])
+                                           : sa_log_softmax_norm(mf[i], rf[i], cf[i]));
+    }
+    *a = _mm256_loadu_ps(af);
+    *b = _mm256_loadu_ps(bf);
+}
+
+/* softmax, log_softmax or logsumexp (op, a literal at every call) of
+ * `groups` (<= SA_AVX2_TILE_GROUPS) groups of eight contiguous rows; for
+ * logsumexp, out receives the 8 * groups values, one per row. */
+SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale,
+                                           int groups, int spill_ok, int op)
 {
     sa_avx2_tile_cols col;
     __m256 m[SA_AVX2_TILE_GROUPS], rest[SA_AVX2_TILE_GROUPS], count[SA_AVX2_TILE_GROUPS];
+    __m256 nan[SA_AVX2_TILE_GROUPS];
     for (int g = 0; g < groups; g++)
         sa_avx2_load_group(x + g * 8 * n, n, scale, col, g);
-    for (int g = 0; g < groups; g++)
+    for (int g = 0; g < groups; g++) {
         m[g] = col[0][g];
+        nan[g] = _mm256_cmp_ps(m[g], m[g], _CMP_UNORD_Q);
+    }
     for (ptrdiff_t j = 1; j < n; j++)
-        for (int g = 0; g < groups; g++)
+        for (int g = 0; g < groups; g++) {
             m[g] = _mm256_max_ps(col[j][g], m[g]);      /* col > m ? col : m: NaN entries are passed over */
+            if (op != SA_SOFTMAX)   /* softmax's NaN comes through its sum; the log ops need the flag */
+                nan[g] = _mm256_or_ps(nan[g], _mm256_cmp_ps(col[j][g], col[j][g], _CMP_UNORD_Q));
+        }
     const __m256 one = _mm256_set1_ps(1.0f);
     for (int g = 0; g < groups; g++)
         rest[g] = count[g] = _mm256_setzero_ps();
@@ -200,31 +239,42 @@ SA_AVX2_INLINE void sa_avx2_softmax_tile_f32(const float *x, float *out, ptrdiff
         for (int g = 0; g < groups; g++) {
             const __m256 top = _mm256_cmp_ps(col[j][g], m[g], _CMP_EQ_OQ);
             const __m256 e = sa_avx2_exp_nonpositive(_mm256_sub_ps(col[j][g], m[g]));
-            col[j][g] = e;
+            if (op == SA_SOFTMAX)
+                col[j][g] = e;      /* the log ops keep x * scale for their results */
             rest[g] = _mm256_add_ps(rest[g], _mm256_andnot_ps(top, e));
             count[g] = _mm256_add_ps(count[g], _mm256_and_ps(top, one));
         }
     }
-    /* All the divisions first (each group's stores would otherwise wait on
-     * its own); groups are stored first to last, so a spill lands in a later
-     * group. */
-    __m256 inv[SA_AVX2_TILE_GROUPS];
-    for (int g = 0; g < groups; g++)
-        inv[g] = sa_avx2_inverse_sum(rest[g], count[g], m[g]);
-    for (int g = 0; g < groups; g++)
-        sa_avx2_store_group(out + g * 8 * n, n, inv[g], col, g, spill_ok || g + 1 < groups);
+    /* All the divisions (or logarithms) first (each group's stores would
+     * otherwise wait on its own); groups are stored first to last, so a
+     * spill lands in a later group. */
+    __m256 a[SA_AVX2_TILE_GROUPS], b[SA_AVX2_TILE_GROUPS];
+    for (int g = 0; g < groups; g++) {
+        if (op == SA_SOFTMAX) {
+            a[g] = _mm256_setzero_ps();
+            b[g] = sa_avx2_inverse_sum(rest[g], count[g], m[g]);
+        } else {
+            sa_avx2_log_params(_mm256_or_ps(m[g], nan[g]), rest[g], count[g], op, &a[g], &b[g]);
+        }
+    }
+    for (int g = 0; g < groups; g++) {
+        if (op == SA_LOGSUMEXP)
+            _mm256_storeu_ps(out + 8 * g, b[g]);
+        else
+            sa_avx2_store_group(out + g * 8 * n, n, a[g], b[g], col, g, spill_ok || g + 1 < groups, op);
+    }
 }
 
 /* A whole tile, with the group count and the row length constants (one copy
- * of the tile code per row length, about 100 KB in all): the per-group
+ * of the tile code per row length and op, about 100 KB each): the per-group
  * maxima and sums stay in registers, and the loops over columns and pieces
  * unroll with their bounds and branches folded (docs/performance.md gives
  * the gain). */
-SA_AVX2_INLINE void sa_avx2_softmax_whole_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale,
-                                                   int spill_ok)
+SA_AVX2_INLINE void sa_avx2_whole_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale, int spill_ok,
+                                           int op)
 {
 #define SA_AVX2_TILE_OF(N) \
-    case N: sa_avx2_softmax_tile_f32(x, out, N, scale, SA_AVX2_TILE_GROUPS, spill_ok); return;
+    case N: sa_avx2_short_tile_f32(x, out, N, scale, SA_AVX2_TILE_GROUPS, spill_ok, op); return;
     switch (n) {
     SA_AVX2_TILE_OF(1) SA_AVX2_TILE_OF(2) SA_AVX2_TILE_OF(3) SA_AVX2_TILE_OF(4)
     SA_AVX2_TILE_OF(5) SA_AVX2_TILE_OF(6) SA_AVX2_TILE_OF(7) SA_AVX2_TILE_OF(8)
@@ -234,7 +284,7 @@ SA_AVX2_INLINE void sa_avx2_softmax_whole_tile_f32(const float *x, float *out, p
     SA_AVX2_TILE_OF(21) SA_AVX2_TILE_OF(22) SA_AVX2_TILE_OF(23) SA_AVX2_TILE_OF(24)
     SA_AVX2_TILE_OF(25) SA_AVX2_TILE_OF(26) SA_AVX2_TILE_OF(27) SA_AVX2_TILE_OF(28)
     SA_AVX2_TILE_OF(29) SA_AVX2_TILE_OF(30) SA_AVX2_TILE_OF(31) SA_AVX2_TILE_OF(32)
-    default: sa_avx2_softmax_tile_f32(x, out, n, scale, SA_AVX2_TILE_GROUPS, spill_ok);
+    default: sa_avx2_short_tile_f32(x, out, n, scale, SA_AVX2_TILE_GROUPS, spill_ok, op);
     }
 #undef SA_AVX2_TILE_OF
 }
@@ -242,9 +292,9 @@ SA_AVX2_INLINE void sa_avx2_softmax_whole_tile_f32(const float *x, float *out, p
 /* Rows [r0, n_rows) of a call, up to a tile, through a contiguous local
  * copy (rows past n_rows there are zeros and their results dropped; spills
  * land in the copy's slack). */
-SA_AVX2_INLINE ptrdiff_t sa_avx2_softmax_copied_tile_f32(const float *x, ptrdiff_t x_stride, float *out,
-                                                         ptrdiff_t out_stride, ptrdiff_t r0, ptrdiff_t n_rows,
-                                                         ptrdiff_t n, __m256 scale)
+SA_AVX2_INLINE ptrdiff_t sa_avx2_copied_tile_f32(const float *x, ptrdiff_t x_stride, float *out,
+                                                 ptrdiff_t out_stride, ptrdiff_t r0, ptrdiff_t n_rows,
+                                                 ptrdiff_t n, __m256 scale, int op)
 {
     float tile[SA_AVX2_TILE_ROWS * SA_SMALL_ROW_MAX + 8];
     const ptrdiff_t rows = n_rows - r0 < SA_AVX2_TILE_ROWS ? n_rows - r0 : SA_AVX2_TILE_ROWS;
@@ -252,20 +302,25 @@ SA_AVX2_INLINE ptrdiff_t sa_avx2_softmax_copied_tile_f32(const float *x, ptrdiff
     memset(tile, 0, sizeof(float) * 8 * groups * n);
     for (ptrdiff_t r = 0; r < rows; r++)
         memcpy(tile + r * n, x + (r0 + r) * x_stride, sizeof(float) * n);
-    sa_avx2_softmax_tile_f32(tile, tile, n, scale, groups, 1);
-    for (ptrdiff_t r = 0; r < rows; r++)
-        memcpy(out + (r0 + r) * out_stride, tile + r * n, sizeof(float) * n);
+    sa_avx2_short_tile_f32(tile, tile, n, scale, groups, 1, op);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        if (op == SA_LOGSUMEXP)
+            out[(r0 + r) * out_stride] = tile[r];
+        else
+            memcpy(out + (r0 + r) * out_stride, tile + r * n, sizeof(float) * n);
+    }
     return rows;
 }
 
-/* out[r, :] = softmax(scale * x[r, :]) for rows r < n_rows of n <= SA_SMALL_ROW_MAX entries. */
-SA_AVX2 static void sa_avx2_softmax_short_rows_f32(const float *x, ptrdiff_t x_stride, float *out,
-                                                   ptrdiff_t out_stride, ptrdiff_t n_rows, ptrdiff_t n,
-                                                   float scale)
+/* Rows r < n_rows of n <= SA_SMALL_ROW_MAX entries: out[r, :] =
+ * softmax or log_softmax(scale * x[r, :]), or out[r * out_stride] =
+ * logsumexp(scale * x[r, :]). */
+SA_AVX2_INLINE void sa_avx2_short_rows_f32(const float *x, ptrdiff_t x_stride, float *out, ptrdiff_t out_stride,
+                                           ptrdiff_t n_rows, ptrdiff_t n, float scale, int op)
 {
     const __m256 s = _mm256_set1_ps(scale);
     ptrdiff_t r = 0;
-    if (x_stride == n && out_stride == n) {
+    if (x_stride == n && (op == SA_LOGSUMEXP ? out_stride == 1 : out_stride == n)) {
         const ptrdiff_t grouped = n_rows / 8 * 8;
         const int apart = out + n_rows * n <= x || x + n_rows * n <= out;
         while (r < grouped) {
@@ -275,15 +330,38 @@ SA_AVX2 static void sa_avx2_softmax_short_rows_f32(const float *x, ptrdiff_t x_s
              * the tile it falls in rows that are written later. */
             const ptrdiff_t reach = (end - 1) * n + (n - 1) / 8 * 8 + 8;
             const int spill_ok = apart && reach <= n_rows * n;
+            float *tile_out = op == SA_LOGSUMEXP ? out + r : out + r * n;
             if (groups == SA_AVX2_TILE_GROUPS)
-                sa_avx2_softmax_whole_tile_f32(x + r * n, out + r * n, n, s, spill_ok);
+                sa_avx2_whole_tile_f32(x + r * n, tile_out, n, s, spill_ok, op);
             else
-                sa_avx2_softmax_tile_f32(x + r * n, out + r * n, n, s, groups, spill_ok);
+                sa_avx2_short_tile_f32(x + r * n, tile_out, n, s, groups, spill_ok, op);
             r = end;
         }
     }
     while (r < n_rows)
-        r += sa_avx2_softmax_copied_tile_f32(x, x_stride, out, out_stride, r, n_rows, n, s);
+        r += sa_avx2_copied_tile_f32(x, x_stride, out, out_stride, r, n_rows, n, s, op);
+}
+
+SA_AVX2 static void sa_avx2_short_rows_any_f32(const float *x, ptrdiff_t x_stride, float *out,
+                                               ptrdiff_t out_stride, ptrdiff_t n_rows, ptrdiff_t n,
+                                               float scale, int op)
+{
+    switch (op) {   /* op a literal inside each */
+    case SA_SOFTMAX:
+        sa_avx2_short_rows_f32(x, x_stride, out, out_stride, n_rows, n, scale, SA_SOFTMAX);
+        return;
+    case SA_LOG_SOFTMAX:
+        sa_avx2_short_rows_f32(x, x_stride, out, out_stride, n_rows, n, scale, SA_LOG_SOFTMAX);
+        return;
+    default:
+        sa_avx2_short_rows_f32(x, x_stride, out, out_stride, n_rows, n, scale, SA_LOGSUMEXP);
+    }
+}
+
+/* Whether sa_avx2_short_rows_any_f32 computes op. */
+static inline int sa_avx2_short_rows_op(int op)
+{
+    return op == SA_SOFTMAX || op == SA_LOG_SOFTMAX || op == SA_LOGSUMEXP;
 }
 
 

@@ -383,8 +383,8 @@ SA_DISPATCHED(SA_FN(sa_rows_small), (const SA_T *x, ptrdiff_t x_stride, SA_T *ou
 {
     SA_T tile[SA_SMALL_ROW_MAX * SA_SMALL_STRIDE];
 #if defined(SA_SOFTMAX_SHORT_ROWS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (op == SA_SOFTMAX && sa_simd_v3) {
-        SA_SOFTMAX_SHORT_ROWS_AVX2(x, x_stride, out, out_stride, n_rows, n, scale);
+    if (sa_simd_v3 && sa_avx2_short_rows_op(op)) {
+        SA_SOFTMAX_SHORT_ROWS_AVX2(x, x_stride, out, out_stride, n_rows, n, scale, op);
         return;
     }
 #endif

@@ -204,7 +204,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #define SA_T float
 #define SA_SUF f32
 #define SA_SOFTMAX_ROWS8 sa_softmax_rows8_f32
-#define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_softmax_short_rows_f32
+#define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_short_rows_any_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f32
 #define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32
 #define SA_EXP_SMALL sa_exp_small_f32
