@@ -223,24 +223,15 @@ SA_INLINE double SA_FN(sa_target_loss)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
 }
 
 /* Losses built on log-softmax: cross-entropy (index and probability
- * targets), focal, comp-sum, logsumexp penalty, KL on logits. */
-SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
-                                              const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
-                                              const sa_loss_opts *o)
+ * targets), focal, comp-sum, logsumexp penalty, KL on logits, given the
+ * sample's statistics st and lognorm = log(sum exp(z - m)) =
+ * sa_lognorm(st.rest, st.count); kept says g holds exp(z_c - m) already. */
+SA_INLINE double SA_FN(sa_loss_from_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                           const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
+                                           const sa_loss_opts *o, sa_stats st, double lognorm, int keep)
 {
-    /* A short contiguous row whose gradient is wanted keeps its exponentials
-     * in the gradient row: one exp per entry instead of two. The probability
-     * targets write their gradient elsewhere (sa_target_loss). */
-    const int keep = g && zs == 1 && gs == 1 && C <= SA_ROW_BLOCK
-                     && o->kind != SA_LOSS_CROSS_ENTROPY_PROBS && o->kind != SA_LOSS_KL_LOGITS;
-    sa_stats st;
-    if (keep)
-        SA_FN(sa_sample_stats_keep)(z, C, &st, g);
-    else
-        SA_FN(sa_sample_stats)(z, zs, C, &st);
     const double m = st.nan ? NAN : st.max;
     const int finite = sa_isfinite(m);
-    const double lognorm = sa_lognorm(st.rest, st.count);     /* log(sum exp(z - m)) */
     const double lse = finite ? m + lognorm : m;
     const double *w = o->class_weight;
     const double wy = w ? w[y] : 1.0;
@@ -294,11 +285,29 @@ SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdi
         const double s = o->grad_scale;
         const double inv_sum = sa_softmax_scale(m, st.rest, st.count);
         if (keep)
-            SA_FN(sa_write_softmax_grad)(z, 1, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, 1, 1);
+            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs, 1);
         else
             SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs, 0);
     }
     return loss;
+}
+
+SA_INLINE double SA_FN(sa_loss_softmax_based)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                              const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
+                                              const sa_loss_opts *o)
+{
+    /* A short contiguous row whose gradient is wanted keeps its exponentials
+     * in the gradient row: one exp per entry instead of two. The probability
+     * targets write their gradient elsewhere (sa_target_loss). */
+    const int keep = g && zs == 1 && gs == 1 && C <= SA_ROW_BLOCK
+                     && o->kind != SA_LOSS_CROSS_ENTROPY_PROBS && o->kind != SA_LOSS_KL_LOGITS;
+    sa_stats st;
+    if (keep) {
+        SA_FN(sa_sample_stats_keep)(z, C, &st, g);
+        return SA_FN(sa_loss_from_stats)(z, 1, C, y, t, ts, g, 1, o, st, sa_lognorm(st.rest, st.count), 1);
+    }
+    SA_FN(sa_sample_stats)(z, zs, C, &st);
+    return SA_FN(sa_loss_from_stats)(z, zs, C, y, t, ts, g, gs, o, st, sa_lognorm(st.rest, st.count), 0);
 }
 
 SA_INLINE void SA_FN(sa_fill)(SA_T *g, ptrdiff_t gs, ptrdiff_t C, SA_T v)
@@ -439,6 +448,61 @@ SA_INLINE double SA_FN(sa_loss_one)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, in
     }
 }
 
+#if defined(SA_SHORT_STATS_AVX2) && SA_HAVE_SOFTMAX_AVX2
+/* Whether the short-row tile below computes a loss of this kind: the
+ * index-target losses built on log-softmax. */
+SA_INLINE int sa_loss_short_tile_kind(int kind)
+{
+    return kind == SA_LOSS_CROSS_ENTROPY || kind == SA_LOSS_FOCAL || kind == SA_LOSS_COMP_SUM
+           || kind == SA_LOSS_LSE_PENALTY;
+}
+
+/* Samples [begin, end) of sa_loss_samples with C <= SA_SMALL_ROW_MAX, on
+ * x86-64-v3: a sample at a time spends most of its time around a few
+ * vectors of arithmetic, so up to SA_AVX2_TILE_ROWS samples are gathered
+ * into a contiguous tile (from any layout, so that every layout gives the
+ * same bits) whose statistics and exponentials the softmax short-row
+ * kernel computes eight samples to a register; each sample's loss and
+ * gradient then follow from them as in sa_loss_softmax_based. */
+SA_INLINE void SA_FN(sa_loss_samples_short)(const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                                            ptrdiff_t C, ptrdiff_t inner, const int64_t *y, SA_T *g,
+                                            const sa_loss_opts *o, double *loss, ptrdiff_t begin, ptrdiff_t end)
+{
+    SA_T tile[SA_AVX2_TILE_ROWS * SA_SMALL_ROW_MAX + 8];
+    SA_T m[SA_AVX2_TILE_ROWS], rest[SA_AVX2_TILE_ROWS], count[SA_AVX2_TILE_ROWS];
+    double lognorm[SA_AVX2_TILE_ROWS];
+    for (ptrdiff_t n0 = begin; n0 < end; n0 += SA_AVX2_TILE_ROWS) {
+        const ptrdiff_t rows = end - n0 < SA_AVX2_TILE_ROWS ? end - n0 : SA_AVX2_TILE_ROWS;
+        for (ptrdiff_t r = 0; r < (rows + 7) / 8 * 8; r++) {
+            const ptrdiff_t n = n0 + r, oi = n / inner, ii = n - oi * inner;
+            const SA_T *z = x + oi * x_s0 + ii * x_s2;
+            for (ptrdiff_t c = 0; c < C; c++)
+                tile[r * C + c] = r < rows ? z[c * x_sc] : (SA_T)0;
+        }
+        SA_SHORT_STATS_AVX2(tile, tile, rows, C, m, rest, count);
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < rows; r++)    /* the logarithms vectorized across the samples */
+            lognorm[r] = sa_lognorm(rest[r], count[r]);
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const ptrdiff_t n = n0 + r, oi = n / inner, ii = n - oi * inner;
+            const SA_T *z = x + oi * x_s0 + ii * x_s2;
+            SA_T *gn = g ? g + oi * C * inner + ii : NULL;
+            const int64_t yn = y ? y[n] : 0;
+            if (yn < 0) {
+                loss[n] = SA_FN(sa_loss_one)(z, x_sc, C, yn, NULL, 0, gn, inner, o);
+                continue;
+            }
+            const sa_stats st = {m[r] != m[r] ? 0.0 : (double)m[r], (double)rest[r], (double)count[r],
+                                 m[r] != m[r]};
+            if (gn)
+                for (ptrdiff_t c = 0; c < C; c++)
+                    gn[c * inner] = tile[r * C + c];
+            loss[n] = SA_FN(sa_loss_from_stats)(z, x_sc, C, yn, NULL, 0, gn, inner, o, st, lognorm[r], 1);
+        }
+    }
+}
+#endif
+
 /* Samples [begin, end) of logits laid out as (outer, C, inner) with strides
  * x_s0, x_sc, x_s2 (elements). y: one target per sample (-1 = ignored) or
  * NULL for probability targets; t: probability targets in the same logical
@@ -451,6 +515,12 @@ SA_DISPATCHED(SA_FN(sa_loss_samples), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t 
                                        ptrdiff_t begin, ptrdiff_t end),
               (x, x_s0, x_sc, x_s2, C, inner, y, t, t_s0, t_sc, t_s2, g, o, loss, begin, end))
 {
+#if defined(SA_SHORT_STATS_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    if (sa_simd_v3 && C <= SA_SMALL_ROW_MAX && !t && sa_loss_short_tile_kind(o->kind)) {
+        SA_FN(sa_loss_samples_short)(x, x_s0, x_sc, x_s2, C, inner, y, g, o, loss, begin, end);
+        return;
+    }
+#endif
     const int unit = x_sc == 1 && (!t || t_sc == 1) && (!g || inner == 1);
     for (ptrdiff_t n = begin; n < end; n++) {
         const ptrdiff_t oi = n / inner, ii = n - oi * inner;

@@ -81,8 +81,10 @@ SA_INLINE double sa_sigmoid(double x)
 #define SA_LOG sa_log_f32
 #define SA_LOG1P sa_log1p_f32
 #define SA_EXP_STORE_REST_COUNT_AVX2 sa_avx2_exp_store_rest_count_f32
+#define SA_SHORT_STATS_AVX2 sa_avx2_short_stats_f32
 #include "_losses_impl.h"
 #undef SA_EXP_STORE_REST_COUNT_AVX2
+#undef SA_SHORT_STATS_AVX2
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP

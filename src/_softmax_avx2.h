@@ -156,11 +156,17 @@ SA_AVX2_INLINE void sa_avx2_store_piece(float *group, ptrdiff_t at, ptrdiff_t ex
     }
 }
 
+/* The short-row tile's fourth mode, beside softmax, log_softmax and
+ * logsumexp: the losses' statistics (sa_avx2_short_stats_f32). */
+#define SA_AVX2_EXP_STATS (-1)
+
 /* A result vector from column vector v (x * scale) or, for softmax, its
  * exponential: softmax e * b, log_softmax (y - a) - b (the portable
  * kernels' formula and roundings). */
 SA_AVX2_INLINE __m256 sa_avx2_short_result(__m256 v, __m256 a, __m256 b, int op)
 {
+    if (op == SA_AVX2_EXP_STATS)
+        return v;
     return op == SA_SOFTMAX ? _mm256_mul_ps(v, b) : _mm256_sub_ps(_mm256_sub_ps(v, a), b);
 }
 
@@ -213,9 +219,12 @@ SA_AVX2_INLINE void sa_avx2_log_params(__m256 m, __m256 rest, __m256 count, int 
 
 /* softmax, log_softmax or logsumexp (op, a literal at every call) of
  * `groups` (<= SA_AVX2_TILE_GROUPS) groups of eight contiguous rows; for
- * logsumexp, out receives the 8 * groups values, one per row. */
+ * logsumexp, out receives the 8 * groups values, one per row. With op
+ * SA_AVX2_EXP_STATS, out receives each exp(y - m) and stats[0], [1] and [2]
+ * (8 * groups floats each) each row's maximum (NaN for a row with a NaN),
+ * sum of the exponentials below it and count of entries equal to it. */
 SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t n, __m256 scale,
-                                           int groups, int spill_ok, int op)
+                                           int groups, int spill_ok, int op, float *stats)
 {
     sa_avx2_tile_cols col;
     __m256 m[SA_AVX2_TILE_GROUPS], rest[SA_AVX2_TILE_GROUPS], count[SA_AVX2_TILE_GROUPS];
@@ -239,7 +248,7 @@ SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t
         for (int g = 0; g < groups; g++) {
             const __m256 top = _mm256_cmp_ps(col[j][g], m[g], _CMP_EQ_OQ);
             const __m256 e = sa_avx2_exp_nonpositive(_mm256_sub_ps(col[j][g], m[g]));
-            if (op == SA_SOFTMAX)
+            if (op == SA_SOFTMAX || op == SA_AVX2_EXP_STATS)
                 col[j][g] = e;      /* the log ops keep x * scale for their results */
             rest[g] = _mm256_add_ps(rest[g], _mm256_andnot_ps(top, e));
             count[g] = _mm256_add_ps(count[g], _mm256_and_ps(top, one));
@@ -250,7 +259,12 @@ SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t
      * spill lands in a later group. */
     __m256 a[SA_AVX2_TILE_GROUPS], b[SA_AVX2_TILE_GROUPS];
     for (int g = 0; g < groups; g++) {
-        if (op == SA_SOFTMAX) {
+        if (op == SA_AVX2_EXP_STATS) {
+            _mm256_storeu_ps(stats + 8 * g, _mm256_or_ps(m[g], nan[g]));
+            _mm256_storeu_ps(stats + 8 * (groups + g), rest[g]);
+            _mm256_storeu_ps(stats + 8 * (2 * groups + g), count[g]);
+            a[g] = b[g] = _mm256_setzero_ps();
+        } else if (op == SA_SOFTMAX) {
             a[g] = _mm256_setzero_ps();
             b[g] = sa_avx2_inverse_sum(rest[g], count[g], m[g]);
         } else {
@@ -274,7 +288,7 @@ SA_AVX2_INLINE void sa_avx2_whole_tile_f32(const float *x, float *out, ptrdiff_t
                                            int op)
 {
 #define SA_AVX2_TILE_OF(N) \
-    case N: sa_avx2_short_tile_f32(x, out, N, scale, SA_AVX2_TILE_GROUPS, spill_ok, op); return;
+    case N: sa_avx2_short_tile_f32(x, out, N, scale, SA_AVX2_TILE_GROUPS, spill_ok, op, NULL); return;
     switch (n) {
     SA_AVX2_TILE_OF(1) SA_AVX2_TILE_OF(2) SA_AVX2_TILE_OF(3) SA_AVX2_TILE_OF(4)
     SA_AVX2_TILE_OF(5) SA_AVX2_TILE_OF(6) SA_AVX2_TILE_OF(7) SA_AVX2_TILE_OF(8)
@@ -284,7 +298,7 @@ SA_AVX2_INLINE void sa_avx2_whole_tile_f32(const float *x, float *out, ptrdiff_t
     SA_AVX2_TILE_OF(21) SA_AVX2_TILE_OF(22) SA_AVX2_TILE_OF(23) SA_AVX2_TILE_OF(24)
     SA_AVX2_TILE_OF(25) SA_AVX2_TILE_OF(26) SA_AVX2_TILE_OF(27) SA_AVX2_TILE_OF(28)
     SA_AVX2_TILE_OF(29) SA_AVX2_TILE_OF(30) SA_AVX2_TILE_OF(31) SA_AVX2_TILE_OF(32)
-    default: sa_avx2_short_tile_f32(x, out, n, scale, SA_AVX2_TILE_GROUPS, spill_ok, op);
+    default: sa_avx2_short_tile_f32(x, out, n, scale, SA_AVX2_TILE_GROUPS, spill_ok, op, NULL);
     }
 #undef SA_AVX2_TILE_OF
 }
@@ -302,7 +316,7 @@ SA_AVX2_INLINE ptrdiff_t sa_avx2_copied_tile_f32(const float *x, ptrdiff_t x_str
     memset(tile, 0, sizeof(float) * 8 * groups * n);
     for (ptrdiff_t r = 0; r < rows; r++)
         memcpy(tile + r * n, x + (r0 + r) * x_stride, sizeof(float) * n);
-    sa_avx2_short_tile_f32(tile, tile, n, scale, groups, 1, op);
+    sa_avx2_short_tile_f32(tile, tile, n, scale, groups, 1, op, NULL);
     for (ptrdiff_t r = 0; r < rows; r++) {
         if (op == SA_LOGSUMEXP)
             out[(r0 + r) * out_stride] = tile[r];
@@ -334,7 +348,7 @@ SA_AVX2_INLINE void sa_avx2_short_rows_f32(const float *x, ptrdiff_t x_stride, f
             if (groups == SA_AVX2_TILE_GROUPS)
                 sa_avx2_whole_tile_f32(x + r * n, tile_out, n, s, spill_ok, op);
             else
-                sa_avx2_short_tile_f32(x + r * n, tile_out, n, s, groups, spill_ok, op);
+                sa_avx2_short_tile_f32(x + r * n, tile_out, n, s, groups, spill_ok, op, NULL);
             r = end;
         }
     }
@@ -356,6 +370,23 @@ SA_AVX2 static void sa_avx2_short_rows_any_f32(const float *x, ptrdiff_t x_strid
     default:
         sa_avx2_short_rows_f32(x, x_stride, out, out_stride, n_rows, n, scale, SA_LOGSUMEXP);
     }
+}
+
+/* The losses' short rows: x holds `rows` (<= SA_AVX2_TILE_ROWS) contiguous
+ * rows of n <= SA_SMALL_ROW_MAX logits, padded with zero rows to a multiple
+ * of eight; e receives exp(x - m) in the same layout (it may be x), and
+ * m, rest and count each row's statistics as the softmax tile keeps them
+ * (m NaN for a row with a NaN). The tile's lanes are independent, so a
+ * row's statistics do not depend on the rows beside it. */
+SA_AVX2 static void sa_avx2_short_stats_f32(const float *x, float *e, ptrdiff_t rows, ptrdiff_t n,
+                                            float *m, float *rest, float *count)
+{
+    float stats[3 * SA_AVX2_TILE_ROWS];
+    const int groups = (int)((rows + 7) / 8);
+    sa_avx2_short_tile_f32(x, e, n, _mm256_set1_ps(1.0f), groups, 1, SA_AVX2_EXP_STATS, stats);
+    memcpy(m, stats, sizeof(float) * rows);
+    memcpy(rest, stats + 8 * groups, sizeof(float) * rows);
+    memcpy(count, stats + 16 * groups, sizeof(float) * rows);
 }
 
 /* Whether sa_avx2_short_rows_any_f32 computes op. */
