@@ -11,6 +11,18 @@ the NumPy array, torch a tensor of the same data. ``np.argpartition``
 Each library is timed in a process of its own (``--library``), since
 PyTorch's OpenMP pool keeps spinning after its calls and takes a core from
 softarray's threads in a shared process.
+
+``--grid`` runs issue 22's grids instead of the named shapes: softmax,
+log_softmax, logsumexp and per-sample cross_entropy over rows {1, 8, 64,
+1024, 65536} x row length {10, 1000, 4096, 32000, 128000, 1000000}, and topk
+over rows {1, 8, 64, 1024, 4096} x row length {64, 1000, 4096, 32000, 128000}
+x k {1, 2, 8, 50, 64, 1000} (k < row length), in each ``--dtypes`` (and
+``--smallest`` adds topk's smallest-k), skipping arrays of more than
+``--max-elements`` entries (default 2**25: 128 MiB of float32, so that the
+grid runs in minutes beside torch's copy). The softmax-family rows add
+``stream``: softarray's time over the time to move the call's bytes at the
+machine's copy bandwidth (np.copyto of 256 MiB, measured in the same
+process), printed where the input does not fit in a 32 MiB cache.
 """
 import argparse
 import json
@@ -57,12 +69,85 @@ def cases(rng, only):
     return out
 
 
-def timings(library, threads, only, repeat):
-    """{(call, shape): ms} for one library at one thread count, this process."""
+GRID_ROWS = (1, 8, 64, 1024, 65536)
+GRID_LENGTHS = (10, 1000, 4096, 32000, 128000, 1000000)
+TOPK_ROWS = (1, 8, 64, 1024, 4096)
+TOPK_LENGTHS = (64, 1000, 4096, 32000, 128000)
+TOPK_KS = (1, 2, 8, 50, 64, 1000)
+CACHE_BYTES = 32 * 2**20
+
+
+def torch_dtype(dtype):
+    return {np.float32: torch.float32, np.float64: torch.float64}[dtype]
+
+
+def grid_cases(rng, only, dtypes, smallest, max_elements):
+    """issue 22's grids as (table, name, softarray call, torch call, floor
+    call or None, bytes moved by the call)."""
+    out = []
+    for dtype in dtypes:
+        name = np.dtype(dtype).name
+        if "softmax" in only:
+            for rows in GRID_ROWS:
+                for n in GRID_LENGTHS:
+                    if rows * n > max_elements:
+                        continue
+                    x = rng.standard_normal((rows, n)).astype(dtype)
+                    y = rng.integers(0, n, rows)
+                    t, ty = torch.from_numpy(x), torch.from_numpy(y)
+                    shape, size = f"{rows}x{n} {name}", x.nbytes
+                    out += [
+                        ("softmax", shape, lambda x=x: sa.softmax(x), lambda t=t: torch.softmax(t, -1),
+                         None, 2 * size),
+                        ("log_softmax", shape, lambda x=x: sa.log_softmax(x),
+                         lambda t=t: torch.log_softmax(t, -1), None, 2 * size),
+                        ("logsumexp", shape, lambda x=x: sa.logsumexp(x, axis=-1),
+                         lambda t=t: torch.logsumexp(t, -1), None, size),
+                        ("cross_entropy", shape, lambda x=x, y=y: sa.cross_entropy(x, y, reduction="none"),
+                         lambda t=t, ty=ty: torch.nn.functional.cross_entropy(t, ty, reduction="none"),
+                         None, size + y.nbytes)]
+        if "topk" in only:
+            for rows in TOPK_ROWS:
+                for n in TOPK_LENGTHS:
+                    if rows * n > max_elements:
+                        continue
+                    x = rng.standard_normal((rows, n)).astype(dtype)
+                    t = torch.from_numpy(x)
+                    for k in (k for k in TOPK_KS if k < n):
+                        for largest in (True, False) if smallest else (True,):
+                            side = "" if largest else " smallest"
+                            kth = -k if largest else k - 1
+                            out.append((
+                                "topk", f"{rows}x{n} k={k} {name}{side}",
+                                lambda x=x, k=k, largest=largest: sa.topk(x, k, largest=largest),
+                                lambda t=t, k=k, largest=largest: torch.topk(t, k, largest=largest),
+                                lambda x=x, kth=kth: np.argpartition(x, kth, axis=-1), x.nbytes))
+    return out
+
+
+def copy_seconds_per_byte():
+    """Seconds per byte moved (read plus written) by np.copyto of 256 MiB."""
+    a = np.ones(2**25)
+    b = np.empty_like(a)
+    return per_call(lambda: np.copyto(b, a), 5) / (2 * a.nbytes)
+
+
+def timings(library, threads, only, repeat, grid=None):
+    """{(call, shape): ms} for one library at one thread count, this process;
+    with grid (dtypes, smallest, max_elements), issue 22's grids."""
     out = {}
     torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
     with sa.threads(threads):
-        for call, shape, ours, peer, floor in cases(np.random.default_rng(0), only):
+        if grid is not None:
+            if library == "softarray":
+                out["copy|seconds per byte"] = copy_seconds_per_byte()
+            for call, shape, ours, peer, floor, size in grid_cases(rng, only, *grid):
+                f = {"softarray": ours, "torch": peer, "argpartition": floor}[library]
+                if f is not None:
+                    out[f"{call}|{shape}|{size}"] = per_call(f, repeat) * 1e3
+            return out
+        for call, shape, ours, peer, floor in cases(rng, only):
             f = {"softarray": ours, "torch": peer, "argpartition": floor}[library]
             if f is not None:
                 out[f"{call}|{shape}"] = per_call(f, repeat) * 1e3
@@ -76,9 +161,17 @@ def main():
     parser.add_argument("--only", nargs="+", default=["topk", "softmax"], choices=["topk", "softmax"])
     parser.add_argument("--library", choices=["softarray", "torch", "argpartition"],
                         help="time this one here and print JSON (the table runs one process each)")
+    parser.add_argument("--grid", action="store_true", help="issue 22's grids instead of the named shapes")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    parser.add_argument("--smallest", action="store_true", help="grid: topk's smallest-k too")
+    parser.add_argument("--max-elements", type=int, default=2**25)
     args = parser.parse_args()
+    grid = ([getattr(np, d) for d in args.dtypes], args.smallest, args.max_elements) if args.grid else None
     if args.library:
-        print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat)))
+        print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat, grid)))
+        return
+    if grid is not None:
+        print_grid(args)
         return
     print("| call | shape | threads | softarray ms | torch ms | torch / softarray | argpartition ms |")
     print("|---|---|---|---|---|---|---|")
@@ -94,6 +187,28 @@ def main():
             b = times["torch"][key]
             c = f"{times['argpartition'][key]:.3f}" if key in times["argpartition"] else ""
             print(f"| {call} | {shape} | {threads} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {c} |", flush=True)
+
+
+def print_grid(args):
+    print("| call | shape | threads | softarray ms | torch ms | torch / softarray | stream | argpartition ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for threads in args.threads:
+        times = {
+            library: json.loads(subprocess.run(
+                [sys.executable, __file__, "--library", library, "--threads", str(threads), "--grid",
+                 "--repeat", str(args.repeat), "--only", *args.only, "--dtypes", *args.dtypes,
+                 "--max-elements", str(args.max_elements)] + (["--smallest"] if args.smallest else []),
+                check=True, capture_output=True, text=True).stdout)
+            for library in ("softarray", "torch", "argpartition")}
+        per_byte = times["softarray"].pop("copy|seconds per byte")
+        for key, a in times["softarray"].items():
+            call, shape, size = key.split("|")
+            b = times["torch"][key]
+            c = f"{times['argpartition'][key]:.4g}" if key in times["argpartition"] else ""
+            fits = int(size) <= CACHE_BYTES or call == "topk"
+            stream = "" if fits else f"{a / (int(size) * per_byte * 1e3):.2f}"
+            print(f"| {call} | {shape} | {threads} | {a:.4g} | {b:.4g} | {b / a:.2f}x | {stream} | {c} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

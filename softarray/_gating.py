@@ -103,22 +103,15 @@ def topk(x, k, *, axis=-1, largest=True, sorted=True):
 
 def _small_topk(x, k, axis, largest, sorted):
     """The fast path of small calls: (values, indices) when x is plain rows
-    (``_dispatch.plain_rows``, or a plain CPU tensor) and the options plain
-    Python values with 0 < k <= the row length; else None and the general
-    path runs (and raises any error). The kernel call is the general path's."""
+    (``_plain.pxd``, or a plain CPU tensor) and the options plain Python
+    values with 0 < k <= the row length (checked in C by
+    ``_kernels.plain_topk``); else None and the general path runs (and
+    raises any error). The kernel call is the general path's."""
     tensor = _dispatch.plain_tensor(x)
-    plain = x if tensor is None else tensor
-    rows = _dispatch.plain_rows(plain, axis)
-    if (rows is None or type(k) is not int or not 0 < k <= rows.shape[1]
-            or type(largest) is not bool or type(sorted) is not bool):
-        return None
-    values = np.empty(plain.shape[:-1] + (k,), plain.dtype)
-    indices = np.empty(plain.shape[:-1] + (k,), np.int64)
-    _kernels.topk_rows(rows, k, largest, sorted, values.reshape(-1, k), indices.reshape(-1, k),
-                       threads_for_call())
-    if tensor is None:
-        return values, indices
-    return _dispatch.as_tensor(values), _dispatch.as_tensor(indices)
+    result = _kernels.plain_topk(x if tensor is None else tensor, k, axis, largest, sorted, threads_for_call())
+    if result is None or tensor is None:
+        return result
+    return _dispatch.as_tensor(result[0]), _dispatch.as_tensor(result[1])
 
 
 def _topk_compiled(a, k, axis, largest, sorted):

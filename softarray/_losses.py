@@ -263,21 +263,16 @@ def _kl_div_none(arguments):
 
 def _small_cross_entropy(logits, target, axis, reduction):
     """The fast path of small calls (every option but the reduction at its
-    default): the loss when logits are plain rows (``_dispatch.plain_rows``)
-    and target a C-contiguous int64 NumPy array of their other axes' shape
-    with every index in range, else None and the general path runs (and
-    raises any error). The kernel, options and reduction are the general
-    path's, so are the bits."""
+    default): the loss when logits are plain rows (``_plain.pxd``) and
+    target a C-contiguous int64 NumPy array of their other axes' shape with
+    every index in range (checked in C by ``_kernels.plain_index_losses``),
+    else None and the general path runs (and raises any error). The kernel,
+    options and reduction are the general path's, so are the bits."""
     tensor = _dispatch.plain_tensor(logits)
     if tensor is not None:          # torch logits take torch targets
         logits, target = tensor, _dispatch.plain_tensor(target)
-    rows = _dispatch.plain_rows(logits, axis)
-    if (rows is None or type(target) is not np.ndarray or target.dtype != np.int64
-            or target.shape != logits.shape[:-1] or not target.flags.c_contiguous
-            or reduction not in REDUCTIONS):
-        return None
-    loss = np.empty(rows.shape[0])
-    if not _kernels.index_rows(rows, target.reshape(-1), loss):
+    loss = _kernels.plain_index_losses(logits, target, axis) if reduction in REDUCTIONS else None
+    if loss is None:
         return None
     loss = reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
     return loss if tensor is None else _dispatch.as_tensor(loss)

@@ -56,6 +56,9 @@ def _normalize(op, x, axis, scale, where):
     """Shared body of the four elementwise-output ops."""
     tensor = _dispatch.plain_tensor(x) if where is None else None
     plain = x if tensor is None else tensor
+    out = _kernels.plain_rows(plain, axis, _kernels.OPS[op], scale, threads_for_call()) if where is None else None
+    if out is not None:
+        return out if tensor is None else _dispatch.as_tensor(out)
     rows = _dispatch.plain_rows(plain, axis) if where is None else None
     if rows is not None:
         out = output_empty(plain.shape, plain.dtype)
@@ -395,6 +398,10 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     check_bool(return_sign, "return_sign")
     tensor = _dispatch.plain_tensor(x) if b is None and where is None else None
     plain = x if tensor is None else tensor
+    if b is None and where is None and not keepdims and not return_sign:
+        out = _kernels.plain_rows(plain, axis, _kernels.LOGSUMEXP, 1.0, threads_for_call())
+        if out is not None:
+            return out if tensor is None else _dispatch.as_tensor(out)
     rows = _dispatch.plain_rows(plain, axis) if b is None and where is None else None
     if rows is not None:
         out = np.empty(rows.shape[0], plain.dtype)

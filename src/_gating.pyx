@@ -11,6 +11,11 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
 from _parallel cimport work_items, row_items
+from libc.stdlib cimport malloc, free
+cimport numpy as cnp
+from _plain cimport plain_row_length
+
+cnp.import_array()
 
 import numpy as np
 
@@ -36,29 +41,16 @@ cdef extern from "_gating_kernels.h" nogil:
 cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
 
 
-def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
-              floating[:, ::1] values, int64_t[:, ::1] indices, int n_threads):
-    """The k first entries of every row of x (contiguous rows) in the order
-    of the result (largest or smallest first, NaN counted above +inf, ties
-    by lower index) into values and indices, both (n_rows, k)."""
-    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
-    if x.strides[1] != sizeof(floating):
-        raise ValueError("internal error: topk needs contiguous rows")
-    if not (0 < k <= n) or values.shape[0] != n_rows or values.shape[1] != k \
-            or indices.shape[0] != n_rows or indices.shape[1] != k:
-        raise ValueError("internal error: topk output shapes")
-    if n_rows == 0:
-        return
-    cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
+cdef int _topk_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t k,
+                   bint largest, bint sorted, floating *pv, int64_t *pi, int n_threads) except -1:
+    """topk of n_rows rows of n entries, xs apart, into (n_rows, k) values and indices."""
     cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else n
     cdef work_items w = row_items(n_rows, n, n_threads)
     cdef Py_ssize_t c, begin
-    cdef const floating *px = &x[0, 0]
-    cdef floating *pv = &values[0, 0]
-    cdef int64_t *pi = &indices[0, 0]
     # One scratch buffer per thread, not per row: (key, index) pairs.
-    cdef int64_t[:, ::1] scratch = np.empty((w.team, 2 * scratch_len), np.int64)
-    cdef int64_t *ps = &scratch[0, 0]
+    cdef int64_t *ps = <int64_t *> malloc(w.team * 2 * scratch_len * sizeof(int64_t))
+    if ps == NULL:
+        raise MemoryError()
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
@@ -73,7 +65,56 @@ def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
                     sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin,
                                      min(begin + w.size, n_rows),
                                      <sa_ranked *> (ps + threadid() * 2 * scratch_len))
-    sa_interrupt_finish(&intr)
+    free(ps)
+    return sa_interrupt_finish(&intr)
+
+
+def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
+              floating[:, ::1] values, int64_t[:, ::1] indices, int n_threads):
+    """The k first entries of every row of x (contiguous rows) in the order
+    of the result (largest or smallest first, NaN counted above +inf, ties
+    by lower index) into values and indices, both (n_rows, k)."""
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    if x.strides[1] != sizeof(floating):
+        raise ValueError("internal error: topk needs contiguous rows")
+    if not (0 < k <= n) or values.shape[0] != n_rows or values.shape[1] != k \
+            or indices.shape[0] != n_rows or indices.shape[1] != k:
+        raise ValueError("internal error: topk output shapes")
+    if n_rows == 0:
+        return
+    _topk_run(&x[0, 0], x.strides[0] // sizeof(floating), n_rows, n, k, largest, sorted,
+              &values[0, 0], &indices[0, 0], n_threads)
+
+
+def plain_topk(object x, object k, object axis, object largest, object sorted, int n_threads):
+    """The small calls' fast path of topk, every check in C: (values,
+    indices) along the last axis when x and axis pass
+    _plain.plain_row_length, k is an int in [1, row length] and largest and
+    sorted are bools; else None and the caller's general path runs (and
+    raises any error). topk_rows' kernel on the same rows: the same bits."""
+    cdef Py_ssize_t n = plain_row_length(x, axis)
+    if n < 0 or type(k) is not int or type(largest) is not bool or type(sorted) is not bool:
+        return None
+    if not 0 < k <= n:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray> x
+    cdef int nd = cnp.PyArray_NDIM(a), typenum = cnp.PyArray_TYPE(a)
+    cdef cnp.npy_intp shape[cnp.NPY_MAXDIMS]
+    cdef int d
+    for d in range(nd - 1):
+        shape[d] = cnp.PyArray_DIM(a, d)
+    shape[nd - 1] = k
+    cdef cnp.ndarray values = cnp.PyArray_EMPTY(nd, shape, typenum, 0)
+    cdef cnp.ndarray indices = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_INT64, 0)
+    cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n, kk = k
+    cdef bint lg = largest, srt = sorted
+    if typenum == cnp.NPY_FLOAT:
+        _topk_run(<const float *> cnp.PyArray_DATA(a), n, n_rows, n, kk, lg, srt,
+                  <float *> cnp.PyArray_DATA(values), <int64_t *> cnp.PyArray_DATA(indices), n_threads)
+    else:
+        _topk_run(<const double *> cnp.PyArray_DATA(a), n, n_rows, n, kk, lg, srt,
+                  <double *> cnp.PyArray_DATA(values), <int64_t *> cnp.PyArray_DATA(indices), n_threads)
+    return values, indices
 
 
 def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint over_selected,

@@ -12,6 +12,10 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
 from _parallel cimport elements, work_items, row_items
+cimport numpy as cnp
+from _plain cimport plain_row_length
+
+cnp.import_array()
 
 cdef extern from "_losses_kernels.h" nogil:
     ctypedef struct sa_loss_opts:
@@ -136,28 +140,39 @@ cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *
     return o
 
 
-def index_rows(const floating[:, ::1] x, const int64_t[::1] y, double[::1] loss):
-    """The small-call path of cross_entropy: the loss of each row of x (rows,
-    C) against its class index in y, with every option at its default, on
-    the calling thread, into loss. Returns False, computing nothing, when a
-    class index is outside [0, C): the caller's general path then raises
-    its error. The same kernel and options as ``samples`` gives such a call,
-    so the same bits."""
-    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], i
-    if y.shape[0] != n or loss.shape[0] != n or C == 0:
-        raise ValueError("internal error: one target and one loss per row expected")
+def plain_index_losses(object logits, object target, object axis):
+    """The small-call path of cross_entropy, every check in C: the float64
+    loss of each row of logits against its class index in target, with
+    every option at its default, on the calling thread, when logits pass
+    _plain.plain_row_length and target is a plain int64 array (native byte
+    order, aligned, C-contiguous) of logits' shape without the class axis
+    with every index in [0, C); else None, computing nothing, and the
+    caller's general path runs (and raises any error). The same kernel and
+    options as ``samples`` gives such a call, so the same bits."""
+    cdef Py_ssize_t C = plain_row_length(logits, axis)
+    if C < 0 or type(target) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray> logits, t = <cnp.ndarray> target
+    cdef int nd = cnp.PyArray_NDIM(x)
+    if (cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or not cnp.PyArray_ISCARRAY_RO(t)
+            or not cnp.PyArray_ISNOTSWAPPED(t) or cnp.PyArray_NDIM(t) != nd - 1
+            or not cnp.PyArray_CompareLists(cnp.PyArray_DIMS(t), cnp.PyArray_DIMS(x), nd - 1)):
+        return None
+    cdef cnp.npy_intp n = cnp.PyArray_SIZE(x) // C, i
+    cdef const int64_t *y = <const int64_t *> cnp.PyArray_DATA(t)
     for i in range(n):
         if y[i] < 0 or y[i] >= C:
-            return False
+            return None
+    cdef cnp.ndarray loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
     cdef sa_loss_opts o = _default_opts(SA_LOSS_CROSS_ENTROPY, <double> C)
     with nogil:
-        if floating is float:
-            sa_loss_samples_f32(&x[0, 0], C, 1, 1, C, 1, &y[0], NULL, 0, 0, 0, NULL, &o,
-                                &loss[0], 0, n)
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+            sa_loss_samples_f32(<const float *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, NULL, 0, 0, 0, NULL,
+                                &o, <double *> cnp.PyArray_DATA(loss), 0, n)
         else:
-            sa_loss_samples_f64(&x[0, 0], C, 1, 1, C, 1, &y[0], NULL, 0, 0, 0, NULL, &o,
-                                &loss[0], 0, n)
-    return True
+            sa_loss_samples_f64(<const double *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, NULL, 0, 0, 0, NULL,
+                                &o, <double *> cnp.PyArray_DATA(loss), 0, n)
+    return loss
 
 
 def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :, :] t,

@@ -14,7 +14,11 @@ everything and laid the data out as either
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
+cimport numpy as cnp
 from _parallel cimport PARALLEL_MIN_ELEMENTS, elements
+from _plain cimport plain_row_length
+
+cnp.import_array()
 
 cdef extern from "_softmax_kernels.h" nogil:
     ctypedef struct sa_stats:
@@ -238,6 +242,31 @@ def rows(const floating[:, :] x, floating[:, :] out, int op, double scale, int n
     cdef Py_ssize_t os = elements(out.strides[0], sizeof(floating))
     with nogil:
         _rows_parallel(&x[0, 0], xs, &out[0, 0], os, n_rows, n, scale, op, n_threads)
+
+
+def plain_rows(object x, object axis, int op, double scale, int n_threads):
+    """The small calls' fast path: op along the last axis of x into a new
+    array (for logsumexp, of x's shape without that axis) when x and axis
+    pass _plain.plain_row_length, else None and the caller takes its general
+    path, which calls the same kernel on the same rows for such input: both
+    give the same bits."""
+    cdef Py_ssize_t n = plain_row_length(x, axis)
+    if n < 0:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray> x
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    cdef int reduces = op == SA_LOGSUMEXP
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a) - reduces, cnp.PyArray_DIMS(a), typenum, 0)
+    cdef Py_ssize_t os = 1 if reduces else n
+    with nogil:
+        if typenum == cnp.NPY_FLOAT:
+            _rows_parallel(<const float *> cnp.PyArray_DATA(a), n, <float *> cnp.PyArray_DATA(out), os,
+                           size // n, n, scale, op, n_threads)
+        else:
+            _rows_parallel(<const double *> cnp.PyArray_DATA(a), n, <double *> cnp.PyArray_DATA(out), os,
+                           size // n, n, scale, op, n_threads)
+    return out
 
 
 def rows_logsumexp(const floating[:, :] x, floating[:] out, double scale, int n_threads):

@@ -13,6 +13,9 @@ def topk_rows(
     indices: npt.NDArray[np.int64],
     n_threads: int,
 ) -> None: ...
+def plain_topk(
+    x: object, k: object, axis: object, largest: object, sorted: object, n_threads: int
+) -> tuple[npt.NDArray[_Float], npt.NDArray[np.int64]] | None: ...
 def gate_rows(
     x: npt.NDArray[_Float],
     k: int,

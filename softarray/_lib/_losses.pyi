@@ -21,11 +21,9 @@ def samples(
     opts: dict[str, Any],
     n_threads: int,
 ) -> None: ...
-def index_rows(
-    x: npt.NDArray[_Float],
-    y: npt.NDArray[np.int64],
-    loss: npt.NDArray[np.float64],
-) -> bool: ...
+def plain_index_losses(
+    logits: object, target: object, axis: object
+) -> npt.NDArray[np.float64] | None: ...
 def elementwise(
     x: npt.NDArray[_Float],
     t: npt.NDArray[_Float],

@@ -12,6 +12,9 @@ LOGSUMEXP: Final[int]
 def rows(
     x: npt.NDArray[_Float], out: npt.NDArray[_Float], op: int, scale: float, n_threads: int
 ) -> None: ...
+def plain_rows(
+    x: object, axis: object, op: int, scale: float, n_threads: int
+) -> npt.NDArray[_Float] | None: ...
 def rows_logsumexp(
     x: npt.NDArray[_Float], out: npt.NDArray[_Float], scale: float, n_threads: int
 ) -> None: ...
