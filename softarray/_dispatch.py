@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import array_api_compat
 
+from ._output_cache import empty as output_empty
+
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # What array_api_compat.array_namespace gives for every NumPy array.
 _NUMPY_NAMESPACE = array_api_compat.array_namespace(np.empty(0))
@@ -172,6 +174,49 @@ def widened_half(x):
     if isinstance(x, np.ndarray):
         return x.astype(np.float32), narrow     # bfloat16 is ml_dtypes' kind "V"
     return x.float().numpy(), narrow
+
+
+# The half-precision kinds of the kernels (src/_half.h).
+HALF_FLOAT16, HALF_BFLOAT16 = 0, 1
+
+
+def half_rows(x, axis, reduces=False):
+    """The half-precision rows the kernels read directly: for a float16 or
+    bfloat16 x (NumPy, ml_dtypes' bfloat16, or a CPU torch tensor that does
+    not require grad), C-contiguous, aligned, in native byte order, not
+    empty, with ``axis`` its last axis as an int: ``(rows, kind, out,
+    out_rows)``, x's 16-bit patterns as an (n_rows, n) uint16 view, the
+    kernels' kind, a new result of x's library and dtype (x's shape, or x's
+    shape without the last axis when ``reduces``) and its patterns as an
+    (n_rows, n or 1) uint16 view. Else None (the widened copy of
+    ``kernel_operand`` then runs)."""
+    if type(axis) is not int or not getattr(x, "ndim", 0) or axis not in (-1, x.ndim - 1):
+        return None
+    shape = tuple(x.shape[:-1]) if reduces else tuple(x.shape)
+    if type(x) is np.ndarray:
+        kind = {"float16": HALF_FLOAT16, "bfloat16": HALF_BFLOAT16}.get(x.dtype.name)
+        if kind is None or x.dtype.itemsize != 2 or not x.dtype.isnative or not x.size:
+            return None
+        if not (x.flags.c_contiguous and x.flags.aligned):
+            return None
+        rows = x.view(np.uint16).reshape(-1, x.shape[-1])
+        out_bits = output_empty(shape, np.uint16)
+        return rows, kind, out_bits.view(x.dtype), out_bits.reshape(rows.shape[0], -1)
+    torch = sys.modules.get("torch")
+    if torch is None or type(x) is not torch.Tensor or x.requires_grad or not x.is_cpu or not x.numel():
+        return None
+    kind = {torch.float16: HALF_FLOAT16, torch.bfloat16: HALF_BFLOAT16}.get(x.dtype)
+    if kind is None or not x.is_contiguous():
+        return None
+    try:
+        rows = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, x.shape[-1])
+    except RuntimeError:    # a lazy negative view
+        return None
+    # The result's memory from NumPy (and the output cache), not torch.empty:
+    # torch's fresh pages fault one by one on first write, which cost as
+    # much as the kernel at 4096 x 4096.
+    out_bits = output_empty(shape, np.uint16)
+    return rows, kind, torch.from_numpy(out_bits).view(x.dtype), out_bits.reshape(rows.shape[0], -1)
 
 
 def narrowing(x):

@@ -64,6 +64,11 @@ def _normalize(op, x, axis, scale, where):
         out = output_empty(plain.shape, plain.dtype)
         _kernels.rows(rows, out.reshape(rows.shape), _kernels.OPS[op], scale, threads_for_call())
         return out if tensor is None else _dispatch.as_tensor(out)
+    half = _dispatch.half_rows(x, axis) if where is None else None
+    if half is not None:
+        rows, kind, out, out_rows = half
+        _kernels.rows_half(rows, out_rows, _kernels.OPS[op], scale, kind, threads_for_call())
+        return out
     xp, x, axes, mask, _ = _prepare(x, axis, where)
     a, narrow = _dispatch.kernel_operand(x)
     if a is None:
@@ -402,6 +407,11 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
         out = _kernels.plain_rows(plain, axis, _kernels.LOGSUMEXP, 1.0, threads_for_call())
         if out is not None:
             return out if tensor is None else _dispatch.as_tensor(out)
+    half = _dispatch.half_rows(x, axis, reduces=True) if b is None and where is None and not return_sign else None
+    if half is not None:
+        rows, kind, out, out_rows = half
+        _kernels.rows_half(rows, out_rows, _kernels.LOGSUMEXP, 1.0, kind, threads_for_call())
+        return out.reshape(tuple(x.shape[:-1]) + (1,) * keepdims)
     rows = _dispatch.plain_rows(plain, axis) if b is None and where is None else None
     if rows is not None:
         out = np.empty(rows.shape[0], plain.dtype)

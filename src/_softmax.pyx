@@ -12,7 +12,8 @@ everything and laid the data out as either
   reduced along its middle axis without transposing.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport uint16_t
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 from _parallel cimport PARALLEL_MIN_ELEMENTS, elements
@@ -21,6 +22,8 @@ from _plain cimport plain_row_length
 cnp.import_array()
 
 cdef extern from "_softmax_kernels.h" nogil:
+    void sa_rows_half(const uint16_t *x, Py_ssize_t xs, uint16_t *out, Py_ssize_t os, Py_ssize_t n_rows,
+                      Py_ssize_t n, float scale, int op, int kind, float *scratch, Py_ssize_t chunk_rows)
     ctypedef struct sa_stats:
         double max
         double rest
@@ -267,6 +270,40 @@ def plain_rows(object x, object axis, int op, double scale, int n_threads):
             _rows_parallel(<const double *> cnp.PyArray_DATA(a), n, <double *> cnp.PyArray_DATA(out), os,
                            size // n, n, scale, op, n_threads)
     return out
+
+
+cdef enum:
+    # Floats of a half-precision chunk's float32 scratch (256 KiB, per
+    # thread): the chunk is widened, computed and narrowed while in L2.
+    HALF_SCRATCH_FLOATS = 1 << 16
+
+
+def rows_half(const uint16_t[:, :] x, uint16_t[:, :] out, int op, double scale, int kind, int n_threads):
+    """op along the rows of half-precision x (kind: 0 float16, 1 bfloat16,
+    as raw 16-bit patterns; contiguous rows) into out of the same kind: out
+    (n_rows, n), or (n_rows, 1) for logsumexp. Computed in float32 and
+    rounded once (_half.h)."""
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    if x.strides[1] != 2 or out.strides[1] != 2 or out.shape[0] != n_rows \
+            or out.shape[1] != (1 if op == SA_LOGSUMEXP else n):
+        raise ValueError("internal error: rows_half needs contiguous rows and an output of their shape")
+    if n_rows == 0 or n == 0:
+        return
+    cdef Py_ssize_t chunk_rows = max(<Py_ssize_t> 1, HALF_SCRATCH_FLOATS // n)
+    cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows, per = chunk_rows * (n + 1)
+    cdef int team = 1 if n_rows * n < PARALLEL_MIN_ELEMENTS else <int> min(<Py_ssize_t> n_threads, n_chunks)
+    cdef float *scratch = <float *> malloc(team * per * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t xs = x.strides[0] // 2, os = out.strides[0] // 2, c, r0
+    cdef const uint16_t *px = &x[0, 0]
+    cdef uint16_t *po = &out[0, 0]
+    with nogil:
+        for c in prange(n_chunks, num_threads=team, schedule='static'):
+            r0 = c * chunk_rows
+            sa_rows_half(px + r0 * xs, xs, po + r0 * os, os, min(chunk_rows, n_rows - r0), n,
+                         <float> scale, op, kind, scratch + threadid() * per, chunk_rows)
+    free(scratch)
 
 
 def rows_logsumexp(const floating[:, :] x, floating[:] out, double scale, int n_threads):

@@ -24,6 +24,7 @@
 #include <math.h>
 #include "_simd.h"
 #include "_softmax_sizes.h"
+#include "_half.h"
 
 enum sa_op {
     SA_SOFTMAX = 0,
@@ -241,5 +242,30 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_LOG1P
 #undef SA_FABS
 #undef SA_COPYSIGN
+
+/* Half-precision rows (_half.h): chunks of at most chunk_rows rows widened
+ * into scratch (chunk_rows * (n + 1) floats), the float32 kernel run there
+ * in place, each result rounded once into out. For SA_LOGSUMEXP, out has
+ * one value per row, out_stride apart. */
+static void sa_rows_half(const uint16_t *x, ptrdiff_t x_stride, uint16_t *out, ptrdiff_t out_stride,
+                         ptrdiff_t n_rows, ptrdiff_t n, float scale, int op, int kind, float *scratch,
+                         ptrdiff_t chunk_rows)
+{
+    for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += chunk_rows) {
+        const ptrdiff_t rows = n_rows - r0 < chunk_rows ? n_rows - r0 : chunk_rows;
+        for (ptrdiff_t r = 0; r < rows; r++)
+            sa_half_widen(x + (r0 + r) * x_stride, scratch + r * n, n, kind);
+        if (op == SA_LOGSUMEXP) {
+            float *values = scratch + rows * n;
+            sa_rows_f32(scratch, n, values, 1, rows, n, scale, op);
+            for (ptrdiff_t r = 0; r < rows; r++)
+                sa_half_narrow(values + r, out + (r0 + r) * out_stride, 1, kind);
+        } else {
+            sa_rows_f32(scratch, n, scratch, n, rows, n, scale, op);
+            for (ptrdiff_t r = 0; r < rows; r++)
+                sa_half_narrow(scratch + r * n, out + (r0 + r) * out_stride, n, kind);
+        }
+    }
+}
 
 #endif /* SOFTARRAY_SOFTMAX_KERNELS_H */
