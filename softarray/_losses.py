@@ -157,8 +157,16 @@ def _compiled_operands(logits, *others):
     a, _ = _dispatch.kernel_operand(logits)
     if a is None:
         return None
-    views = [a]
-    for x in others:
+    views = _kernel_views(*others)
+    return None if views is None else [a] + views
+
+
+def _kernel_views(*arrays):
+    """NumPy views of arrays for the kernels (None stays None; half
+    precision as float32 copies), or None when any must take the portable
+    path."""
+    views = []
+    for x in arrays:
         if x is None:
             views.append(None)
             continue
@@ -192,6 +200,24 @@ def _run_samples(a, axis, opts, *, y=None, t=None, class_weight=None, reduction,
         none_shape = shape[:axis] + shape[axis + 1:]
     value = reduce_losses(loss, reduction, denominator, none_shape, a.dtype)
     return value, (grad.reshape(shape) if return_grad else None)
+
+
+def _run_half_samples(half, opts, *, y, class_weight, reduction, denominator, return_grad):
+    """_run_samples for half-precision logits read directly (``_dispatch.half_rows``'s
+    ``(rows, kind, out, out_rows)``, classes along the last axis): NumPy
+    float32 loss (for ``_finish`` to round) and the gradient already in the
+    logits' library and dtype, ``out``."""
+    rows, kind, out, out_rows = half
+    n, C = rows.shape
+    cw = np.empty(0) if class_weight is None else np.ascontiguousarray(class_weight, np.float64)
+    opts = dict(opts, grad_scale=grad_scale(reduction, denominator),
+                class_weight_sum=float(cw.sum()) if cw.size else float(C))
+    loss = np.empty(n, np.float64)
+    y1 = np.ascontiguousarray(y, np.int64).reshape(-1)
+    _kernels.samples_half(rows, kind, y1, out_rows if return_grad else np.empty((0, 0), np.uint16), loss, cw,
+                          opts, threads_for_call())
+    value = reduce_losses(loss, reduction, denominator, tuple(out.shape[:-1]), np.float32)
+    return value, (out if return_grad else None)
 
 
 def _finish(xp, like, loss, grad, return_grad):
@@ -287,7 +313,12 @@ def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weigh
     samples, "all" by the number of samples.
     """
     params = params or {}
-    ops = _compiled_operands(logits, target, weight)
+    half = _dispatch.half_rows(logits, axis)
+    if half is not None:
+        views = _kernel_views(target, weight)
+        ops = None if views is None else [half] + views
+    else:
+        ops = _compiled_operands(logits, target, weight)
     if ops is None:
         return _portable_result(portable(), return_grad)
     a, y, w = ops
@@ -298,6 +329,11 @@ def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weigh
         denominator = float(np.count_nonzero(yk >= 0))
     else:
         denominator = float(yk.size)
+    if half is not None:
+        loss, grad = _run_half_samples(half, dict(params, kind=kind), y=yk, class_weight=w,
+                                       reduction=reduction, denominator=denominator, return_grad=return_grad)
+        loss = _finish(xp, logits, loss, None, False)
+        return (loss, grad) if return_grad else loss
     loss, grad = _run_samples(a, axis, dict(params, kind=kind), y=yk, class_weight=w,
                               reduction=reduction, denominator=denominator, return_grad=return_grad)
     return _finish(xp, logits, loss, grad, return_grad)

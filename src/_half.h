@@ -21,6 +21,10 @@
 #include <stdint.h>
 #include "_simd.h"
 
+/* Floats of a chunk's float32 scratch, per thread (256 KiB): a chunk of
+ * rows is widened, computed and narrowed while it stays in L2. */
+#define SA_HALF_SCRATCH_FLOATS (1 << 16)
+
 enum sa_half_kind {
     SA_HALF_FLOAT16 = 0,
     SA_HALF_BFLOAT16 = 1,

@@ -9,13 +9,21 @@ here (float64, one per sample: O(samples) memory, never O(logits)).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
+from libc.stdlib cimport malloc, free
+from cython.parallel cimport threadid
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
-from _parallel cimport elements, work_items, row_items
+from _parallel cimport PARALLEL_MIN_ELEMENTS, elements, work_items, row_items
 cimport numpy as cnp
 from _plain cimport plain_row_length
 
 cnp.import_array()
+
+cdef extern from "_half.h" nogil:
+    enum:
+        SA_HALF_SCRATCH_FLOATS
+    void sa_half_widen(const uint16_t *h, float *f, Py_ssize_t n, int kind)
+    void sa_half_narrow(const float *f, uint16_t *h, Py_ssize_t n, int kind)
 
 cdef extern from "_losses_kernels.h" nogil:
     ctypedef struct sa_loss_opts:
@@ -226,6 +234,55 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
                 else:
                     sa_loss_samples_f64(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
                                         pg, &o, pl, begin, min(begin + w.size, n))
+    sa_interrupt_finish(&intr)
+
+
+cdef void _half_chunk(const uint16_t *x, int kind, Py_ssize_t C, const int64_t *y, uint16_t *g,
+                      const sa_loss_opts *o, double *loss, Py_ssize_t begin, Py_ssize_t end,
+                      float *scratch) noexcept nogil:
+    """Samples [begin, end) of samples_half, widened into scratch (2 (end - begin) C floats)."""
+    cdef Py_ssize_t rows = end - begin
+    cdef float *z = scratch
+    cdef float *gz = scratch + rows * C
+    sa_half_widen(x + begin * C, z, rows * C, kind)
+    sa_loss_samples_f32(z, C, 1, 1, C, 1, y + begin, NULL, 0, 0, 0, gz if g != NULL else NULL,
+                        o, loss + begin, 0, rows)
+    if g != NULL:
+        sa_half_narrow(gz, g + begin * C, rows * C, kind)
+
+
+def samples_half(const uint16_t[:, ::1] x, int kind, const int64_t[::1] y, uint16_t[:, ::1] grad,
+                 double[::1] loss, const double[::1] class_weight, dict opts, int n_threads):
+    """``samples`` for half-precision logits (raw 16-bit patterns; kind: 0
+    float16, 1 bfloat16) as (n, C) contiguous rows with class-index targets:
+    chunks of rows widened into a float32 scratch per thread, the float32
+    kernel run there, the gradient (when grad has x's shape) rounded once
+    to the same kind (src/_half.h)."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1]
+    cdef bint with_grad = grad.shape[0] == n and grad.shape[1] == C
+    if loss.shape[0] != n or y.shape[0] != n or C == 0 or class_weight.shape[0] not in (0, C):
+        raise ValueError("internal error: samples_half buffers")
+    if opts["kind"] in ("cross_entropy_probs", "kl_logits"):
+        raise ValueError("internal error: samples_half takes class-index targets only")
+    if n == 0:
+        return
+    cdef sa_loss_opts o = _loss_opts(opts, class_weight)
+    cdef Py_ssize_t chunk_rows = max(<Py_ssize_t> 1, SA_HALF_SCRATCH_FLOATS // C)
+    cdef Py_ssize_t n_chunks = (n + chunk_rows - 1) // chunk_rows, per = 2 * chunk_rows * C, c
+    cdef int team = 1 if n * C < PARALLEL_MIN_ELEMENTS else <int> min(<Py_ssize_t> n_threads, n_chunks)
+    cdef float *scratch = <float *> malloc(team * per * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef const uint16_t *px = &x[0, 0]
+    cdef uint16_t *pg = &grad[0, 0] if with_grad else NULL
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
+    with nogil:
+        for c in prange(n_chunks, num_threads=team, schedule='dynamic'):
+            if not sa_interrupt_poll(&intr, chunk_rows * C):
+                _half_chunk(px, kind, C, &y[0], pg, &o, &loss[0], c * chunk_rows,
+                            min((c + 1) * chunk_rows, n), scratch + threadid() * per)
+    free(scratch)
     sa_interrupt_finish(&intr)
 
 

@@ -21,6 +21,10 @@ from _plain cimport plain_row_length
 
 cnp.import_array()
 
+cdef extern from "_half.h" nogil:
+    enum:
+        SA_HALF_SCRATCH_FLOATS
+
 cdef extern from "_softmax_kernels.h" nogil:
     void sa_rows_half(const uint16_t *x, Py_ssize_t xs, uint16_t *out, Py_ssize_t os, Py_ssize_t n_rows,
                       Py_ssize_t n, float scale, int op, int kind, float *scratch, Py_ssize_t chunk_rows)
@@ -272,12 +276,6 @@ def plain_rows(object x, object axis, int op, double scale, int n_threads):
     return out
 
 
-cdef enum:
-    # Floats of a half-precision chunk's float32 scratch (256 KiB, per
-    # thread): the chunk is widened, computed and narrowed while in L2.
-    HALF_SCRATCH_FLOATS = 1 << 16
-
-
 def rows_half(const uint16_t[:, :] x, uint16_t[:, :] out, int op, double scale, int kind, int n_threads):
     """op along the rows of half-precision x (kind: 0 float16, 1 bfloat16,
     as raw 16-bit patterns; contiguous rows) into out of the same kind: out
@@ -289,7 +287,7 @@ def rows_half(const uint16_t[:, :] x, uint16_t[:, :] out, int op, double scale, 
         raise ValueError("internal error: rows_half needs contiguous rows and an output of their shape")
     if n_rows == 0 or n == 0:
         return
-    cdef Py_ssize_t chunk_rows = max(<Py_ssize_t> 1, HALF_SCRATCH_FLOATS // n)
+    cdef Py_ssize_t chunk_rows = max(<Py_ssize_t> 1, SA_HALF_SCRATCH_FLOATS // n)
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows, per = chunk_rows * (n + 1)
     cdef int team = 1 if n_rows * n < PARALLEL_MIN_ELEMENTS else <int> min(<Py_ssize_t> n_threads, n_chunks)
     cdef float *scratch = <float *> malloc(team * per * sizeof(float))

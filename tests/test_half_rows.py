@@ -101,3 +101,47 @@ def test_input_untouched_and_views_take_the_copy_path():
     np.testing.assert_array_equal(x.view(np.uint16), before.view(np.uint16))
     strided = x[:, ::2]             # not C-contiguous: the widened copy's path, same bits
     _bits_equal(sa.softmax(strided), _want("softmax", strided, np.float16))
+
+
+LOSS_CALLS = {
+    "cross_entropy": lambda x, y: sa.cross_entropy(x, y, return_grad=True),
+    # class weights follow the logits' dtype (torch's rule): multiples of
+    # 1/16, which both half types hold exactly
+    "cross_entropy options": lambda x, y: sa.cross_entropy(
+        x, y, weight=(np.round(np.linspace(0.5, 2.0, x.shape[-1]) * 16) / 16).astype(x.dtype),
+        label_smoothing=0.1, ignore_index=1, return_grad=True),
+    "cross_entropy none": lambda x, y: sa.cross_entropy(x, y, reduction="none", return_grad=True),
+    "focal_loss": lambda x, y: sa.focal_loss(x, y, gamma=2.0, return_grad=True),
+    "nll_loss": lambda x, y: sa.nll_loss(x, y, return_grad=True),
+}
+
+
+@pytest.mark.parametrize("shape", [(40, 10), (33, 1000), (3, 70000), (2, 3, 7)], ids=str)
+@pytest.mark.parametrize("name", list(LOSS_CALLS))
+@pytest.mark.parametrize("dtype", list(HALF), ids=str)
+def test_half_losses_are_float32_rounded_once(dtype, name, shape):
+    """Half logits read directly by the loss kernels: the loss and the
+    gradient are the float32 call's, each rounded once to the logits' dtype."""
+    dtype = HALF[dtype]
+    rng = np.random.default_rng(shape[-1])
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.integers(0, shape[-1], shape[:-1])
+    call = LOSS_CALLS[name]
+    loss, grad = call(x, y)
+    with sa.threads(1):
+        want_loss, want_grad = call(x.astype(np.float32), y)
+    _bits_equal(loss, np.asarray(want_loss).astype(dtype))
+    _bits_equal(grad, want_grad.astype(dtype))
+
+
+def test_torch_half_loss():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(rng.standard_normal((64, 500), dtype=np.float32)).to(torch.bfloat16)
+    y = torch.from_numpy(rng.integers(0, 500, 64))
+    loss, grad = sa.cross_entropy(x, y, return_grad=True)
+    assert type(grad) is torch.Tensor and grad.dtype == torch.bfloat16 and loss.dtype == torch.bfloat16
+    with sa.threads(1):
+        want_loss, want_grad = sa.cross_entropy(x.float().numpy(), y.numpy(), return_grad=True)
+    assert torch.equal(grad, torch.from_numpy(want_grad).to(torch.bfloat16))
+    assert torch.equal(loss, torch.tensor(float(want_loss)).to(torch.bfloat16))

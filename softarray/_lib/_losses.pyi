@@ -24,6 +24,16 @@ def samples(
 def plain_index_losses(
     logits: object, target: object, axis: object
 ) -> npt.NDArray[np.float64] | None: ...
+def samples_half(
+    x: npt.NDArray[np.uint16],
+    kind: int,
+    y: npt.NDArray[np.int64],
+    grad: npt.NDArray[np.uint16],
+    loss: npt.NDArray[np.float64],
+    class_weight: npt.NDArray[np.float64],
+    opts: dict[str, object],
+    n_threads: int,
+) -> None: ...
 def elementwise(
     x: npt.NDArray[_Float],
     t: npt.NDArray[_Float],
