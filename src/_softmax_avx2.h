@@ -1,10 +1,12 @@
 /*
- * float32 softmax on x86-64 CPUs with AVX2 and FMA, written with intrinsics:
- *   - sa_avx2_softmax_short_rows_f32: rows of n <= SA_SMALL_ROW_MAX, eight
- *     rows in the eight lanes of a register (most of this file);
- *   - sa_avx2_exp_store_sum_f32: pass 1's exponentials of a long row
- *     (sa_softmax_row_cached, rows that stay in L2), four vectors in flight.
- * Both use FMA in the exponential, which the portable kernels cannot (they
+ * Softmax-family kernels on x86-64 CPUs with AVX2 and FMA, written with intrinsics:
+ *   - sa_avx2_softmax_short_rows_f32: float32 rows of n <= SA_SMALL_ROW_MAX,
+ *     eight rows in the eight lanes of a register (most of this file);
+ *   - sa_avx2_exp_store_sum_f32 / _f64: pass 1's exponentials of a long row
+ *     (sa_softmax_row_cached, rows that stay in L2), four vectors in flight;
+ *   - sa_avx2_exp_rest_count_* (float32, float64): the same exponentials for
+ *     the statistics of log_softmax, logsumexp and the softmax losses.
+ * All use FMA in the exponential, which the portable kernels cannot (they
  * are compiled without contraction, so that x * scale - max never fuses),
  * and keep x * scale rounded before the maximum is subtracted.
  *
@@ -391,6 +393,165 @@ SA_AVX2 static float sa_avx2_exp_store_rest_count_f32(const float *x, float *out
                                                       float *count)
 {
     return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
+}
+
+/* float64, long rows: the same three kernels on four doubles per vector.
+ * exp(x) for x <= 0 (and NaN) as sa_exp_small_f64 computes it (the
+ * reduction, the degree-13 Taylor polynomial, 2^(n + 64) then 2^-64) with
+ * FMAs; below -746 the result rounds to +0 and is set so from a comparison,
+ * as in float (sa_avx2_exp_nonpositive). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_nonpositive_f64(__m256d x)
+{
+    const __m256d magic = _mm256_set1_pd(SA_MAGIC64);
+    const __m256d n = _mm256_sub_pd(_mm256_fmadd_pd(x, _mm256_set1_pd(SA_EXP_F64_LOG2E), magic), magic);
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(SA_EXP_F64_LN2_HI), x);
+    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(SA_EXP_F64_LN2_LO), r);
+    __m256d p = _mm256_set1_pd(1.0 / 6227020800.0);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 479001600.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 39916800.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 3628800.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 362880.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 40320.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 5040.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 720.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 24.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 6.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(0.5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    const __m256i biased = _mm256_castpd_si256(_mm256_add_pd(n, _mm256_set1_pd(SA_MAGIC64 + 1023.0 + 64.0)));
+    p = _mm256_mul_pd(_mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(biased, 52))), _mm256_set1_pd(0x1p-64));
+    return _mm256_and_pd(p, _mm256_cmp_pd(x, _mm256_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ));
+}
+
+/* exp(y - m) as sa_exp_shifted_f64: the rounding error of y - m recovered
+ * by TwoSum and applied as exp(d) * (1 + e), here with one FMA. */
+SA_AVX2_INLINE __m256d sa_avx2_exp_shifted_f64(__m256d y, __m256d m)
+{
+    const __m256d d = _mm256_sub_pd(y, m);
+    const __m256d yv = _mm256_add_pd(d, m);
+    const __m256d mv = _mm256_sub_pd(yv, d);
+    __m256d e = _mm256_add_pd(_mm256_sub_pd(y, yv), _mm256_sub_pd(mv, m));
+    e = _mm256_and_pd(e, _mm256_cmp_pd(e, e, _CMP_ORD_Q));     /* y = -inf gives NaN, and exp(-inf) = 0 */
+    const __m256d ed = sa_avx2_exp_nonpositive_f64(d);
+    return _mm256_fmadd_pd(ed, e, ed);
+}
+
+SA_AVX2_INLINE __m256i sa_avx2_lanes_below_pd(ptrdiff_t count)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+SA_AVX2_INLINE double sa_avx2_hsum_pd(__m256d t)
+{
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+/* exp(x * scale - m), x * scale rounded first; corrected (a literal at
+ * every call) takes the TwoSum-corrected difference of the softmax family,
+ * otherwise the rounded one of the losses (see sa_segment_stats_impl). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_scaled_shift_f64(__m256d x, __m256d s, __m256d mv, int corrected)
+{
+    const __m256d y = _mm256_mul_pd(x, s);
+    return corrected ? sa_avx2_exp_shifted_f64(y, mv) : sa_avx2_exp_nonpositive_f64(_mm256_sub_pd(y, mv));
+}
+
+/* sa_avx2_exp_store_sum_f32 for double, TwoSum-corrected: four vectors per
+ * step with four sums. */
+SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
+                                                double m)
+{
+    const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
+    __m256d sum[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    ptrdiff_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m256d e[4];
+        for (int k = 0; k < 4; k++)
+            e[k] = sa_avx2_exp_scaled_shift_f64(_mm256_loadu_pd(x + i + 4 * k), s, mv, 1);
+        for (int k = 0; k < 4; k++) {
+            _mm256_storeu_pd(out + i + 4 * k, e[k]);
+            sum[k] = _mm256_add_pd(sum[k], e[k]);
+        }
+    }
+    for (; i + 4 <= len; i += 4) {
+        const __m256d e = sa_avx2_exp_scaled_shift_f64(_mm256_loadu_pd(x + i), s, mv, 1);
+        _mm256_storeu_pd(out + i, e);
+        sum[0] = _mm256_add_pd(sum[0], e);
+    }
+    if (i < len) {          /* the last len % 4 entries, masked */
+        const __m256i inside = sa_avx2_lanes_below_pd(len - i);
+        const __m256d e = _mm256_and_pd(sa_avx2_exp_scaled_shift_f64(_mm256_maskload_pd(x + i, inside), s, mv, 1),
+                                        _mm256_castsi256_pd(inside));
+        _mm256_maskstore_pd(out + i, inside, e);
+        sum[1] = _mm256_add_pd(sum[1], e);
+    }
+    return sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(sum[0], sum[1]), _mm256_add_pd(sum[2], sum[3])));
+}
+
+/* sa_avx2_exp_rest_count for double (corrected: as above). */
+SA_AVX2_INLINE __m256d sa_avx2_rest_count_step_pd(__m256d x, __m256d s, __m256d mv, int corrected, double *out,
+                                                   __m256d *count)
+{
+    const __m256d top = _mm256_cmp_pd(_mm256_mul_pd(x, s), mv, _CMP_EQ_OQ);
+    const __m256d e = sa_avx2_exp_scaled_shift_f64(x, s, mv, corrected);
+    if (out)
+        _mm256_storeu_pd(out, e);
+    *count = _mm256_add_pd(*count, _mm256_and_pd(top, _mm256_set1_pd(1.0)));
+    return _mm256_andnot_pd(top, e);
+}
+
+SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, ptrdiff_t len, double scale,
+                                                 double m, int corrected, double *count)
+{
+    const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
+    __m256d rest[4], cnt[4];
+    for (int k = 0; k < 4; k++)
+        rest[k] = cnt[k] = _mm256_setzero_pd();
+    ptrdiff_t i = 0;
+    for (; i + 16 <= len; i += 16)
+        for (int k = 0; k < 4; k++)
+            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_step_pd(_mm256_loadu_pd(x + i + 4 * k), s, mv,
+                                                                         corrected, out ? out + i + 4 * k : NULL,
+                                                                         &cnt[k]));
+    for (; i + 4 <= len; i += 4)
+        rest[0] = _mm256_add_pd(rest[0], sa_avx2_rest_count_step_pd(_mm256_loadu_pd(x + i), s, mv, corrected,
+                                                                     out ? out + i : NULL, &cnt[0]));
+    if (i < len) {          /* the last len % 4 entries, masked */
+        const __m256i inside = sa_avx2_lanes_below_pd(len - i);
+        const __m256d in = _mm256_castsi256_pd(inside);
+        const __m256d xv = _mm256_maskload_pd(x + i, inside);
+        const __m256d top = _mm256_and_pd(_mm256_cmp_pd(_mm256_mul_pd(xv, s), mv, _CMP_EQ_OQ), in);
+        const __m256d e = _mm256_and_pd(sa_avx2_exp_scaled_shift_f64(xv, s, mv, corrected), in);
+        if (out)
+            _mm256_maskstore_pd(out + i, inside, e);
+        cnt[1] = _mm256_add_pd(cnt[1], _mm256_and_pd(top, _mm256_set1_pd(1.0)));
+        rest[1] = _mm256_add_pd(rest[1], _mm256_andnot_pd(top, e));
+    }
+    *count = sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(cnt[0], cnt[1]), _mm256_add_pd(cnt[2], cnt[3])));
+    return sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(rest[0], rest[1]), _mm256_add_pd(rest[2], rest[3])));
+}
+
+/* The softmax family's statistics (TwoSum-corrected) and the losses' (the
+ * rounded difference; the storing variant keeps the exponentials for the
+ * gradient). */
+SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                         double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+}
+
+SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                         double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+}
+
+SA_AVX2 static double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
+                                                       double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
 }
 
 #else

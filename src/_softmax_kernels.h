@@ -207,6 +207,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_softmax_short_rows_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f32
 #define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32     /* float's shifted exp is the rounded one */
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
@@ -225,9 +226,13 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_SOFTMAX_SHORT_ROWS_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
+#undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
 #define SA_T double
 #define SA_SUF f64
+#define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f64
+#define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_shifted_f64
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_rounded_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64
@@ -241,5 +246,9 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_LOG1P
 #undef SA_FABS
 #undef SA_COPYSIGN
+
+#undef SA_EXP_STORE_SUM_AVX2
+#undef SA_EXP_REST_COUNT_AVX2
+#undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
 #endif /* SOFTARRAY_SOFTMAX_KERNELS_H */
