@@ -209,6 +209,8 @@ SA_INLINE float sa_exp_poly_f32(float x, float *n_out)
     return p;
 }
 
+/* double's reduction constants, named once for the AVX2 kernels too (they
+ * use another polynomial, see _softmax_avx2.h). */
 #define SA_EXP_F64_LOG2E 1.4426950408889634074
 #define SA_EXP_F64_LN2_HI 6.93147180369123816490e-01   /* ln 2 = LN2_HI + LN2_LO, LN2_HI with 32 bits */
 #define SA_EXP_F64_LN2_LO 1.90821492927058770002e-10

@@ -401,7 +401,7 @@ SA_AVX2 static float sa_avx2_exp_store_rest_count_f32(const float *x, float *out
  * sa_exp_poly_f64 (with FMAs), then e^r = 1 + (r + r^2 Q(r)), where Q, of
  * degree 9, interpolates (e^r - 1 - r) / r^2 at the Chebyshev nodes of
  * |r| <= ln(2) / 2 (mpmath.chebyfit): a relative error below 2^-55, where
- * the portable kernel's degree-13 Taylor polynomial needs three more
+ * the portable kernel's degree-13 Taylor polynomial needs two more
  * multiply-adds. Q runs in Estrin's scheme (powers r^2, r^4 and pairs of
  * coefficients): a Horner chain of ten dependent FMAs left the loops
  * latency-bound even with four vectors in flight; r + r^2 Q then 1 + (...)
