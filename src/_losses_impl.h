@@ -63,7 +63,7 @@ SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
     }
     SA_T rest = 0, count = 0;
 #if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (sa_simd_v3) {   /* on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
+    if (sa_simd_v3) {   /* on x86-64-v3: intrinsics with FMA, four vectors in flight (_softmax_avx2.h) */
         st->rest = SA_EXP_STORE_REST_COUNT_AVX2(z, g, C, m, &count);
         st->count = count;
         return;

@@ -623,7 +623,8 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         for (int k = 0; k < 4; k++) {
             if (out)
                 _mm256_storeu_pd(out + i + 4 * k, e[k]);
-            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(_mm256_cmp_pd(y[k], mv, _CMP_EQ_OQ), e[k], &cnt[k]));
+            const __m256d top = _mm256_cmp_pd(y[k], mv, _CMP_EQ_OQ);
+            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(top, e[k], &cnt[k]));
         }
     }
     for (; i + 4 <= len; i += 4) {

@@ -67,7 +67,7 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
             }
         } else {
 #if defined(SA_EXP_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
-            if (sa_simd_v3) {   /* on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
+            if (sa_simd_v3) {   /* on x86-64-v3: intrinsics with FMA, four vectors in flight (_softmax_avx2.h) */
                 rest = rounded_shift ? SA_EXP_ROUNDED_REST_COUNT_AVX2(xb, len, scale, m, &count)
                                      : SA_EXP_REST_COUNT_AVX2(xb, len, scale, m, &count);
                 st->rest += rest;
