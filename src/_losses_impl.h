@@ -63,7 +63,7 @@ SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
     }
     SA_T rest = 0, count = 0;
 #if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (sa_simd_v3) {   /* float32 on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
+    if (sa_simd_v3) {   /* on x86-64-v3: intrinsics with FMA, four vectors in flight (_softmax_avx2.h) */
         st->rest = SA_EXP_STORE_REST_COUNT_AVX2(z, g, C, m, &count);
         st->count = count;
         return;
@@ -108,7 +108,7 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
 {
     const SA_T a = (SA_T)(A * inv_sum);
 #if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    /* float32 on x86-64-v3: the exponentials of sa_sample_stats_keep's
+    /* On x86-64-v3: the exponentials of sa_sample_stats_keep's
      * kernel, a block at a time, so that every layout's gradient equals the
      * contiguous row's bit for bit (the portable exp has no FMA). */
     if (!kept && sa_simd_v3) {

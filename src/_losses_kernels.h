@@ -98,7 +98,9 @@ SA_INLINE double sa_sigmoid(double x)
 #define SA_EXP_SMALL sa_exp_small_f64
 #define SA_LOG sa_log_f64
 #define SA_LOG1P sa_log1p_f64
+#define SA_EXP_STORE_REST_COUNT_AVX2 sa_avx2_exp_store_rest_count_f64
 #include "_losses_impl.h"
+#undef SA_EXP_STORE_REST_COUNT_AVX2
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP

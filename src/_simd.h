@@ -209,11 +209,18 @@ SA_INLINE float sa_exp_poly_f32(float x, float *n_out)
     return p;
 }
 
+/* double's reduction constants, named once for the AVX2 kernels too (they
+ * use another polynomial, see _softmax_avx2.h). */
+#define SA_EXP_F64_LOG2E 1.4426950408889634074
+#define SA_EXP_F64_LN2_HI 6.93147180369123816490e-01   /* ln 2 = LN2_HI + LN2_LO, LN2_HI with 32 bits */
+#define SA_EXP_F64_LN2_LO 1.90821492927058770002e-10
+#define SA_EXP_F64_MIN -746.0                          /* exp rounds to 0 below */
+
 SA_INLINE double sa_exp_poly_f64(double x, double *n_out)
 {
-    const double n = (x * 1.4426950408889634074 + SA_MAGIC64) - SA_MAGIC64;
-    double r = x - n * 6.93147180369123816490e-01;
-    r = r - n * 1.90821492927058770002e-10;
+    const double n = (x * SA_EXP_F64_LOG2E + SA_MAGIC64) - SA_MAGIC64;
+    double r = x - n * SA_EXP_F64_LN2_HI;
+    r = r - n * SA_EXP_F64_LN2_LO;
     double p = 1.0 / 6227020800.0;     /* 1/13! */
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
@@ -246,7 +253,7 @@ SA_INLINE float sa_exp_f32(float x)
 
 SA_INLINE double sa_exp_f64(double x)
 {
-    x = x < -746.0 ? -746.0 : x;
+    x = x < SA_EXP_F64_MIN ? SA_EXP_F64_MIN : x;
     x = x > 710.0 ? 710.0 : x;
     double n;
     const double p = sa_exp_poly_f64(x, &n);
@@ -269,7 +276,7 @@ SA_INLINE float sa_exp_small_f32(float x)
 
 SA_INLINE double sa_exp_small_f64(double x)
 {
-    x = x < -746.0 ? -746.0 : x;
+    x = x < SA_EXP_F64_MIN ? SA_EXP_F64_MIN : x;
     double n;
     const double p = sa_exp_poly_f64(x, &n);
     return (p * sa_pow2i_f64(n, 64.0)) * 0x1p-64;

@@ -1,13 +1,14 @@
 /*
- * float32 softmax on x86-64 CPUs with AVX2 and FMA, written with intrinsics:
- *   - sa_avx2_short_rows_any_f32: softmax, log_softmax and logsumexp of
- *     rows of n <= SA_SMALL_ROW_MAX, eight rows in the eight lanes of a
- *     register (most of this file);
- *   - sa_avx2_exp_store_sum_f32: pass 1's exponentials of a long row
+ * Softmax-family kernels on x86-64 CPUs with AVX2 and FMA, written with intrinsics:
+ *   - sa_avx2_short_rows_any_f32: float32 softmax, log_softmax and
+ *     logsumexp of rows of n <= SA_SMALL_ROW_MAX, eight rows in the eight
+ *     lanes of a register (most of this file);
+ *   - sa_avx2_exp_store_sum_f32 / _f64: pass 1's exponentials of a long row
  *     (sa_softmax_row_cached, rows that stay in L2), four vectors in flight;
- *   - sa_avx2_exp_rest_count_f32 and its storing variant: the statistics
- *     pass of long rows for log_softmax, logsumexp and the losses.
- * Both use FMA in the exponential, which the portable kernels cannot (they
+ *   - sa_avx2_exp_rest_count_* (float32, float64) and their storing
+ *     variants: the same exponentials for the statistics of log_softmax,
+ *     logsumexp and the softmax losses.
+ * All use FMA in the exponential, which the portable kernels cannot (they
  * are compiled without contraction, so that x * scale - max never fuses),
  * and keep x * scale rounded before the maximum is subtracted.
  *
@@ -500,6 +501,280 @@ SA_AVX2 static float sa_avx2_exp_store_rest_count_f32(const float *x, float *out
                                                       float *count)
 {
     return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
+}
+
+/* float64, long rows: the same kernels on four doubles per vector.
+ *
+ * exp(x) for x <= 0: n = round(x / ln 2) and r = x - n ln 2 as in
+ * sa_exp_poly_f64 (with FMAs), then e^r = 1 + (r + r^2 Q(r)), where Q, of
+ * degree 9, interpolates (e^r - 1 - r) / r^2 at the Chebyshev nodes of
+ * |r| <= ln(2) / 2 (mpmath.chebyfit): a relative error below 2^-55, where
+ * the portable kernel's degree-13 Taylor polynomial needs two more
+ * multiply-adds. Q runs in Estrin's scheme (powers r^2, r^4 and pairs of
+ * coefficients): a Horner chain of ten dependent FMAs left the loops
+ * latency-bound even with four vectors in flight; r + r^2 Q then 1 + (...)
+ * keeps the leading terms' rounding to one half-ulp of the result (a pure
+ * Estrin sum rounds 1 + r first, about 1.8 ulp worst instead of 1.1,
+ * measured against long double expl on [-750, 0]). docs/performance.md
+ * gives the gains. */
+#define SA_AVX2_EXP_Q2 0x1.0000000000001p-1
+#define SA_AVX2_EXP_Q3 0x1.5555555555556p-3
+#define SA_AVX2_EXP_Q4 0x1.5555555553d68p-5
+#define SA_AVX2_EXP_Q5 0x1.11111111109b5p-7
+#define SA_AVX2_EXP_Q6 0x1.6c16c17889ef1p-10
+#define SA_AVX2_EXP_Q7 0x1.a01a01a7c2efep-13
+#define SA_AVX2_EXP_Q8 0x1.a019b9149a41cp-16
+#define SA_AVX2_EXP_Q9 0x1.71de0db2f6b19p-19
+#define SA_AVX2_EXP_Q10 0x1.28917c89a43a7p-22
+#define SA_AVX2_EXP_Q11 0x1.af389ecfc4b9cp-26
+/* Below this, n < -1021 and p 2^n may be subnormal. */
+#define SA_AVX2_EXP_F64_NORMAL -708.0
+
+SA_AVX2_INLINE __m256d sa_avx2_pair_pd(__m256d r, double lo, double hi)
+{
+    return _mm256_fmadd_pd(_mm256_set1_pd(hi), r, _mm256_set1_pd(lo));
+}
+
+/* e^r of x's reduced argument r; *t receives n + SA_MAGIC64 (n in its low bits). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_reduced_f64(__m256d x, __m256d *t)
+{
+    const __m256d magic = _mm256_set1_pd(SA_MAGIC64);
+    *t = _mm256_fmadd_pd(x, _mm256_set1_pd(SA_EXP_F64_LOG2E), magic);
+    const __m256d n = _mm256_sub_pd(*t, magic);
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(SA_EXP_F64_LN2_HI), x);
+    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(SA_EXP_F64_LN2_LO), r);
+    const __m256d r2 = _mm256_mul_pd(r, r), r4 = _mm256_mul_pd(r2, r2);
+    const __m256d b0 = _mm256_fmadd_pd(sa_avx2_pair_pd(r, SA_AVX2_EXP_Q4, SA_AVX2_EXP_Q5), r2,
+                                       sa_avx2_pair_pd(r, SA_AVX2_EXP_Q2, SA_AVX2_EXP_Q3));
+    const __m256d b1 = _mm256_fmadd_pd(sa_avx2_pair_pd(r, SA_AVX2_EXP_Q8, SA_AVX2_EXP_Q9), r2,
+                                       sa_avx2_pair_pd(r, SA_AVX2_EXP_Q6, SA_AVX2_EXP_Q7));
+    const __m256d q = _mm256_fmadd_pd(_mm256_fmadd_pd(sa_avx2_pair_pd(r, SA_AVX2_EXP_Q10, SA_AVX2_EXP_Q11), r4, b1),
+                                      r4, b0);
+    return _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_fmadd_pd(q, r2, r));
+}
+
+/* p 2^n where the result is normal: n added to p's exponent field. */
+SA_AVX2_INLINE __m256d sa_avx2_exp_scale_normal_f64(__m256d p, __m256d t)
+{
+    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), _mm256_slli_epi64(_mm256_castpd_si256(t), 52)));
+}
+
+/* p 2^n for any x <= 0 (and NaN), as sa_exp_small_f64: 2^(n + 64), normal
+ * for every such n, then 2^-64 (a subnormal result rounded once); below
+ * -746 the result rounds to +0 and is set so from a comparison, as in float
+ * (sa_avx2_exp_nonpositive). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_scale_any_f64(__m256d x, __m256d p, __m256d t)
+{
+    const __m256i biased = _mm256_castpd_si256(_mm256_add_pd(t, _mm256_set1_pd(1023.0 + 64.0)));
+    p = _mm256_mul_pd(_mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(biased, 52))), _mm256_set1_pd(0x1p-64));
+    return _mm256_and_pd(p, _mm256_cmp_pd(x, _mm256_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ));
+}
+
+/* exp(x) for x <= 0 (and NaN), one vector (the rows' last entries). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_nonpositive_f64(__m256d x)
+{
+    __m256d t;
+    const __m256d p = sa_avx2_exp_reduced_f64(x, &t);
+    return sa_avx2_exp_scale_any_f64(x, p, t);
+}
+
+/* exp(v[k]) in place for four vectors of arguments <= 0. Where all of them
+ * are at least SA_AVX2_EXP_F64_NORMAL (the common case, one predictable
+ * branch per four vectors), 2^n goes into the exponent field by an integer
+ * addition instead of the two multiplications and the mask of the general
+ * scaling; that saves a fifth of the work. Returns whether some lane took
+ * the general scaling (below the bound or -inf). A NaN lane may be lost by
+ * the minimum and then gives an unspecified value: every caller has seen
+ * the NaN in its maximum pass already and makes the whole slice NaN. */
+SA_AVX2_INLINE int sa_avx2_exp4_nonpositive_f64(__m256d v[4])
+{
+    __m256d p[4], t[4];
+    for (int k = 0; k < 4; k++)
+        p[k] = sa_avx2_exp_reduced_f64(v[k], &t[k]);
+    const __m256d lo = _mm256_min_pd(_mm256_min_pd(v[0], v[1]), _mm256_min_pd(v[2], v[3]));
+    if (__builtin_expect(_mm256_movemask_pd(_mm256_cmp_pd(lo, _mm256_set1_pd(SA_AVX2_EXP_F64_NORMAL),
+                                                          _CMP_LT_OQ)) != 0, 0)) {
+        for (int k = 0; k < 4; k++)
+            v[k] = sa_avx2_exp_scale_any_f64(v[k], p[k], t[k]);
+        return 1;
+    }
+    for (int k = 0; k < 4; k++)
+        v[k] = sa_avx2_exp_scale_normal_f64(p[k], t[k]);
+    return 0;
+}
+
+/* The rounding error of d = y - m (Knuth's TwoSum), as sa_exp_shifted_f64;
+ * NaN where y = -inf. */
+SA_AVX2_INLINE __m256d sa_avx2_shift_error_f64(__m256d y, __m256d m, __m256d d)
+{
+    const __m256d yv = _mm256_add_pd(d, m);
+    const __m256d mv = _mm256_sub_pd(yv, d);
+    return _mm256_add_pd(_mm256_sub_pd(y, yv), _mm256_sub_pd(mv, m));
+}
+
+/* exp(y - m) as sa_exp_shifted_f64: exp(d) (1 + e) with one FMA, e set to 0
+ * where it is NaN (y = -inf, whose exp(-inf) = 0 must stay 0). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_shifted_f64(__m256d y, __m256d m)
+{
+    const __m256d d = _mm256_sub_pd(y, m);
+    __m256d e = sa_avx2_shift_error_f64(y, m, d);
+    e = _mm256_and_pd(e, _mm256_cmp_pd(e, e, _CMP_ORD_Q));
+    const __m256d ed = sa_avx2_exp_nonpositive_f64(d);
+    return _mm256_fmadd_pd(ed, e, ed);
+}
+
+/* The same for four vectors in place (v[k] = y on entry); e can be NaN
+ * only where some y is -inf, which sends the four to the general scaling. */
+SA_AVX2_INLINE void sa_avx2_exp4_shifted_f64(__m256d v[4], __m256d m)
+{
+    __m256d e[4];
+    for (int k = 0; k < 4; k++) {
+        const __m256d d = _mm256_sub_pd(v[k], m);
+        e[k] = sa_avx2_shift_error_f64(v[k], m, d);
+        v[k] = d;
+    }
+    const int general = sa_avx2_exp4_nonpositive_f64(v);
+    for (int k = 0; k < 4; k++) {
+        if (general)
+            e[k] = _mm256_and_pd(e[k], _mm256_cmp_pd(e[k], e[k], _CMP_ORD_Q));
+        v[k] = _mm256_fmadd_pd(v[k], e[k], v[k]);
+    }
+}
+
+SA_AVX2_INLINE __m256i sa_avx2_lanes_below_pd(ptrdiff_t count)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+SA_AVX2_INLINE double sa_avx2_hsum_pd(__m256d t)
+{
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+/* exp(y - m) in place for four vectors of y = x * scale (rounded first);
+ * corrected (a literal at every call) takes the TwoSum-corrected difference
+ * of the softmax family, otherwise the rounded one of the losses (see
+ * sa_segment_stats_impl). */
+SA_AVX2_INLINE void sa_avx2_exp4_shift_f64(__m256d v[4], __m256d m, int corrected)
+{
+    if (corrected) {
+        sa_avx2_exp4_shifted_f64(v, m);
+        return;
+    }
+    for (int k = 0; k < 4; k++)
+        v[k] = _mm256_sub_pd(v[k], m);
+    sa_avx2_exp4_nonpositive_f64(v);
+}
+
+/* One vector of the same (the rows' last entries). */
+SA_AVX2_INLINE __m256d sa_avx2_exp_shift_f64(__m256d y, __m256d m, int corrected)
+{
+    return corrected ? sa_avx2_exp_shifted_f64(y, m) : sa_avx2_exp_nonpositive_f64(_mm256_sub_pd(y, m));
+}
+
+/* sa_avx2_exp_store_sum_f32 for double, TwoSum-corrected: four vectors per
+ * step with four sums. */
+SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
+                                                double m)
+{
+    const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
+    __m256d sum[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    ptrdiff_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m256d e[4];
+        for (int k = 0; k < 4; k++)
+            e[k] = _mm256_mul_pd(_mm256_loadu_pd(x + i + 4 * k), s);
+        sa_avx2_exp4_shift_f64(e, mv, 1);
+        for (int k = 0; k < 4; k++) {
+            _mm256_storeu_pd(out + i + 4 * k, e[k]);
+            sum[k] = _mm256_add_pd(sum[k], e[k]);
+        }
+    }
+    for (; i + 4 <= len; i += 4) {
+        const __m256d e = sa_avx2_exp_shift_f64(_mm256_mul_pd(_mm256_loadu_pd(x + i), s), mv, 1);
+        _mm256_storeu_pd(out + i, e);
+        sum[0] = _mm256_add_pd(sum[0], e);
+    }
+    if (i < len) {          /* the last len % 4 entries, masked */
+        const __m256i inside = sa_avx2_lanes_below_pd(len - i);
+        const __m256d y = _mm256_mul_pd(_mm256_maskload_pd(x + i, inside), s);
+        const __m256d e = _mm256_and_pd(sa_avx2_exp_shift_f64(y, mv, 1), _mm256_castsi256_pd(inside));
+        _mm256_maskstore_pd(out + i, inside, e);
+        sum[1] = _mm256_add_pd(sum[1], e);
+    }
+    return sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(sum[0], sum[1]), _mm256_add_pd(sum[2], sum[3])));
+}
+
+/* sa_avx2_exp_rest_count for double: y = x * scale; the entries equal to
+ * m counted, the others' exponentials summed; with out, each exponential
+ * stored. */
+SA_AVX2_INLINE __m256d sa_avx2_rest_count_add_pd(__m256d top, __m256d e, __m256d *count)
+{
+    *count = _mm256_add_pd(*count, _mm256_and_pd(top, _mm256_set1_pd(1.0)));
+    return _mm256_andnot_pd(top, e);
+}
+
+SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, ptrdiff_t len, double scale,
+                                                double m, int corrected, double *count)
+{
+    const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
+    __m256d rest[4], cnt[4];
+    for (int k = 0; k < 4; k++)
+        rest[k] = cnt[k] = _mm256_setzero_pd();
+    ptrdiff_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        __m256d y[4], e[4];
+        for (int k = 0; k < 4; k++)
+            e[k] = y[k] = _mm256_mul_pd(_mm256_loadu_pd(x + i + 4 * k), s);
+        sa_avx2_exp4_shift_f64(e, mv, corrected);
+        for (int k = 0; k < 4; k++) {
+            if (out)
+                _mm256_storeu_pd(out + i + 4 * k, e[k]);
+            const __m256d top = _mm256_cmp_pd(y[k], mv, _CMP_EQ_OQ);
+            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(top, e[k], &cnt[k]));
+        }
+    }
+    for (; i + 4 <= len; i += 4) {
+        const __m256d y = _mm256_mul_pd(_mm256_loadu_pd(x + i), s);
+        const __m256d e = sa_avx2_exp_shift_f64(y, mv, corrected);
+        if (out)
+            _mm256_storeu_pd(out + i, e);
+        rest[0] = _mm256_add_pd(rest[0], sa_avx2_rest_count_add_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), e, &cnt[0]));
+    }
+    if (i < len) {          /* the last len % 4 entries, masked */
+        const __m256i inside = sa_avx2_lanes_below_pd(len - i);
+        const __m256d in = _mm256_castsi256_pd(inside);
+        const __m256d y = _mm256_mul_pd(_mm256_maskload_pd(x + i, inside), s);
+        const __m256d e = _mm256_and_pd(sa_avx2_exp_shift_f64(y, mv, corrected), in);
+        if (out)
+            _mm256_maskstore_pd(out + i, inside, e);
+        const __m256d top = _mm256_and_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), in);
+        rest[1] = _mm256_add_pd(rest[1], sa_avx2_rest_count_add_pd(top, e, &cnt[1]));
+    }
+    *count = sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(cnt[0], cnt[1]), _mm256_add_pd(cnt[2], cnt[3])));
+    return sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(rest[0], rest[1]), _mm256_add_pd(rest[2], rest[3])));
+}
+
+/* The softmax family's statistics (TwoSum-corrected) and the losses' (the
+ * rounded difference; the storing variant keeps the exponentials for the
+ * gradient). */
+SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                         double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+}
+
+SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                         double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+}
+
+SA_AVX2 static double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
+                                                       double *count)
+{
+    return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
 }
 
 #else

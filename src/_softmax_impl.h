@@ -67,8 +67,9 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : bad))
             }
         } else {
 #if defined(SA_EXP_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
-            if (sa_simd_v3) {   /* float32 on x86-64-v3: the same arithmetic with FMA, four vectors in flight */
-                rest = SA_EXP_REST_COUNT_AVX2(xb, len, scale, m, &count);
+            if (sa_simd_v3) {   /* on x86-64-v3: intrinsics with FMA, four vectors in flight (_softmax_avx2.h) */
+                rest = rounded_shift ? SA_EXP_ROUNDED_REST_COUNT_AVX2(xb, len, scale, m, &count)
+                                     : SA_EXP_REST_COUNT_AVX2(xb, len, scale, m, &count);
                 st->rest += rest;
                 st->count += count;
                 continue;
@@ -120,8 +121,8 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
 /* Softmax of one contiguous row of at most SA_CACHED_ROW_BYTES, one
  * exp per entry: pass 1 keeps the running maximum and the sum rescaled to it
  * and stores exp(y - running maximum) into out; pass 2 multiplies each
- * block by exp(its maximum - final maximum) / sum. float32 on the x86-64-v3
- * path runs pass 1's exponentials in _softmax_avx2.h. A row split over
+ * block by exp(its maximum - final maximum) / sum. The x86-64-v3 path runs
+ * pass 1's exponentials in _softmax_avx2.h. A row split over
  * threads runs pass 1 per segment, merges the segments' (maximum, sum) and
  * runs pass 2 per segment with the row's. */
 SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale,

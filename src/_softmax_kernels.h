@@ -208,6 +208,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_short_rows_any_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f32
 #define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32     /* float's shifted exp is the rounded one */
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32
@@ -226,9 +227,13 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_SOFTMAX_SHORT_ROWS_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
+#undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
 #define SA_T double
 #define SA_SUF f64
+#define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f64
+#define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_shifted_f64
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_rounded_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64
@@ -242,6 +247,10 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #undef SA_LOG1P
 #undef SA_FABS
 #undef SA_COPYSIGN
+
+#undef SA_EXP_STORE_SUM_AVX2
+#undef SA_EXP_REST_COUNT_AVX2
+#undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
 /* Half-precision rows (_half.h): chunks of at most chunk_rows rows widened
  * into scratch (chunk_rows * (n + 1) floats), the float32 kernel run there

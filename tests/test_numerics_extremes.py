@@ -48,6 +48,12 @@ def _rows(dtype):
         "all -inf but one": [-math.inf, -math.inf, 3.0],
         "wide spread": list(np.linspace(-80.0, 80.0, 33)),
         "random normal, 600": list(rng.standard_normal(600) * 10),
+        # long enough (62) for the long-row kernels: a first run of entries
+        # whose exponentials are all normal, then ones whose exp(x - max)
+        # is subnormal in float64 (-708 to -745), rounds to 0 (below -746)
+        # or is exp(-inf), mixed in one vector, and a short last piece
+        "long, subnormal tail": list(-0.7 * np.arange(16.0)) + list(np.linspace(-700.0, -752.0, 40))
+                                + [-math.inf, -2.0, -math.inf, 1e-3, -744.5, -709.25],
     }
     return {name: np.asarray(row, dtype=dtype) for name, row in rows.items()}
 
@@ -166,6 +172,26 @@ def test_cross_entropy_extremes(dtype):
             err = abs(mpmath.mpf(float(got)) - exact)
             allowed = 4 * float(np.finfo(dtype).eps) * max(abs(float(exact)), 1.0)
             assert err <= allowed, (row_name, target, float(got), float(exact))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_cross_entropy_gradient_subnormal_tail(dtype):
+    """The gradient softmax(x) - onehot on the long row with a subnormal
+    tail, kept and recomputed (contiguous and strided logits): relative to
+    each entry, with the losses' rounded shift (|x - max| eps) and an
+    absolute floor of two of the dtype's smallest subnormals."""
+    row = _rows(dtype)["long, subnormal tail"]
+    target = int(np.nanargmax(row))
+    xs = _mp(row)
+    lse = _lse(xs)
+    exact = [mpmath.exp(v - lse) if mpmath.isfinite(v) else mpmath.mpf(0) for v in xs]
+    exact[target] -= 1
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).smallest_subnormal)
+    shift = np.where(np.isfinite(row), np.abs(row.astype(np.float64) - row.max()), 0.0)
+    for logits in (row[None, :], np.asfortranarray(np.stack([row, row]))[:1]):
+        _, grad = sa.cross_entropy(logits, np.array([target]), reduction="sum", return_grad=True)
+        for g, e, s in zip(grad[0], exact, shift):
+            assert abs(mpmath.mpf(float(g)) - e) <= (4 + 2 * s) * eps * abs(float(e)) + 2 * tiny, (float(g), float(e))
 
 
 def test_cross_entropy_huge_logits_finite():
