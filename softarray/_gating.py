@@ -322,24 +322,22 @@ def topk_gating(router_logits, k, *, order="softmax_topk", renormalize=True, tem
 def _small_topk_gating(router_logits, k, order, renormalize, temperature, noise_std, rng,
                        capacity_factor, return_aux):
     """The fast path of small calls: the gate when the logits are plain 2-D
-    rows (``_dispatch.plain_rows``, or a plain CPU tensor), ``1 <= k <=
-    experts`` and the options are the plain defaults or plain Python values
-    that need no check (no noise, no capacity, no aux); else None and the
-    general path runs (and raises any error). The kernel call and the NaN
-    check are the general path's (``_gate``)."""
-    tensor = _dispatch.plain_tensor(router_logits)
-    plain = router_logits if tensor is None else tensor
-    rows = _dispatch.plain_rows(plain, -1)
-    if (rows is None or plain.ndim != 2 or type(k) is not int or not 1 <= k <= rows.shape[1]
-            or type(order) is not str or order not in _ORDERS or type(renormalize) is not bool
+    rows (``_plain.pxd``, or a plain CPU tensor) without NaN, ``1 <= k <=
+    experts`` (checked in C by ``_kernels.plain_gate``) and the options are
+    the plain defaults or plain Python values that need no check (no noise,
+    no capacity, no aux); else None and the general path runs (and raises
+    any error). The kernel is the general path's (``_gate``)."""
+    if (type(order) is not str or order not in _ORDERS or type(renormalize) is not bool
             or type(temperature) not in (float, int) or temperature != 1
             or type(noise_std) not in (float, int) or noise_std != 0
             or rng is not None or capacity_factor is not None or return_aux is not False):
         return None
-    weights, indices = _gate_compiled(rows, k, 1.0, order == "topk_softmax" or renormalize, False)[:2]
-    if tensor is None:
-        return TopKGating(weights, indices)
-    return TopKGating(_dispatch.as_tensor(weights), _dispatch.as_tensor(indices))
+    tensor = _dispatch.plain_tensor(router_logits)
+    gate = _kernels.plain_gate(router_logits if tensor is None else tensor, k,
+                               order == "topk_softmax" or renormalize, threads_for_call())
+    if gate is None or tensor is None:
+        return None if gate is None else TopKGating(*gate)
+    return TopKGating(_dispatch.as_tensor(gate[0]), _dispatch.as_tensor(gate[1]))
 
 
 def _check_rng(rng):

@@ -117,6 +117,37 @@ def plain_topk(object x, object k, object axis, object largest, object sorted, i
     return values, indices
 
 
+cdef int _gate_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssize_t E, Py_ssize_t k,
+                   double inv_temperature, bint over_selected, floating *pw, int64_t *pi,
+                   double *partial, Py_ssize_t width, work_items w) except -1:
+    """The gate kernel over w's chunks of rows; chunk c adds its rows' expert
+    probabilities into partial[c * width:] when partial is not NULL."""
+    cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else E
+    cdef Py_ssize_t c, begin
+    # One scratch buffer per thread, not per row: (key, index) pairs.
+    cdef int64_t *ps = <int64_t *> malloc(w.team * 2 * scratch_len * sizeof(int64_t))
+    if ps == NULL:
+        raise MemoryError()
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
+    with nogil:
+        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
+            begin = c * w.size
+            if not sa_interrupt_poll(&intr, w.size * E):
+                if floating is float:
+                    sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                                     (partial + c * width) if partial != NULL else NULL,
+                                     begin, min(begin + w.size, n_rows),
+                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+                else:
+                    sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                                     (partial + c * width) if partial != NULL else NULL,
+                                     begin, min(begin + w.size, n_rows),
+                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+    free(ps)
+    return sa_interrupt_finish(&intr)
+
+
 def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint over_selected,
               floating[:, ::1] weights, int64_t[:, ::1] indices, double[::1] prob_sum,
               int n_threads):
@@ -133,7 +164,6 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
     if n_rows == 0:
         return
     cdef Py_ssize_t xs = x.strides[0] // sizeof(floating)
-    cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else E
     cdef bint with_probs = prob_sum.shape[0] > 0
     cdef work_items w = row_items(n_rows, E, n_threads)
     if with_probs:
@@ -142,31 +172,41 @@ def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint
         # count or on which thread took which chunk.
         w.size = GATE_CHUNK_ROWS
         w.count = (n_rows + w.size - 1) // w.size
-    cdef Py_ssize_t c, begin
-    cdef int64_t[:, ::1] scratch = np.empty((w.team, 2 * scratch_len), np.int64)
     cdef double[:, ::1] partial = np.zeros((w.count if with_probs else 1, E if with_probs else 1))
-    cdef const floating *px = &x[0, 0]
-    cdef floating *pw = &weights[0, 0]
-    cdef int64_t *pi = &indices[0, 0]
-    cdef int64_t *ps = &scratch[0, 0]
-    cdef double *pp = &partial[0, 0]
-    cdef Py_ssize_t width = partial.shape[1]
-    cdef sa_interrupt intr
-    sa_interrupt_start(&intr)
-    with nogil:
-        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
-            begin = c * w.size
-            if not sa_interrupt_poll(&intr, w.size * E):
-                if floating is float:
-                    sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
-                                     (pp + c * width) if with_probs else NULL,
-                                     begin, min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
-                else:
-                    sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi,
-                                     (pp + c * width) if with_probs else NULL,
-                                     begin, min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
-    sa_interrupt_finish(&intr)
+    _gate_run(&x[0, 0], xs, n_rows, E, k, inv_temperature, over_selected, &weights[0, 0], &indices[0, 0],
+              &partial[0, 0] if with_probs else NULL, partial.shape[1], w)
     if with_probs:
         np.sum(partial, axis=0, out=np.asarray(prob_sum))
+
+
+def plain_gate(object x, object k, bint over_selected, int n_threads):
+    """The small calls' fast path of topk_gating with its default options:
+    (weights, indices) of 2-D router logits x that pass
+    _plain.plain_row_length, with k an int in [1, experts] and no NaN in x;
+    else None and the caller's general path runs (and raises any error).
+    gate_rows' kernel on the same rows: the same bits."""
+    cdef Py_ssize_t E = plain_row_length(x, -1)
+    if E < 0 or type(k) is not int or cnp.PyArray_NDIM(<cnp.ndarray> x) != 2 or not 0 < k <= E:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray> x
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(a, 0), kk = k, r
+    cdef cnp.npy_intp shape[2]
+    shape[0] = n_rows
+    shape[1] = kk
+    cdef cnp.ndarray weights = cnp.PyArray_EMPTY(2, shape, typenum, 0)
+    cdef cnp.ndarray indices = cnp.PyArray_EMPTY(2, shape, cnp.NPY_INT64, 0)
+    cdef work_items w = row_items(n_rows, E, n_threads)
+    if typenum == cnp.NPY_FLOAT:
+        _gate_run(<const float *> cnp.PyArray_DATA(a), E, n_rows, E, kk, 1.0, over_selected,
+                  <float *> cnp.PyArray_DATA(weights), <int64_t *> cnp.PyArray_DATA(indices), NULL, 0, w)
+        for r in range(n_rows):     # NaN ranks first: a row holding one has a NaN first weight
+            if (<float *> cnp.PyArray_DATA(weights))[r * kk] != (<float *> cnp.PyArray_DATA(weights))[r * kk]:
+                return None
+    else:
+        _gate_run(<const double *> cnp.PyArray_DATA(a), E, n_rows, E, kk, 1.0, over_selected,
+                  <double *> cnp.PyArray_DATA(weights), <int64_t *> cnp.PyArray_DATA(indices), NULL, 0, w)
+        for r in range(n_rows):
+            if (<double *> cnp.PyArray_DATA(weights))[r * kk] != (<double *> cnp.PyArray_DATA(weights))[r * kk]:
+                return None
+    return weights, indices

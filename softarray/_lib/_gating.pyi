@@ -16,6 +16,9 @@ def topk_rows(
 def plain_topk(
     x: object, k: object, axis: object, largest: object, sorted: object, n_threads: int
 ) -> tuple[npt.NDArray[_Float], npt.NDArray[np.int64]] | None: ...
+def plain_gate(
+    x: object, k: object, over_selected: bool, n_threads: int
+) -> tuple[npt.NDArray[_Float], npt.NDArray[np.int64]] | None: ...
 def gate_rows(
     x: npt.NDArray[_Float],
     k: int,
