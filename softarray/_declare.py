@@ -27,6 +27,7 @@ nothing of softarray's: it sits at the base.
 import dataclasses
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -42,8 +43,8 @@ def register_adapter(claims, route):
     """Send every call for which ``claims(declaration, args, kwargs)`` is
     true to ``route(declaration, arguments)`` (arguments: the call bound to
     the public function's signature, defaults applied). A claim must be
-    false for a call whose arguments are all of ``_UNCLAIMED_TYPES``, which
-    is never asked."""
+    false for a call whose arguments are all of ``_UNCLAIMED_TYPES`` or
+    torch tensors that do not require grad, which is never asked."""
     _ADAPTERS.append((claims, route))
 
 
@@ -60,12 +61,15 @@ def has_argument_of_type(args, kwargs, array_type):
 
 
 def _unclaimed(args, kwargs):
-    """Whether every argument is of a type no adapter claims a call by."""
+    """Whether every argument is of a type no adapter claims a call by, or a
+    torch.Tensor that does not require grad (torch's autograd adapter claims
+    only tensors that do; a small call on tensors then asks no claim)."""
+    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)
     for value in args:
-        if type(value) not in _UNCLAIMED_TYPES:
+        if type(value) not in _UNCLAIMED_TYPES and not (type(value) is tensor_type and not value.requires_grad):
             return False
     for value in kwargs.values():
-        if type(value) not in _UNCLAIMED_TYPES:
+        if type(value) not in _UNCLAIMED_TYPES and not (type(value) is tensor_type and not value.requires_grad):
             return False
     return True
 
