@@ -176,12 +176,7 @@ def main():
     print("| call | shape | threads | softarray ms | torch ms | torch / softarray | argpartition ms |")
     print("|---|---|---|---|---|---|---|")
     for threads in args.threads:
-        times = {
-            library: json.loads(subprocess.run(
-                [sys.executable, __file__, "--library", library, "--threads", str(threads),
-                 "--repeat", str(args.repeat), "--only", *args.only],
-                check=True, capture_output=True, text=True).stdout)
-            for library in ("softarray", "torch", "argpartition")}
+        times = library_times(args, threads, [])
         for key, a in times["softarray"].items():
             call, shape = key.split("|")
             b = times["torch"][key]
@@ -189,17 +184,23 @@ def main():
             print(f"| {call} | {shape} | {threads} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {c} |", flush=True)
 
 
+def library_times(args, threads, options):
+    """{library: its timings} at one thread count, each library timed in a
+    process of its own (this script with --library and options)."""
+    return {
+        library: json.loads(subprocess.run(
+            [sys.executable, __file__, "--library", library, "--threads", str(threads),
+             "--repeat", str(args.repeat), "--only", *args.only, *options],
+            check=True, capture_output=True, text=True).stdout)
+        for library in ("softarray", "torch", "argpartition")}
+
+
 def print_grid(args):
     print("| call | shape | threads | softarray ms | torch ms | torch / softarray | stream | argpartition ms |")
     print("|---|---|---|---|---|---|---|---|")
+    grid_options = ["--grid", "--dtypes", *args.dtypes, "--max-elements", str(args.max_elements)]
     for threads in args.threads:
-        times = {
-            library: json.loads(subprocess.run(
-                [sys.executable, __file__, "--library", library, "--threads", str(threads), "--grid",
-                 "--repeat", str(args.repeat), "--only", *args.only, "--dtypes", *args.dtypes,
-                 "--max-elements", str(args.max_elements)] + (["--smallest"] if args.smallest else []),
-                check=True, capture_output=True, text=True).stdout)
-            for library in ("softarray", "torch", "argpartition")}
+        times = library_times(args, threads, grid_options + (["--smallest"] if args.smallest else []))
         per_byte = times["softarray"].pop("copy|seconds per byte")
         for key, a in times["softarray"].items():
             call, shape, size = key.split("|")

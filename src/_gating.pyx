@@ -41,16 +41,28 @@ cdef extern from "_gating_kernels.h" nogil:
 cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
 
 
+cdef inline Py_ssize_t _scratch_len(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """(key, index) pairs a row's top-k needs: k for a small k (a heap),
+    else the whole row (a selection)."""
+    return k if k <= SA_TOPK_SMALL_K else n
+
+
+cdef int64_t *_ranked_scratch(int team, Py_ssize_t scratch_len) except NULL:
+    """One scratch buffer per thread, not per row, of scratch_len (key,
+    index) pairs each; the caller frees it."""
+    cdef int64_t *ps = <int64_t *> malloc(team * 2 * scratch_len * sizeof(int64_t))
+    if ps == NULL:
+        raise MemoryError()
+    return ps
+
+
 cdef int _topk_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t k,
                    bint largest, bint sorted, floating *pv, int64_t *pi, int n_threads) except -1:
     """topk of n_rows rows of n entries, xs apart, into (n_rows, k) values and indices."""
-    cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else n
+    cdef Py_ssize_t scratch_len = _scratch_len(k, n)
     cdef work_items w = row_items(n_rows, n, n_threads)
     cdef Py_ssize_t c, begin
-    # One scratch buffer per thread, not per row: (key, index) pairs.
-    cdef int64_t *ps = <int64_t *> malloc(w.team * 2 * scratch_len * sizeof(int64_t))
-    if ps == NULL:
-        raise MemoryError()
+    cdef int64_t *ps = _ranked_scratch(w.team, scratch_len)
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
@@ -122,12 +134,9 @@ cdef int _gate_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssiz
                    double *partial, Py_ssize_t width, work_items w) except -1:
     """The gate kernel over w's chunks of rows; chunk c adds its rows' expert
     probabilities into partial[c * width:] when partial is not NULL."""
-    cdef Py_ssize_t scratch_len = k if k <= SA_TOPK_SMALL_K else E
+    cdef Py_ssize_t scratch_len = _scratch_len(k, E)
     cdef Py_ssize_t c, begin
-    # One scratch buffer per thread, not per row: (key, index) pairs.
-    cdef int64_t *ps = <int64_t *> malloc(w.team * 2 * scratch_len * sizeof(int64_t))
-    if ps == NULL:
-        raise MemoryError()
+    cdef int64_t *ps = _ranked_scratch(w.team, scratch_len)
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
