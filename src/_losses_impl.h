@@ -473,12 +473,14 @@ SA_INLINE void SA_FN(sa_loss_samples_short)(const SA_T *x, ptrdiff_t x_s0, ptrdi
     double lognorm[SA_AVX2_TILE_ROWS];
     for (ptrdiff_t n0 = begin; n0 < end; n0 += SA_AVX2_TILE_ROWS) {
         const ptrdiff_t rows = end - n0 < SA_AVX2_TILE_ROWS ? end - n0 : SA_AVX2_TILE_ROWS;
-        for (ptrdiff_t r = 0; r < (rows + 7) / 8 * 8; r++) {
+        for (ptrdiff_t r = 0; r < rows; r++) {
             const ptrdiff_t n = n0 + r, oi = n / inner, ii = n - oi * inner;
             const SA_T *z = x + oi * x_s0 + ii * x_s2;
             for (ptrdiff_t c = 0; c < C; c++)
-                tile[r * C + c] = r < rows ? z[c * x_sc] : (SA_T)0;
+                tile[r * C + c] = z[c * x_sc];
         }
+        for (ptrdiff_t i = rows * C; i < (rows + 7) / 8 * 8 * C; i++)     /* the last group's padding rows */
+            tile[i] = 0;
         SA_SHORT_STATS_AVX2(tile, tile, rows, C, m, rest, count);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < rows; r++)    /* the logarithms vectorized across the samples */
