@@ -70,6 +70,8 @@
 #include <string.h>
 
 #define SA_AVX2 __attribute__((target("avx2,fma")))
+/* Kernels only the losses call are `static inline`: the softmax module,
+ * which includes this header too, then gets no unused-function warning. */
 #define SA_AVX2_INLINE static inline __attribute__((target("avx2,fma"), always_inline))
 
 /* Groups of eight rows per tile: enough independent exponentials to hide
@@ -379,7 +381,7 @@ SA_AVX2 static void sa_avx2_short_rows_any_f32(const float *x, ptrdiff_t x_strid
  * m, rest and count each row's statistics as the softmax tile keeps them
  * (m NaN for a row with a NaN). The tile's lanes are independent, so a
  * row's statistics do not depend on the rows beside it. */
-SA_AVX2 static void sa_avx2_short_stats_f32(const float *x, float *e, ptrdiff_t rows, ptrdiff_t n,
+SA_AVX2 static inline void sa_avx2_short_stats_f32(const float *x, float *e, ptrdiff_t rows, ptrdiff_t n,
                                             float *m, float *rest, float *count)
 {
     float stats[3 * SA_AVX2_TILE_ROWS];
@@ -497,7 +499,7 @@ SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, ptrdiff_t len, f
     return sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
 }
 
-SA_AVX2 static float sa_avx2_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
+SA_AVX2 static inline float sa_avx2_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
                                                       float *count)
 {
     return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
@@ -771,7 +773,7 @@ SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdif
     return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
 }
 
-SA_AVX2 static double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
+SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
                                                        double *count)
 {
     return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);

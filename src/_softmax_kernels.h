@@ -255,8 +255,9 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 /* Half-precision rows (_half.h): chunks of at most chunk_rows rows widened
  * into scratch (chunk_rows * (n + 1) floats), the float32 kernel run there
  * in place, each result rounded once into out. For SA_LOGSUMEXP, out has
- * one value per row, out_stride apart. */
-static void sa_rows_half(const uint16_t *x, ptrdiff_t x_stride, uint16_t *out, ptrdiff_t out_stride,
+ * one value per row, out_stride apart. Inline: the losses' module includes
+ * this header without calling it. */
+static inline void sa_rows_half(const uint16_t *x, ptrdiff_t x_stride, uint16_t *out, ptrdiff_t out_stride,
                          ptrdiff_t n_rows, ptrdiff_t n, float scale, int op, int kind, float *scratch,
                          ptrdiff_t chunk_rows)
 {
