@@ -60,6 +60,7 @@
 #include <stddef.h>
 #include "_simd.h"
 #include "_softmax_sizes.h"
+#include "_softmax_ops.h"       /* the ops; log(sum) - max per lane */
 #include "_softmax_rows8.h"     /* sa_v8f, sa_transpose8 */
 
 /* Run where the module runs x86-64-v3 code (sa_simd_v3, _simd.h). */

@@ -25,14 +25,8 @@
 #include "_simd.h"
 #include "_softmax_sizes.h"
 #include "_half.h"
+#include "_softmax_ops.h"
 
-enum sa_op {
-    SA_SOFTMAX = 0,
-    SA_LOG_SOFTMAX = 1,
-    SA_STABLEMAX = 2,
-    SA_LOG_STABLEMAX = 3,
-    SA_LOGSUMEXP = 4,
-};
 
 /* Pass-1 state of one slice (or of one segment of a slice split across threads). */
 typedef struct {
@@ -48,10 +42,6 @@ typedef struct {
 } sa_params;
 
 SA_INLINE int sa_op_is_stable(int op) { return op == SA_STABLEMAX || op == SA_LOG_STABLEMAX; }
-
-/* StableMax's s(x) ("Grokking at the Edge of Numerical Stability"): x + 1 for
- * x >= 0, 1 / (1 - x) below; and log s(x) = sign(x) * log1p(|x|). */
-SA_INLINE double sa_stable_s(double x) { return x >= 0 ? x + 1.0 : 1.0 / (1.0 - x); }
 
 SA_INLINE void sa_stats_init(sa_stats *st)
 {
@@ -117,59 +107,6 @@ SA_INLINE void sa_cached_merge(sa_cached_state *a, const sa_cached_state *b)
     }
     if (b->sum != 0.0)
         a->sum += b->max == a->max ? b->sum : b->sum * sa_exp_shifted_f64(b->max, a->max);
-}
-
-/* Pass-2 parameters of one slice from its pass-1 state (m = maximum, NaN if
- * a NaN was seen). One small branch-free formula per parameter, so that the
- * column kernel can evaluate them in SIMD loops across columns. Non-finite
- * maxima give exactly what scipy.special gives on the same input. */
-SA_INLINE int sa_isfinite(double m) { return m - m == 0.0; }   /* vectorizes, unlike isfinite() */
-
-SA_INLINE double sa_lognorm(double rest, double count)          /* log(sum) - max */
-{
-    return sa_log1p_f64(rest + (count - 1.0));
-}
-
-/* softmax: out = exp(y - m) * b */
-SA_INLINE double sa_softmax_scale(double m, double rest, double count)
-{
-    return sa_isfinite(m) ? 1.0 / (rest + count) : NAN;
-}
-
-/* log_softmax: out = (y - a) - b */
-SA_INLINE double sa_log_softmax_shift(double m) { return sa_isfinite(m) ? m : 0.0; }
-SA_INLINE double sa_log_softmax_norm(double m, double rest, double count)
-{
-    return sa_isfinite(m) ? sa_lognorm(rest, count) : m;
-}
-
-/* stablemax: out = s(y) * b. With a +-inf maximum the sums were skipped:
- * s(+inf) = inf gives b = 0, s(-inf) = 0 gives b = inf (then 0 * inf = NaN). */
-SA_INLINE double sa_stablemax_scale(double m, double rest, double count)
-{
-    const double sm = sa_stable_s(m);
-    return 1.0 / (sa_isfinite(m) ? rest + count * sm : sm);
-}
-
-/* log_stablemax: out = y < m ? log s(y) - a : b, where b is the maximum's own
- * result -log1p(share of the others), accurate when it dominates. */
-SA_INLINE double sa_log_stablemax_share(double m, double rest, double count)
-{
-    return sa_log1p_f64(rest / sa_stable_s(m) + (count - 1.0));
-}
-SA_INLINE double sa_log_stablemax_norm(double m, double rest, double count)
-{
-    const double log_sm = copysign(sa_log1p_f64(fabs(m)), m);      /* log s(m) */
-    return sa_isfinite(m) ? log_sm + sa_log_stablemax_share(m, rest, count) : m;
-}
-SA_INLINE double sa_log_stablemax_top(double m, double rest, double count)
-{
-    return sa_isfinite(m) ? -sa_log_stablemax_share(m, rest, count) : NAN;
-}
-
-SA_INLINE double sa_logsumexp_value(double m, double rest, double count)
-{
-    return sa_isfinite(m) ? m + sa_lognorm(rest, count) : m;
 }
 
 SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
