@@ -80,7 +80,7 @@ SA_INLINE double sa_sigmoid(double x)
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_LOG sa_log_f32
 #define SA_LOG1P sa_log1p_f32
-#define SA_EXP_STORE_REST_COUNT_AVX2 sa_avx2_exp_store_rest_count_f32
+#define SA_EXP_STORE_REST_COUNT_AVX2 sa_x86_exp_store_rest_count_f32    /* AVX2, or AVX-512 where it runs */
 #define SA_SHORT_STATS_AVX2 sa_avx2_short_stats_f32
 #include "_losses_impl.h"
 #undef SA_EXP_STORE_REST_COUNT_AVX2

@@ -28,6 +28,9 @@
  * unless the environment variable SOFTARRAY_SIMD=baseline asks for the
  * baseline code (so that tests can run it on CPUs that would never pick it;
  * softarray/_lib/__init__.py rejects other values before any module loads).
+ * A second flag, on CPUs with AVX-512 (F, DQ, BW, VL: x86-64-v4), runs the
+ * float32 exponential loops' AVX-512 kernels (_softmax_avx512.h) in the v3
+ * code, unless SOFTARRAY_SIMD=avx2 (or baseline) asks for the AVX2 ones.
  * GCC's target_clones would choose the same copies, but by an ifunc resolver
  * that no environment variable can steer. Elsewhere: one portable build. */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -60,6 +63,8 @@
 
 static int sa_cpu_v3;       /* this CPU runs x86-64-v3 code */
 static int sa_simd_v3;      /* ... and this module runs it */
+static int sa_cpu_v4;       /* this CPU has AVX-512 too */
+static int sa_simd_v4;      /* ... and this module's float32 exponential loops use it */
 
 /* GCC tests the whole x86-64-v3 set, as its target_clones resolver does;
  * Clang 14's builtin cannot name F16C, MOVBE and LZCNT, which every CPU with
@@ -75,13 +80,24 @@ static int sa_cpu_supports_v3(void)
 #endif
 }
 
+/* Named one by one, as sa_cpu_supports_v3 does, for Clang and GCC < 12. */
+static int sa_cpu_supports_v4(void)
+{
+    return sa_cpu_supports_v3() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+           && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
 /* Runs when the module is loaded (dlopen, inside `import softarray`),
  * before any kernel can. */
 __attribute__((constructor)) static void sa_simd_select(void)
 {
     const char *request = getenv("SOFTARRAY_SIMD");
+    const int baseline = request != NULL && strcmp(request, "baseline") == 0;
+    const int avx2 = request != NULL && strcmp(request, "avx2") == 0;
     sa_cpu_v3 = sa_cpu_supports_v3();
-    sa_simd_v3 = sa_cpu_v3 && !(request != NULL && strcmp(request, "baseline") == 0);
+    sa_cpu_v4 = sa_cpu_supports_v4();
+    sa_simd_v3 = sa_cpu_v3 && !baseline;
+    sa_simd_v4 = sa_cpu_v4 && !baseline && !avx2;
 }
 #endif
 
@@ -115,16 +131,23 @@ __attribute__((constructor)) static void sa_simd_select(void)
 static inline const char *sa_simd_path(void)
 {
 #if SA_HAS_CLONES
+    if (sa_simd_v4)
+        return "x86-64-v3 (AVX2+FMA) with AVX-512 float32 exponential loops, runtime-dispatched";
+    if (sa_simd_v3 && sa_cpu_v4)
+        return "x86-64-v3 (AVX2+FMA), chosen by SOFTARRAY_SIMD=avx2";
     if (sa_simd_v3)
         return "x86-64-v3 (AVX2+FMA), runtime-dispatched";
     if (sa_cpu_v3)
         return "x86-64 baseline (SSE2), chosen by SOFTARRAY_SIMD=baseline";
     return "x86-64 baseline (SSE2), runtime-dispatched";
 #elif defined(__AVX2__) && defined(__FMA__)
-    return sa_simd_v3 ? "AVX2+FMA (compile-time)"
+    return sa_simd_v4   ? "AVX2+FMA (compile-time) with AVX-512 float32 exponential loops"
+           : sa_simd_v3 ? "AVX2+FMA (compile-time)"
                       : "AVX2+FMA (compile-time), AVX2 intrinsics kernels off by SOFTARRAY_SIMD=baseline";
 #elif SA_X86_DISPATCH
-    return sa_simd_v3 ? "x86-64 baseline (SSE2), AVX2+FMA intrinsics kernels" : "x86-64 baseline (SSE2)";
+    return sa_simd_v4   ? "x86-64 baseline (SSE2), AVX2+FMA and AVX-512 intrinsics kernels"
+           : sa_simd_v3 ? "x86-64 baseline (SSE2), AVX2+FMA intrinsics kernels"
+                        : "x86-64 baseline (SSE2)";
 #elif defined(__x86_64__)
     return "x86-64 baseline (SSE2)";
 #elif defined(__aarch64__)

@@ -8,6 +8,8 @@
  *   - sa_avx2_exp_rest_count_* (float32, float64) and their storing
  *     variants: the same exponentials for the statistics of log_softmax,
  *     logsumexp and the softmax losses.
+ * On CPUs with AVX-512, the float32 ones of those long-row loops run in
+ * _softmax_avx512.h instead (sa_simd_v4), with the same exponential.
  * All use FMA in the exponential, which the portable kernels cannot (they
  * are compiled without contraction, so that x * scale - max never fuses),
  * and keep x * scale rounded before the maximum is subtracted.

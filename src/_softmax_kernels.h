@@ -138,14 +138,39 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 
 #include "_softmax_rows8.h"
 #include "_softmax_avx2.h"
+#include "_softmax_avx512.h"
+
+#if SA_X86_DISPATCH
+/* The float32 exponential loops the v3 code calls (the hooks in
+ * _softmax_impl.h and _losses_impl.h): the AVX-512 kernels where the module
+ * runs them (sa_simd_v4, _simd.h), the AVX2 ones otherwise; a predictable
+ * branch per block of SA_ROW_BLOCK entries. */
+static inline float sa_x86_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
+{
+    return sa_simd_v4 ? sa_avx512_exp_store_sum_f32(x, out, len, scale, m)
+                      : sa_avx2_exp_store_sum_f32(x, out, len, scale, m);
+}
+
+static inline float sa_x86_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
+{
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_f32(x, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_f32(x, len, scale, m, count);
+}
+
+static inline float sa_x86_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m, float *count)
+{
+    return sa_simd_v4 ? sa_avx512_exp_store_rest_count_f32(x, out, len, m, count)
+                      : sa_avx2_exp_store_rest_count_f32(x, out, len, m, count);
+}
+#endif
 
 #define SA_T float
 #define SA_SUF f32
 #define SA_SOFTMAX_ROWS8 sa_softmax_rows8_f32
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_short_rows_any_f32
-#define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f32
-#define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32
-#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_f32     /* float's shifted exp is the rounded one */
+#define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f32          /* AVX2, or AVX-512 where it runs */
+#define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32     /* float's shifted exp is the rounded one */
 #define SA_EXP_SMALL sa_exp_small_f32
 #define SA_EXP_SHIFTED sa_exp_shifted_f32
 #define SA_LOG1P sa_log1p_f32

@@ -139,6 +139,35 @@ def test_simd_baseline_reaches_the_kernel_modules():
     assert not np.array_equal(runs[None].view(np.uint32), runs["baseline"].view(np.uint32))
 
 
+@pytest.mark.skipif("AVX-512" not in _runtime.simd_path(),
+                    reason="needs a build with the x86-64-v3 copies on a CPU with AVX-512")
+def test_simd_avx2_matches_the_avx512_loops():
+    """SOFTARRAY_SIMD=avx2 runs the AVX2 exponential loops on an AVX-512
+    CPU. Both compute every float32 exponential with the same operations, so
+    the two paths differ only in the order of the sums: a few ulp. Rows of
+    4099 entries take the loops' full vectors and their masked tails, and
+    long rows (log_softmax, cross_entropy) the statistics kernels."""
+    assert _run_with_simd("avx2", _SIMD_PATH).stdout.strip() == "x86-64-v3 (AVX2+FMA), chosen by SOFTARRAY_SIMD=avx2"
+    code = """if True:
+        import sys, numpy as np, softarray as sa
+        rng = np.random.default_rng(3)
+        x = (rng.standard_normal((64, 4099)) * 6).astype(np.float32)
+        y = rng.integers(0, 4099, 64)
+        loss, grad = sa.cross_entropy(x, y, reduction="none", return_grad=True)
+        for a in (sa.softmax(x), sa.log_softmax(x), sa.logsumexp(x, axis=-1), loss, grad):
+            sys.stdout.buffer.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())"""
+    runs = {}
+    for value in (None, "avx2"):
+        run = _run_with_simd(value, code, text=False)
+        assert run.returncode == 0, run.stderr.decode()
+        runs[value] = np.frombuffer(run.stdout, dtype=np.float32)
+    n = 64 * 4099
+    ends = np.cumsum([n, n, 64, 64, n])
+    for got, want in zip(np.split(runs[None], ends[:-1]), np.split(runs["avx2"], ends[:-1])):
+        scale = np.maximum(np.abs(want), np.abs(want).max() * 2.0**-10)   # log_softmax's near-zero entries
+        assert np.all(np.abs(got - want) <= 4 * np.spacing(scale.astype(np.float32)))
+
+
 def test_omp_num_threads_is_honoured():
     code = "import softarray as sa; print(sa.get_num_threads())"
     env = dict(os.environ, OMP_NUM_THREADS="1")

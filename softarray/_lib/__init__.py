@@ -10,12 +10,14 @@ thresholds keep out of short calls.
 
 Each module picks its code path when it is loaded (src/_simd.h): the
 x86-64-v3 code where the CPU has it, unless ``SOFTARRAY_SIMD=baseline`` asks
-for the baseline code. The value is checked here, before any module loads,
+for the baseline code; on CPUs with AVX-512, its float32 exponential loops
+run AVX-512 kernels unless ``SOFTARRAY_SIMD=avx2`` asks for the AVX2 ones
+(so that tests can compare the two on one machine). The value is checked here, before any module loads,
 so that a misspelt request fails instead of silently testing the v3 code.
 """
 import os
 
-SIMD_CHOICES = ("auto", "baseline")
+SIMD_CHOICES = ("auto", "baseline", "avx2")
 
 _request = os.environ.get("SOFTARRAY_SIMD", "")
 if _request not in ("",) + SIMD_CHOICES:
