@@ -94,6 +94,24 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
     const SA_T a = (SA_T)p.a, b = (SA_T)p.b, c = (SA_T)p.c;
     switch (op) {
     case SA_SOFTMAX:
+#if defined(SA_EXP_STORE_SUM_AVX2) && SA_HAVE_SOFTMAX_AVX2
+        /* x86-64-v3: pass 1's exponentials (the intrinsics kernel, which the
+         * statistics pass used too), a block at a time, then the scale while
+         * the block is in L1; the portable exp below costs twice as much.
+         * a is the row's finite maximum, or 0 with b NaN (a NaN, an infinite
+         * maximum), when every result is NaN either way. */
+        if (sa_simd_v3) {
+            for (ptrdiff_t i0 = 0; i0 < n; i0 += SA_ROW_BLOCK) {
+                const ptrdiff_t len = n - i0 < SA_ROW_BLOCK ? n - i0 : SA_ROW_BLOCK;
+                SA_T *ob = out + i0;
+                (void)SA_EXP_STORE_SUM_AVX2(x + i0, ob, len, scale, a);
+#pragma omp simd
+                for (ptrdiff_t i = 0; i < len; i++)
+                    ob[i] *= b;
+            }
+            break;
+        }
+#endif
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
             out[i] = SA_EXP_SHIFTED(x[i] * scale, a) * b;

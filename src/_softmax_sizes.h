@@ -10,12 +10,16 @@
 #define SA_COL_BLOCK_MAX 256
 /* Pass-1 block length along a row: 512 floats or doubles stay in L1. */
 #define SA_ROW_BLOCK 512
-/* Rows of up to this many bytes stay in L2 between the two passes, so
- * softmax stores exp() in pass 1 and only rescales in pass 2 (one exp per
- * entry); longer rows recompute exp() in pass 2 and read the input twice
- * instead of the output twice, which is what the memory bus prefers.
- * 512 KiB: a language model's 128000 float32 logits. */
-#define SA_CACHED_ROW_BYTES (512 * 1024)
+/* Rows of up to this many bytes store exp() in pass 1 and only rescale it
+ * in pass 2 (one exp per entry); longer rows recompute exp() in pass 2 and
+ * read the input twice instead of the output twice. Up to 512 KiB (a
+ * language model's 128000 float32 logits) the row stays in L2 between the
+ * passes; beyond, the second exp costs more than rereading the output from
+ * memory at one thread on AVX2 and AVX-512 machines: 8 MiB measured
+ * 1.3-1.8x faster than 512 KiB on 1x1000000 float32 and 8x128000 and
+ * 1x1000000 float64 (docs/performance.md). The shift array of a row
+ * (SA_CACHED_ROW_BLOCKS doubles, 32 KiB) lives on the stack. */
+#define SA_CACHED_ROW_BYTES (8 * 1024 * 1024)
 /* Blocks of such a row at most (float32: the narrowest type). */
 #define SA_CACHED_ROW_BLOCKS (SA_CACHED_ROW_BYTES / (SA_ROW_BLOCK * 4))
 /* Rows this short go through the transposed-tile path (sa_rows_small). */
