@@ -42,9 +42,10 @@ cdef Py_ssize_t GATE_CHUNK_ROWS = 1024
 
 
 cdef inline Py_ssize_t _scratch_len(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    """(key, index) pairs a row's top-k needs: k for a small k (a heap),
-    else the whole row (a selection)."""
-    return k if k <= SA_TOPK_SMALL_K else n
+    """(key, index) pairs a row's top-k needs: k + 1 for a small k (kept
+    sorted, or placed by counting with a spare slot), else twice the row
+    (the row's pairs and the radix selection's copy)."""
+    return k + 1 if k <= SA_TOPK_SMALL_K else 2 * n
 
 
 cdef int64_t *_ranked_scratch(int team, Py_ssize_t scratch_len) except NULL:

@@ -1,7 +1,7 @@
 /*
  * Type-generic body of the top-k and gating kernels; included once per type
  * by _gating_kernels.h with SA_T (float or double), SA_SUF (f32 or f64),
- * SA_KEY_T (the rank key's unsigned type), SA_RANK (sa_rank_f32 or
+ * SA_KEY_T (the rank key's unsigned type), SA_SKEY_T (the signed type of its width), SA_RANK (sa_rank_f32 or
  * sa_rank_f64) and SA_EXP_SMALL defined. Names get the suffix:
  * sa_topk_rows_f32, sa_topk_rows_f64, ...
  */
@@ -43,20 +43,199 @@ SA_INLINE void SA_FN(sa_topk_small_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
     }
 }
 
+/* place[i]: how many of keys[0..n) come before key i in the result order
+ * (a larger key, or an equal key at a lower index). The loop over i is the
+ * vector loop: entry j's key is broadcast against all the others, with
+ * place[] as the accumulators (the key's width: one lane per compare). */
+SA_INLINE void SA_FN(sa_topk_places)(const SA_KEY_T *keys, ptrdiff_t n, SA_KEY_T *place)
+{
+    /* The keys with the top bit flipped compare as signed integers, which
+     * AVX2 compares in one instruction (unsigned needs three). Indices are
+     * in the key's type too, so that every lane is as wide as a key. The
+     * places of a block of SA_TOPK_PLACE_BLOCK entries stay in registers
+     * while every key goes by: a key before the block counts unless entry
+     * i's is larger, one after it if larger, one inside by the full rule. */
+    enum { B = SA_TOPK_PLACE_BLOCK };
+    SA_SKEY_T sk[SA_TOPK_COUNT_N + B];
+    const SA_KEY_T top = (SA_KEY_T)1 << (8 * sizeof(SA_KEY_T) - 1);
+    for (ptrdiff_t i = 0; i < n; i++)
+        sk[i] = (SA_SKEY_T)(keys[i] ^ top);
+    for (ptrdiff_t i = n; i < n + B; i++)
+        sk[i] = 0;              /* padding: its places are never read */
+    for (ptrdiff_t ib = 0; ib < n; ib += B) {
+        SA_SKEY_T ki[B], at[B], acc[B];
+        for (int ii = 0; ii < B; ii++) {
+            ki[ii] = sk[ib + ii];
+            at[ii] = (SA_SKEY_T)(ib + ii);
+            acc[ii] = (SA_SKEY_T)ib;
+        }
+        for (ptrdiff_t j = 0; j < ib; j++) {
+            const SA_SKEY_T kj = sk[j];
+#pragma omp simd
+            for (int ii = 0; ii < B; ii++)
+                acc[ii] -= ki[ii] > kj;
+        }
+        const ptrdiff_t block_end = ib + B < n ? ib + B : n;
+        for (ptrdiff_t j = ib; j < block_end; j++) {
+            const SA_SKEY_T kj = sk[j], jj = (SA_SKEY_T)j;
+#pragma omp simd
+            for (int ii = 0; ii < B; ii++)
+                acc[ii] += (kj > ki[ii]) | ((kj == ki[ii]) & (jj < at[ii]));
+        }
+        for (ptrdiff_t j = block_end; j < n; j++) {
+            const SA_SKEY_T kj = sk[j];
+#pragma omp simd
+            for (int ii = 0; ii < B; ii++)
+                acc[ii] += kj > ki[ii];
+        }
+        for (ptrdiff_t ii = 0; ii < B && ib + ii < n; ii++)
+            place[ib + ii] = (SA_KEY_T)acc[ii];
+    }
+}
+
+/* Rows up to SA_TOPK_COUNT_BYTES long: the place of entry i in the result is
+ * the number of entries before it, those with a larger key and those at a
+ * lower index with an equal key; entries placed below k are written there.
+ * Places are distinct, so best[0..k) comes out sorted, with no branch on the
+ * data. */
+SA_INLINE void SA_FN(sa_topk_count_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
+                                        sa_ranked *best)
+{
+    SA_KEY_T keys[SA_TOPK_COUNT_N], place[SA_TOPK_COUNT_N];
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++)
+        keys[i] = (SA_KEY_T)SA_RANK(row[i], largest);
+    SA_FN(sa_topk_places)(keys, n, place);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        /* no branch: entries placed at k or later go to the spare best[k] */
+        const ptrdiff_t slot = (ptrdiff_t)place[i] < k ? (ptrdiff_t)place[i] : k;
+        best[slot].key = keys[i];
+        best[slot].index = i;
+    }
+}
+
+/* The k-th key of the result among a[0..m), entries in index order: every
+ * entry with a larger key belongs to the k first, and so do the first *ties
+ * with this key. An MSD radix select, one byte of the key per level; from
+ * the second level on, only the entries of the boundary byte are looked at
+ * (copied to tmp, m entries at most). */
+SA_INLINE SA_KEY_T SA_FN(sa_topk_threshold)(const sa_ranked *a, ptrdiff_t m, ptrdiff_t k,
+                                            sa_ranked *tmp, ptrdiff_t *ties)
+{
+    uint32_t counts[256];
+    SA_KEY_T prefix = 0;
+    ptrdiff_t need = k;
+    const sa_ranked *cand = a;
+    ptrdiff_t count = m;
+    for (int shift = 8 * (int)sizeof(SA_KEY_T) - 8;; shift -= 8) {
+        memset(counts, 0, sizeof counts);
+        for (ptrdiff_t i = 0; i < count; i++)
+            counts[((SA_KEY_T)cand[i].key >> shift) & 255]++;
+        int b = 255;
+        while ((ptrdiff_t)counts[b] < need) {
+            need -= counts[b];
+            b--;
+        }
+        prefix |= (SA_KEY_T)b << shift;
+        if ((ptrdiff_t)counts[b] == need) {     /* the whole byte belongs: every key >= prefix */
+            *ties = m;
+            return prefix;
+        }
+        if (shift == 0) {
+            *ties = need;
+            return prefix;
+        }
+        ptrdiff_t c = 0;
+        for (ptrdiff_t i = 0; i < count; i++) {
+            tmp[c] = cand[i];
+            c += (ptrdiff_t)(((SA_KEY_T)cand[i].key >> shift) & 255) == b;
+        }
+        cand = tmp;
+        count = c;
+    }
+}
+
+/* Keeps, in place and in index order, the entries of a[0..m) above the
+ * threshold and the first ties equal to it; returns how many. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T threshold, ptrdiff_t ties)
+{
+    ptrdiff_t c = 0;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const sa_ranked e = a[i];
+        const SA_KEY_T key = (SA_KEY_T)e.key;
+        const ptrdiff_t equal = key == threshold;
+        const ptrdiff_t take = (key > threshold) | (equal & (ties > 0));
+        ties -= equal & take;
+        a[c] = e;
+        c += take;
+    }
+    return c;
+}
+
+/* a[0..m) holds its k first (k <= m) after this, in index order. */
+SA_INLINE void SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
+{
+    ptrdiff_t ties;
+    const SA_KEY_T threshold = SA_FN(sa_topk_threshold)(a, m, k, tmp, &ties);
+    SA_FN(sa_topk_take)(a, m, threshold, ties);
+}
+
+/* Stable sort of a[0..m) (in index order) by key, largest first: places by
+ * counting for a few entries, else an LSD radix sort one byte at a time,
+ * skipping the bytes every key shares. tmp holds m entries. */
+SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
+{
+    if (m <= SA_TOPK_COUNT_SORT_K) {
+        SA_KEY_T keys[SA_TOPK_COUNT_SORT_K], place[SA_TOPK_COUNT_SORT_K];
+        for (ptrdiff_t i = 0; i < m; i++)
+            keys[i] = (SA_KEY_T)a[i].key;
+        SA_FN(sa_topk_places)(keys, m, place);
+        for (ptrdiff_t i = 0; i < m; i++)
+            tmp[place[i]] = a[i];
+        memcpy(a, tmp, (size_t)m * sizeof(sa_ranked));
+        return;
+    }
+    enum { BYTES = sizeof(SA_KEY_T) };
+    uint32_t counts[BYTES][256];
+    memset(counts, 0, sizeof counts);
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const SA_KEY_T key = (SA_KEY_T)a[i].key;
+        for (int d = 0; d < BYTES; d++)
+            counts[d][(key >> (8 * d)) & 255]++;
+    }
+    sa_ranked *src = a, *dst = tmp;
+    for (int d = 0; d < BYTES; d++) {
+        if ((ptrdiff_t)counts[d][((SA_KEY_T)a[0].key >> (8 * d)) & 255] == m)
+            continue;
+        uint32_t start[256], sum = 0;
+        for (int b = 255; b >= 0; b--) {
+            start[b] = sum;
+            sum += counts[d][b];
+        }
+        for (ptrdiff_t i = 0; i < m; i++)
+            dst[start[((SA_KEY_T)src[i].key >> (8 * d)) & 255]++] = src[i];
+        sa_ranked *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, (size_t)m * sizeof(sa_ranked));
+}
+
 /* Large k on a long row (n >= SA_TOPK_FILTER_RATIO k): a running threshold
- * filter. Entries are appended to best while their key reaches the
- * threshold; when the next block could overflow 4 k + SA_TOPK_BLOCK entries,
- * a quickselect keeps the k best so far and the threshold rises to the k-th
- * best key so far, which no entry of the result can be below. Rank keys are
- * computed one block at a time in a vector loop and groups of 8 with no key
- * reaching the threshold are skipped by one vector compare, so on unordered
- * data the row is streamed once and few entries are copied; on sorted rows
- * every entry is copied and the cost is about that of one quickselect over
- * the row. The row is read in order (no sample at strided positions: those
- * reads wait on memory once the row is out of L2). best holds n entries.
- * Returns the number kept, at least k, with the k first among them. */
+ * filter. Entries are appended to best, in index order, while their key
+ * reaches the threshold; when the next block could overflow 4 k +
+ * SA_TOPK_BLOCK entries, the k best so far are kept (sa_topk_keep) and the
+ * threshold rises to the k-th best key so far, which no entry of the result
+ * can be below. Rank keys are computed one block at a time in a vector loop
+ * and groups of 8 with no key reaching the threshold are skipped by one
+ * vector compare, so on unordered data the row is streamed once and few
+ * entries are copied; on sorted rows every entry is copied. The row is read
+ * in order (no sample at strided positions: those reads wait on memory once
+ * the row is out of L2). best and tmp hold n entries each. Returns the
+ * number kept, at least k, in index order. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
-                                              sa_ranked *best)
+                                              sa_ranked *best, sa_ranked *tmp)
 {
     const ptrdiff_t cap = 4 * k + SA_TOPK_BLOCK < n ? 4 * k + SA_TOPK_BLOCK : n;
     SA_KEY_T keys[SA_TOPK_BLOCK];
@@ -65,11 +244,9 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
     for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
         const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
         if (m + len > cap) {
-            sa_select(best, m, k);
-            m = k;
-            threshold = (SA_KEY_T)best[0].key;
-            for (ptrdiff_t j = 1; j < k; j++)
-                threshold = (SA_KEY_T)best[j].key < threshold ? (SA_KEY_T)best[j].key : threshold;
+            ptrdiff_t ties;
+            threshold = SA_FN(sa_topk_threshold)(best, m, k, tmp, &ties);
+            m = SA_FN(sa_topk_take)(best, m, threshold, ties);
         }
 #pragma omp simd
         for (ptrdiff_t i = 0; i < len; i++)
@@ -82,20 +259,23 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
             if (!reach)
                 continue;
             for (ptrdiff_t j = 0; j < w; j++) {
-                if (keys[g + j] >= threshold) {
-                    const sa_ranked e = {keys[g + j], b + g + j};
-                    best[m++] = e;
-                }
+                const sa_ranked e = {keys[g + j], b + g + j};
+                best[m] = e;
+                m += keys[g + j] >= threshold;
             }
         }
     }
     return m;
 }
 
-/* The k first entries of one row, in result order when sorted, into best. */
+/* The k first entries of one row, in result order when sorted, into
+ * scratch[0..k); scratch holds 2 n entries when k > SA_TOPK_SMALL_K, else
+ * k + 1. */
 SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
-                                  int sorted, sa_ranked *best)
+                                  int sorted, sa_ranked *scratch)
 {
+    sa_ranked *best = scratch;
+    const int few = sizeof(SA_T) == 4 ? SA_TOPK_PASSES_K : 2;
     if (sizeof(SA_T) == 4 && k <= 2 && n < ((ptrdiff_t)1 << 32)) {
         const float *r32 = (const float *)row;
         if (k == 1)
@@ -109,6 +289,11 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else
             sa_topk_passes_row_f32((const float *)row, n, k, 0, best);
+    } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && k > few) {
+        if (largest)
+            SA_FN(sa_topk_count_row)(row, n, k, 1, best);
+        else
+            SA_FN(sa_topk_count_row)(row, n, k, 0, best);
     } else if (k <= SA_TOPK_SMALL_K) {
         /* literal largest: the rank key folds to straight-line code */
         if (largest)
@@ -116,10 +301,11 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         else
             SA_FN(sa_topk_small_row)(row, n, k, 0, best);
     } else {
+        sa_ranked *tmp = scratch + n;
         ptrdiff_t m = n;
         if (n >= SA_TOPK_FILTER_RATIO * k) {
-            m = largest ? SA_FN(sa_topk_filter_row)(row, n, k, 1, best)
-                        : SA_FN(sa_topk_filter_row)(row, n, k, 0, best);
+            m = largest ? SA_FN(sa_topk_filter_row)(row, n, k, 1, best, tmp)
+                        : SA_FN(sa_topk_filter_row)(row, n, k, 0, best, tmp);
         } else {
             for (ptrdiff_t i = 0; i < n; i++) {
                 const sa_ranked e = {SA_RANK(row[i], largest), i};
@@ -127,9 +313,9 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             }
         }
         if (k < m)
-            sa_select(best, m, k);
+            SA_FN(sa_topk_keep)(best, m, k, tmp);
         if (sorted)
-            qsort(best, (size_t)k, sizeof(sa_ranked), sa_ranked_cmp);
+            SA_FN(sa_topk_sort)(best, k, tmp);
     }
 }
 

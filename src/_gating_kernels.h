@@ -12,10 +12,14 @@
  * 8 lanes each keeping its best k 64-bit (rank key, index) packs; k <= 4:
  * k vectorized passes, each a maximum over the packs. Other small k:
  * one pass with the k best kept sorted in a tiny array; a new entry costs
- * one comparison unless it enters. Large k: the keys of the row go to
- * scratch (on rows at least SA_TOPK_FILTER_RATIO k long, only those that
- * reach a running k-th best key), a quickselect puts the
- * k best in front, and (if sorted) they are sorted. The Python layer (softarray/_gating.py) validates everything and
+ * one comparison unless it enters. Rows of up to SA_TOPK_COUNT_BYTES (larger
+ * k): each entry's place in the result is counted, n^2 compares in vector
+ * loops. Large k: the (key, index) pairs of the row go to scratch in index
+ * order (on rows at least SA_TOPK_FILTER_RATIO k long, only those that reach
+ * a running k-th best key), an MSD radix select finds the k-th key, one pass
+ * keeps the k first in index order, and (if sorted) a stable sort by key
+ * (counting, or an LSD radix sort) puts them in result order: no comparison
+ * sort and no branch on the data in the hot loops. The Python layer (softarray/_gating.py) validates everything and
  * lays the data out as rows; nothing here fails.
  */
 #ifndef SOFTARRAY_GATING_KERNELS_H
@@ -23,7 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
+#include <string.h>
 #include "_simd.h"
 
 /* Up to this k the one-pass insertion is used; above, quickselect. */
@@ -31,8 +35,19 @@
 /* float32 rows up to this k take k vectorized passes (sa_topk_passes_row_f32). */
 #define SA_TOPK_PASSES_K 4
 /* Large k on rows at least this many times k long: the threshold filter
- * (sa_topk_filter_row) before the quickselect. */
+ * (sa_topk_filter_row) before the radix selection. */
 #define SA_TOPK_FILTER_RATIO 16
+/* Rows of up to this many bytes (and k above the passes' or the lanes' k)
+ * are placed by counting (sa_topk_count_row): n^2 compares in vector loops,
+ * faster than the other paths up to 128 float32 or 64 float64 entries
+ * (measured, 1024 rows). */
+#define SA_TOPK_COUNT_BYTES 512
+#define SA_TOPK_COUNT_N (SA_TOPK_COUNT_BYTES / 4)
+/* Entries whose places are counted at once (sa_topk_places): 4 AVX2 vectors of float32 keys. */
+#define SA_TOPK_PLACE_BLOCK 32
+/* Up to this many selected entries are sorted by counting, more by an LSD
+ * radix sort (sa_topk_radix_sort). */
+#define SA_TOPK_COUNT_SORT_K 64
 /* Rank keys of this many entries are computed at a time (on the stack). */
 #define SA_TOPK_BLOCK 256
 
@@ -78,43 +93,6 @@ SA_INLINE ptrdiff_t sa_topk_insert(sa_ranked *best, ptrdiff_t count, ptrdiff_t k
     }
     best[j] = e;
     return count < k ? count + 1 : count;
-}
-
-/* Hoare-style quickselect on a[lo..hi]: afterwards a[0..k) hold the k first
- * of the result order (in any order). Keys are distinct as (key, index). */
-static void sa_select(sa_ranked *a, ptrdiff_t n, ptrdiff_t k)
-{
-    ptrdiff_t lo = 0, hi = n - 1;
-    while (hi > lo) {
-        const ptrdiff_t mid = lo + (hi - lo) / 2;
-        /* median of three as the pivot */
-        if (sa_ranked_before(a[mid], a[lo])) { sa_ranked t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
-        if (sa_ranked_before(a[hi], a[lo])) { sa_ranked t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
-        if (sa_ranked_before(a[hi], a[mid])) { sa_ranked t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
-        const sa_ranked pivot = a[mid];
-        ptrdiff_t i = lo, j = hi;
-        while (i <= j) {
-            while (sa_ranked_before(a[i], pivot)) i++;
-            while (sa_ranked_before(pivot, a[j])) j--;
-            if (i <= j) {
-                sa_ranked t = a[i]; a[i] = a[j]; a[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k - 1 <= j)
-            hi = j;
-        else if (k - 1 >= i)
-            lo = i;
-        else
-            return;
-    }
-}
-
-static int sa_ranked_cmp(const void *pa, const void *pb)
-{
-    const sa_ranked a = *(const sa_ranked *)pa, b = *(const sa_ranked *)pb;
-    return sa_ranked_before(a, b) ? -1 : (sa_ranked_before(b, a) ? 1 : 0);
 }
 
 /* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row (short
@@ -184,24 +162,28 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
 #define SA_T float
 #define SA_SUF f32
 #define SA_KEY_T uint32_t
+#define SA_SKEY_T int32_t
 #define SA_RANK sa_rank_f32
 #define SA_EXP_SMALL sa_exp_small_f32
 #include "_gating_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_KEY_T
+#undef SA_SKEY_T
 #undef SA_RANK
 #undef SA_EXP_SMALL
 
 #define SA_T double
 #define SA_SUF f64
 #define SA_KEY_T uint64_t
+#define SA_SKEY_T int64_t
 #define SA_RANK sa_rank_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #include "_gating_impl.h"
 #undef SA_T
 #undef SA_SUF
 #undef SA_KEY_T
+#undef SA_SKEY_T
 #undef SA_RANK
 #undef SA_EXP_SMALL
 
