@@ -9,10 +9,27 @@
 #error "_gating_impl.h is a template: _gating_kernels.h includes it once per type"
 #endif
 
+/* The rank keys of row[0..len) into keys; returns the largest. One vector
+ * loop: on long rows a block whose largest key cannot enter the result
+ * costs only this. */
+SA_INLINE SA_KEY_T SA_FN(sa_topk_block_keys)(const SA_T *row, ptrdiff_t len, int largest,
+                                             SA_KEY_T *keys)
+{
+    SA_KEY_T top = 0;
+#pragma omp simd reduction(max : top)
+    for (ptrdiff_t i = 0; i < len; i++) {
+        const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i], largest);
+        keys[i] = key;
+        top = key > top ? key : top;
+    }
+    return top;
+}
+
 /* Small k: the row is walked in blocks whose rank keys are computed in one
- * vector loop; groups of 8 keys are then tested against the k-th best key
- * so far (a vector compare), and only a group holding a better key is
- * inserted one by one. After the first few groups almost none does. */
+ * vector loop; a block with no key above the k-th best so far is skipped,
+ * then groups of 8 keys are tested likewise, and only a group holding a
+ * better key is inserted one by one. After the first few blocks almost none
+ * does. */
 SA_INLINE void SA_FN(sa_topk_small_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                         sa_ranked *best)
 {
@@ -21,9 +38,9 @@ SA_INLINE void SA_FN(sa_topk_small_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
     SA_KEY_T threshold = 0;            /* the k-th best key once count == k */
     for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
         const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < len; i++)
-            keys[i] = (SA_KEY_T)SA_RANK(row[b + i], largest);
+        const SA_KEY_T top = SA_FN(sa_topk_block_keys)(row + b, len, largest, keys);
+        if (count == k && top <= threshold)
+            continue;
         for (ptrdiff_t g = 0; g < len; g += 8) {
             const ptrdiff_t m = len - g < 8 ? len - g : 8;
             int better = count < k;
@@ -228,8 +245,8 @@ SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
  * SA_TOPK_BLOCK entries, the k best so far are kept (sa_topk_keep) and the
  * threshold rises to the k-th best key so far, which no entry of the result
  * can be below. Rank keys are computed one block at a time in a vector loop
- * and groups of 8 with no key reaching the threshold are skipped by one
- * vector compare, so on unordered data the row is streamed once and few
+ * and blocks, then groups of 8, with no key reaching the threshold are
+ * skipped, so on unordered data the row is streamed once and few
  * entries are copied; on sorted rows every entry is copied. The row is read
  * in order (no sample at strided positions: those reads wait on memory once
  * the row is out of L2). best and tmp hold n entries each. Returns the
@@ -248,9 +265,8 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
             threshold = SA_FN(sa_topk_threshold)(best, m, k, tmp, &ties);
             m = SA_FN(sa_topk_take)(best, m, threshold, ties);
         }
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < len; i++)
-            keys[i] = (SA_KEY_T)SA_RANK(row[b + i], largest);
+        if (SA_FN(sa_topk_block_keys)(row + b, len, largest, keys) < threshold)
+            continue;
         for (ptrdiff_t g = 0; g < len; g += 8) {
             const ptrdiff_t w = len - g < 8 ? len - g : 8;
             int reach = 0;
@@ -276,7 +292,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
 {
     sa_ranked *best = scratch;
     const int few = sizeof(SA_T) == 4 ? SA_TOPK_PASSES_K : 2;
-    if (sizeof(SA_T) == 4 && k <= 2 && n < ((ptrdiff_t)1 << 32)) {
+    if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;
         if (k == 1)
             largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, best)
@@ -284,7 +300,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         else
             largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)
                     : sa_topk_lanes_row_f32(r32, n, 2, 0, best);
-    } else if (sizeof(SA_T) == 4 && k <= SA_TOPK_PASSES_K && n < ((ptrdiff_t)1 << 32)) {
+    } else if (sizeof(SA_T) == 4 && k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N) {
         if (largest)
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else

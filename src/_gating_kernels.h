@@ -8,19 +8,21 @@
  * lower index first because entries arrive in index order and a later entry
  * only displaces a kept one when its key is strictly larger.
  *
- * k <= 2 in float32 (the mixture-of-experts router's case): one pass with
- * 8 lanes each keeping its best k 64-bit (rank key, index) packs; k <= 4:
- * k vectorized passes, each a maximum over the packs. Other small k:
- * one pass with the k best kept sorted in a tiny array; a new entry costs
- * one comparison unless it enters. Rows of up to SA_TOPK_COUNT_BYTES (larger
+ * k <= 2 in float32 (the mixture-of-experts router's case) on rows of up
+ * to SA_TOPK_LANES_N: one pass with 8 lanes each keeping its best k 64-bit
+ * (rank key, index) packs; k <= 4 on rows of up to SA_TOPK_PASSES_N: k
+ * vectorized passes, each a maximum over the packs. Other small k:
+ * one pass with the k best kept sorted in a tiny array; a block of keys, then
+ * a group of 8, that cannot enter costs one vector compare. Rows of up to SA_TOPK_COUNT_BYTES (larger
  * k): each entry's place in the result is counted, n^2 compares in vector
  * loops. Large k: the (key, index) pairs of the row go to scratch in index
  * order (on rows at least SA_TOPK_FILTER_RATIO k long, only those that reach
  * a running k-th best key), an MSD radix select finds the k-th key, one pass
  * keeps the k first in index order, and (if sorted) a stable sort by key
  * (counting, or an LSD radix sort) puts them in result order: no comparison
- * sort and no branch on the data in the hot loops. The Python layer (softarray/_gating.py) validates everything and
- * lays the data out as rows; nothing here fails.
+ * sort and no branch on the data in the hot loops. The Python layer
+ * (softarray/_gating.py) validates everything and lays the data out as
+ * rows; nothing here fails.
  */
 #ifndef SOFTARRAY_GATING_KERNELS_H
 #define SOFTARRAY_GATING_KERNELS_H
@@ -32,8 +34,14 @@
 
 /* Up to this k the one-pass insertion is used; above, quickselect. */
 #define SA_TOPK_SMALL_K 32
-/* float32 rows up to this k take k vectorized passes (sa_topk_passes_row_f32). */
+/* float32 rows up to this k and this long take k vectorized passes
+ * (sa_topk_passes_row_f32); rows up to SA_TOPK_LANES_N long and k <= 2 the
+ * lanes (sa_topk_lanes_row_f32). Their 64-bit packs cost more per entry
+ * than the small-k path's block skip once rows are longer (measured at
+ * 256 to 32000 entries: the lanes 1.5x slower at 4096, 3-4x at 32000). */
 #define SA_TOPK_PASSES_K 4
+#define SA_TOPK_PASSES_N 256
+#define SA_TOPK_LANES_N 2048
 /* Large k on rows at least this many times k long: the threshold filter
  * (sa_topk_filter_row) before the radix selection. */
 #define SA_TOPK_FILTER_RATIO 16

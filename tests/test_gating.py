@@ -350,6 +350,49 @@ def test_degenerate_rows(kind, dtype):
                 check_topk(*got, x, k, -1, largest, sorted)
 
 
+# Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
+# (k <= 2, n <= 2048) and passes (k <= 4, n <= 256), placing by counting (up
+# to 512 bytes a row), the small-k buffer (k <= 32), the radix selection and
+# its counting (<= 64 kept) or LSD radix sort.
+BOUNDARY_LENGTHS = [5, 64, 100, 128, 129, 256, 257, 2048, 2049]
+BOUNDARY_KS = [1, 2, 3, 4, 5, 32, 33, 64, 65, 300]
+
+
+@pytest.mark.parametrize("n", BOUNDARY_LENGTHS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_every_path_at_its_bounds(n, dtype):
+    """Tie-heavy rows with NaN, infinities and signed zeros at the row
+    lengths and k where the kernel changes path, largest and smallest,
+    sorted or not."""
+    rng = np.random.default_rng(n)
+    x = np.round(2 * rng.standard_normal((4, n)), 0)
+    x[0, rng.choice(n, max(1, n // 10), replace=False)] = np.nan
+    x[1, rng.choice(n, max(1, n // 10), replace=False)] = -np.inf
+    x[2, ::3] = -0.0
+    x = x.astype(dtype)
+    for k in [k for k in BOUNDARY_KS if k <= n] + [n]:
+        for largest in (True, False):
+            for sorted in (True, False):
+                got = sa.topk(x, k, largest=largest, sorted=sorted)
+                check_topk(*got, x, k, -1, largest, sorted)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_keys_that_differ_only_in_their_last_bits(dtype):
+    """Distinct values one ulp apart, shuffled: the radix selection runs to
+    its last byte and the radix sort skips the bytes every key shares."""
+    one = np.ones(1, dtype)
+    ladder = np.empty(3000, dtype)
+    ladder[0] = one[0]
+    for i in range(1, ladder.size):
+        ladder[i] = np.nextafter(ladder[i - 1], dtype(2))
+    x = np.stack([np.random.default_rng(s).permutation(ladder) for s in range(3)])
+    for k in (40, 64, 65, 700, 2999):
+        for largest in (True, False):
+            got = sa.topk(x, k, largest=largest)
+            check_topk(*got, x, k, -1, largest, True)
+
+
 def _filter_rows(n, k):
     """Rows for the running-threshold filter of long rows (n >= 16 k)."""
     rng = np.random.default_rng(12)
