@@ -677,71 +677,71 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=N
                         "would run once and bake into the compiled function: call sample outside "
                         "jit (eager JAX arrays run the compiled kernels), or use "
                         "jax.random.categorical inside")
-    # One pass: a row's maximum is NaN or +inf where the row holds one.
-    largest = xp.max(z, axis=-1)
+    rows = math.prod(z.shape[:-1])
+    a, _ = _dispatch.kernel_operand(z)
+    if a is not None and top_k is not None:
+        # The candidates' first value is the row's maximum (NaN ranks first):
+        # the check needs no pass of its own.
+        a = np.ascontiguousarray(a).reshape(rows, -1)
+        k = min(top_k, a.shape[1])
+        values, indices = _kernels.plain_topk(a, k, -1, True, True, threads_for_call()) or topk(a, k)
+        if not np.isfinite(values[:, 0]).all():
+            _check_sample_maxima(np, values[:, 0])
+        tokens = _kernels.draw_from_candidates(values, indices, _uniforms(rng, rows), float(temperature),
+                                               math.inf if top_p is None else top_p, min_p or 0.0,
+                                               np.empty(0))
+        return _dispatch.to_caller(xp, tokens.reshape(z.shape[:-1]), z)
+    _check_sample_maxima(xp, xp.max(z, axis=-1))
+    u = _uniforms(rng, rows)
+    if a is None:
+        return _portable.sample(xp, z, u, float(temperature), top_k, top_p, min_p)
+    rows = np.ascontiguousarray(a).reshape(rows, -1)
+    if top_p is None:
+        tokens = _sample_whole_rows(rows, u, float(temperature), min_p)
+    else:
+        values, indices, mass = _nucleus_candidates(rows, float(temperature), top_p)
+        tokens = _kernels.draw_from_candidates(values, indices, u, float(temperature), top_p,
+                                               min_p or 0.0, mass)
+    return _dispatch.to_caller(xp, tokens.reshape(z.shape[:-1]), z)
+
+
+def _check_sample_maxima(xp, largest):
+    """Raises for rows whose maximum shows a NaN, a +inf or no finite entry."""
     if known_any(xp, xp.isnan(largest) | (largest == math.inf)):
         raise ValueError("logits contains NaN or +inf")
     if known_any(xp, largest == -math.inf):
         raise ValueError("logits has a row without a finite entry: no token can be drawn")
-    rows = math.prod(z.shape[:-1])
-    u = (np.random.default_rng() if rng is None else rng).random(rows)
-    a, _ = _dispatch.kernel_operand(z)
-    if a is None:
-        return _portable.sample(xp, z, u, float(temperature), top_k, top_p, min_p)
-    tokens = _sample_compiled(np.ascontiguousarray(a).reshape(rows, -1), u, float(temperature),
-                              top_k, top_p, min_p)
-    return _dispatch.to_caller(xp, tokens.reshape(z.shape[:-1]), z)
 
 
-def _sample_compiled(rows, u, temperature, top_k, top_p, min_p):
-    """Tokens of (rows, n) float32/float64 logits for uniforms u."""
-    n = rows.shape[1]
-    if top_k is None and top_p is None:
-        weights = softmax(rows, temperature=temperature)
-        if min_p:
-            weights = np.where(weights >= min_p * weights.max(axis=1, keepdims=True), weights, 0)
-        return _invert_blocks(weights, u)
-    if top_k is not None:
-        values, indices = topk(rows, min(top_k, n))
-        weights = _relative_weights(values, temperature)
-        mass = None      # top_p's mass is that of the top_k candidates
-    else:
-        weights, indices, mass = _nucleus_candidates(rows, temperature, top_p)
-    keep = weights > 0
-    if top_p is not None:
-        total = weights.sum(axis=1, keepdims=True) if mass is None else mass
-        keep &= np.cumsum(weights, axis=1) - weights < top_p * total
+def _uniforms(rng, rows):
+    """One uniform number per row, in row order, drawn once the logits passed."""
+    return (np.random.default_rng() if rng is None else rng).random(rows)
+
+
+def _sample_whole_rows(rows, u, temperature, min_p):
+    """Tokens of (rows, n) logits with no top_k or top_p: the softmax of the
+    whole row, min_p's cut, the two-level inversion."""
+    weights = softmax(rows, temperature=temperature)
     if min_p:
-        keep &= weights >= min_p
-    # Invert over the survivors in vocabulary order.
-    order = np.argsort(np.where(keep, indices, n), axis=1, kind="stable")
-    weights = np.take_along_axis(np.where(keep, weights, 0.0), order, axis=1)
-    position = _invert(weights, u)
-    return np.take_along_axis(np.take_along_axis(indices, order, axis=1), position[:, None], axis=1)[:, 0]
-
-
-def _relative_weights(values, temperature):
-    """The probabilities of each row's candidates (logits in decreasing
-    order) relative to the first, the row's largest, in float64."""
-    return np.exp((values.astype(np.float64) - values[:, :1]) / temperature)
+        weights = np.where(weights >= min_p * weights.max(axis=1, keepdims=True), weights, 0)
+    return _invert_blocks(weights, u)
 
 
 def _nucleus_candidates(rows, temperature, top_p):
-    """(weights, indices, mass): the largest logits of each row in
-    decreasing order, as many as hold ``top_p`` of the row's probability
-    mass (four times as many each round until every row's do), with their
-    ``_relative_weights``, and the row's whole mass relative to its largest
-    entry's probability."""
+    """(values, indices, mass): the largest logits of each row in decreasing
+    order, as many as hold ``top_p`` of the row's probability mass (four
+    times as many each round until every row's do), and the row's whole mass
+    relative to its largest entry's probability."""
     n = rows.shape[1]
     scaled = rows if temperature == 1.0 else rows / np.asarray(temperature, rows.dtype)
     log_mass = logsumexp(scaled, axis=1).astype(np.float64)
     k = min(n, 64)
     while True:
         values, indices = topk(rows, k)
-        mass = np.exp(log_mass[:, None] - values[:, :1].astype(np.float64) / temperature)
-        weights = _relative_weights(values, temperature)
-        if k == n or np.all(weights.sum(axis=1, keepdims=True) >= top_p * mass):
-            return weights, indices, mass
+        mass = np.exp(log_mass - values[:, 0].astype(np.float64) / temperature)
+        weights = np.exp((values.astype(np.float64) - values[:, :1]) / temperature)
+        if k == n or np.all(weights.sum(axis=1) >= top_p * mass):
+            return values, indices, mass
         k = min(n, 4 * k)
 
 

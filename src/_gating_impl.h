@@ -22,7 +22,21 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_block_keys)(const SA_T *row, ptrdiff_t len, int
         keys[i] = key;
         top = key > top ? key : top;
     }
+    for (ptrdiff_t i = len; i % 8; i++)
+        keys[i] = 0;            /* a whole last group for sa_topk_group_reaches */
     return top;
+}
+
+/* Whether one of the 8 keys from keys reaches bar: a fixed-length loop, one
+ * vector compare. Past a block's end the keys are 0 (sa_topk_block_keys),
+ * which reach only a bar of 0, so callers bound their own loops by the
+ * block's length. */
+SA_INLINE int SA_FN(sa_topk_group_reaches)(const SA_KEY_T *keys, SA_KEY_T bar)
+{
+    int reach = 0;
+    for (int j = 0; j < 8; j++)
+        reach |= keys[j] >= bar;
+    return reach;
 }
 
 /* Small k: the row is walked in blocks whose rank keys are computed in one
@@ -43,11 +57,8 @@ SA_INLINE void SA_FN(sa_topk_small_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
             continue;
         for (ptrdiff_t g = 0; g < len; g += 8) {
             const ptrdiff_t m = len - g < 8 ? len - g : 8;
-            int better = count < k;
-            for (ptrdiff_t j = 0; j < m; j++)
-                better |= keys[g + j] > threshold;
-            if (!better)
-                continue;
+            if (count == k && !SA_FN(sa_topk_group_reaches)(keys + g, threshold + 1))
+                continue;   /* a threshold of the largest key wraps to 0: every group looked at, still right */
             for (ptrdiff_t j = 0; j < m; j++) {
                 /* the threshold stays in a register: no load of best[] per entry */
                 if (count == k && keys[g + j] <= threshold)
@@ -269,10 +280,7 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
             continue;
         for (ptrdiff_t g = 0; g < len; g += 8) {
             const ptrdiff_t w = len - g < 8 ? len - g : 8;
-            int reach = 0;
-            for (ptrdiff_t j = 0; j < w; j++)
-                reach |= keys[g + j] >= threshold;
-            if (!reach)
+            if (!SA_FN(sa_topk_group_reaches)(keys + g, threshold))
                 continue;
             for (ptrdiff_t j = 0; j < w; j++) {
                 const sa_ranked e = {keys[g + j], b + g + j};

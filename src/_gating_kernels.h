@@ -56,8 +56,10 @@
 /* Up to this many selected entries are sorted by counting, more by an LSD
  * radix sort (sa_topk_radix_sort). */
 #define SA_TOPK_COUNT_SORT_K 64
-/* Rank keys of this many entries are computed at a time (on the stack). */
-#define SA_TOPK_BLOCK 256
+/* Rank keys of this many entries are computed at a time (on the stack), and
+ * a block whose largest key cannot enter is skipped: 128 measured best
+ * against 64 and 256 at 1000 to 128000 entries and k of 5 to 1000. */
+#define SA_TOPK_BLOCK 128
 
 typedef struct {
     uint64_t key;   /* larger = earlier in the result */

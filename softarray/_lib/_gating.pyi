@@ -29,3 +29,12 @@ def gate_rows(
     prob_sum: npt.NDArray[np.float64],
     n_threads: int,
 ) -> None: ...
+def draw_from_candidates(
+    values: npt.NDArray[_Float],
+    indices: npt.NDArray[np.int64],
+    u: npt.NDArray[np.float64],
+    temperature: float,
+    top_p: float,
+    min_p: float,
+    mass: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int64]: ...
