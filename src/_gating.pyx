@@ -11,7 +11,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport exp, fmin, nextafter, NAN
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
-from _parallel cimport work_items, row_items
+from _parallel cimport work_items, row_items, PARALLEL_MIN_ELEMENTS
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 from _plain cimport plain_row_length
@@ -25,6 +25,16 @@ cdef extern from "_gating_kernels.h" nogil:
         uint64_t key
         int64_t index
     void sa_topk_sort_f64(sa_ranked *a, Py_ssize_t m, sa_ranked *tmp)
+    void sa_topk_chunk_f32(const float *row, Py_ssize_t begin, Py_ssize_t end, Py_ssize_t k,
+                           int largest, sa_ranked *out, sa_ranked *scratch)
+    void sa_topk_chunk_f64(const double *row, Py_ssize_t begin, Py_ssize_t end, Py_ssize_t k,
+                           int largest, sa_ranked *out, sa_ranked *scratch)
+    void sa_topk_merge_f32(const float *row, const sa_ranked *lists, const Py_ssize_t *counts,
+                           Py_ssize_t chunks, Py_ssize_t k, Py_ssize_t *head, float *values,
+                           int64_t *indices)
+    void sa_topk_merge_f64(const double *row, const sa_ranked *lists, const Py_ssize_t *counts,
+                           Py_ssize_t chunks, Py_ssize_t k, Py_ssize_t *head, double *values,
+                           int64_t *indices)
     enum:
         SA_TOPK_SMALL_K
     void sa_topk_rows_f32(const float *x, Py_ssize_t xs, Py_ssize_t n, Py_ssize_t k, int largest,
@@ -60,9 +70,61 @@ cdef int64_t *_ranked_scratch(int team, Py_ssize_t scratch_len) except NULL:
     return ps
 
 
+cdef inline bint _split_rows(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t k, int n_threads) noexcept nogil:
+    """Whether each row is split over the threads (fewer rows than threads,
+    rows long enough to be worth a team, k small beside a chunk) rather
+    than the rows spread over them."""
+    return n_threads > 1 and n_rows < n_threads and n >= PARALLEL_MIN_ELEMENTS \
+        and 4 * k * n_threads <= n
+
+
+cdef int _topk_split_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssize_t n,
+                         Py_ssize_t k, bint largest, floating *pv, int64_t *pi,
+                         int team) except -1:
+    """topk of a few long rows, each cut into one chunk per thread: every
+    chunk's k first in result order, then one merge of the chunks' lists.
+    The same result as one thread (the merge keeps the tie rule)."""
+    cdef Py_ssize_t chunk = (n + team - 1) // team
+    cdef Py_ssize_t scratch_len = _scratch_len(k, chunk)
+    cdef Py_ssize_t r, c, begin
+    cdef int64_t *ps = _ranked_scratch(team, scratch_len)
+    cdef sa_ranked *lists = <sa_ranked *> malloc(team * k * sizeof(sa_ranked))
+    cdef Py_ssize_t *counts = <Py_ssize_t *> malloc(2 * team * sizeof(Py_ssize_t))
+    if lists == NULL or counts == NULL:
+        free(ps)
+        free(lists)
+        free(counts)
+        raise MemoryError()
+    cdef sa_interrupt intr
+    sa_interrupt_start(&intr)
+    with nogil:
+        for r in range(n_rows):
+            for c in prange(team, num_threads=team, schedule='static'):
+                begin = c * chunk
+                counts[c] = 0
+                if begin < n and not sa_interrupt_poll(&intr, chunk):
+                    counts[c] = min(k, n - begin)
+                    if floating is float:
+                        sa_topk_chunk_f32(px + r * xs, begin, min(begin + chunk, n), k, largest,
+                                          lists + c * k, <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+                    else:
+                        sa_topk_chunk_f64(px + r * xs, begin, min(begin + chunk, n), k, largest,
+                                          lists + c * k, <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+            if floating is float:
+                sa_topk_merge_f32(px + r * xs, lists, counts, team, k, counts + team, pv + r * k, pi + r * k)
+            else:
+                sa_topk_merge_f64(px + r * xs, lists, counts, team, k, counts + team, pv + r * k, pi + r * k)
+    free(ps)
+    free(lists)
+    free(counts)
+    return sa_interrupt_finish(&intr)
+
+
 cdef int _topk_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t k,
                    bint largest, bint sorted, floating *pv, int64_t *pi, int n_threads) except -1:
     """topk of n_rows rows of n entries, xs apart, into (n_rows, k) values and indices."""
+    if _split_rows(n_rows, n, k, n_threads):
+        return _topk_split_run(px, xs, n_rows, n, k, largest, pv, pi, n_threads)
     cdef Py_ssize_t scratch_len = _scratch_len(k, n)
     cdef work_items w = row_items(n_rows, n, n_threads)
     cdef Py_ssize_t c, begin

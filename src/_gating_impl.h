@@ -359,6 +359,47 @@ SA_DISPATCHED(SA_FN(sa_topk_rows),
     }
 }
 
+/* One chunk of a long row split over threads: the first min(k, end - begin)
+ * entries of row[begin..end), in result order, with their indices in the
+ * row, into out (scratch as for sa_topk_row with end - begin entries). */
+SA_DISPATCHED(SA_FN(sa_topk_chunk),
+              (const SA_T *row, ptrdiff_t begin, ptrdiff_t end, ptrdiff_t k, int largest,
+               sa_ranked *out, sa_ranked *scratch),
+              (row, begin, end, k, largest, out, scratch))
+{
+    const ptrdiff_t kc = k < end - begin ? k : end - begin;
+    SA_FN(sa_topk_row)(row + begin, end - begin, kc, largest, 1, scratch);
+    for (ptrdiff_t j = 0; j < kc; j++) {
+        out[j].key = scratch[j].key;
+        out[j].index = scratch[j].index + begin;
+    }
+}
+
+/* The row's k first, in result order, from its chunks' lists (chunk c:
+ * counts[c] pairs from lists + c k, in result order): each step takes the
+ * first of the chunks' heads, so ties go to the lower index across chunks
+ * too. head holds `chunks` positions. O(k chunks), for a few chunks. */
+SA_INLINE void SA_FN(sa_topk_merge)(const SA_T *row, const sa_ranked *lists, const ptrdiff_t *counts,
+                                    ptrdiff_t chunks, ptrdiff_t k, ptrdiff_t *head, SA_T *values,
+                                    int64_t *indices)
+{
+    for (ptrdiff_t c = 0; c < chunks; c++)
+        head[c] = 0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        ptrdiff_t from = -1;
+        for (ptrdiff_t c = 0; c < chunks; c++) {
+            if (head[c] < counts[c]
+                && (from < 0 || sa_ranked_before(lists[c * k + head[c]], lists[from * k + head[from]])))
+                from = c;
+        }
+        if (from < 0)
+            return;     /* a chunk stopped by an interrupt: the caller raises */
+        const sa_ranked e = lists[from * k + head[from]++];
+        values[j] = row[e.index];
+        indices[j] = e.index;
+    }
+}
+
 /* Top-k gating of router rows (no NaN: the Python layer refuses them), one
  * pass for the selection and, when needed, one for the softmax over all
  * experts. With s = z / temperature and m the row's maximum:

@@ -17,7 +17,8 @@ import json, os, sys
 for name in sys.argv[1:]:
     __import__(name)
 import softarray as sa
-print(json.dumps([sa.show_config(False)["openmp_wait_policy"], os.environ.get("OMP_WAIT_POLICY")]))
+print(json.dumps([sa.show_config(False)["openmp_wait_policy"],
+                  [os.environ.get(v) for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")]]))
 """
 
 
@@ -30,19 +31,22 @@ def _policy(env_changes, preload=()):
     return json.loads(out)
 
 
-def test_passive_when_softarray_loads_openmp_and_environment_restored():
-    assert _policy({}) == ["passive", None]
+def test_brief_spin_when_softarray_loads_openmp_and_environment_restored():
+    assert _policy({}) == ["brief spin (GOMP_SPINCOUNT=1000, KMP_BLOCKTIME=0)", [None, None, None]]
 
 
-@pytest.mark.parametrize("variable, value", [("OMP_WAIT_POLICY", "active"),
-                                             ("GOMP_SPINCOUNT", "1000")])
+@pytest.mark.parametrize("variable, value", [("OMP_WAIT_POLICY", "passive"),
+                                             ("GOMP_SPINCOUNT", "300000"),
+                                             ("KMP_BLOCKTIME", "200")])
 def test_the_users_variable_wins(variable, value):
-    policy, omp_wait_policy = _policy({variable: value})
+    policy, seen = _policy({variable: value})
     assert policy == "from the environment"
-    assert omp_wait_policy == (value if variable == "OMP_WAIT_POLICY" else None)
+    # the user's variable stays as set, and softarray adds none of its own
+    assert seen == [value if v == variable else None
+                    for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")]
 
 
 def test_runtime_loaded_before_softarray_is_reported():
     pytest.importorskip("torch")       # its wheel ships the libgomp.so.1 softarray then shares
-    policy, omp_wait_policy = _policy({}, preload=("torch",))
-    assert policy.startswith("OpenMP's default") and omp_wait_policy is None
+    policy, seen = _policy({}, preload=("torch",))
+    assert policy.startswith("OpenMP's default") and seen == [None, None, None]

@@ -1,12 +1,16 @@
 """Compiled extension modules, built by meson from ``src/``.
 
 Importing this package loads the OpenMP runtime that the kernels link to,
-and asks it to wait passively (docs/threads.md, "A busy machine"): an OpenMP
-thread that has no work sleeps at once instead of spinning. On a machine
-kept busy by other processes a spinning thread takes the core that the
-thread it waits for needs, and a 1 ms call took 10-50 ms; sleeping costs a
-few tens of microseconds per parallel call, which the kernels' parallel
-thresholds keep out of short calls.
+and asks it to spin only briefly (docs/threads.md, "A busy machine"): an
+OpenMP thread that has no work spins for about 20 us (GNU libgomp's
+GOMP_SPINCOUNT=1000; LLVM's libomp sleeps at once, KMP_BLOCKTIME=0), then
+sleeps. On a machine kept busy by other processes a long-spinning thread
+takes the core that the thread it waits for needs, and a 1 ms call took
+10-50 ms at libgomp's default spin; sleeping at once instead costs a
+wake-up of about 70 us per parallel region on a KVM guest, which made
+every two-thread call under a millisecond slower than one thread. The
+brief spin keeps the regions of one call (and of calls back to back)
+awake and bounds what a waiting thread takes from a busy core.
 
 Each module picks its code path when it is loaded (src/_simd.h): the
 x86-64-v3 code where the CPU has it, unless ``SOFTARRAY_SIMD=baseline`` asks
@@ -25,6 +29,10 @@ if _request not in ("",) + SIMD_CHOICES:
 
 # Variables with which a user chooses the wait policy: theirs wins.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+# softarray's choice otherwise: libgomp spins 1000 pause loops (about 20 us
+# measured on a Zen 4 KVM guest) before sleeping; libomp sleeps at once.
+_BRIEF_SPIN = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "0"}
+BRIEF_SPIN_POLICY = "brief spin (GOMP_SPINCOUNT=1000, KMP_BLOCKTIME=0)"
 
 
 def _openmp_runtime_loaded():
@@ -71,14 +79,15 @@ def _load_runtime():
         return _import_runtime(), "from the environment"
     if _openmp_runtime_loaded():
         return _import_runtime(), "OpenMP's default (its runtime was loaded before softarray)"
-    # OpenMP reads the variable once, while it loads; the process's
-    # environment is restored right after, so nothing else inherits it.
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    # OpenMP reads the variables once, while it loads; the process's
+    # environment is restored right after, so nothing else inherits them.
+    os.environ.update(_BRIEF_SPIN)
     try:
         runtime = _import_runtime()
     finally:
-        del os.environ["OMP_WAIT_POLICY"]
-    return runtime, "passive"
+        for name in _BRIEF_SPIN:
+            del os.environ[name]
+    return runtime, BRIEF_SPIN_POLICY
 
 
 _runtime, OPENMP_WAIT_POLICY = _load_runtime()
