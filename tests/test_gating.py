@@ -423,6 +423,30 @@ def test_long_rows_through_the_threshold_filter(kind, dtype, n, k):
             check_topk(*got, x, k, -1, largest, sorted)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 40_000, 1), (1, 128_000, 50), (1, 200_000, 12_500),
+                                              (1, 200_001, 1000), (3, 1_000_000, 8)])
+def test_a_long_row_split_over_threads(dtype, rows, n, k):
+    """Fewer long rows than threads: each row is cut into one chunk per
+    thread and the chunks' results merged (src/_gating.pyx, _split_rows),
+    with ties across the chunks' border going to the lower index. Checked
+    against the reference, at 2 and 3 threads (one chunk idle at 3 when k is
+    large beside the row), and equal to one thread."""
+    rng = np.random.default_rng(n)
+    x = np.round(rng.standard_normal((rows, n)), 1).astype(dtype)
+    x[0, rng.choice(n, 20, replace=False)] = np.nan
+    x[:, n // 2 - 3:n // 2 + 3] = x.max() if k == 1 else x[:, :6]     # ties on the border
+    for largest in (True, False):
+        with sa.threads(1):
+            one = sa.topk(x, k, largest=largest)
+        check_topk(*one, x, k, -1, largest, True)
+        for threads in (2, 3):
+            with sa.threads(threads):
+                split = sa.topk(x, k, largest=largest)
+            np.testing.assert_array_equal(split[1], one[1])
+            np.testing.assert_array_equal(split[0], one[0])
+
+
 def test_byte_swapped_input():
     x = tied(np.random.default_rng(11), (6, 40), np.float64).astype(">f8")
     values, indices = sa.topk(x, 5)
