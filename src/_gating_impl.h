@@ -142,7 +142,7 @@ SA_INLINE void SA_FN(sa_topk_count_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
     }
 }
 
-/* The k-th key of the result among a[0..m), entries in index order: every
+/* The k-th key of the result among a[0..m), equal keys in index order: every
  * entry with a larger key belongs to the k first, and so do the first *ties
  * with this key. An MSD radix select, one byte of the key per level; from
  * the second level on, only the entries of the boundary byte are looked at
@@ -183,32 +183,37 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_threshold)(const sa_ranked *a, ptrdiff_t m, ptr
     }
 }
 
-/* Keeps, in place and in index order, the entries of a[0..m) above the
- * threshold and the first ties equal to it; returns how many. */
-SA_INLINE ptrdiff_t SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T threshold, ptrdiff_t ties)
+/* Keeps, in place, the entries of a[0..m) above the threshold and then the
+ * first ties equal to it; returns how many. Among equal keys the order
+ * stays index order, which is all the stable sort after it and the filter
+ * before it need. Two branch-free streams (above into a, equal into tmp):
+ * no chain through the count of ties. tmp holds m entries. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T threshold, ptrdiff_t ties,
+                                        sa_ranked *tmp)
 {
-    ptrdiff_t c = 0;
+    ptrdiff_t above = 0, equal = 0;
     for (ptrdiff_t i = 0; i < m; i++) {
         const sa_ranked e = a[i];
         const SA_KEY_T key = (SA_KEY_T)e.key;
-        const ptrdiff_t equal = key == threshold;
-        const ptrdiff_t take = (key > threshold) | (equal & (ties > 0));
-        ties -= equal & take;
-        a[c] = e;
-        c += take;
+        a[above] = e;
+        above += key > threshold;
+        tmp[equal] = e;
+        equal += key == threshold;
     }
-    return c;
+    const ptrdiff_t kept = equal < ties ? equal : ties;
+    memcpy(a + above, tmp, (size_t)kept * sizeof(sa_ranked));
+    return above + kept;
 }
 
-/* a[0..m) holds its k first (k <= m) after this, in index order. */
+/* a[0..m) holds its k first (k <= m) after this, equal keys in index order. */
 SA_INLINE void SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
 {
     ptrdiff_t ties;
     const SA_KEY_T threshold = SA_FN(sa_topk_threshold)(a, m, k, tmp, &ties);
-    SA_FN(sa_topk_take)(a, m, threshold, ties);
+    SA_FN(sa_topk_take)(a, m, threshold, ties, tmp);
 }
 
-/* Stable sort of a[0..m) (in index order) by key, largest first: places by
+/* Stable sort of a[0..m) (equal keys in index order) by key, largest first: places by
  * counting for a few entries, else an LSD radix sort one byte at a time,
  * skipping the bytes every key shares. tmp holds m entries. */
 SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
@@ -261,7 +266,7 @@ SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
  * entries are copied; on sorted rows every entry is copied. The row is read
  * in order (no sample at strided positions: those reads wait on memory once
  * the row is out of L2). best and tmp hold n entries each. Returns the
- * number kept, at least k, in index order. */
+ * number kept, at least k, equal keys in index order. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                               sa_ranked *best, sa_ranked *tmp)
 {
@@ -274,7 +279,7 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
         if (m + len > cap) {
             ptrdiff_t ties;
             threshold = SA_FN(sa_topk_threshold)(best, m, k, tmp, &ties);
-            m = SA_FN(sa_topk_take)(best, m, threshold, ties);
+            m = SA_FN(sa_topk_take)(best, m, threshold, ties, tmp);
         }
         if (SA_FN(sa_topk_block_keys)(row + b, len, largest, keys) < threshold)
             continue;

@@ -18,7 +18,7 @@
  * loops. Large k: the (key, index) pairs of the row go to scratch in index
  * order (on rows at least SA_TOPK_FILTER_RATIO k long, only those that reach
  * a running k-th best key), an MSD radix select finds the k-th key, one pass
- * keeps the k first in index order, and (if sorted) a stable sort by key
+ * keeps the k first (equal keys in index order), and (if sorted) a stable sort by key
  * (counting, or an LSD radix sort) puts them in result order: no comparison
  * sort and no branch on the data in the hot loops. The Python layer
  * (softarray/_gating.py) validates everything and lays the data out as
