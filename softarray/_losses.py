@@ -297,7 +297,8 @@ def _small_cross_entropy(logits, target, axis, reduction):
     tensor = _dispatch.plain_tensor(logits)
     if tensor is not None:          # torch logits take torch targets
         logits, target = tensor, _dispatch.plain_tensor(target)
-    loss = _kernels.plain_index_losses(logits, target, axis) if reduction in REDUCTIONS else None
+    loss = (_kernels.plain_index_losses(logits, target, axis, threads_for_call())
+            if reduction in REDUCTIONS else None)
     if loss is None:
         return None
     loss = reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)

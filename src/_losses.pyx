@@ -148,10 +148,11 @@ cdef sa_loss_opts _loss_opts(dict opts, const double[::1] class_weight) except *
     return o
 
 
-def plain_index_losses(object logits, object target, object axis):
+def plain_index_losses(object logits, object target, object axis, int n_threads):
     """The small-call path of cross_entropy, every check in C: the float64
     loss of each row of logits against its class index in target, with
-    every option at its default, on the calling thread, when logits pass
+    every option at its default, spread over n_threads as ``samples``
+    spreads it (one thread below PARALLEL_MIN_ELEMENTS), when logits pass
     _plain.plain_row_length and target is a plain int64 array (native byte
     order, aligned, C-contiguous) of logits' shape without the class axis
     with every index in [0, C); else None, computing nothing, and the
@@ -173,13 +174,12 @@ def plain_index_losses(object logits, object target, object axis):
             return None
     cdef cnp.ndarray loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
     cdef sa_loss_opts o = _default_opts(SA_LOSS_CROSS_ENTROPY, <double> C)
-    with nogil:
-        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-            sa_loss_samples_f32(<const float *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, NULL, 0, 0, 0, NULL,
-                                &o, <double *> cnp.PyArray_DATA(loss), 0, n)
-        else:
-            sa_loss_samples_f64(<const double *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, NULL, 0, 0, 0, NULL,
-                                &o, <double *> cnp.PyArray_DATA(loss), 0, n)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        _samples_run(<const float *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const float *> NULL,
+                     0, 0, 0, <float *> NULL, &o, <double *> cnp.PyArray_DATA(loss), n, n_threads)
+    else:
+        _samples_run(<const double *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const double *> NULL,
+                     0, 0, 0, <double *> NULL, &o, <double *> cnp.PyArray_DATA(loss), n, n_threads)
     return loss
 
 
@@ -220,6 +220,15 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
     cdef const int64_t *py = &y[0] if not probs else NULL
     cdef floating *pg = &grad[0, 0, 0] if with_grad else NULL
     cdef double *pl = &loss[0]
+    _samples_run(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2, pg, &o, pl, n, n_threads)
+
+
+cdef int _samples_run(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssize_t xs2,
+                      Py_ssize_t C, Py_ssize_t inner, const int64_t *py, const floating *pt,
+                      Py_ssize_t ts0, Py_ssize_t tsc, Py_ssize_t ts2, floating *pg,
+                      const sa_loss_opts *o, double *pl, Py_ssize_t n, int n_threads) except -1:
+    """The per-sample kernel over n samples (strides in elements, as
+    sa_loss_samples takes them), spread over the threads in row items."""
     cdef work_items w = row_items(n, C, n_threads)
     cdef Py_ssize_t k, begin
     cdef sa_interrupt intr
@@ -230,11 +239,11 @@ def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :
             if not sa_interrupt_poll(&intr, w.size * C):
                 if floating is float:
                     sa_loss_samples_f32(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
-                                        pg, &o, pl, begin, min(begin + w.size, n))
+                                        pg, o, pl, begin, min(begin + w.size, n))
                 else:
                     sa_loss_samples_f64(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2,
-                                        pg, &o, pl, begin, min(begin + w.size, n))
-    sa_interrupt_finish(&intr)
+                                        pg, o, pl, begin, min(begin + w.size, n))
+    return sa_interrupt_finish(&intr)
 
 
 cdef void _half_chunk(const uint16_t *x, int kind, Py_ssize_t C, const int64_t *y, uint16_t *g,

@@ -22,7 +22,7 @@ def samples(
     n_threads: int,
 ) -> None: ...
 def plain_index_losses(
-    logits: object, target: object, axis: object
+    logits: object, target: object, axis: object, n_threads: int
 ) -> npt.NDArray[np.float64] | None: ...
 def samples_half(
     x: npt.NDArray[np.uint16],
