@@ -304,7 +304,9 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
                                   int sorted, sa_ranked *scratch)
 {
     sa_ranked *best = scratch;
-    const int few = sizeof(SA_T) == 4 ? SA_TOPK_PASSES_K : 2;
+    const int passes = sizeof(SA_T) == 4
+                       && ((k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N)
+                           || (k <= 2 * SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N / 2));
     if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;
         if (k == 1)
@@ -313,12 +315,12 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         else
             largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)
                     : sa_topk_lanes_row_f32(r32, n, 2, 0, best);
-    } else if (sizeof(SA_T) == 4 && k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N) {
+    } else if (passes) {
         if (largest)
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else
             sa_topk_passes_row_f32((const float *)row, n, k, 0, best);
-    } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && k > few) {
+    } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && (sizeof(SA_T) == 4 || k > 2)) {
         if (largest)
             SA_FN(sa_topk_count_row)(row, n, k, 1, best);
         else
