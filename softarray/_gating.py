@@ -682,7 +682,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=N
     if a is not None and top_k is not None:
         # The candidates' first value is the row's maximum (NaN ranks first):
         # the check needs no pass of its own.
-        a = np.ascontiguousarray(a).reshape(rows, -1)
+        a = np.ascontiguousarray(a).reshape(rows, z.shape[-1])     # rows may be 0
         k = min(top_k, a.shape[1])
         values, indices = _kernels.plain_topk(a, k, -1, True, True, threads_for_call()) or topk(a, k)
         if not np.isfinite(values[:, 0]).all():
@@ -695,7 +695,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=N
     u = _uniforms(rng, rows)
     if a is None:
         return _portable.sample(xp, z, u, float(temperature), top_k, top_p, min_p)
-    rows = np.ascontiguousarray(a).reshape(rows, -1)
+    rows = np.ascontiguousarray(a).reshape(rows, z.shape[-1])
     if top_p is None:
         tokens = _sample_whole_rows(rows, u, float(temperature), min_p)
     else:

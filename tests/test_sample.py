@@ -156,3 +156,15 @@ def test_dask_rows_draw_from_block_generators():
 def test_bad_input_gets_a_clear_error(logits, kwargs, error, match):
     with pytest.raises(error, match=match):
         sa.sample(logits, **kwargs)
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=str)
+@pytest.mark.parametrize("library", ["numpy", "torch", "array_api_strict"])
+def test_no_rows_give_no_tokens(library, filters):
+    """An empty batch (no rows, a vocabulary of 5) draws nothing and takes no
+    number from the generator, as an empty torch.multinomial batch would."""
+    for shape in [(0, 5), (2, 0, 5)]:
+        rng = np.random.default_rng(0)
+        tokens = sa.sample(library_logits(library, np.zeros(shape, np.float32)), rng=rng, **filters)
+        assert tuple(tokens.shape) == shape[:-1]
+        assert rng.random() == np.random.default_rng(0).random()
