@@ -394,7 +394,7 @@ def test_keys_that_differ_only_in_their_last_bits(dtype):
 
 
 def _filter_rows(n, k):
-    """Rows for the running-threshold filter of long rows (n >= 16 k)."""
+    """Rows for the running-threshold filter of long rows (n >= 8 k)."""
     rng = np.random.default_rng(12)
     return {
         "unordered": rng.standard_normal(n),
@@ -411,7 +411,7 @@ def _filter_rows(n, k):
 
 @pytest.mark.parametrize("kind", list(_filter_rows(128_000, 50)))
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize(("n", "k"), [(128_000, 50), (4096, 64), (20_000, 1000), (528, 33)])
+@pytest.mark.parametrize(("n", "k"), [(128_000, 50), (4096, 64), (20_000, 1000), (528, 33), (264, 33)])
 def test_long_rows_through_the_threshold_filter(kind, dtype, n, k):
     """Long rows with large k, where the running threshold is final early,
     never rises past most entries, or ties with many of them: the same
