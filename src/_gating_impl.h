@@ -325,7 +325,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             SA_FN(sa_topk_count_row)(row, n, k, 1, best);
         else
             SA_FN(sa_topk_count_row)(row, n, k, 0, best);
-    } else if (k <= SA_TOPK_SMALL_K) {
+    } else if (k <= SA_TOPK_SMALL_K || (k <= 2 * SA_TOPK_SMALL_K && n >= SA_TOPK_SMALL_LONG_N)) {
         /* literal largest: the rank key folds to straight-line code */
         if (largest)
             SA_FN(sa_topk_small_row)(row, n, k, 1, best);

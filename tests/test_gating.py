@@ -341,9 +341,10 @@ ROW_KINDS = {
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_degenerate_rows(kind, dtype):
     """Rows that are all ties or already ordered, through the buffer
-    (k <= 32) and the selection (larger k) paths, sorted or not."""
+    (k <= 16, or 32 on long rows) and the selection (larger k) paths, sorted
+    or not."""
     x = np.stack([ROW_KINDS[kind](5000)] * 3).astype(dtype)
-    for k in (1, 2, 32, 33, 2500, 4999, 5000):
+    for k in (1, 2, 16, 17, 32, 33, 2500, 4999, 5000):
         for largest in (True, False):
             for sorted in (True, False):
                 got = sa.topk(x, k, largest=largest, sorted=sorted)
@@ -351,11 +352,12 @@ def test_degenerate_rows(kind, dtype):
 
 
 # Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
-# (k <= 2, n <= 2048) and passes (k <= 4, n <= 256), placing by counting (up
-# to 512 bytes a row), the small-k buffer (k <= 32), the radix selection and
-# its counting (<= 64 kept) or LSD radix sort.
-BOUNDARY_LENGTHS = [5, 64, 100, 128, 129, 256, 257, 2048, 2049]
-BOUNDARY_KS = [1, 2, 3, 4, 5, 32, 33, 64, 65, 300]
+# (k <= 2, n <= 2048) and passes (k <= 4, n <= 256; k <= 8, n <= 128),
+# placing by counting (up to 512 bytes a row), the small-k buffer (k <= 16,
+# or 32 from 16384 entries), the radix selection and its counting (<= 64
+# kept) or LSD radix sort.
+BOUNDARY_LENGTHS = [5, 64, 100, 128, 129, 256, 257, 2048, 2049, 16383, 16384]
+BOUNDARY_KS = [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 300]
 
 
 @pytest.mark.parametrize("n", BOUNDARY_LENGTHS)
