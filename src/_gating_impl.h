@@ -184,12 +184,12 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_threshold)(const sa_ranked *a, ptrdiff_t m, ptr
 }
 
 /* Keeps, in place, the entries of a[0..m) above the threshold and then the
- * first ties equal to it; returns how many. Among equal keys the order
+ * first ties equal to it. Among equal keys the order
  * stays index order, which is all the stable sort after it and the filter
  * before it need. Two branch-free streams (above into a, equal into tmp):
  * no chain through the count of ties. tmp holds m entries. */
-SA_INLINE ptrdiff_t SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T threshold, ptrdiff_t ties,
-                                        sa_ranked *tmp)
+SA_INLINE void SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T threshold, ptrdiff_t ties,
+                                   sa_ranked *tmp)
 {
     ptrdiff_t above = 0, equal = 0;
     for (ptrdiff_t i = 0; i < m; i++) {
@@ -200,17 +200,18 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_take)(sa_ranked *a, ptrdiff_t m, SA_KEY_T thre
         tmp[equal] = e;
         equal += key == threshold;
     }
-    const ptrdiff_t kept = equal < ties ? equal : ties;
-    memcpy(a + above, tmp, (size_t)kept * sizeof(sa_ranked));
-    return above + kept;
+    const ptrdiff_t kept_ties = equal < ties ? equal : ties;
+    memcpy(a + above, tmp, (size_t)kept_ties * sizeof(sa_ranked));
 }
 
-/* a[0..m) holds its k first (k <= m) after this, equal keys in index order. */
-SA_INLINE void SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
+/* a[0..m) holds its k first (k <= m) after this, equal keys in index order;
+ * returns the k-th key, the least of them. */
+SA_INLINE SA_KEY_T SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
 {
     ptrdiff_t ties;
     const SA_KEY_T threshold = SA_FN(sa_topk_threshold)(a, m, k, tmp, &ties);
     SA_FN(sa_topk_take)(a, m, threshold, ties, tmp);
+    return threshold;
 }
 
 /* Stable sort of a[0..m) (equal keys in index order) by key, largest first: places by
@@ -277,9 +278,8 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
     for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
         const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
         if (m + len > cap) {
-            ptrdiff_t ties;
-            threshold = SA_FN(sa_topk_threshold)(best, m, k, tmp, &ties);
-            m = SA_FN(sa_topk_take)(best, m, threshold, ties, tmp);
+            threshold = SA_FN(sa_topk_keep)(best, m, k, tmp);
+            m = k;
         }
         if (SA_FN(sa_topk_block_keys)(row + b, len, largest, keys) < threshold)
             continue;
