@@ -684,7 +684,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, rng=N
         # the check needs no pass of its own.
         a = np.ascontiguousarray(a).reshape(rows, z.shape[-1])     # rows may be 0
         k = min(top_k, a.shape[1])
-        values, indices = _kernels.plain_topk(a, k, -1, True, True, threads_for_call()) or topk(a, k)
+        values, indices = _small_topk(a, k, -1, True, True) or topk(a, k)
         if not np.isfinite(values[:, 0]).all():
             _check_sample_maxima(np, values[:, 0])
         tokens = _kernels.draw_from_candidates(values, indices, _uniforms(rng, rows), float(temperature),
