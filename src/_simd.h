@@ -29,7 +29,7 @@
  * baseline code (so that tests can run it on CPUs that would never pick it;
  * softarray/_lib/__init__.py rejects other values before any module loads).
  * A second flag, on CPUs with AVX-512 (F, DQ, BW, VL: x86-64-v4), runs the
- * float32 exponential loops' AVX-512 kernels (_softmax_avx512.h) in the v3
+ * exponential loops' AVX-512 kernels (_softmax_avx512.h) in the v3
  * code, unless SOFTARRAY_SIMD=avx2 (or baseline) asks for the AVX2 ones.
  * GCC's target_clones would choose the same copies, but by an ifunc resolver
  * that no environment variable can steer. Elsewhere: one portable build. */
@@ -64,7 +64,7 @@
 static int sa_cpu_v3;       /* this CPU runs x86-64-v3 code */
 static int sa_simd_v3;      /* ... and this module runs it */
 static int sa_cpu_v4;       /* this CPU has AVX-512 too */
-static int sa_simd_v4;      /* ... and this module's float32 exponential loops use it */
+static int sa_simd_v4;      /* ... and this module's exponential loops use it */
 
 /* GCC tests the whole x86-64-v3 set, as its target_clones resolver does;
  * Clang 14's builtin cannot name F16C, MOVBE and LZCNT, which every CPU with
@@ -132,7 +132,7 @@ static inline const char *sa_simd_path(void)
 {
 #if SA_HAS_CLONES
     if (sa_simd_v4)
-        return "x86-64-v3 (AVX2+FMA) with AVX-512 float32 exponential loops, runtime-dispatched";
+        return "x86-64-v3 (AVX2+FMA) with AVX-512 exponential loops, runtime-dispatched";
     if (sa_simd_v3 && sa_cpu_v4)
         return "x86-64-v3 (AVX2+FMA), chosen by SOFTARRAY_SIMD=avx2";
     if (sa_simd_v3)
@@ -141,7 +141,7 @@ static inline const char *sa_simd_path(void)
         return "x86-64 baseline (SSE2), chosen by SOFTARRAY_SIMD=baseline";
     return "x86-64 baseline (SSE2), runtime-dispatched";
 #elif defined(__AVX2__) && defined(__FMA__)
-    return sa_simd_v4   ? "AVX2+FMA (compile-time) with AVX-512 float32 exponential loops"
+    return sa_simd_v4   ? "AVX2+FMA (compile-time) with AVX-512 exponential loops"
            : sa_simd_v3 ? "AVX2+FMA (compile-time)"
                       : "AVX2+FMA (compile-time), AVX2 intrinsics kernels off by SOFTARRAY_SIMD=baseline";
 #elif SA_X86_DISPATCH

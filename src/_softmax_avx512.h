@@ -1,16 +1,18 @@
 /*
- * The float32 exponential loops of _softmax_avx2.h on AVX-512 (F, DQ):
- * sixteen lanes per vector, and the last len % 16 entries through a lane
- * mask (__mmask16), which AVX-512's loads, stores and arithmetic take
- * directly, where AVX2 needs maskload/maskstore. Per lane the arithmetic is
- * sa_avx2_exp_nonpositive's, operation for operation, so every exponential
- * equals the AVX2 kernel's bit for bit; only the order of the sums differs.
+ * The exponential loops of _softmax_avx2.h on AVX-512 (F, DQ): sixteen
+ * float32 or eight float64 lanes per vector, and a row's last entries
+ * through a lane mask (__mmask16, __mmask8), which AVX-512's loads, stores
+ * and arithmetic take directly, where AVX2 needs maskload/maskstore. Per
+ * lane the arithmetic is the AVX2 kernels', operation for operation, so
+ * every exponential equals theirs bit for bit; only the order of the sums
+ * differs.
  */
 #ifndef SOFTARRAY_SOFTMAX_AVX512_H
 #define SOFTARRAY_SOFTMAX_AVX512_H
 
 #include <stddef.h>
 #include "_simd.h"
+#include "_softmax_avx2.h"      /* the float64 polynomial's coefficients */
 
 /* Run where the module runs the AVX-512 code (sa_simd_v4, _simd.h). */
 #if SA_X86_DISPATCH
@@ -127,6 +129,212 @@ SA_AVX512 static float sa_avx512_exp_store_rest_count_f32(const float *x, float 
                                                           float *count)
 {
     return sa_avx512_exp_rest_count(x, out, len, 1.0f, m, count);
+}
+
+/* float64: the loops of _softmax_avx2.h's float64 section on eight lanes.
+ * The exponential is sa_avx2_exp_reduced_f64's operation for operation (the
+ * same degree-11 polynomial in Estrin's scheme, the same scalings), so every
+ * exponential equals the AVX2 kernel's bit for bit; the sums run over 32
+ * lanes instead of 16, so they differ from the AVX2 loops' in their order. */
+SA_AVX512_INLINE __m512d sa_avx512_pair_pd(__m512d r, double lo, double hi)
+{
+    return _mm512_fmadd_pd(_mm512_set1_pd(hi), r, _mm512_set1_pd(lo));
+}
+
+SA_AVX512_INLINE __m512d sa_avx512_exp_reduced_f64(__m512d x, __m512d *t)
+{
+    const __m512d magic = _mm512_set1_pd(SA_MAGIC64);
+    *t = _mm512_fmadd_pd(x, _mm512_set1_pd(SA_EXP_F64_LOG2E), magic);
+    const __m512d n = _mm512_sub_pd(*t, magic);
+    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_HI), x);
+    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_LO), r);
+    const __m512d r2 = _mm512_mul_pd(r, r), r4 = _mm512_mul_pd(r2, r2);
+    const __m512d b0 = _mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q4, SA_AVX2_EXP_Q5), r2,
+                                       sa_avx512_pair_pd(r, SA_AVX2_EXP_Q2, SA_AVX2_EXP_Q3));
+    const __m512d b1 = _mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q8, SA_AVX2_EXP_Q9), r2,
+                                       sa_avx512_pair_pd(r, SA_AVX2_EXP_Q6, SA_AVX2_EXP_Q7));
+    const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q10, SA_AVX2_EXP_Q11), r4,
+                                                      b1), r4, b0);
+    return _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_fmadd_pd(q, r2, r));
+}
+
+SA_AVX512_INLINE __m512d sa_avx512_exp_scale_normal_f64(__m512d p, __m512d t)
+{
+    return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(p), _mm512_slli_epi64(_mm512_castpd_si512(t), 52)));
+}
+
+SA_AVX512_INLINE __m512d sa_avx512_exp_scale_any_f64(__m512d x, __m512d p, __m512d t)
+{
+    const __m512i biased = _mm512_castpd_si512(_mm512_add_pd(t, _mm512_set1_pd(1023.0 + 64.0)));
+    p = _mm512_mul_pd(_mm512_mul_pd(p, _mm512_castsi512_pd(_mm512_slli_epi64(biased, 52))), _mm512_set1_pd(0x1p-64));
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, _mm512_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ), p);
+}
+
+SA_AVX512_INLINE __m512d sa_avx512_exp_nonpositive_f64(__m512d x)
+{
+    __m512d t;
+    const __m512d p = sa_avx512_exp_reduced_f64(x, &t);
+    return sa_avx512_exp_scale_any_f64(x, p, t);
+}
+
+/* sa_avx2_exp4_nonpositive_f64 on eight lanes: the integer scaling where
+ * all 32 arguments are at least SA_AVX2_EXP_F64_NORMAL. */
+SA_AVX512_INLINE int sa_avx512_exp4_nonpositive_f64(__m512d v[4])
+{
+    __m512d p[4], t[4];
+    for (int k = 0; k < 4; k++)
+        p[k] = sa_avx512_exp_reduced_f64(v[k], &t[k]);
+    const __m512d lo = _mm512_min_pd(_mm512_min_pd(v[0], v[1]), _mm512_min_pd(v[2], v[3]));
+    if (__builtin_expect(_mm512_cmp_pd_mask(lo, _mm512_set1_pd(SA_AVX2_EXP_F64_NORMAL), _CMP_LT_OQ) != 0, 0)) {
+        for (int k = 0; k < 4; k++)
+            v[k] = sa_avx512_exp_scale_any_f64(v[k], p[k], t[k]);
+        return 1;
+    }
+    for (int k = 0; k < 4; k++)
+        v[k] = sa_avx512_exp_scale_normal_f64(p[k], t[k]);
+    return 0;
+}
+
+/* TwoSum's rounding error of d = y - m (sa_avx2_shift_error_f64). */
+SA_AVX512_INLINE __m512d sa_avx512_shift_error_f64(__m512d y, __m512d m, __m512d d)
+{
+    const __m512d yv = _mm512_add_pd(d, m);
+    const __m512d mv = _mm512_sub_pd(yv, d);
+    return _mm512_add_pd(_mm512_sub_pd(y, yv), _mm512_sub_pd(mv, m));
+}
+
+SA_AVX512_INLINE __m512d sa_avx512_without_nan_pd(__m512d e)
+{
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(e, e, _CMP_ORD_Q), e);
+}
+
+/* exp(y - m) of one vector, TwoSum-corrected where corrected (a literal at
+ * every call), as sa_avx2_exp_shift_f64. */
+SA_AVX512_INLINE __m512d sa_avx512_exp_shift_f64(__m512d y, __m512d m, int corrected)
+{
+    const __m512d d = _mm512_sub_pd(y, m);
+    const __m512d ed = sa_avx512_exp_nonpositive_f64(d);
+    if (!corrected)
+        return ed;
+    return _mm512_fmadd_pd(ed, sa_avx512_without_nan_pd(sa_avx512_shift_error_f64(y, m, d)), ed);
+}
+
+/* The same for four vectors in place (sa_avx2_exp4_shift_f64). */
+SA_AVX512_INLINE void sa_avx512_exp4_shift_f64(__m512d v[4], __m512d m, int corrected)
+{
+    __m512d e[4];
+    for (int k = 0; k < 4; k++) {
+        const __m512d d = _mm512_sub_pd(v[k], m);
+        if (corrected)
+            e[k] = sa_avx512_shift_error_f64(v[k], m, d);
+        v[k] = d;
+    }
+    const int general = sa_avx512_exp4_nonpositive_f64(v);
+    if (!corrected)
+        return;
+    for (int k = 0; k < 4; k++)
+        v[k] = _mm512_fmadd_pd(v[k], general ? sa_avx512_without_nan_pd(e[k]) : e[k], v[k]);
+}
+
+SA_AVX512_INLINE __mmask8 sa_avx512_lanes_below_pd(ptrdiff_t count)
+{
+    return (__mmask8)((1u << count) - 1u);
+}
+
+/* sa_avx2_exp_store_sum_f64 on AVX-512 (TwoSum-corrected). */
+SA_AVX512 static double sa_avx512_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
+                                                    double m)
+{
+    const __m512d s = _mm512_set1_pd(scale), mv = _mm512_set1_pd(m);
+    __m512d sum[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    ptrdiff_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m512d e[4];
+        for (int k = 0; k < 4; k++)
+            e[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
+        sa_avx512_exp4_shift_f64(e, mv, 1);
+        for (int k = 0; k < 4; k++) {
+            _mm512_storeu_pd(out + i + 8 * k, e[k]);
+            sum[k] = _mm512_add_pd(sum[k], e[k]);
+        }
+    }
+    for (; i + 8 <= len; i += 8) {
+        const __m512d e = sa_avx512_exp_shift_f64(_mm512_mul_pd(_mm512_loadu_pd(x + i), s), mv, 1);
+        _mm512_storeu_pd(out + i, e);
+        sum[0] = _mm512_add_pd(sum[0], e);
+    }
+    if (i < len) {          /* the last len % 8 entries, masked */
+        const __mmask8 inside = sa_avx512_lanes_below_pd(len - i);
+        const __m512d y = _mm512_mul_pd(_mm512_maskz_loadu_pd(inside, x + i), s);
+        const __m512d e = _mm512_maskz_mov_pd(inside, sa_avx512_exp_shift_f64(y, mv, 1));
+        _mm512_mask_storeu_pd(out + i, inside, e);
+        sum[1] = _mm512_add_pd(sum[1], e);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(sum[0], sum[1]), _mm512_add_pd(sum[2], sum[3])));
+}
+
+/* sa_avx2_exp_rest_count_pd on AVX-512: the entries equal to m counted
+ * through a lane mask, the others' exponentials summed. */
+SA_AVX512_INLINE __m512d sa_avx512_rest_count_add_pd(__m512d y, __m512d mv, __m512d e, __mmask8 inside,
+                                                     double *out, __m512d *count)
+{
+    const __mmask8 top = _mm512_mask_cmp_pd_mask(inside, y, mv, _CMP_EQ_OQ);
+    if (out)
+        _mm512_mask_storeu_pd(out, inside, e);
+    *count = _mm512_mask_add_pd(*count, top, *count, _mm512_set1_pd(1.0));
+    return _mm512_maskz_mov_pd(inside & ~top, e);
+}
+
+SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out, ptrdiff_t len, double scale,
+                                                    double m, int corrected, double *count)
+{
+    const __m512d s = _mm512_set1_pd(scale), mv = _mm512_set1_pd(m);
+    const __mmask8 all = 0xff;
+    __m512d rest[4], cnt[4];
+    for (int k = 0; k < 4; k++)
+        rest[k] = cnt[k] = _mm512_setzero_pd();
+    ptrdiff_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m512d y[4], e[4];
+        for (int k = 0; k < 4; k++)
+            e[k] = y[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
+        sa_avx512_exp4_shift_f64(e, mv, corrected);
+        for (int k = 0; k < 4; k++)
+            rest[k] = _mm512_add_pd(rest[k], sa_avx512_rest_count_add_pd(y[k], mv, e[k], all,
+                                                                         out ? out + i + 8 * k : NULL, &cnt[k]));
+    }
+    for (; i + 8 <= len; i += 8) {
+        const __m512d y = _mm512_mul_pd(_mm512_loadu_pd(x + i), s);
+        const __m512d e = sa_avx512_exp_shift_f64(y, mv, corrected);
+        rest[0] = _mm512_add_pd(rest[0], sa_avx512_rest_count_add_pd(y, mv, e, all, out ? out + i : NULL, &cnt[0]));
+    }
+    if (i < len) {          /* the last len % 8 entries, masked */
+        const __mmask8 inside = sa_avx512_lanes_below_pd(len - i);
+        const __m512d y = _mm512_mul_pd(_mm512_maskz_loadu_pd(inside, x + i), s);
+        const __m512d e = _mm512_maskz_mov_pd(inside, sa_avx512_exp_shift_f64(y, mv, corrected));
+        rest[1] = _mm512_add_pd(rest[1], sa_avx512_rest_count_add_pd(y, mv, e, inside, out ? out + i : NULL,
+                                                                     &cnt[1]));
+    }
+    *count = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(cnt[0], cnt[1]), _mm512_add_pd(cnt[2], cnt[3])));
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(rest[0], rest[1]), _mm512_add_pd(rest[2], rest[3])));
+}
+
+SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                             double *count)
+{
+    return sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+}
+
+SA_AVX512 static double sa_avx512_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                             double *count)
+{
+    return sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+}
+
+SA_AVX512 static inline double sa_avx512_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len,
+                                                                  double m, double *count)
+{
+    return sa_avx512_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
 }
 
 #endif /* SA_X86_DISPATCH */

@@ -141,7 +141,7 @@ SA_INLINE sa_params sa_finalize(int op, const sa_stats *st)
 #include "_softmax_avx512.h"
 
 #if SA_X86_DISPATCH
-/* The float32 exponential loops the v3 code calls (the hooks in
+/* The exponential loops the v3 code calls (the hooks in
  * _softmax_impl.h and _losses_impl.h): the AVX-512 kernels where the module
  * runs them (sa_simd_v4, _simd.h), the AVX2 ones otherwise; a predictable
  * branch per block of SA_ROW_BLOCK entries. */
@@ -161,6 +161,33 @@ static inline float sa_x86_exp_store_rest_count_f32(const float *x, float *out, 
 {
     return sa_simd_v4 ? sa_avx512_exp_store_rest_count_f32(x, out, len, m, count)
                       : sa_avx2_exp_store_rest_count_f32(x, out, len, m, count);
+}
+
+static inline double sa_x86_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale, double m)
+{
+    return sa_simd_v4 ? sa_avx512_exp_store_sum_f64(x, out, len, scale, m)
+                      : sa_avx2_exp_store_sum_f64(x, out, len, scale, m);
+}
+
+static inline double sa_x86_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                        double *count)
+{
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_shifted_f64(x, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_shifted_f64(x, len, scale, m, count);
+}
+
+static inline double sa_x86_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
+                                                        double *count)
+{
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_rounded_f64(x, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_rounded_f64(x, len, scale, m, count);
+}
+
+static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
+                                                      double *count)
+{
+    return sa_simd_v4 ? sa_avx512_exp_store_rest_count_f64(x, out, len, m, count)
+                      : sa_avx2_exp_store_rest_count_f64(x, out, len, m, count);
 }
 #endif
 
@@ -193,9 +220,9 @@ static inline float sa_x86_exp_store_rest_count_f32(const float *x, float *out, 
 
 #define SA_T double
 #define SA_SUF f64
-#define SA_EXP_STORE_SUM_AVX2 sa_avx2_exp_store_sum_f64
-#define SA_EXP_REST_COUNT_AVX2 sa_avx2_exp_rest_count_shifted_f64
-#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_avx2_exp_rest_count_rounded_f64
+#define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f64          /* AVX2, or AVX-512 where it runs */
+#define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_shifted_f64
+#define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_rounded_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64

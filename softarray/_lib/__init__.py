@@ -14,7 +14,7 @@ awake and bounds what a waiting thread takes from a busy core.
 
 Each module picks its code path when it is loaded (src/_simd.h): the
 x86-64-v3 code where the CPU has it, unless ``SOFTARRAY_SIMD=baseline`` asks
-for the baseline code; on CPUs with AVX-512, its float32 exponential loops
+for the baseline code; on CPUs with AVX-512, its exponential loops
 run AVX-512 kernels unless ``SOFTARRAY_SIMD=avx2`` asks for the AVX2 ones
 (so that tests can compare the two on one machine). The value is checked here, before any module loads,
 so that a misspelt request fails instead of silently testing the v3 code.
