@@ -99,8 +99,10 @@ SA_INLINE double sa_sigmoid(double x)
 #define SA_LOG sa_log_f64
 #define SA_LOG1P sa_log1p_f64
 #define SA_EXP_STORE_REST_COUNT_AVX2 sa_x86_exp_store_rest_count_f64    /* AVX2, or AVX-512 where it runs */
+#define SA_SHORT_STATS_AVX2 sa_x86_short_stats_f64
 #include "_losses_impl.h"
 #undef SA_EXP_STORE_REST_COUNT_AVX2
+#undef SA_SHORT_STATS_AVX2
 #undef SA_T
 #undef SA_SUF
 #undef SA_EXP

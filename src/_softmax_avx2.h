@@ -782,6 +782,52 @@ SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, d
     return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
 }
 
+/* sa_cols_impl's exponential step for float64 (short rows' tiles and
+ * reductions down columns): for one row of width columns, each with its
+ * own maximum m[j], e = exp(y - m[j]) (y = row[j] * scale; TwoSum-corrected
+ * where corrected, as in the softmax family, else the losses' rounded
+ * difference) is stored in out when given and added to rest[j], or counted in count[j]
+ * where y equals m[j]. The last width % 4 columns go through masked lanes
+ * (masked, a literal at each call: AMD's masked stores are slow, so full
+ * vectors take plain ones), so a column's result does not depend on its
+ * place in the tile. */
+SA_AVX2_INLINE void sa_avx2_cols_exp_step_pd(const double *row, double *out, const double *m, double *rest,
+                                             double *count, __m256d s, __m256i inside, int masked,
+                                             int corrected)
+{
+    const __m256d in = _mm256_castsi256_pd(inside);
+    const __m256d y = _mm256_mul_pd(masked ? _mm256_maskload_pd(row, inside) : _mm256_loadu_pd(row), s);
+    const __m256d mv = masked ? _mm256_maskload_pd(m, inside) : _mm256_loadu_pd(m);
+    const __m256d e = sa_avx2_exp_shift_f64(y, mv, corrected);
+    const __m256d top = _mm256_cmp_pd(y, mv, _CMP_EQ_OQ);
+    const __m256d one = _mm256_and_pd(_mm256_and_pd(top, in), _mm256_set1_pd(1.0));
+    if (masked) {
+        if (out)
+            _mm256_maskstore_pd(out, inside, e);
+        _mm256_maskstore_pd(rest, inside, _mm256_add_pd(_mm256_maskload_pd(rest, inside), _mm256_andnot_pd(top, e)));
+        _mm256_maskstore_pd(count, inside, _mm256_add_pd(_mm256_maskload_pd(count, inside), one));
+        return;
+    }
+    if (out)
+        _mm256_storeu_pd(out, e);
+    _mm256_storeu_pd(rest, _mm256_add_pd(_mm256_loadu_pd(rest), _mm256_andnot_pd(top, e)));
+    _mm256_storeu_pd(count, _mm256_add_pd(_mm256_loadu_pd(count), one));
+}
+
+SA_AVX2 static void sa_avx2_cols_exp_f64(const double *row, double *out, const double *m, double *rest,
+                                         double *count, ptrdiff_t width, double scale, int corrected)
+{
+    const __m256d s = _mm256_set1_pd(scale);
+    const __m256i all = _mm256_set1_epi64x(-1);
+    ptrdiff_t j = 0;
+    for (; j + 4 <= width; j += 4)
+        sa_avx2_cols_exp_step_pd(row + j, out ? out + j : NULL, m + j, rest + j, count + j, s, all, 0,
+                                 corrected);
+    if (j < width)
+        sa_avx2_cols_exp_step_pd(row + j, out ? out + j : NULL, m + j, rest + j, count + j, s,
+                                 sa_avx2_lanes_below_pd(width - j), 1, corrected);
+}
+
 #else
 #define SA_HAVE_SOFTMAX_AVX2 0
 #endif

@@ -337,5 +337,32 @@ SA_AVX512 static inline double sa_avx512_exp_store_rest_count_f64(const double *
     return sa_avx512_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
 }
 
+/* sa_avx2_cols_exp_f64 on eight lanes. */
+SA_AVX512_INLINE void sa_avx512_cols_exp_step_pd(const double *row, double *out, const double *m, double *rest,
+                                                 double *count, __m512d s, __mmask8 inside, int corrected)
+{
+    const __m512d y = _mm512_mul_pd(_mm512_maskz_loadu_pd(inside, row), s);
+    const __m512d mv = _mm512_maskz_loadu_pd(inside, m);
+    const __m512d e = sa_avx512_exp_shift_f64(y, mv, corrected);
+    if (out)
+        _mm512_mask_storeu_pd(out, inside, e);
+    const __mmask8 top = _mm512_mask_cmp_pd_mask(inside, y, mv, _CMP_EQ_OQ);
+    const __m512d r = _mm512_maskz_loadu_pd(inside, rest), c = _mm512_maskz_loadu_pd(inside, count);
+    _mm512_mask_storeu_pd(rest, inside & ~top, _mm512_add_pd(r, e));
+    _mm512_mask_storeu_pd(count, top, _mm512_add_pd(c, _mm512_set1_pd(1.0)));
+}
+
+SA_AVX512 static void sa_avx512_cols_exp_f64(const double *row, double *out, const double *m, double *rest,
+                                             double *count, ptrdiff_t width, double scale, int corrected)
+{
+    const __m512d s = _mm512_set1_pd(scale);
+    ptrdiff_t j = 0;
+    for (; j + 8 <= width; j += 8)
+        sa_avx512_cols_exp_step_pd(row + j, out ? out + j : NULL, m + j, rest + j, count + j, s, 0xff, corrected);
+    if (j < width)
+        sa_avx512_cols_exp_step_pd(row + j, out ? out + j : NULL, m + j, rest + j, count + j, s,
+                                   sa_avx512_lanes_below_pd(width - j), corrected);
+}
+
 #endif /* SA_X86_DISPATCH */
 #endif /* SOFTARRAY_SOFTMAX_AVX512_H */

@@ -292,7 +292,12 @@ SA_INLINE void SA_FN(sa_cols_impl)(const SA_T *x, ptrdiff_t x_stride, SA_T *out,
                     racc[j] += y < m[j] ? SA_FN(sa_s)(y) : (SA_T)0;
                     cacc[j] += y == m[j] ? (SA_T)1 : (SA_T)0;
                 }
-            } else if (op == SA_SOFTMAX) {
+            }
+#if defined(SA_COLS_EXP_AVX2) && SA_HAVE_SOFTMAX_AVX2
+            else if (sa_simd_v3)    /* x86-64-v3: the intrinsics exponential (_softmax_avx2.h), out as below */
+                SA_COLS_EXP_AVX2(row, op == SA_SOFTMAX ? out + r * out_stride : NULL, m, racc, cacc, width, scale);
+#endif
+            else if (op == SA_SOFTMAX) {
                 /* the block stays in cache: keep exp() in out, rescale it below */
                 SA_T *orow = out + r * out_stride;
 #pragma omp simd

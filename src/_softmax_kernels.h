@@ -183,6 +183,49 @@ static inline double sa_x86_exp_rest_count_rounded_f64(const double *x, ptrdiff_
                       : sa_avx2_exp_rest_count_rounded_f64(x, len, scale, m, count);
 }
 
+static inline void sa_x86_cols_exp_f64(const double *row, double *out, const double *m, double *rest,
+                                       double *count, ptrdiff_t width, double scale, int corrected)
+{
+    if (sa_simd_v4)
+        sa_avx512_cols_exp_f64(row, out, m, rest, count, width, scale, corrected);
+    else
+        sa_avx2_cols_exp_f64(row, out, m, rest, count, width, scale, corrected);
+}
+
+/* The softmax family's float64 column step (TwoSum-corrected). */
+static inline void sa_x86_cols_exp_shifted_f64(const double *row, double *out, const double *m, double *rest,
+                                               double *count, ptrdiff_t width, double scale)
+{
+    sa_x86_cols_exp_f64(row, out, m, rest, count, width, scale, 1);
+}
+
+/* The losses' short rows in float64, under sa_avx2_short_stats_f32's
+ * contract: the tile transposed so that the column step runs across the
+ * rows, with the losses' rounded difference, and the exponentials
+ * transposed back into e. Each row's lanes are its own, so its statistics
+ * do not depend on the rows beside it. */
+static inline void sa_x86_short_stats_f64(const double *x, double *e, ptrdiff_t rows, ptrdiff_t n, double *m,
+                                          double *rest, double *count)
+{
+    double t[SA_SMALL_ROW_MAX][SA_AVX2_TILE_ROWS];
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        for (ptrdiff_t c = 0; c < n; c++)
+            t[c][r] = x[r * n + c];
+        m[r] = -INFINITY;
+        rest[r] = count[r] = 0.0;
+    }
+    for (ptrdiff_t c = 0; c < n; c++) {
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < rows; r++)
+            m[r] = (t[c][r] > m[r] || t[c][r] != t[c][r]) ? t[c][r] : m[r];     /* a NaN sticks */
+    }
+    for (ptrdiff_t c = 0; c < n; c++)
+        sa_x86_cols_exp_f64(t[c], t[c], m, rest, count, rows, 1.0, 0);
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < n; c++)
+            e[r * n + c] = t[c][r];
+}
+
 static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
                                                       double *count)
 {
@@ -223,6 +266,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f64          /* AVX2, or AVX-512 where it runs */
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_shifted_f64
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_rounded_f64
+#define SA_COLS_EXP_AVX2 sa_x86_cols_exp_shifted_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #define SA_EXP_SHIFTED sa_exp_shifted_f64
 #define SA_LOG1P sa_log1p_f64
@@ -240,6 +284,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
+#undef SA_COLS_EXP_AVX2
 
 /* Half-precision rows (_half.h): chunks of at most chunk_rows rows widened
  * into scratch (chunk_rows * (n + 1) floats), the float32 kernel run there
