@@ -1266,3 +1266,25 @@ def test_other_losses_take_half_logits(dtype):
         assert got.dtype == logits.dtype
         want = getattr(sa, name)(x64, np.asarray(y))    # the float64 kernels
         assert_within_one_step(got, np.asarray(want))
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 4, 5, 8, 9, 17, 32])
+def test_short_float64_rows_cross_entropy_against_scipy(C):
+    """float64 samples of up to 32 classes run in a tile whose exponential
+    step takes the samples across SIMD lanes: loss and gradient against
+    scipy.special's logsumexp and softmax, with ignored samples, a row of
+    equal logits and entries whose exponentials are subnormal or 0."""
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((37, C)) * 6
+    x[1, :] = 3.0
+    x[2, :] = -31.0 * np.arange(C)
+    y = rng.integers(0, C, 37)
+    y[3] = -100
+    loss, grad = sa.cross_entropy(x, y, reduction="none", ignore_index=-100, return_grad=True)
+    kept = y >= 0
+    want = scipy.special.logsumexp(x, axis=1) - x[np.arange(37), np.where(kept, y, 0)]
+    want_grad = scipy.special.softmax(x, axis=1)
+    want_grad[np.arange(37), np.where(kept, y, 0)] -= 1.0
+    np.testing.assert_allclose(loss[kept], want[kept], rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(grad[kept], want_grad[kept], rtol=1e-13, atol=1e-15)
+    assert loss[3] == 0 and np.all(grad[3] == 0)

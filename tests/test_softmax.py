@@ -518,6 +518,80 @@ def test_short_float32_rows_same_bits_in_any_grouping(n):
         np.testing.assert_array_equal(parts, whole)
 
 
+# float64 rows of up to 32 entries run in tiles whose exponential step takes
+# the rows across SIMD lanes (the intrinsics kernels on x86-64-v3 and
+# AVX-512, the last lanes masked). Each row length, row counts around the
+# lane widths and the 64-row tile, special values and differences down into
+# the subnormal range, against NumPy in extended precision.
+def _short_float64_rows(n, n_rows, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, n)) * 6
+    x[1, 0] = np.nan
+    x[2, -1] = np.inf
+    x[3, :] = -np.inf
+    x[4, :] = 7.0                                   # ties at the maximum
+    x[5, 0] = -np.inf
+    x[0, :] = -31.0 * np.arange(n)                  # 0, -31, ..., -744 (subnormal), -775 (0)
+    return x
+
+
+def _softmax_rows_mpmath(x):
+    """softmax, log_softmax and logsumexp of each row at 100 bits, rounded
+    once to float64; a NaN row is NaN, and a row whose maximum is infinite
+    follows SciPy's convention (logsumexp is that maximum)."""
+    shape = x.shape
+    soft, logsoft, lse = np.empty(shape), np.empty(shape), np.empty(shape[0])
+    with mpmath.workprec(100):
+        for r, row in enumerate(x):
+            top = row.max()
+            if np.isnan(top) or np.isinf(top):
+                lse[r] = top
+                soft[r] = np.nan        # NaN, inf / inf or 0 / 0
+                with np.errstate(invalid="ignore"):
+                    logsoft[r] = row - top
+                continue
+            e = [mpmath.exp(mpmath.mpf(v) - mpmath.mpf(top)) for v in row]
+            log_total = mpmath.log(mpmath.fsum(e)) + mpmath.mpf(top)
+            soft[r] = [float(v / mpmath.fsum(e)) for v in e]
+            logsoft[r] = [float(mpmath.mpf(v) - log_total) for v in row]
+            lse[r] = float(log_total)
+    return soft, logsoft, lse
+
+
+@pytest.mark.parametrize("n", range(1, 34))
+@pytest.mark.parametrize("n_rows", [6, 9, 67])
+def test_short_float64_rows_against_extended_precision(n, n_rows):
+    x = _short_float64_rows(n, n_rows, n * 100 + n_rows)
+    want, want_log, want_lse = _softmax_rows_mpmath(x)
+    # the log ops' results are x - logsumexp: absolute errors of a few ulp
+    # of the row's largest finite entry, whatever the result's size
+    row_ulp = np.spacing(np.where(np.isfinite(x), np.abs(x), 0).max(axis=1))
+    for threads in (1, 2):
+        with sa.threads(threads):
+            got = {"softmax": sa.softmax(x), "log_softmax": sa.log_softmax(x),
+                   "logsumexp": sa.logsumexp(x, axis=-1), "softmax down columns": sa.softmax(x.T, axis=0).T}
+        for name, ref, atol in (("softmax", want, 1e-320), ("log_softmax", want_log, 4 * row_ulp[:, None]),
+                                ("logsumexp", want_lse, 4 * row_ulp), ("softmax down columns", want, 1e-320)):
+            a = got[name]
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(ref), err_msg=name)
+            np.testing.assert_array_equal(a[np.isinf(ref)], ref[np.isinf(ref)], err_msg=name)
+            with np.errstate(invalid="ignore"):
+                close = np.abs(a - ref) <= 2e-15 * np.abs(ref) + atol
+            assert np.all(close | ~np.isfinite(ref)), (name, a[~close], ref[~close])
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 10, 17, 32])
+def test_short_float64_rows_same_bits_in_any_grouping(n):
+    """A row's result does not depend on its place in the tile (the lanes
+    masked at the end of a tile compute as full ones)."""
+    x = np.random.default_rng(n).standard_normal((67, n)) * 5
+    for f in (sa.softmax, sa.log_softmax, lambda a: sa.logsumexp(a, axis=-1)):
+        whole = f(x)
+        for piece in (1, 3, 5, 9):
+            parts = np.concatenate([f(x[i:i + piece]) for i in range(0, len(x), piece)])
+            np.testing.assert_array_equal(parts, whole)
+
+
 # ------------------------------------------------------------------- torch
 
 def test_torch_tensor_in_torch_tensor_out():
