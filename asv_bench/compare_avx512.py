@@ -1,7 +1,8 @@
-"""AVX2 vs AVX-512 float32 exponential loops, one thread.
+"""AVX2 vs AVX-512 exponential loops, float32 and float64, one thread.
 
 Runs each case in two subprocesses, SOFTARRAY_SIMD=avx2 and the default
-(AVX-512 where the CPU has it), alternating, and prints the medians:
+(AVX-512 where the CPU has it), alternating, and prints the medians (the
+float64 cases on smaller arrays, 1024x4096 and 16384x1000):
 
     python asv_bench/compare_avx512.py [rounds]
 """
@@ -14,16 +15,17 @@ CHILD = r"""
 import time, numpy as np, softarray as sa
 sa.set_num_threads(1)
 rng = np.random.default_rng(0)
-case = {case!r}
+case, dtype = {case!r}.split()
+rows = 1024 if dtype == "float64" else 4096
 if case == "softmax":
-    x = rng.standard_normal((4096, 4096), dtype=np.float32)
+    x = rng.standard_normal((rows, 4096)).astype(dtype)
     f = lambda: sa.softmax(x, axis=-1)
 elif case == "log_softmax":
-    x = rng.standard_normal((1024, 4096), dtype=np.float32)
+    x = rng.standard_normal((1024, 4096)).astype(dtype)
     f = lambda: sa.log_softmax(x, axis=-1)
 else:
-    x = rng.standard_normal((65536, 1000), dtype=np.float32)
-    y = rng.integers(0, 1000, 65536)
+    x = rng.standard_normal((8 * rows * 2, 1000)).astype(dtype)
+    y = rng.integers(0, 1000, len(x))
     f = lambda: sa.cross_entropy(x, y, reduction="none")
 f()
 ts = []
@@ -32,7 +34,8 @@ for _ in range(3):
 print(min(ts))
 """
 
-CASES = ("softmax", "cross_entropy", "log_softmax")
+CASES = tuple(f"{case} {dtype}" for dtype in ("float32", "float64")
+              for case in ("softmax", "cross_entropy", "log_softmax"))
 
 
 def run(case, simd):
@@ -53,7 +56,7 @@ def main():
             a.append(run(case, "avx2"))
             b.append(run(case, None))
         ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{case:14s} avx2 {ma:8.2f} ms   avx512 {mb:8.2f} ms   speedup {ma / mb:5.2f}x", flush=True)
+        print(f"{case:22s} avx2 {ma:8.2f} ms   avx512 {mb:8.2f} ms   speedup {ma / mb:5.2f}x", flush=True)
 
 
 if __name__ == "__main__":
