@@ -94,13 +94,14 @@ def test_special_values_elementwise(backend, op):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [65536, 128000, 131072, 131073, 300_000])
+@pytest.mark.parametrize("n", [16384, 20001, 65536, 128000, 131072, 131073, 300_000])
 def test_softmax_long_rows_with_special_values(dtype, n, threads):
     """Rows of a vocabulary's length, at and past the 512 KiB kept in L2
     between the passes: a leading run of -inf, a maximum that rises in a
     late block, +inf, NaN and a row dominated by one entry, against
     scipy.special. With two threads each row alone is split in two
-    segments (cached while a segment fits 512 KiB) and their sums merged."""
+    segments (cached while a segment fits 512 KiB) and their sums merged,
+    float64 rows from 16384 entries, float32 rows from 32768."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, n)) * 4
     x[0, :3000] = -np.inf                   # the first blocks hold nothing
