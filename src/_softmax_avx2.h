@@ -422,7 +422,7 @@ SA_AVX2_INLINE __m256 sa_avx2_exp_scaled_shift(__m256 x, __m256 scale, __m256 m)
     return sa_avx2_exp_nonpositive(_mm256_sub_ps(_mm256_mul_ps(x, scale), m));   /* x * scale rounded first */
 }
 
-SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
+SA_AVX2_INLINE float sa_avx2_exp_store_sum_ps(const float *x, float *out, ptrdiff_t len, float scale, float m)
 {
     const __m256 s = _mm256_set1_ps(scale), mv = _mm256_set1_ps(m);
     __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -497,9 +497,18 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
     return sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(rest[0], rest[1]), _mm256_add_ps(rest[2], rest[3])));
 }
 
+/* Each entry point runs scale 1 (no temperature) in a copy of its own,
+ * whose multiplies by it fold away (sa_block_max). */
+SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
+{
+    return scale == 1.0f ? sa_avx2_exp_store_sum_ps(x, out, len, 1.0f, m)
+                         : sa_avx2_exp_store_sum_ps(x, out, len, scale, m);
+}
+
 SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
 {
-    return sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
+    return scale == 1.0f ? sa_avx2_exp_rest_count(x, NULL, len, 1.0f, m, count)
+                         : sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
 }
 
 SA_AVX2 static inline float sa_avx2_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
@@ -680,8 +689,8 @@ SA_AVX2_INLINE __m256d sa_avx2_exp_shift_f64(__m256d y, __m256d m, int corrected
 
 /* sa_avx2_exp_store_sum_f32 for double, TwoSum-corrected: four vectors per
  * step with four sums. */
-SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
-                                                double m)
+SA_AVX2_INLINE double sa_avx2_exp_store_sum_pd(const double *x, double *out, ptrdiff_t len, double scale,
+                                               double m)
 {
     const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
     __m256d sum[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
@@ -764,16 +773,25 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
 /* The softmax family's statistics (TwoSum-corrected) and the losses' (the
  * rounded difference; the storing variant keeps the exponentials for the
  * gradient). */
+SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
+                                                double m)
+{
+    return scale == 1.0 ? sa_avx2_exp_store_sum_pd(x, out, len, 1.0, m)
+                        : sa_avx2_exp_store_sum_pd(x, out, len, scale, m);
+}
+
 SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                          double *count)
 {
-    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
+                        : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
 }
 
 SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                          double *count)
 {
-    return sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
+                        : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
 }
 
 SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,

@@ -52,7 +52,7 @@ SA_AVX512_INLINE __m512 sa_avx512_exp_scaled_shift(__m512 x, __m512 scale, __m51
 }
 
 /* sa_avx2_exp_store_sum_f32 on AVX-512. */
-SA_AVX512 static float sa_avx512_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
+SA_AVX512_INLINE float sa_avx512_exp_store_sum_ps(const float *x, float *out, ptrdiff_t len, float scale, float m)
 {
     const __m512 s = _mm512_set1_ps(scale), mv = _mm512_set1_ps(m);
     __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -120,9 +120,18 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(rest[0], rest[1]), _mm512_add_ps(rest[2], rest[3])));
 }
 
+/* Each entry point runs scale 1 (no temperature) in a copy of its own,
+ * whose multiplies by it fold away (sa_block_max). */
+SA_AVX512 static float sa_avx512_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
+{
+    return scale == 1.0f ? sa_avx512_exp_store_sum_ps(x, out, len, 1.0f, m)
+                         : sa_avx512_exp_store_sum_ps(x, out, len, scale, m);
+}
+
 SA_AVX512 static float sa_avx512_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
 {
-    return sa_avx512_exp_rest_count(x, NULL, len, scale, m, count);
+    return scale == 1.0f ? sa_avx512_exp_rest_count(x, NULL, len, 1.0f, m, count)
+                         : sa_avx512_exp_rest_count(x, NULL, len, scale, m, count);
 }
 
 SA_AVX512 static float sa_avx512_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
@@ -242,8 +251,8 @@ SA_AVX512_INLINE __mmask8 sa_avx512_lanes_below_pd(ptrdiff_t count)
 }
 
 /* sa_avx2_exp_store_sum_f64 on AVX-512 (TwoSum-corrected). */
-SA_AVX512 static double sa_avx512_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
-                                                    double m)
+SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out, ptrdiff_t len, double scale,
+                                                   double m)
 {
     const __m512d s = _mm512_set1_pd(scale), mv = _mm512_set1_pd(m);
     __m512d sum[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
@@ -319,16 +328,26 @@ SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(rest[0], rest[1]), _mm512_add_pd(rest[2], rest[3])));
 }
 
+/* scale 1 in a copy of its own, as for float32. */
+SA_AVX512 static double sa_avx512_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale,
+                                                    double m)
+{
+    return scale == 1.0 ? sa_avx512_exp_store_sum_pd(x, out, len, 1.0, m)
+                        : sa_avx512_exp_store_sum_pd(x, out, len, scale, m);
+}
+
 SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                              double *count)
 {
-    return sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
+                        : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
 }
 
 SA_AVX512 static double sa_avx512_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                              double *count)
 {
-    return sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
+                        : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
 }
 
 SA_AVX512 static inline double sa_avx512_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len,
