@@ -222,14 +222,15 @@ cdef void _rows_parallel(const floating *x, Py_ssize_t xs, floating *out, Py_ssi
                          Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
                          int n_threads) noexcept nogil:
     cdef Py_ssize_t n_chunks, chunk, c, r0
-    # Both thresholds count work in float32 entries: a float64 entry costs
-    # twice as much, so half as many are worth a team (float64 at two
-    # threads, 2026-12-04: 1x16384 and 1x32000 1.33-1.63x faster than one,
-    # 8x2048 and 2x8192 1.43-1.70x).
-    if n_threads <= 1 or n_rows * n * (sizeof(floating) // sizeof(float)) < PARALLEL_MIN_ELEMENTS:
+    # Both thresholds count entries whatever their type. Counting a float64
+    # entry as two (the same time of work) made float64 1x16384-1x32000
+    # 1.33-1.63x faster at two threads on a quiet machine, but 5-10x slower
+    # than one thread while other processes held both cores (2026-12-04),
+    # as float32 calls at the threshold are: left as it was.
+    if n_threads <= 1 or n_rows * n < PARALLEL_MIN_ELEMENTS:
         _rows(x, xs, out, os, n_rows, n, scale, op)
         return
-    if n_rows < n_threads and n * (sizeof(floating) // sizeof(float)) >= SPLIT_MIN_LENGTH:
+    if n_rows < n_threads and n >= SPLIT_MIN_LENGTH:
         if _rows_split(x, xs, out, os, n_rows, n, scale, op, n_threads) == 0:
             return
     n_chunks = min(n_rows, <Py_ssize_t> n_threads)
