@@ -3,9 +3,10 @@
  * float32 or eight float64 lanes per vector, and a row's last entries
  * through a lane mask (__mmask16, __mmask8), which AVX-512's loads, stores
  * and arithmetic take directly, where AVX2 needs maskload/maskstore. Per
- * lane the arithmetic is the AVX2 kernels', operation for operation, so
- * every exponential equals theirs bit for bit; only the order of the sums
- * differs.
+ * lane the float32 arithmetic is the AVX2 kernel's, operation for
+ * operation, so every float32 exponential equals it bit for bit and only
+ * the order of the sums differs; float64 takes a table-driven exponential
+ * of its own (below).
  */
 #ifndef SOFTARRAY_SOFTMAX_AVX512_H
 #define SOFTARRAY_SOFTMAX_AVX512_H
@@ -140,61 +141,96 @@ SA_AVX512 static float sa_avx512_exp_store_rest_count_f32(const float *x, float 
     return sa_avx512_exp_rest_count(x, out, len, 1.0f, m, count);
 }
 
-/* float64: the loops of _softmax_avx2.h's float64 section on eight lanes.
- * The exponential is sa_avx2_exp_reduced_f64's operation for operation (the
- * same degree-11 polynomial in Estrin's scheme, the same scalings), so every
- * exponential equals the AVX2 kernel's bit for bit; the sums run over 32
- * lanes instead of 16, so they differ from the AVX2 loops' in their order. */
+/* float64: the loops of _softmax_avx2.h's float64 section on eight lanes,
+ * with an exponential of its own. AVX-512 looks up a 16-entry table in
+ * registers with one instruction (vpermt2pd), so exp(x) = 2^k 2^(j/16) e^r
+ * with n = 16 k + j = round(16 x / ln 2) and |r| <= ln(2) / 32, where e^r
+ * needs only the Taylor polynomial of degree 7 (remainder below 2^-59):
+ * twelve multiply-adds an exponential where the AVX2 kernel's degree-11
+ * polynomial takes sixteen, and Zen 4 executes each 512-bit one as two
+ * halves, so their count sets the loops' speed. 2^(j/16) is kept as hi + lo
+ * and the result formed as hi + (hi p + lo), p = e^r - 1: 0.55 ulp at most
+ * over 60000 arguments in [-708, -40] (the AVX2 kernel: 1.02). The exponentials therefore differ from the AVX2
+ * loops' by an ulp or so, and the sums also in their order. */
+#define SA_AVX512_EXP_F64_TABLE_NORMAL -707.0   /* above: k >= -1020, every result normal */
+
+static const double sa_exp2_sixteenths_hi[16] __attribute__((aligned(64))) = {
+    0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
+static const double sa_exp2_sixteenths_lo[16] __attribute__((aligned(64))) = {
+    0.0, 0x1.8a62e4adc610bp-54, -0x1.19041b9d78a76p-55, 0x1.9b07eb6c70573p-54,
+    0x1.6f46ad23182e4p-55, 0x1.ada0911f09ebcp-55, 0x1.d4397afec42e2p-56, 0x1.6324c054647adp-54,
+    -0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54, 0x1.c7c46b071f2bep-56,
+    0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54};
+
 SA_AVX512_INLINE __m512d sa_avx512_pair_pd(__m512d r, double lo, double hi)
 {
     return _mm512_fmadd_pd(_mm512_set1_pd(hi), r, _mm512_set1_pd(lo));
 }
 
+/* 2^(j/16) e^r in [2^(-1/32), 2^(31/32)]; *t receives n + SA_MAGIC64, whose
+ * low four bits are j (vpermt2pd reads only those) and the rest k. */
 SA_AVX512_INLINE __m512d sa_avx512_exp_reduced_f64(__m512d x, __m512d *t)
 {
     const __m512d magic = _mm512_set1_pd(SA_MAGIC64);
-    *t = _mm512_fmadd_pd(x, _mm512_set1_pd(SA_EXP_F64_LOG2E), magic);
+    *t = _mm512_fmadd_pd(x, _mm512_set1_pd(16.0 * SA_EXP_F64_LOG2E), magic);
     const __m512d n = _mm512_sub_pd(*t, magic);
-    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_HI), x);
-    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_LO), r);
-    const __m512d r2 = _mm512_mul_pd(r, r), r4 = _mm512_mul_pd(r2, r2);
-    const __m512d b0 = _mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q4, SA_AVX2_EXP_Q5), r2,
-                                       sa_avx512_pair_pd(r, SA_AVX2_EXP_Q2, SA_AVX2_EXP_Q3));
-    const __m512d b1 = _mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q8, SA_AVX2_EXP_Q9), r2,
-                                       sa_avx512_pair_pd(r, SA_AVX2_EXP_Q6, SA_AVX2_EXP_Q7));
-    const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(sa_avx512_pair_pd(r, SA_AVX2_EXP_Q10, SA_AVX2_EXP_Q11), r4,
-                                                      b1), r4, b0);
-    return _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_fmadd_pd(q, r2, r));
+    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_HI / 16.0), x);     /* exact: 32 + 15 bits */
+    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_LO / 16.0), r);
+    const __m512d r2 = _mm512_mul_pd(r, r);
+    const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(sa_avx512_pair_pd(r, 1.0 / 720.0, 1.0 / 5040.0), r2,
+                                                      sa_avx512_pair_pd(r, 1.0 / 24.0, 1.0 / 120.0)),
+                                      r2, sa_avx512_pair_pd(r, 0.5, 1.0 / 6.0));
+    const __m512d p = _mm512_fmadd_pd(q, r2, r);
+    const __m512i j = _mm512_castpd_si512(*t);
+    const __m512d hi = _mm512_permutex2var_pd(_mm512_load_pd(sa_exp2_sixteenths_hi), j,
+                                              _mm512_load_pd(sa_exp2_sixteenths_hi + 8));
+    const __m512d lo = _mm512_permutex2var_pd(_mm512_load_pd(sa_exp2_sixteenths_lo), j,
+                                              _mm512_load_pd(sa_exp2_sixteenths_lo + 8));
+    return _mm512_add_pd(hi, _mm512_fmadd_pd(hi, p, lo));
 }
 
-SA_AVX512_INLINE __m512d sa_avx512_exp_scale_normal_f64(__m512d p, __m512d t)
+/* 2^k from t's bits: (n + 2^51 + the magic's exponent bits) >> 4 is
+ * floor(n / 16) above bits that the shift by 52 pushes out. */
+SA_AVX512_INLINE __m512i sa_avx512_exp_k_bits(__m512d t)
 {
-    return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(p), _mm512_slli_epi64(_mm512_castpd_si512(t), 52)));
+    return _mm512_slli_epi64(_mm512_srai_epi64(_mm512_castpd_si512(t), 4), 52);
 }
 
-SA_AVX512_INLINE __m512d sa_avx512_exp_scale_any_f64(__m512d x, __m512d p, __m512d t)
+/* v 2^k where the result is normal: k added to v's exponent field. */
+SA_AVX512_INLINE __m512d sa_avx512_exp_scale_normal_f64(__m512d v, __m512d t)
 {
-    const __m512i biased = _mm512_castpd_si512(_mm512_add_pd(t, _mm512_set1_pd(1023.0 + 64.0)));
-    p = _mm512_mul_pd(_mm512_mul_pd(p, _mm512_castsi512_pd(_mm512_slli_epi64(biased, 52))), _mm512_set1_pd(0x1p-64));
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, _mm512_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ), p);
+    return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(v), sa_avx512_exp_k_bits(t)));
+}
+
+/* v 2^k for any x <= 0 (and NaN): 2^(k + 64), normal for every such k,
+ * then 2^-64 (a subnormal result rounded once); below -746 the result is
+ * +0, set from a comparison. */
+SA_AVX512_INLINE __m512d sa_avx512_exp_scale_any_f64(__m512d x, __m512d v, __m512d t)
+{
+    const __m512d biased = _mm512_add_pd(t, _mm512_set1_pd(16.0 * (1023.0 + 64.0)));
+    v = _mm512_mul_pd(_mm512_mul_pd(v, _mm512_castsi512_pd(sa_avx512_exp_k_bits(biased))), _mm512_set1_pd(0x1p-64));
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, _mm512_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ), v);
 }
 
 SA_AVX512_INLINE __m512d sa_avx512_exp_nonpositive_f64(__m512d x)
 {
     __m512d t;
-    const __m512d p = sa_avx512_exp_reduced_f64(x, &t);
-    return sa_avx512_exp_scale_any_f64(x, p, t);
+    const __m512d v = sa_avx512_exp_reduced_f64(x, &t);
+    return sa_avx512_exp_scale_any_f64(x, v, t);
 }
 
 /* sa_avx2_exp4_nonpositive_f64 on eight lanes: the integer scaling where
- * all 32 arguments are at least SA_AVX2_EXP_F64_NORMAL. */
+ * all 32 arguments are at least SA_AVX512_EXP_F64_TABLE_NORMAL. */
 SA_AVX512_INLINE int sa_avx512_exp4_nonpositive_f64(__m512d v[4])
 {
     __m512d p[4], t[4];
     for (int k = 0; k < 4; k++)
         p[k] = sa_avx512_exp_reduced_f64(v[k], &t[k]);
     const __m512d lo = _mm512_min_pd(_mm512_min_pd(v[0], v[1]), _mm512_min_pd(v[2], v[3]));
-    if (__builtin_expect(_mm512_cmp_pd_mask(lo, _mm512_set1_pd(SA_AVX2_EXP_F64_NORMAL), _CMP_LT_OQ) != 0, 0)) {
+    if (__builtin_expect(_mm512_cmp_pd_mask(lo, _mm512_set1_pd(SA_AVX512_EXP_F64_TABLE_NORMAL), _CMP_LT_OQ) != 0, 0)) {
         for (int k = 0; k < 4; k++)
             v[k] = sa_avx512_exp_scale_any_f64(v[k], p[k], t[k]);
         return 1;
