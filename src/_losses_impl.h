@@ -449,17 +449,6 @@ SA_INLINE double SA_FN(sa_loss_one)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, in
 }
 
 #if defined(SA_SHORT_STATS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-#ifndef SA_LOSS_SHORT_TILE_KIND     /* one definition for both types */
-#define SA_LOSS_SHORT_TILE_KIND
-/* Whether the short-row tile below computes a loss of this kind: the
- * index-target losses built on log-softmax. */
-SA_INLINE int sa_loss_short_tile_kind(int kind)
-{
-    return kind == SA_LOSS_CROSS_ENTROPY || kind == SA_LOSS_FOCAL || kind == SA_LOSS_COMP_SUM
-           || kind == SA_LOSS_LSE_PENALTY;
-}
-#endif
-
 /* Samples [begin, end) of sa_loss_samples with C <= SA_SMALL_ROW_MAX, on
  * x86-64-v3: a sample at a time spends most of its time around a few
  * vectors of arithmetic, so up to SA_AVX2_TILE_ROWS samples are gathered

@@ -67,6 +67,14 @@ typedef struct {
     double grad_scale;
 } sa_ew_opts;
 
+/* Whether sa_loss_samples' short-row tile (_losses_impl.h) computes a loss
+ * of this kind: the index-target losses built on log-softmax. */
+SA_INLINE int sa_loss_short_tile_kind(int kind)
+{
+    return kind == SA_LOSS_CROSS_ENTROPY || kind == SA_LOSS_FOCAL || kind == SA_LOSS_COMP_SUM
+           || kind == SA_LOSS_LSE_PENALTY;
+}
+
 SA_INLINE double sa_softplus(double x) { return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x))); }
 SA_INLINE double sa_sigmoid(double x)
 {

@@ -13,7 +13,6 @@
 
 #include <stddef.h>
 #include "_simd.h"
-#include "_softmax_avx2.h"      /* the float64 polynomial's coefficients */
 
 /* Run where the module runs the AVX-512 code (sa_simd_v4, _simd.h). */
 #if SA_X86_DISPATCH

@@ -67,9 +67,7 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
     for (ptrdiff_t b = 0; b < n; b += SA_ROW_BLOCK) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         const SA_T *xb = x + b;
-        int bad = 0;
-        const SA_T bmax = SA_FN(sa_block_max)(xb, len, scale, &bad);
-        st->nan |= bad;
+        const SA_T bmax = SA_FN(sa_block_max)(xb, len, scale, &st->nan);
         sa_stats_raise_max(stable, st, bmax);
         if (!isfinite(st->max))
             continue;           /* +-inf maximum: the result does not depend on rest */
