@@ -46,15 +46,7 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
 SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats *st, SA_T *g)
 {
     sa_stats_init(st);
-    SA_T m = -INFINITY;
-    int bad = 0;
-SA_SIMD_MINMAX(reduction(max : m) reduction(| : bad))
-    for (ptrdiff_t c = 0; c < C; c++) {
-        const SA_T v = z[c];
-        m = v > m ? v : m;
-        bad |= v != v;
-    }
-    st->nan = bad;
+    const SA_T m = SA_FN(sa_block_max)(z, C, (SA_T)1, &st->nan);
     st->max = m;
     if (!isfinite(m)) {
         for (ptrdiff_t c = 0; c < C; c++)

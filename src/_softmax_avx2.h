@@ -497,6 +497,49 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
     return sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(rest[0], rest[1]), _mm256_add_ps(rest[2], rest[3])));
 }
 
+/* The largest of a vector's eight lanes (none of them NaN). */
+SA_AVX2_INLINE float sa_avx2_hmax(__m256 t)
+{
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* sa_block_max (_softmax_impl.h) with four running maxima: the portable
+ * loop's one waits on each vmaxps in turn, which made the maximum pass a
+ * third of a cached float32 softmax. vmaxps returns its second operand, the
+ * running maximum, where the first is NaN: a NaN never wins, as in the
+ * portable loop, and is flagged in *bad. */
+SA_AVX2_INLINE float sa_avx2_block_max_ps(const float *x, ptrdiff_t len, float scale, int *bad)
+{
+    const __m256 s = _mm256_set1_ps(scale);
+    __m256 m[4], nan = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++)
+        m[k] = _mm256_set1_ps(-INFINITY);
+    ptrdiff_t i = 0;
+    for (; i + 32 <= len; i += 32)
+        for (int k = 0; k < 4; k++) {
+            const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), s);
+            m[k] = _mm256_max_ps(y, m[k]);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+        }
+    for (; i + 8 <= len; i += 8) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
+        m[0] = _mm256_max_ps(y, m[0]);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+    }
+    float best = sa_avx2_hmax(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+    int flag = _mm256_movemask_ps(nan) != 0;
+    for (; i < len; i++) {
+        const float y = x[i] * scale;
+        best = y > best ? y : best;
+        flag |= y != y;
+    }
+    *bad |= flag;
+    return best;
+}
+
 /* Each entry point runs scale 1 (no temperature) in a copy of its own,
  * whose multiplies by it fold away (sa_block_max). */
 SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
@@ -515,6 +558,11 @@ SA_AVX2 static inline float sa_avx2_exp_store_rest_count_f32(const float *x, flo
                                                       float *count)
 {
     return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
+}
+
+SA_AVX2 static float sa_avx2_block_max_f32(const float *x, ptrdiff_t len, float scale, int *bad)
+{
+    return scale == 1.0f ? sa_avx2_block_max_ps(x, len, 1.0f, bad) : sa_avx2_block_max_ps(x, len, scale, bad);
 }
 
 /* float64, long rows: the same kernels on four doubles per vector.
@@ -666,6 +714,33 @@ SA_AVX2_INLINE double sa_avx2_hsum_pd(__m256d t)
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
+/* sa_avx2_block_max_ps for double. */
+SA_AVX2_INLINE double sa_avx2_block_max_pd(const double *x, ptrdiff_t len, double scale, int *bad)
+{
+    const __m256d s = _mm256_set1_pd(scale);
+    __m256d m[4], nan = _mm256_setzero_pd();
+    for (int k = 0; k < 4; k++)
+        m[k] = _mm256_set1_pd(-INFINITY);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= len; i += 16)
+        for (int k = 0; k < 4; k++) {
+            const __m256d y = _mm256_mul_pd(_mm256_loadu_pd(x + i + 4 * k), s);
+            m[k] = _mm256_max_pd(y, m[k]);
+            nan = _mm256_or_pd(nan, _mm256_cmp_pd(y, y, _CMP_UNORD_Q));
+        }
+    __m256d top = _mm256_max_pd(_mm256_max_pd(m[0], m[1]), _mm256_max_pd(m[2], m[3]));
+    __m128d h = _mm_max_pd(_mm256_castpd256_pd128(top), _mm256_extractf128_pd(top, 1));
+    double best = _mm_cvtsd_f64(_mm_max_sd(h, _mm_unpackhi_pd(h, h)));
+    int flag = _mm256_movemask_pd(nan) != 0;
+    for (; i < len; i++) {
+        const double y = x[i] * scale;
+        best = y > best ? y : best;
+        flag |= y != y;
+    }
+    *bad |= flag;
+    return best;
+}
+
 /* exp(y - m) in place for four vectors of y = x * scale (rounded first);
  * corrected (a literal at every call) takes the TwoSum-corrected difference
  * of the softmax family, otherwise the rounded one of the losses (see
@@ -798,6 +873,11 @@ SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, d
                                                        double *count)
 {
     return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
+}
+
+SA_AVX2 static double sa_avx2_block_max_f64(const double *x, ptrdiff_t len, double scale, int *bad)
+{
+    return scale == 1.0 ? sa_avx2_block_max_pd(x, len, 1.0, bad) : sa_avx2_block_max_pd(x, len, scale, bad);
 }
 
 /* sa_cols_impl's exponential step for float64 (short rows' tiles and

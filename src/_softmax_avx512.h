@@ -2,11 +2,11 @@
  * The exponential loops of _softmax_avx2.h on AVX-512 (F, DQ): sixteen
  * float32 or eight float64 lanes per vector, and a row's last entries
  * through a lane mask (__mmask16, __mmask8), which AVX-512's loads, stores
- * and arithmetic take directly, where AVX2 needs maskload/maskstore. Per
- * lane the float32 arithmetic is the AVX2 kernel's, operation for
- * operation, so every float32 exponential equals it bit for bit and only
- * the order of the sums differs; float64 takes a table-driven exponential
- * of its own (below).
+ * and arithmetic take directly, where AVX2 needs maskload/maskstore. Both
+ * types take a table-driven exponential of their own (below), which
+ * AVX-512's in-register table lookups (vpermps, vpermt2pd) make cheaper than
+ * the AVX2 kernels' polynomials: each exponential differs from the AVX2
+ * loops' by an ulp or so, and the sums also in their order.
  */
 #ifndef SOFTARRAY_SOFTMAX_AVX512_H
 #define SOFTARRAY_SOFTMAX_AVX512_H
@@ -21,23 +21,44 @@
 #define SA_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
 #define SA_AVX512_INLINE static inline __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
 
-/* sa_avx2_exp_nonpositive on sixteen lanes. */
+/* exp(x) for x <= 0 (and NaN) on sixteen lanes, table-driven: with
+ * n = 16 k + j = round(16 x / ln 2), exp(x) = 2^k 2^(j/16) e^r and
+ * |r| <= ln(2) / 32, where e^r - 1 needs only r + r^2/2 + r^3/6 (remainder
+ * below 2^-26 of the result). 2^(j/16) comes from a 16-entry table in one
+ * register (vpermps reads the low four bits of t, which are j), together
+ * with its rounding error as a fraction of it, c_j, folded into the
+ * polynomial: 2^(j/16) (1 + (q + c_j)) rounds once, 0.8 ulp at most over
+ * every float32 argument (the AVX2 kernel's degree-6 polynomial: 0.87). 2^k
+ * by vscalefps, which rounds a subnormal result once and takes k as
+ * floor(n / 16) from t - magic = n / 16 itself. Eleven vector operations
+ * an exponential where the AVX2 kernel's takes fifteen; Zen 4 executes
+ * each 512-bit one as two halves, so their count sets the loops' speed. */
+static const float sa_exp2_sixteenths_f32[16] __attribute__((aligned(64))) = {
+    0x1.000000p+0f, 0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f, 0x1.306fe0p+0f, 0x1.3dea64p+0f,
+    0x1.4bfdaep+0f, 0x1.5ab07ep+0f, 0x1.6a09e6p+0f, 0x1.7a1148p+0f, 0x1.8ace54p+0f, 0x1.9c4918p+0f,
+    0x1.ae89fap+0f, 0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f};
+/* (2^(j/16) - table[j]) / table[j], rounded */
+static const float sa_exp2_sixteenths_f32_error[16] __attribute__((aligned(64))) = {
+    0.0f, 0x1.8d96d4p-25f, -0x1.9c0c22p-27f, 0x1.964904p-25f, 0x1.125002p-25f, 0x1.370be4p-25f,
+    -0x1.0a3550p-25f, -0x1.00d8acp-27f, 0x1.26055cp-26f, -0x1.05cb44p-25f, 0x1.67a1cap-28f, 0x1.a3b5e4p-28f,
+    -0x1.f9c304p-27f, -0x1.6961b4p-28f, -0x1.a5217cp-28f, 0x1.61428ep-28f};
+
 SA_AVX512_INLINE __m512 sa_avx512_exp_nonpositive(__m512 x)
 {
-    const __m512 magic = _mm512_set1_ps(SA_MAGIC32);
-    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(SA_EXP_F32_LOG2E), magic), magic);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SA_EXP_F32_LN2_HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SA_EXP_F32_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(SA_EXP_F32_P6);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SA_EXP_F32_P5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SA_EXP_F32_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SA_EXP_F32_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SA_EXP_F32_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i biased = _mm512_castps_si512(_mm512_add_ps(n, _mm512_set1_ps(SA_MAGIC32 + 127.0f + 64.0f)));
-    p = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23))), _mm512_set1_ps(0x1p-64f));
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(SA_EXP_F32_MIN), _CMP_NLT_UQ), p);
+    const __m512 magic = _mm512_set1_ps(0x1.8p19f);          /* 1.5 * 2^19: its ulp is 1/16 */
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(SA_EXP_F32_LOG2E), magic);
+    const __m512 n16 = _mm512_sub_ps(t, magic);              /* n / 16, exactly */
+    __m512 r = _mm512_fnmadd_ps(n16, _mm512_set1_ps(SA_EXP_F32_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n16, _mm512_set1_ps(SA_EXP_F32_LN2_LO), r);
+    const __m512i j = _mm512_castps_si512(t);
+    const __m512 c = _mm512_permutexvar_ps(j, _mm512_load_ps(sa_exp2_sixteenths_f32_error));
+    const __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 6.0f), _mm512_set1_ps(0.5f)), r,
+                                     _mm512_set1_ps(1.0f));
+    const __m512 q = _mm512_fmadd_ps(p, r, c);               /* e^r - 1 + c_j */
+    const __m512 v = _mm512_permutexvar_ps(j, _mm512_load_ps(sa_exp2_sixteenths_f32));
+    /* x below SA_EXP_F32_MIN (-inf, whose r is NaN, among them) gives +0 */
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(SA_EXP_F32_MIN), _CMP_NLT_UQ),
+                                  _mm512_fmadd_ps(v, q, v), n16);
 }
 
 /* The first count of sixteen lanes (count < 16). */
@@ -120,6 +141,30 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(rest[0], rest[1]), _mm512_add_ps(rest[2], rest[3])));
 }
 
+/* sa_avx2_block_max_ps on sixteen lanes; the last entries are read
+ * through a lane mask, as -inf where they are outside the block. */
+SA_AVX512_INLINE float sa_avx512_block_max_ps(const float *x, ptrdiff_t len, float scale, int *bad)
+{
+    const __m512 s = _mm512_set1_ps(scale), lowest = _mm512_set1_ps(-INFINITY);
+    __m512 m[4] = {lowest, lowest, lowest, lowest};
+    __mmask16 nan = 0;
+    ptrdiff_t i = 0;
+    for (; i + 64 <= len; i += 64)
+        for (int k = 0; k < 4; k++) {
+            const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * k), s);
+            m[k] = _mm512_max_ps(y, m[k]);
+            nan |= _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q);
+        }
+    for (; i < len; i += 16) {
+        const __mmask16 inside = len - i >= 16 ? (__mmask16)0xffff : sa_avx512_lanes_below(len - i);
+        const __m512 y = _mm512_mul_ps(_mm512_mask_loadu_ps(lowest, inside, x + i), s);
+        m[0] = _mm512_max_ps(y, m[0]);
+        nan |= _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q);
+    }
+    *bad |= nan != 0;
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3])));
+}
+
 /* Each entry point runs scale 1 (no temperature) in a copy of its own,
  * whose multiplies by it fold away (sa_block_max). */
 SA_AVX512 static float sa_avx512_exp_store_sum_f32(const float *x, float *out, ptrdiff_t len, float scale, float m)
@@ -138,6 +183,11 @@ SA_AVX512 static float sa_avx512_exp_store_rest_count_f32(const float *x, float 
                                                           float *count)
 {
     return sa_avx512_exp_rest_count(x, out, len, 1.0f, m, count);
+}
+
+SA_AVX512 static float sa_avx512_block_max_f32(const float *x, ptrdiff_t len, float scale, int *bad)
+{
+    return scale == 1.0f ? sa_avx512_block_max_ps(x, len, 1.0f, bad) : sa_avx512_block_max_ps(x, len, scale, bad);
 }
 
 /* float64: the loops of _softmax_avx2.h's float64 section on eight lanes,
@@ -285,6 +335,29 @@ SA_AVX512_INLINE __mmask8 sa_avx512_lanes_below_pd(ptrdiff_t count)
     return (__mmask8)((1u << count) - 1u);
 }
 
+/* sa_avx512_block_max_ps for double. */
+SA_AVX512_INLINE double sa_avx512_block_max_pd(const double *x, ptrdiff_t len, double scale, int *bad)
+{
+    const __m512d s = _mm512_set1_pd(scale), lowest = _mm512_set1_pd(-INFINITY);
+    __m512d m[4] = {lowest, lowest, lowest, lowest};
+    __mmask8 nan = 0;
+    ptrdiff_t i = 0;
+    for (; i + 32 <= len; i += 32)
+        for (int k = 0; k < 4; k++) {
+            const __m512d y = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
+            m[k] = _mm512_max_pd(y, m[k]);
+            nan |= _mm512_cmp_pd_mask(y, y, _CMP_UNORD_Q);
+        }
+    for (; i < len; i += 8) {
+        const __mmask8 inside = len - i >= 8 ? (__mmask8)0xff : sa_avx512_lanes_below_pd(len - i);
+        const __m512d y = _mm512_mul_pd(_mm512_mask_loadu_pd(lowest, inside, x + i), s);
+        m[0] = _mm512_max_pd(y, m[0]);
+        nan |= _mm512_cmp_pd_mask(y, y, _CMP_UNORD_Q);
+    }
+    *bad |= nan != 0;
+    return _mm512_reduce_max_pd(_mm512_max_pd(_mm512_max_pd(m[0], m[1]), _mm512_max_pd(m[2], m[3])));
+}
+
 /* sa_avx2_exp_store_sum_f64 on AVX-512 (TwoSum-corrected). */
 SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out, ptrdiff_t len, double scale,
                                                    double m)
@@ -389,6 +462,11 @@ SA_AVX512 static inline double sa_avx512_exp_store_rest_count_f64(const double *
                                                                   double m, double *count)
 {
     return sa_avx512_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
+}
+
+SA_AVX512 static double sa_avx512_block_max_f64(const double *x, ptrdiff_t len, double scale, int *bad)
+{
+    return scale == 1.0 ? sa_avx512_block_max_pd(x, len, 1.0, bad) : sa_avx512_block_max_pd(x, len, scale, bad);
 }
 
 /* sa_avx2_cols_exp_f64 on eight lanes. */

@@ -51,6 +51,10 @@ SA_SIMD_MINMAX(reduction(max : bmax) reduction(| : nan))
 
 SA_INLINE SA_T SA_FN(sa_block_max)(const SA_T *xb, ptrdiff_t len, SA_T scale, int *bad)
 {
+#if defined(SA_BLOCK_MAX_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    if (sa_simd_v3)     /* x86-64-v3: four running maxima, AVX-512 where it runs (_softmax_avx2.h) */
+        return SA_BLOCK_MAX_AVX2(xb, len, scale, bad);
+#endif
     return scale == (SA_T)1 ? SA_FN(sa_block_max_scaled)(xb, len, (SA_T)1, bad)
                             : SA_FN(sa_block_max_scaled)(xb, len, scale, bad);
 }

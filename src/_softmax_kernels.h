@@ -163,6 +163,17 @@ static inline float sa_x86_exp_store_rest_count_f32(const float *x, float *out, 
                       : sa_avx2_exp_store_rest_count_f32(x, out, len, m, count);
 }
 
+/* The maximum pass (sa_block_max), on the same flag. */
+static inline float sa_x86_block_max_f32(const float *x, ptrdiff_t len, float scale, int *bad)
+{
+    return sa_simd_v4 ? sa_avx512_block_max_f32(x, len, scale, bad) : sa_avx2_block_max_f32(x, len, scale, bad);
+}
+
+static inline double sa_x86_block_max_f64(const double *x, ptrdiff_t len, double scale, int *bad)
+{
+    return sa_simd_v4 ? sa_avx512_block_max_f64(x, len, scale, bad) : sa_avx2_block_max_f64(x, len, scale, bad);
+}
+
 static inline double sa_x86_exp_store_sum_f64(const double *x, double *out, ptrdiff_t len, double scale, double m)
 {
     return sa_simd_v4 ? sa_avx512_exp_store_sum_f64(x, out, len, scale, m)
@@ -238,6 +249,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_SUF f32
 #define SA_SOFTMAX_ROWS8 sa_softmax_rows8_f32
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_short_rows_any_f32
+#define SA_BLOCK_MAX_AVX2 sa_x86_block_max_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f32          /* AVX2, or AVX-512 where it runs */
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32     /* float's shifted exp is the rounded one */
@@ -257,12 +269,14 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 
 #undef SA_SOFTMAX_ROWS8
 #undef SA_SOFTMAX_SHORT_ROWS_AVX2
+#undef SA_BLOCK_MAX_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
 #define SA_T double
 #define SA_SUF f64
+#define SA_BLOCK_MAX_AVX2 sa_x86_block_max_f64
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f64          /* AVX2, or AVX-512 where it runs */
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_shifted_f64
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_rounded_f64
@@ -281,6 +295,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #undef SA_FABS
 #undef SA_COPYSIGN
 
+#undef SA_BLOCK_MAX_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2

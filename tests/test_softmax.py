@@ -598,6 +598,54 @@ def test_long_row_float64_exponential_within_an_ulp():
     assert err.max() <= 1.1, (err.max(), d[err.argmax()])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [33, 47, 63, 64, 65, 100, 127, 128, 129, 511, 512, 513])
+def test_maximum_and_nan_found_at_every_position(dtype, n):
+    """The maximum pass runs four vectors at a time, then whole vectors, then
+    a masked or scalar tail: row r holds its maximum at entry r, and row
+    n + r a NaN at entry r (and +inf at r in a third copy), so every entry
+    of every part of the loop is the one that decides."""
+    rng = np.random.default_rng(n)
+    base = rng.standard_normal((n, n)) * 3
+    top = base.copy()
+    top[np.arange(n), np.arange(n)] = 25.0
+    nan = base.copy()
+    nan[np.arange(n), np.arange(n)] = np.nan
+    inf = base.copy()
+    inf[np.arange(n), np.arange(n)] = np.inf
+    x = np.concatenate([top, nan, inf]).astype(dtype)
+    wide = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        want = {sa.softmax: scipy.special.softmax(wide, axis=-1),
+                sa.log_softmax: scipy.special.log_softmax(wide, axis=-1),
+                sa.logsumexp: scipy.special.logsumexp(wide, axis=-1)}
+    for f, expected in want.items():
+        np.testing.assert_allclose(f(x, axis=-1), expected, rtol=RTOL[dtype], atol=RTOL[dtype], equal_nan=True)
+    assert np.all(np.isnan(want[sa.softmax][n:]))      # the NaN and +inf rows decide something
+    loss = sa.cross_entropy(x, np.zeros(3 * n, dtype=np.int64), reduction="none")
+    # atol: the reference's difference of two numbers near 25
+    np.testing.assert_allclose(loss[:n], want[sa.logsumexp][:n] - wide[:n, 0], rtol=RTOL[dtype], atol=25 * RTOL[dtype])
+    assert np.all(np.isnan(loss[n:2 * n]))
+
+
+def test_long_row_float32_exponential_within_an_ulp():
+    """float32's counterpart of the test above: for d in [-103, -17], 1 +
+    exp(d) rounds to 1, and d's results down to -87.3 are normal, below it
+    subnormal. The AVX-512 kernel's table-driven exponential is 0.8 ulp at
+    most over every float32 argument (0.69 where the result is normal), the
+    AVX2 polynomial 0.87, the portable one 0.96 here."""
+    d = (-17.0 - np.random.default_rng(11).random(4000) * 86.0).astype(np.float32)
+    x = np.full((d.size, 64), -np.inf, dtype=np.float32)
+    x[:, 0] = 0.0
+    x[:, 1] = d
+    got = sa.softmax(x)[:, 1]
+    with mpmath.workprec(100):
+        exact = [mpmath.exp(mpmath.mpf(float(v))) for v in d]
+        err = np.array([abs(mpmath.mpf(float(g)) - e) / float(np.spacing(np.float32(float(e))))
+                        for g, e in zip(got, exact)])
+    assert err.max() <= 1.0, (err.max(), d[err.argmax()])
+
+
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 10, 17, 32])
 def test_short_float64_rows_same_bits_in_any_grouping(n):
     """A row's result does not depend on its place in the tile (the lanes
