@@ -54,27 +54,38 @@ def _prepare(x, axis, where, b=None):
 
 def _normalize(op, x, axis, scale, where):
     """Shared body of the four elementwise-output ops."""
-    tensor = _dispatch.plain_tensor(x) if where is None else None
-    plain = x if tensor is None else tensor
-    out = _kernels.plain_rows(plain, axis, _kernels.OPS[op], scale, threads_for_call()) if where is None else None
-    if out is not None:
-        return out if tensor is None else _dispatch.as_tensor(out)
-    rows = _dispatch.plain_rows(plain, axis) if where is None else None
-    if rows is not None:
-        out = output_empty(plain.shape, plain.dtype)
-        _kernels.rows(rows, out.reshape(rows.shape), _kernels.OPS[op], scale, threads_for_call())
-        return out if tensor is None else _dispatch.as_tensor(out)
-    half = _dispatch.half_rows(x, axis) if where is None else None
-    if half is not None:
-        rows, kind, out, out_rows = half
-        _kernels.rows_half(rows, out_rows, _kernels.OPS[op], scale, kind, threads_for_call())
-        return out
+    if where is None:
+        out = _normalize_plain(op, x, axis, scale)
+        if out is not None:
+            return out
+        half = _dispatch.half_rows(x, axis)
+        if half is not None:
+            rows, kind, out, out_rows = half
+            _kernels.rows_half(rows, out_rows, _kernels.OPS[op], scale, kind, threads_for_call())
+            return out
     xp, x, axes, mask, _ = _prepare(x, axis, where)
     a, narrow = _dispatch.kernel_operand(x)
     if a is None:
         return _portable.normalize(xp, op, x, axes, scale, mask)
     out = _normalize_compiled(op, a, axes, scale, None if mask is None else np.asarray(mask))
     return _dispatch.to_caller(xp, out, x, narrow)
+
+
+def _normalize_plain(op, x, axis, scale):
+    """op along rows that the kernels read as they are, of a NumPy array or
+    of a tensor that _dispatch.plain_tensor takes, into a new array of the
+    caller's type; None for anything else. NumPy arrays skip the tensor
+    test: the small calls' fast path."""
+    tensor = None if type(x) is np.ndarray else _dispatch.plain_tensor(x)
+    plain = x if tensor is None else tensor
+    out = _kernels.plain_rows(plain, axis, _kernels.OPS[op], scale, threads_for_call())
+    if out is None:
+        rows = _dispatch.plain_rows(plain, axis)
+        if rows is None:
+            return None
+        out = output_empty(plain.shape, plain.dtype)
+        _kernels.rows(rows, out.reshape(rows.shape), _kernels.OPS[op], scale, threads_for_call())
+    return out if tensor is None else _dispatch.as_tensor(out)
 
 
 def _minus_inf_outside(mask, a):
@@ -399,9 +410,11 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     >>> sa.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
     (array(1.54132485), array(-1.))
     """
-    check_bool(keepdims, "keepdims")
-    check_bool(return_sign, "return_sign")
-    tensor = _dispatch.plain_tensor(x) if b is None and where is None else None
+    if keepdims is not False or return_sign is not False:     # the defaults need no check
+        check_bool(keepdims, "keepdims")
+        check_bool(return_sign, "return_sign")
+    plain_input = b is None and where is None and type(x) is not np.ndarray
+    tensor = _dispatch.plain_tensor(x) if plain_input else None
     plain = x if tensor is None else tensor
     if b is None and where is None and not keepdims and not return_sign:
         out = _kernels.plain_rows(plain, axis, _kernels.LOGSUMEXP, 1.0, threads_for_call())

@@ -25,9 +25,9 @@ def _check_count(n):
     return int(n)
 
 
-def threads_for_call():
-    """The thread count to pass to the kernel call about to start."""
-    return _runtime.threads_for_call()
+# The thread count to pass to the kernel call about to start: the compiled
+# function itself, which small calls reach without a Python frame between.
+threads_for_call = _runtime.threads_for_call
 
 
 def get_num_threads():

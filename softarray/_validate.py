@@ -93,6 +93,8 @@ def _is_integer(value):
 
 def check_temperature(temperature, name="temperature"):
     """Return 1 / temperature for a positive, finite real temperature."""
+    if type(temperature) is float and 0.0 < temperature < math.inf:    # the common case, checked first
+        return 1.0 / temperature
     if not _is_real(temperature):
         raise TypeError(f"{name} must be a positive real number, got {temperature!r}")
     t = float(temperature)
