@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from ._lib._losses import total
+
 
 def reduce_losses(per_item, reduction, denominator, shape, dtype):
     """Apply ``reduction`` to float64 per-sample (or per-row) losses: "none"
@@ -12,10 +14,10 @@ def reduce_losses(per_item, reduction, denominator, shape, dtype):
     when it is 0, as torch's mean of no samples)."""
     if reduction == "none":
         return per_item.reshape(shape).astype(dtype)
-    total = float(np.add.reduce(per_item, axis=None))   # ndarray.sum's bits, with less around it
+    summed = total(per_item)
     if reduction == "sum":
-        return np.asarray(total, dtype)
-    return np.asarray(total / denominator if denominator != 0 else math.nan, dtype)
+        return np.asarray(summed, dtype)
+    return np.asarray(summed / denominator if denominator != 0 else math.nan, dtype)
 
 
 def grad_scale(reduction, denominator, *, when_empty=math.nan):

@@ -132,19 +132,29 @@ cdef int _topk_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssiz
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
-            begin = c * w.size
-            if not sa_interrupt_poll(&intr, w.size * n):
-                if floating is float:
-                    sa_topk_rows_f32(px, xs, n, k, largest, sorted, pv, pi, begin,
-                                     min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
-                else:
-                    sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin,
-                                     min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+        if w.team == 1:     # no parallel region (_losses._samples_run says why)
+            for c in range(w.count):
+                begin = c * w.size
+                if not sa_interrupt_poll(&intr, w.size * n):
+                    _topk_rows(px, xs, n, k, largest, sorted, pv, pi, begin, min(begin + w.size, n_rows),
+                               <sa_ranked *> ps)
+        else:
+            for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
+                begin = c * w.size
+                if not sa_interrupt_poll(&intr, w.size * n):
+                    _topk_rows(px, xs, n, k, largest, sorted, pv, pi, begin, min(begin + w.size, n_rows),
+                               <sa_ranked *> (ps + threadid() * 2 * scratch_len))
     free(ps)
     return sa_interrupt_finish(&intr)
+
+
+cdef inline void _topk_rows(const floating *px, Py_ssize_t xs, Py_ssize_t n, Py_ssize_t k, bint largest,
+                            bint sorted, floating *pv, int64_t *pi, Py_ssize_t begin, Py_ssize_t end,
+                            sa_ranked *scratch) noexcept nogil:
+    if floating is float:
+        sa_topk_rows_f32(px, xs, n, k, largest, sorted, pv, pi, begin, end, scratch)
+    else:
+        sa_topk_rows_f64(px, xs, n, k, largest, sorted, pv, pi, begin, end, scratch)
 
 
 def topk_rows(const floating[:, :] x, Py_ssize_t k, bint largest, bint sorted,
@@ -206,21 +216,31 @@ cdef int _gate_run(const floating *px, Py_ssize_t xs, Py_ssize_t n_rows, Py_ssiz
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)
     with nogil:
-        for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
-            begin = c * w.size
-            if not sa_interrupt_poll(&intr, w.size * E):
-                if floating is float:
-                    sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi,
-                                     (partial + c * width) if partial != NULL else NULL,
-                                     begin, min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
-                else:
-                    sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi,
-                                     (partial + c * width) if partial != NULL else NULL,
-                                     begin, min(begin + w.size, n_rows),
-                                     <sa_ranked *> (ps + threadid() * 2 * scratch_len))
+        if w.team == 1:     # no parallel region (_losses._samples_run says why)
+            for c in range(w.count):
+                begin = c * w.size
+                if not sa_interrupt_poll(&intr, w.size * E):
+                    _gate_rows(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                               (partial + c * width) if partial != NULL else NULL,
+                               begin, min(begin + w.size, n_rows), <sa_ranked *> ps)
+        else:
+            for c in prange(w.count, num_threads=w.team, schedule='dynamic'):
+                begin = c * w.size
+                if not sa_interrupt_poll(&intr, w.size * E):
+                    _gate_rows(px, xs, E, k, inv_temperature, over_selected, pw, pi,
+                               (partial + c * width) if partial != NULL else NULL,
+                               begin, min(begin + w.size, n_rows), <sa_ranked *> (ps + threadid() * 2 * scratch_len))
     free(ps)
     return sa_interrupt_finish(&intr)
+
+
+cdef inline void _gate_rows(const floating *px, Py_ssize_t xs, Py_ssize_t E, Py_ssize_t k, double inv_temperature,
+                            bint over_selected, floating *pw, int64_t *pi, double *partial, Py_ssize_t begin,
+                            Py_ssize_t end, sa_ranked *scratch) noexcept nogil:
+    if floating is float:
+        sa_gate_rows_f32(px, xs, E, k, inv_temperature, over_selected, pw, pi, partial, begin, end, scratch)
+    else:
+        sa_gate_rows_f64(px, xs, E, k, inv_temperature, over_selected, pw, pi, partial, begin, end, scratch)
 
 
 def gate_rows(const floating[:, :] x, Py_ssize_t k, double inv_temperature, bint over_selected,
