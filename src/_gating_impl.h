@@ -320,7 +320,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else
             sa_topk_passes_row_f32((const float *)row, n, k, 0, best);
-    } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && (sizeof(SA_T) == 4 || k > 2)) {
+    } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && k > SA_TOPK_SMALL_K) {
         if (largest)
             SA_FN(sa_topk_count_row)(row, n, k, 1, best);
         else

@@ -58,10 +58,13 @@
  * (sa_topk_filter_row) before the radix selection (8 measured 10-17%
  * faster than 16 at 1000 entries, k = 64, and 4096, k = 300; 4 no better). */
 #define SA_TOPK_FILTER_RATIO 8
-/* Rows of up to this many bytes (and k above the passes' or the lanes' k)
- * are placed by counting (sa_topk_count_row): n^2 compares in vector loops,
- * faster than the other paths up to 128 float32 or 64 float64 entries
- * (measured, 1024 rows). */
+/* Rows of up to this many bytes and k above SA_TOPK_SMALL_K are placed by
+ * counting (sa_topk_count_row): n^2 compares in vector loops, faster than
+ * the other paths up to 128 float32 or 64 float64 entries (measured, 1024
+ * rows). Below that k the one-pass insertion is faster (2026-12-05, 64 rows,
+ * counting against insertion: float64 64 entries 30.5 against 7.7 / 10.9 /
+ * 16.4 us at k = 4 / 8 / 16; float32 128 entries 42.8 against 20.5 / 26.7
+ * at k = 12 / 16, 64 entries 17.8 against 14.8 at k = 12, level at 16). */
 #define SA_TOPK_COUNT_BYTES 512
 #define SA_TOPK_COUNT_N (SA_TOPK_COUNT_BYTES / 4)
 /* Entries whose places are counted at once (sa_topk_places): 4 AVX2 vectors of float32 keys. */

@@ -353,7 +353,7 @@ def test_degenerate_rows(kind, dtype):
 
 # Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
 # (k <= 2, n <= 2048) and passes (k <= 4, n <= 256; k <= 8, n <= 128),
-# placing by counting (up to 512 bytes a row), the small-k buffer (k <= 16,
+# placing by counting (up to 512 bytes a row, k > 16), the small-k buffer (k <= 16,
 # or 32 from 16384 entries), the radix selection and its counting (<= 64
 # kept) or LSD radix sort.
 BOUNDARY_LENGTHS = [5, 64, 100, 128, 129, 256, 257, 2048, 2049, 16383, 16384]
