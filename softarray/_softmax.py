@@ -413,8 +413,8 @@ def logsumexp(x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, where
     if keepdims is not False or return_sign is not False:     # the defaults need no check
         check_bool(keepdims, "keepdims")
         check_bool(return_sign, "return_sign")
-    plain_input = b is None and where is None and type(x) is not np.ndarray
-    tensor = _dispatch.plain_tensor(x) if plain_input else None
+    # NumPy arrays skip the tensor test (_normalize_plain says why)
+    tensor = _dispatch.plain_tensor(x) if b is None and where is None and type(x) is not np.ndarray else None
     plain = x if tensor is None else tensor
     if b is None and where is None and not keepdims and not return_sign:
         out = _kernels.plain_rows(plain, axis, _kernels.LOGSUMEXP, 1.0, threads_for_call())
