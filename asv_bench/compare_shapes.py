@@ -12,6 +12,14 @@ Each library is timed in a process of its own (``--library``), since
 PyTorch's OpenMP pool keeps spinning after its calls and takes a core from
 softarray's threads in a shared process.
 
+Successive calls take distinct inputs in rotation (as many as hold
+POOL_ENTRIES entries together, at most POOL_MAX; one for large arrays),
+the same inputs for every library: a caller's logits are new at each call,
+and timing one small input again and again lets the CPU's branch predictor
+learn it, which flatters a branchy peer (torch.topk's nth_element on 8 rows
+of 1000, k = 50: 3-4x faster on one repeated input than on 32 in rotation).
+``--same-input`` times one input again and again, as before 2026-12-05.
+
 ``--grid`` runs issue 22's grids instead of the named shapes: softmax,
 log_softmax, logsumexp and per-sample cross_entropy over rows {1, 8, 64,
 1024, 65536} x row length {10, 1000, 4096, 32000, 128000, 1000000}, and topk
@@ -29,6 +37,7 @@ import json
 import statistics
 import subprocess
 import sys
+import itertools
 import timeit
 
 import numpy as np
@@ -40,32 +49,59 @@ TOPK = ((8, 128000, 50), (1, 128000, 50), (1024, 4096, 64), (64, 20000, 1000), (
 SOFTMAX = ((1, 128000), (8, 128000), (256, 32000))
 
 
-def per_call(f, repeat):
-    """Median over repeat samples of the seconds per call of f."""
-    f()
-    number = max(1, int(0.05 / max(timeit.timeit(f, number=1), 1e-7)))
-    return statistics.median(timeit.timeit(f, number=number) / number for _ in range(repeat))
+POOL_ENTRIES = 2**18
+POOL_MAX = 64
 
 
-def cases(rng, only):
-    """(table, name, softarray call, torch call, floor call or None)."""
+def per_call(f, repeat, inputs=((),)):
+    """Median over repeat samples of the seconds per call of f, each call
+    taking the next argument tuple of inputs in rotation."""
+    rotation = itertools.cycle(inputs)
+
+    def call():
+        return f(*next(rotation))
+
+    for _ in inputs:
+        call()
+    number = max(1, int(0.05 / max(timeit.timeit(call, number=1), 1e-7)))
+    return statistics.median(timeit.timeit(call, number=number) / number for _ in range(repeat))
+
+
+def input_pool(make, entries, same_input):
+    """Argument tuples from make(), distinct draws: enough that together
+    they hold POOL_ENTRIES array entries (at most POOL_MAX), or one."""
+    count = 1 if same_input else min(POOL_MAX, -(-POOL_ENTRIES // entries))
+    return [make() for _ in range(count)]
+
+
+def library_inputs(library, inputs):
+    """inputs as the library takes them: tensors for torch."""
+    if library != "torch":
+        return inputs
+    return [tuple(torch.from_numpy(a) for a in args) for args in inputs]
+
+
+def cases(rng, only, same_input):
+    """(table, name, softarray call, torch call, floor call or None, inputs):
+    each call takes one argument tuple of inputs (NumPy arrays; torch gets
+    them as tensors)."""
     out = []
     if "topk" in only:
         for rows, n, k in TOPK:
-            x = rng.standard_normal((rows, n), dtype=np.float32)
-            t = torch.from_numpy(x)
+            inputs = input_pool(lambda: (rng.standard_normal((rows, n), dtype=np.float32),),
+                                rows * n, same_input)
             out.append(("topk", f"{rows}x{n}, k={k}",
-                        lambda x=x, k=k: sa.topk(x, k),
-                        lambda t=t, k=k: torch.topk(t, k),
-                        lambda x=x, k=k: np.argpartition(x, -k, axis=-1)[:, -k:]))
+                        lambda x, k=k: sa.topk(x, k),
+                        lambda t, k=k: torch.topk(t, k),
+                        lambda x, k=k: np.argpartition(x, -k, axis=-1)[:, -k:], inputs))
     if "softmax" in only:
         for rows, n in SOFTMAX:
-            x = rng.standard_normal((rows, n), dtype=np.float32)
-            t = torch.from_numpy(x)
-            out.append(("softmax", f"{rows}x{n}", lambda x=x: sa.softmax(x),
-                        lambda t=t: torch.softmax(t, -1), None))
-            out.append(("log_softmax", f"{rows}x{n}", lambda x=x: sa.log_softmax(x),
-                        lambda t=t: torch.log_softmax(t, -1), None))
+            inputs = input_pool(lambda: (rng.standard_normal((rows, n), dtype=np.float32),),
+                                rows * n, same_input)
+            out.append(("softmax", f"{rows}x{n}", sa.softmax, lambda t: torch.softmax(t, -1), None,
+                        inputs))
+            out.append(("log_softmax", f"{rows}x{n}", sa.log_softmax,
+                        lambda t: torch.log_softmax(t, -1), None, inputs))
     return out
 
 
@@ -77,13 +113,9 @@ TOPK_KS = (1, 2, 8, 50, 64, 1000)
 CACHE_BYTES = 32 * 2**20
 
 
-def torch_dtype(dtype):
-    return {np.float32: torch.float32, np.float64: torch.float64}[dtype]
-
-
-def grid_cases(rng, only, dtypes, smallest, max_elements):
+def grid_cases(rng, only, dtypes, smallest, max_elements, same_input):
     """issue 22's grids as (table, name, softarray call, torch call, floor
-    call or None, bytes moved by the call)."""
+    call or None, bytes moved by the call, inputs), as cases()."""
     out = []
     for dtype in dtypes:
         name = np.dtype(dtype).name
@@ -92,36 +124,36 @@ def grid_cases(rng, only, dtypes, smallest, max_elements):
                 for n in GRID_LENGTHS:
                     if rows * n > max_elements:
                         continue
-                    x = rng.standard_normal((rows, n)).astype(dtype)
-                    y = rng.integers(0, n, rows)
-                    t, ty = torch.from_numpy(x), torch.from_numpy(y)
-                    shape, size = f"{rows}x{n} {name}", x.nbytes
+                    inputs = input_pool(lambda: (rng.standard_normal((rows, n)).astype(dtype),
+                                                 rng.integers(0, n, rows)), rows * n, same_input)
+                    shape, size = f"{rows}x{n} {name}", rows * n * np.dtype(dtype).itemsize
                     out += [
-                        ("softmax", shape, lambda x=x: sa.softmax(x), lambda t=t: torch.softmax(t, -1),
-                         None, 2 * size),
-                        ("log_softmax", shape, lambda x=x: sa.log_softmax(x),
-                         lambda t=t: torch.log_softmax(t, -1), None, 2 * size),
-                        ("logsumexp", shape, lambda x=x: sa.logsumexp(x, axis=-1),
-                         lambda t=t: torch.logsumexp(t, -1), None, size),
-                        ("cross_entropy", shape, lambda x=x, y=y: sa.cross_entropy(x, y, reduction="none"),
-                         lambda t=t, ty=ty: torch.nn.functional.cross_entropy(t, ty, reduction="none"),
-                         None, size + y.nbytes)]
+                        ("softmax", shape, lambda x, y: sa.softmax(x), lambda t, ty: torch.softmax(t, -1),
+                         None, 2 * size, inputs),
+                        ("log_softmax", shape, lambda x, y: sa.log_softmax(x),
+                         lambda t, ty: torch.log_softmax(t, -1), None, 2 * size, inputs),
+                        ("logsumexp", shape, lambda x, y: sa.logsumexp(x, axis=-1),
+                         lambda t, ty: torch.logsumexp(t, -1), None, size, inputs),
+                        ("cross_entropy", shape, lambda x, y: sa.cross_entropy(x, y, reduction="none"),
+                         lambda t, ty: torch.nn.functional.cross_entropy(t, ty, reduction="none"),
+                         None, size + rows * 8, inputs)]
         if "topk" in only:
             for rows in TOPK_ROWS:
                 for n in TOPK_LENGTHS:
                     if rows * n > max_elements:
                         continue
-                    x = rng.standard_normal((rows, n)).astype(dtype)
-                    t = torch.from_numpy(x)
+                    inputs = input_pool(lambda: (rng.standard_normal((rows, n)).astype(dtype),),
+                                        rows * n, same_input)
                     for k in (k for k in TOPK_KS if k < n):
                         for largest in (True, False) if smallest else (True,):
                             side = "" if largest else " smallest"
                             kth = -k if largest else k - 1
                             out.append((
                                 "topk", f"{rows}x{n} k={k} {name}{side}",
-                                lambda x=x, k=k, largest=largest: sa.topk(x, k, largest=largest),
-                                lambda t=t, k=k, largest=largest: torch.topk(t, k, largest=largest),
-                                lambda x=x, kth=kth: np.argpartition(x, kth, axis=-1), x.nbytes))
+                                lambda x, k=k, largest=largest: sa.topk(x, k, largest=largest),
+                                lambda t, k=k, largest=largest: torch.topk(t, k, largest=largest),
+                                lambda x, kth=kth: np.argpartition(x, kth, axis=-1),
+                                rows * n * np.dtype(dtype).itemsize, inputs))
     return out
 
 
@@ -132,7 +164,7 @@ def copy_seconds_per_byte():
     return per_call(lambda: np.copyto(b, a), 5) / (2 * a.nbytes)
 
 
-def timings(library, threads, only, repeat, grid=None):
+def timings(library, threads, only, repeat, same_input, grid=None):
     """{(call, shape): ms} for one library at one thread count, this process;
     with grid (dtypes, smallest, max_elements), issue 22's grids."""
     out = {}
@@ -142,15 +174,15 @@ def timings(library, threads, only, repeat, grid=None):
         if grid is not None:
             if library == "softarray":
                 out["copy|seconds per byte"] = copy_seconds_per_byte()
-            for call, shape, ours, peer, floor, size in grid_cases(rng, only, *grid):
+            for call, shape, ours, peer, floor, size, inputs in grid_cases(rng, only, *grid, same_input):
                 f = {"softarray": ours, "torch": peer, "argpartition": floor}[library]
                 if f is not None:
-                    out[f"{call}|{shape}|{size}"] = per_call(f, repeat) * 1e3
+                    out[f"{call}|{shape}|{size}"] = per_call(f, repeat, library_inputs(library, inputs)) * 1e3
             return out
-        for call, shape, ours, peer, floor in cases(rng, only):
+        for call, shape, ours, peer, floor, inputs in cases(rng, only, same_input):
             f = {"softarray": ours, "torch": peer, "argpartition": floor}[library]
             if f is not None:
-                out[f"{call}|{shape}"] = per_call(f, repeat) * 1e3
+                out[f"{call}|{shape}"] = per_call(f, repeat, library_inputs(library, inputs)) * 1e3
     return out
 
 
@@ -165,10 +197,13 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--smallest", action="store_true", help="grid: topk's smallest-k too")
     parser.add_argument("--max-elements", type=int, default=2**25)
+    parser.add_argument("--same-input", action="store_true",
+                        help="time one input again and again instead of distinct inputs in rotation")
     args = parser.parse_args()
     grid = ([getattr(np, d) for d in args.dtypes], args.smallest, args.max_elements) if args.grid else None
     if args.library:
-        print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat, grid)))
+        print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat, args.same_input,
+                                 grid)))
         return
     if grid is not None:
         print_grid(args)
@@ -190,7 +225,8 @@ def library_times(args, threads, options):
     return {
         library: json.loads(subprocess.run(
             [sys.executable, __file__, "--library", library, "--threads", str(threads),
-             "--repeat", str(args.repeat), "--only", *args.only, *options],
+             "--repeat", str(args.repeat), "--only", *args.only, *options]
+            + (["--same-input"] if args.same_input else []),
             check=True, capture_output=True, text=True).stdout)
         for library in ("softarray", "torch", "argpartition")}
 
