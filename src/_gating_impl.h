@@ -297,6 +297,150 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
     return m;
 }
 
+/* A lower bound of the row's k-th key (n >= k, G <= SA_TOPK_COUNT_N): entry
+ * i is dealt to lane i mod G and each lane keeps its largest key, one vector
+ * loop. If k lanes hold a key of at least b, so do k distinct entries, and
+ * the row's k-th key is no smaller than b. Up to SA_TOPK_BOUND_COUNT_G lanes
+ * the bound is the k-th lane maximum, from the lanes' places (counting,
+ * G^2 compares); beyond, the largest b with only its top bits set
+ * (SA_TOPK_BOUND_BITS_*) that k lanes reach, found a bit at a time, each a
+ * count over the lanes: the k-th lane maximum with its low bits cleared,
+ * which lets in only the few entries just below it. */
+SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
+                                             ptrdiff_t G)
+{
+    SA_KEY_T lane[SA_TOPK_COUNT_N];
+    for (ptrdiff_t l = 0; l < G; l++)
+        lane[l] = 0;                /* no key is below 0 */
+    ptrdiff_t i = 0;
+    for (; i + G <= n; i += G) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < G; l++) {
+            const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i + l], largest);
+            lane[l] = key > lane[l] ? key : lane[l];
+        }
+    }
+    for (ptrdiff_t l = 0; i + l < n; l++) {
+        const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i + l], largest);
+        lane[l] = key > lane[l] ? key : lane[l];
+    }
+    if (G <= SA_TOPK_BOUND_COUNT_G) {
+        SA_KEY_T place[SA_TOPK_COUNT_N];
+        SA_FN(sa_topk_places)(lane, G, place);
+        SA_KEY_T bound = 0;
+        for (ptrdiff_t l = 0; l < G; l++)
+            bound = (ptrdiff_t)place[l] == k - 1 ? lane[l] : bound;
+        return bound;
+    }
+    SA_KEY_T bound = 0;
+    const int top_bits = sizeof(SA_KEY_T) == 4 ? SA_TOPK_BOUND_BITS_F32 : SA_TOPK_BOUND_BITS_F64;
+    for (int bit = 8 * (int)sizeof(SA_KEY_T) - 1; bit >= 8 * (int)sizeof(SA_KEY_T) - top_bits; bit--) {
+        const SA_KEY_T trial = bound | (SA_KEY_T)1 << bit;
+        SA_SKEY_T reached = 0;
+#pragma omp simd reduction(+ : reached)
+        for (ptrdiff_t l = 0; l < G; l++)
+            reached += lane[l] >= trial;
+        bound = reached >= k ? trial : bound;
+    }
+    return bound;
+}
+
+/* The entries of row[0..n) whose rank key reaches bound, in index order,
+ * into ckeys and cindex: blocks, then groups of 8, with no key reaching it
+ * are skipped. Returns their number, or -1 as soon as more than cap do
+ * (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). sa_avx2_topk_reaching_*
+ * on x86-64-v3. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int largest, SA_KEY_T bound,
+                                            SA_KEY_T *ckeys, SA_KEY_T *cindex, ptrdiff_t cap)
+{
+    SA_KEY_T keys[SA_TOPK_BLOCK];
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
+        const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
+        if (SA_FN(sa_topk_block_keys)(row + b, len, largest, keys) < bound)
+            continue;
+        for (ptrdiff_t g = 0; g < len; g += 8) {
+            const ptrdiff_t w = len - g < 8 ? len - g : 8;
+            if (!SA_FN(sa_topk_group_reaches)(keys + g, bound))
+                continue;
+            for (ptrdiff_t j = 0; j < w; j++) {
+                ckeys[m] = keys[g + j];
+                cindex[m] = (SA_KEY_T)(b + g + j);
+                m += keys[g + j] >= bound;
+            }
+            if (m > cap)
+                return -1;
+        }
+    }
+    return m;
+}
+
+/* Moderate k (G lanes, see sa_topk_bound_lanes; n >= k): every entry of the
+ * result has a key at least the lane bound (sa_topk_lane_bound), so one
+ * pass collects the entries that reach it, in index order, skipping blocks
+ * and groups of 8 that do not, and their places among themselves
+ * (counting) give the result, sorted, into best[0..k) (best holds k + 1).
+ * On unordered rows k to 1.5 k entries reach the bound; when more than
+ * SA_TOPK_COUNT_N do (many equal keys, or keys periodic in G), returns 0
+ * having written nothing, and the caller takes another path. */
+SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
+                                       ptrdiff_t G, sa_ranked *best)
+{
+    const SA_KEY_T bound = SA_FN(sa_topk_lane_bound)(row, n, k, largest, G);
+    SA_KEY_T cand_keys[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK], cand_index[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK];
+    SA_KEY_T place[SA_TOPK_COUNT_N];
+    ptrdiff_t m;
+#if SA_X86_DISPATCH
+    if (sa_simd_v3)
+        m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bound, cand_keys, cand_index, SA_TOPK_COUNT_N);
+    else
+#endif
+        m = SA_FN(sa_topk_reaching)(row, n, largest, bound, cand_keys, cand_index, SA_TOPK_COUNT_N);
+    if (m < 0)
+        return 0;
+    SA_FN(sa_topk_places)(cand_keys, m, place);
+    for (ptrdiff_t i = 0; i < m; i++) {
+        /* no branch: entries placed at k or later go to the spare best[k] */
+        const ptrdiff_t slot = (ptrdiff_t)place[i] < k ? (ptrdiff_t)place[i] : k;
+        best[slot].key = cand_keys[i];
+        best[slot].index = cand_index[i];
+    }
+    return 1;
+}
+
+/* sa_topk_bound_row with G = 2 k rounded up to a power of two, at least 32
+ * (on unordered rows k to 1.5 k entries then reach the bound), and G and
+ * largest literals, so that the lanes stay in registers. */
+SA_INLINE int SA_FN(sa_topk_bound_lanes)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
+                                         sa_ranked *best)
+{
+    if (k <= 16)
+        return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 32, best)
+                       : SA_FN(sa_topk_bound_row)(row, n, k, 0, 32, best);
+    if (k <= 32)
+        return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 64, best)
+                       : SA_FN(sa_topk_bound_row)(row, n, k, 0, 64, best);
+    return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 128, best)
+                   : SA_FN(sa_topk_bound_row)(row, n, k, 0, 128, best);
+}
+
+/* Whether a row of n entries takes the lane bound, past the lanes and the
+ * passes: measured on fresh rows (the insertion's branches are then
+ * unpredictable), it is the fastest path from k = 3 to SA_TOPK_BOUND_K while
+ * its two reads of the row cost less than the insertion's k log(n / k)
+ * inserts and the radix selection's copies (SA_TOPK_BOUND_BYTES_PER_K), and
+ * the row stays in L2 for the second read (SA_TOPK_BOUND_MAX_BYTES; float64
+ * with more than 32 lanes, whose maxima fill the registers, less). On rows of
+ * up to SA_TOPK_BOUND_MIN_N entries, counting places beats it above k = 16. */
+SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
+{
+    if (k < 3 || k > SA_TOPK_BOUND_K || n < SA_TOPK_BOUND_MIN_N || (n == SA_TOPK_BOUND_MIN_N && k > 16))
+        return 0;
+    const ptrdiff_t bytes = n * (ptrdiff_t)sizeof(SA_T);
+    const ptrdiff_t most = sizeof(SA_T) == 8 && k > 16 ? SA_TOPK_BOUND_WIDE_MAX_BYTES : SA_TOPK_BOUND_MAX_BYTES;
+    return bytes <= SA_TOPK_BOUND_BYTES_PER_K * k && bytes <= most;
+}
+
 /* The k first entries of one row, in result order when sorted, into
  * scratch[0..k); scratch holds 2 n entries when k > SA_TOPK_SMALL_K, else
  * k + 1. */
@@ -320,6 +464,8 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else
             sa_topk_passes_row_f32((const float *)row, n, k, 0, best);
+    } else if (SA_FN(sa_topk_bound_suits)(n, k) && SA_FN(sa_topk_bound_lanes)(row, n, k, largest, best)) {
+        /* done: the entries that reach the lane bound were placed */
     } else if (n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_COUNT_BYTES && k > SA_TOPK_SMALL_K) {
         if (largest)
             SA_FN(sa_topk_count_row)(row, n, k, 1, best);

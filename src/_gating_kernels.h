@@ -72,10 +72,31 @@
 /* Up to this many selected entries are sorted by counting, more by an LSD
  * radix sort (sa_topk_radix_sort). */
 #define SA_TOPK_COUNT_SORT_K 64
+/* Where the lane bound runs (sa_topk_bound_suits). Measured per row on 2^21
+ * fresh normal entries (float32 / float64, ns; insertion / radix / bound):
+ * n = 1000, k = 8: 1345 / 1773 / 509 and 1656 / 2322 / 961; k = 64: 7317 /
+ * 3281 / 1397 and 8448 / 4076 / 3954 (noisy); n = 32000, k = 8: 5439 / 6461
+ * / 8239, k = 24: 11660 / 11504 / 8515 (float32); n = 128000, k = 64:
+ * 41372 / 35199 / 36937 (float32). */
+#define SA_TOPK_BOUND_K 64
+#define SA_TOPK_BOUND_MIN_N 64
+#define SA_TOPK_BOUND_BYTES_PER_K 8192
+#define SA_TOPK_BOUND_MAX_BYTES 131072
+#define SA_TOPK_BOUND_WIDE_MAX_BYTES 32768
+/* The lane bound (sa_topk_lane_bound) is exact up to SA_TOPK_BOUND_COUNT_G
+ * lanes; with more, its top bits are found: 16 leave float32's bound 7 bits of
+ * mantissa below the k-th lane maximum, 20 float64's 8. */
+#ifndef SA_TOPK_BOUND_COUNT_G
+#define SA_TOPK_BOUND_COUNT_G 32
+#define SA_TOPK_BOUND_BITS_F32 16
+#define SA_TOPK_BOUND_BITS_F64 20
+#endif
 /* Rank keys of this many entries are computed at a time (on the stack), and
  * a block whose largest key cannot enter is skipped: 128 measured best
  * against 64 and 256 at 1000 to 128000 entries and k of 5 to 1000. */
 #define SA_TOPK_BLOCK 128
+/* Entries sa_topk_reaching and its vector forms may write past their cap. */
+#define SA_TOPK_REACH_SLACK 32
 
 typedef struct {
     uint64_t key;   /* larger = earlier in the result */
@@ -171,6 +192,114 @@ sa_avx512_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint64_t previous
         top0 = sa_avx512_topk_max_below(top0, _mm512_maskz_loadu_epi64(inside, packed + i), inside, below, first);
     }
     return _mm512_reduce_max_epu64(_mm512_max_epu64(top0, top1));
+}
+
+/* The entries of a row whose rank key reaches a bound, in index order
+ * (sa_topk_bound_row's second pass), on x86-64-v3: eight float32 or four
+ * float64 keys per vector, compared at once and left-packed (a permutation
+ * built from the compare's mask with pdep/pext) into ckeys and cindex, with
+ * no branch on the data but one per 32 entries, which skips those with no
+ * key reaching it. Returns their number, or -1 as soon as more than cap
+ * reach it (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). */
+#define SA_V3 __attribute__((target("arch=x86-64-v3")))
+
+static inline SA_V3 __m256i sa_avx2_pack_order(unsigned lanes)
+{
+    const uint64_t spread = _pdep_u64(lanes, 0x0101010101010101ull) * 0xFF;
+    const uint64_t order = _pext_u64(0x0706050403020100ull, spread);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)order));
+}
+
+/* The rank keys of the float32 row[i..i+8) (those at n or beyond: 0), and
+ * in *lanes which of them reach bound. */
+static inline SA_V3 __m256i sa_avx2_reach_f32(const float *row, ptrdiff_t i, ptrdiff_t n, __m256i smallest,
+                                               __m256i vbound, unsigned *lanes)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i < 8 ? n - i : 8)), iota);
+    const __m256 v = _mm256_add_ps(_mm256_maskload_ps(row + i, inside), _mm256_setzero_ps());
+    const __m256i bits = _mm256_castps_si256(v);
+    __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31),
+                                                         _mm256_set1_epi32((int)0x80000000u)));
+    key = _mm256_or_si256(key, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    key = _mm256_and_si256(_mm256_xor_si256(key, smallest), inside);
+    const __m256i reach = _mm256_and_si256(_mm256_cmpeq_epi32(_mm256_max_epu32(key, vbound), key), inside);
+    *lanes = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(reach));
+    return key;
+}
+
+static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, uint32_t bound,
+                                                 uint32_t *ckeys, uint32_t *cindex, ptrdiff_t cap)
+{
+    const __m256i vbound = _mm256_set1_epi32((int)bound);
+    const __m256i smallest = _mm256_set1_epi32(largest ? 0 : -1);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += 32) {
+        /* four vectors at a time, packed only if one of their keys reaches */
+        __m256i key[4];
+        unsigned lanes[4];
+        for (int q = 0; q < 4; q++)
+            key[q] = sa_avx2_reach_f32(row, b + 8 * q, n, smallest, vbound, &lanes[q]);
+        if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
+            continue;
+        for (int q = 0; q < 4; q++) {
+            const __m256i order = sa_avx2_pack_order(lanes[q]);
+            const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int)(b + 8 * q)), iota);
+            _mm256_storeu_si256((__m256i *)(ckeys + m), _mm256_permutevar8x32_epi32(key[q], order));
+            _mm256_storeu_si256((__m256i *)(cindex + m), _mm256_permutevar8x32_epi32(index, order));
+            m += __builtin_popcount(lanes[q]);
+        }
+        if (m > cap)
+            return -1;
+    }
+    return m;
+}
+
+static inline SA_V3 __m256i sa_avx2_reach_f64(const double *row, ptrdiff_t i, ptrdiff_t n, __m256i smallest,
+                                               __m256i signed_bound, unsigned *lanes)
+{
+    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i sign = _mm256_set1_epi64x((long long)0x8000000000000000ull);
+    const __m256i inside = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - i < 4 ? n - i : 4), iota);
+    const __m256d v = _mm256_add_pd(_mm256_maskload_pd(row + i, inside), _mm256_setzero_pd());
+    const __m256i bits = _mm256_castpd_si256(v);
+    const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), bits);
+    __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(negative, sign));
+    key = _mm256_or_si256(key, _mm256_castpd_si256(_mm256_cmp_pd(v, v, _CMP_UNORD_Q)));
+    key = _mm256_xor_si256(key, smallest);
+    /* key >= bound, unsigned: not (bound > key), both with the sign bit flipped */
+    const __m256i below = _mm256_cmpgt_epi64(signed_bound, _mm256_xor_si256(key, sign));
+    *lanes = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_andnot_si256(below, inside)));
+    return key;
+}
+
+static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, uint64_t bound,
+                                                 uint64_t *ckeys, uint64_t *cindex, ptrdiff_t cap)
+{
+    const __m256i signed_bound = _mm256_set1_epi64x((long long)(bound ^ 0x8000000000000000ull));
+    const __m256i smallest = _mm256_set1_epi64x(largest ? 0 : -1);
+    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += 16) {
+        __m256i key[4];
+        unsigned lanes[4];
+        for (int q = 0; q < 4; q++)
+            key[q] = sa_avx2_reach_f64(row, b + 4 * q, n, smallest, signed_bound, &lanes[q]);
+        if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
+            continue;
+        for (int q = 0; q < 4; q++) {
+            /* each 64-bit lane is a pair of the 32-bit lanes the permutation moves */
+            const __m256i order = sa_avx2_pack_order(_pdep_u32(lanes[q], 0x55) * 3);
+            const __m256i index = _mm256_add_epi64(_mm256_set1_epi64x(b + 4 * q), iota);
+            _mm256_storeu_si256((__m256i *)(ckeys + m), _mm256_permutevar8x32_epi32(key[q], order));
+            _mm256_storeu_si256((__m256i *)(cindex + m), _mm256_permutevar8x32_epi32(index, order));
+            m += __builtin_popcount(lanes[q]);
+        }
+        if (m > cap)
+            return -1;
+    }
+    return m;
 }
 
 __attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n,

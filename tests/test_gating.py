@@ -353,10 +353,12 @@ def test_degenerate_rows(kind, dtype):
 
 # Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
 # (k <= 2, n <= 2048) and passes (k <= 4, n <= 256; k <= 8, n <= 128),
-# placing by counting (up to 512 bytes a row, k > 16), the small-k buffer (k <= 16,
-# or 32 from 16384 entries), the radix selection and its counting (<= 64
-# kept) or LSD radix sort.
-BOUNDARY_LENGTHS = [5, 64, 100, 128, 129, 256, 257, 2048, 2049, 16383, 16384]
+# the lane bound (k = 3 to 64, from 64 entries to 8192 k bytes and 128 KiB,
+# 32 KiB for float64 with k > 16), placing by counting (up to 512 bytes a
+# row, k > 16), the small-k buffer (k <= 16, or 32 from 16384 entries), the
+# radix selection and its counting (<= 64 kept) or LSD radix sort.
+BOUNDARY_LENGTHS = [5, 63, 64, 65, 100, 128, 129, 256, 257, 2048, 2049, 3072, 3073, 4096, 4097,
+                    6144, 6145, 16383, 16384, 16385, 32768, 32769]
 BOUNDARY_KS = [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 300]
 
 
@@ -390,6 +392,45 @@ def test_keys_that_differ_only_in_their_last_bits(dtype):
         ladder[i] = np.nextafter(ladder[i - 1], dtype(2))
     x = np.stack([np.random.default_rng(s).permutation(ladder) for s in range(3)])
     for k in (40, 64, 65, 700, 2999):
+        for largest in (True, False):
+            got = sa.topk(x, k, largest=largest)
+            check_topk(*got, x, k, -1, largest, True)
+
+
+def _bound_rows(n, reaching, rng):
+    """Rows of zeros (and a negative ramp, so that keys differ) in which
+    `reaching` entries equal 1, spread over every lane: that many entries
+    reach the lane bound of any k up to `reaching`."""
+    x = -np.arange(n, dtype=float) / n
+    x[rng.choice(n, reaching, replace=False)] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("n", "reaching"), [(n, r) for n in (64, 65, 128, 1000, 4096)
+                                             for r in (17, 64, 127, 128, 129, 160) if r <= n])
+def test_lane_bound_at_its_candidate_limit(dtype, n, reaching):
+    """The lane bound (k = 3 to 64) places at most 128 entries that reach it
+    and hands rows with more to the other paths: around that limit the
+    result is the reference's, the ties among the ones in index order."""
+    rng = np.random.default_rng(n + reaching)
+    x = np.stack([_bound_rows(n, reaching, rng), -_bound_rows(n, reaching, rng)]).astype(dtype)
+    for k in (3, 8, 16, 17, 33, 64):
+        if k <= min(n, reaching):
+            for largest in (True, False):
+                got = sa.topk(x, k, largest=largest)
+                check_topk(*got, x, k, -1, largest, True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("period", [32, 64, 128])
+def test_lane_bound_of_rows_periodic_in_its_lanes(dtype, period):
+    """Rows that repeat with the lane count: every lane holds the same
+    keys, the bound is the k-th distinct value, and all its copies reach it
+    (more than the kernel places that way), so another path answers."""
+    rng = np.random.default_rng(period)
+    x = np.tile(rng.permutation(period).astype(dtype), (3, 1000 // period + 1))[:, :1000]
+    for k in (3, 16, 17, 32, 64):
         for largest in (True, False):
             got = sa.topk(x, k, largest=largest)
             check_topk(*got, x, k, -1, largest, True)
