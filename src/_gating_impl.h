@@ -297,19 +297,45 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
     return m;
 }
 
-/* A lower bound of the row's k-th key (n >= k, G <= SA_TOPK_COUNT_N): entry
- * i is dealt to lane i mod G and each lane keeps its largest key, one vector
- * loop. If k lanes hold a key of at least b, so do k distinct entries, and
- * the row's k-th key is no smaller than b. Up to SA_TOPK_BOUND_COUNT_G lanes
- * the bound is the k-th lane maximum, from the lanes' places (counting,
- * G^2 compares); beyond, the largest b with only its top bits set
- * (SA_TOPK_BOUND_BITS_*) that k lanes reach, found a bit at a time, each a
- * count over the lanes: the k-th lane maximum with its low bits cleared,
- * which lets in only the few entries just below it. */
-SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
-                                             ptrdiff_t G)
+/* The lane maxima of row[0..n) as rank keys: entry i is dealt to lane
+ * i mod G (G <= SA_TOPK_COUNT_N) and each lane keeps its largest key (lanes
+ * with no entry: 0, below every key). One vector loop on the numbers
+ * (a maximum, or a minimum for the smallest-k, per entry); returns 0 with
+ * lane unset if the row holds a NaN, whose order numbers do not follow. */
+SA_INLINE int SA_FN(sa_topk_lane_numbers)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G,
+                                          SA_KEY_T *lane)
 {
-    SA_KEY_T lane[SA_TOPK_COUNT_N];
+    SA_T best[SA_TOPK_COUNT_N];
+    const SA_T none = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
+    for (ptrdiff_t l = 0; l < G; l++)
+        best[l] = none;
+    int nan = 0;
+    ptrdiff_t i = 0;
+    for (; i + G <= n; i += G) {
+#pragma omp simd reduction(| : nan)
+        for (ptrdiff_t l = 0; l < G; l++) {
+            const SA_T v = row[i + l];
+            nan |= v != v;
+            best[l] = largest ? (v > best[l] ? v : best[l]) : (v < best[l] ? v : best[l]);
+        }
+    }
+    for (ptrdiff_t l = 0; i + l < n; l++) {
+        const SA_T v = row[i + l];
+        nan |= v != v;
+        best[l] = largest ? (v > best[l] ? v : best[l]) : (v < best[l] ? v : best[l]);
+    }
+    if (nan)
+        return 0;
+    /* a lane with no entry keeps the infinity, whose key no entry is
+     * below: counted among the k, it bounds nothing away */
+    for (ptrdiff_t l = 0; l < G; l++)
+        lane[l] = (SA_KEY_T)SA_RANK(best[l], largest);
+    return 1;
+}
+
+/* sa_topk_lane_numbers on the rank keys, for rows holding a NaN. */
+SA_INLINE void SA_FN(sa_topk_lane_keys)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G, SA_KEY_T *lane)
+{
     for (ptrdiff_t l = 0; l < G; l++)
         lane[l] = 0;                /* no key is below 0 */
     ptrdiff_t i = 0;
@@ -324,6 +350,18 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_T *row, ptrdiff_t n, ptrdi
         const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i + l], largest);
         lane[l] = key > lane[l] ? key : lane[l];
     }
+}
+
+/* A lower bound of the row's k-th key from its G lane maxima (n >= k): if k
+ * lanes hold a key of at least b, so do k distinct entries, and the row's
+ * k-th key is no smaller than b. Up to SA_TOPK_BOUND_COUNT_G lanes the
+ * bound is the k-th lane maximum, from the lanes' places (counting, G^2
+ * compares); beyond, the largest b with only its top bits set
+ * (SA_TOPK_BOUND_BITS_*) that k lanes reach, found a bit at a time, each a
+ * count over the lanes: the k-th lane maximum with its low bits cleared,
+ * which lets in only the few entries just below it. */
+SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_KEY_T *lane, ptrdiff_t G, ptrdiff_t k)
+{
     if (G <= SA_TOPK_BOUND_COUNT_G) {
         SA_KEY_T place[SA_TOPK_COUNT_N];
         SA_FN(sa_topk_places)(lane, G, place);
@@ -348,8 +386,7 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_T *row, ptrdiff_t n, ptrdi
 /* The entries of row[0..n) whose rank key reaches bound, in index order,
  * into ckeys and cindex: blocks, then groups of 8, with no key reaching it
  * are skipped. Returns their number, or -1 as soon as more than cap do
- * (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). sa_avx2_topk_reaching_*
- * on x86-64-v3. */
+ * (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). For rows holding a NaN. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int largest, SA_KEY_T bound,
                                             SA_KEY_T *ckeys, SA_KEY_T *cindex, ptrdiff_t cap)
 {
@@ -375,27 +412,67 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int la
     return m;
 }
 
+/* The entries of a row with no NaN that are at least bar (largest) or at
+ * most bar (smallest), in index order, into cvalues and cindex, groups of 8
+ * with none skipped; returns their number or -1 as sa_topk_reaching.
+ * sa_avx2_topk_reaching_* on x86-64-v3. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
+                                                    SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
+{
+    ptrdiff_t m = 0;
+    for (ptrdiff_t g = 0; g < n; g += 8) {
+        const ptrdiff_t w = n - g < 8 ? n - g : 8;
+        int reach = 0;
+        for (ptrdiff_t j = 0; j < w; j++)
+            reach |= largest ? row[g + j] >= bar : row[g + j] <= bar;
+        if (!reach)
+            continue;
+        for (ptrdiff_t j = 0; j < w; j++) {
+            cvalues[m] = row[g + j];
+            cindex[m] = (SA_KEY_T)(g + j);
+            m += largest ? row[g + j] >= bar : row[g + j] <= bar;
+        }
+        if (m > cap)
+            return -1;
+    }
+    return m;
+}
+
 /* Moderate k (G lanes, see sa_topk_bound_lanes; n >= k): every entry of the
  * result has a key at least the lane bound (sa_topk_lane_bound), so one
- * pass collects the entries that reach it, in index order, skipping blocks
- * and groups of 8 that do not, and their places among themselves
- * (counting) give the result, sorted, into best[0..k) (best holds k + 1).
- * On unordered rows k to 1.5 k entries reach the bound; when more than
+ * pass collects the entries that reach it, in index order, and their places
+ * among themselves (counting) give the result, sorted, into best[0..k)
+ * (best holds k + 1). With no NaN in the row both passes compare numbers,
+ * the bound turned back into one (a maximum or minimum per entry, then one
+ * compare per entry); a NaN found by the first sends both to the keys. On
+ * unordered rows k to 1.5 k entries reach the bound; when more than
  * SA_TOPK_COUNT_N do (many equal keys, or keys periodic in G), returns 0
  * having written nothing, and the caller takes another path. */
 SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                        ptrdiff_t G, sa_ranked *best)
 {
-    const SA_KEY_T bound = SA_FN(sa_topk_lane_bound)(row, n, k, largest, G);
+    SA_KEY_T lane[SA_TOPK_COUNT_N];
     SA_KEY_T cand_keys[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK], cand_index[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK];
+    SA_T cand_values[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK];
     SA_KEY_T place[SA_TOPK_COUNT_N];
     ptrdiff_t m;
+    if (SA_FN(sa_topk_lane_numbers)(row, n, largest, G, lane)) {
+        SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(lane, G, k), largest);
+        if (bar != bar)     /* a bound with low bits cleared below the infinity's key: every entry reaches it */
+            bar = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
 #if SA_X86_DISPATCH
-    if (sa_simd_v3)
-        m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bound, cand_keys, cand_index, SA_TOPK_COUNT_N);
-    else
+        if (sa_simd_v3)
+            m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
+        else
 #endif
+            m = SA_FN(sa_topk_reaching_numbers)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
+        for (ptrdiff_t i = 0; i < m; i++)
+            cand_keys[i] = (SA_KEY_T)SA_RANK(cand_values[i], largest);
+    } else {
+        SA_FN(sa_topk_lane_keys)(row, n, largest, G, lane);
+        const SA_KEY_T bound = SA_FN(sa_topk_lane_bound)(lane, G, k);
         m = SA_FN(sa_topk_reaching)(row, n, largest, bound, cand_keys, cand_index, SA_TOPK_COUNT_N);
+    }
     if (m < 0)
         return 0;
     SA_FN(sa_topk_places)(cand_keys, m, place);
@@ -408,13 +485,16 @@ SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k
     return 1;
 }
 
-/* sa_topk_bound_row with G = 2 k rounded up to a power of two, at least 32
- * (on unordered rows k to 1.5 k entries then reach the bound), and G and
- * largest literals, so that the lanes stay in registers. */
+/* sa_topk_bound_row with G = 2 k rounded up to a power of two (on unordered
+ * rows k to 1.5 k entries then reach the bound), at least 32, and on
+ * float32 rows longer than SA_TOPK_BOUND_FEW_LANES_N at least 64: eight
+ * AVX2 vectors of lanes, so that eight maxima are in flight (32 lanes of
+ * float32 are four, which on long rows wait on each other; on short ones
+ * the fewer lanes cost less). G and largest are literals. */
 SA_INLINE int SA_FN(sa_topk_bound_lanes)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                          sa_ranked *best)
 {
-    if (k <= 16)
+    if (k <= 16 && (sizeof(SA_T) == 8 || n <= SA_TOPK_BOUND_FEW_LANES_N))
         return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 32, best)
                        : SA_FN(sa_topk_bound_row)(row, n, k, 0, 32, best);
     if (k <= 32)
@@ -425,20 +505,21 @@ SA_INLINE int SA_FN(sa_topk_bound_lanes)(const SA_T *row, ptrdiff_t n, ptrdiff_t
 }
 
 /* Whether a row of n entries takes the lane bound, past the lanes and the
- * passes: measured on fresh rows (the insertion's branches are then
- * unpredictable), it is the fastest path from k = 3 to SA_TOPK_BOUND_K while
- * its two reads of the row cost less than the insertion's k log(n / k)
- * inserts and the radix selection's copies (SA_TOPK_BOUND_BYTES_PER_K), and
- * the row stays in L2 for the second read (SA_TOPK_BOUND_MAX_BYTES; float64
- * with more than 32 lanes, whose maxima fill the registers, less). On rows of
- * up to SA_TOPK_BOUND_MIN_N entries, counting places beats it above k = 16. */
+ * passes (measured per row on fresh rows, where the insertion's branches
+ * are unpredictable; src/_gating_kernels.h has the figures). Up to
+ * SA_TOPK_BOUND_K, from SA_TOPK_BOUND_MIN_N entries (one more above k = 16,
+ * where counting places is faster). float64 from k = 3, and any k from
+ * SA_TOPK_BOUND_F64_FEW_K_N entries: its insertion compares 64-bit keys.
+ * float32 from SA_TOPK_BOUND_F32_ANY_N_K at any length; below, while the
+ * two reads of the row cost less than the insertion's one read and its
+ * k log(n / k) inserts (n <= SA_TOPK_BOUND_F32_N_PER_K k). */
 SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
 {
-    if (k < 3 || k > SA_TOPK_BOUND_K || n < SA_TOPK_BOUND_MIN_N || (n == SA_TOPK_BOUND_MIN_N && k > 16))
+    if (k > SA_TOPK_BOUND_K || n < SA_TOPK_BOUND_MIN_N || (n == SA_TOPK_BOUND_MIN_N && k > 16))
         return 0;
-    const ptrdiff_t bytes = n * (ptrdiff_t)sizeof(SA_T);
-    const ptrdiff_t most = sizeof(SA_T) == 8 && k > 16 ? SA_TOPK_BOUND_WIDE_MAX_BYTES : SA_TOPK_BOUND_MAX_BYTES;
-    return bytes <= SA_TOPK_BOUND_BYTES_PER_K * k && bytes <= most;
+    if (sizeof(SA_T) == 8)
+        return k >= 3 || n >= SA_TOPK_BOUND_F64_FEW_K_N;
+    return k >= SA_TOPK_BOUND_F32_ANY_N_K || n <= SA_TOPK_BOUND_F32_N_PER_K * k;
 }
 
 /* The k first entries of one row, in result order when sorted, into

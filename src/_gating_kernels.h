@@ -12,7 +12,10 @@
  * to SA_TOPK_LANES_N: one pass with 8 lanes each keeping its best k 64-bit
  * (rank key, index) packs; k <= 4 on rows of up to SA_TOPK_PASSES_N (k <= 8
  * up to half as long): k
- * vectorized passes, each a maximum over the packs. Other small k
+ * vectorized passes, each a maximum over the packs. k up to 64 on most rows
+ * (sa_topk_bound_suits): the lane bound, a lower bound of the k-th key from
+ * the maxima of lanes the row is dealt to, then one pass collecting the few
+ * entries that reach it and placing them by counting. Other small k
  * (SA_TOPK_SMALL_K):
  * one pass with the k best kept sorted in a tiny array; a block of keys, then
  * a group of 8, that cannot enter costs one vector compare. Rows of up to SA_TOPK_COUNT_BYTES (larger
@@ -47,13 +50,13 @@
  * long and k <= 2 the lanes (sa_topk_lanes_row_f32). Their 64-bit packs
  * cost more per entry than the small-k path's block skip once rows are
  * longer (measured at 256 to 32000 entries: the lanes 1.5x slower at 4096,
- * 3-4x at 32000), and than counting places for larger k (8 passes over
+ * 3-4x at 32000; on fresh rows the lane bound from 1000), and than counting places for larger k (8 passes over
  * 128 entries: 0.57 us a row against 0.65; over 256: 1.08 against 0.81;
  * measured before the passes read keys packed once and ran on AVX-512,
  * which took 64x64 rows, k = 8, from 330 to 140 ns a row). */
 #define SA_TOPK_PASSES_K 4
 #define SA_TOPK_PASSES_N 256
-#define SA_TOPK_LANES_N 2048
+#define SA_TOPK_LANES_N 512
 /* Large k on rows at least this many times k long: the threshold filter
  * (sa_topk_filter_row) before the radix selection (8 measured 10-17%
  * faster than 16 at 1000 entries, k = 64, and 4096, k = 300; 4 no better). */
@@ -72,17 +75,23 @@
 /* Up to this many selected entries are sorted by counting, more by an LSD
  * radix sort (sa_topk_radix_sort). */
 #define SA_TOPK_COUNT_SORT_K 64
-/* Where the lane bound runs (sa_topk_bound_suits). Measured per row on 2^21
- * fresh normal entries (float32 / float64, ns; insertion / radix / bound):
- * n = 1000, k = 8: 1345 / 1773 / 509 and 1656 / 2322 / 961; k = 64: 7317 /
- * 3281 / 1397 and 8448 / 4076 / 3954 (noisy); n = 32000, k = 8: 5439 / 6461
- * / 8239, k = 24: 11660 / 11504 / 8515 (float32); n = 128000, k = 64:
- * 41372 / 35199 / 36937 (float32). */
+/* Where the lane bound runs (sa_topk_bound_suits, sa_topk_bound_lanes).
+ * Measured per row on 2^21 fresh normal entries, ns, 2026-12-05 (a C
+ * harness calling each path; insertion / radix selection / lane bound):
+ * float32 n = 1000: k = 1 318 / 1028 / 312, k = 8 1354 / 1798 / 442, k = 64
+ * 7391 / 3214 / 830; n = 32000: k = 4 3761 / 5188 / 3687, k = 17 9218 /
+ * 9386 / 3912; n = 128000: k = 8 13587 / 16086 / 14314, k = 16 15512 / 18216
+ * / 14388, k = 64 41931 / 33918 / 15020. float64 n = 256: k = 2 369 / 931 /
+ * 304; n = 1000: k = 1 568 / 1386 / 499, k = 8 1656 / 2322 / 721; n = 128000:
+ * k = 1 37965 / 40575 / 35322, k = 64 76553 / 71983 / 39910. The float32
+ * lanes path (k <= 2) is the fastest up to 512 entries (n = 512, k = 1: 176
+ * against 230 / 252), the lanes' k = 1 at 1000 already 342. */
 #define SA_TOPK_BOUND_K 64
 #define SA_TOPK_BOUND_MIN_N 64
-#define SA_TOPK_BOUND_BYTES_PER_K 8192
-#define SA_TOPK_BOUND_MAX_BYTES 131072
-#define SA_TOPK_BOUND_WIDE_MAX_BYTES 32768
+#define SA_TOPK_BOUND_F64_FEW_K_N 512
+#define SA_TOPK_BOUND_F32_ANY_N_K 12
+#define SA_TOPK_BOUND_F32_N_PER_K 4096
+#define SA_TOPK_BOUND_FEW_LANES_N 2048
 /* The lane bound (sa_topk_lane_bound) is exact up to SA_TOPK_BOUND_COUNT_G
  * lanes; with more, its top bits are found: 16 leave float32's bound 7 bits of
  * mantissa below the k-th lane maximum, 20 float64's 8. */
@@ -119,6 +128,22 @@ SA_INLINE uint64_t sa_rank_f64(double v, int largest)
     uint64_t key = (bits & 0x8000000000000000ull) ? ~bits : (bits | 0x8000000000000000ull);
     key = v != v ? 0xFFFFFFFFFFFFFFFFull : key;
     return largest ? key : ~key;
+}
+
+/* The number whose rank key is key (no NaN: key at most +inf's; -0.0 for
+ * the one key between the two zeros' that no number has). Keys and numbers
+ * then order alike: rank(v) >= key exactly when v >= unrank(key) for the
+ * largest-k, v <= unrank(key) for the smallest. */
+SA_INLINE float sa_unrank_f32(uint64_t key, int largest)
+{
+    const uint32_t k = largest ? (uint32_t)key : ~(uint32_t)key;
+    return sa_from_bits32((k & 0x80000000u) ? k ^ 0x80000000u : ~k);
+}
+
+SA_INLINE double sa_unrank_f64(uint64_t key, int largest)
+{
+    const uint64_t k = largest ? key : ~key;
+    return sa_from_bits64((k & 0x8000000000000000ull) ? k ^ 0x8000000000000000ull : ~k);
 }
 
 /* a before b in the result */
@@ -194,13 +219,15 @@ sa_avx512_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint64_t previous
     return _mm512_reduce_max_epu64(_mm512_max_epu64(top0, top1));
 }
 
-/* The entries of a row whose rank key reaches a bound, in index order
- * (sa_topk_bound_row's second pass), on x86-64-v3: eight float32 or four
- * float64 keys per vector, compared at once and left-packed (a permutation
- * built from the compare's mask with pdep/pext) into ckeys and cindex, with
- * no branch on the data but one per 32 entries, which skips those with no
- * key reaching it. Returns their number, or -1 as soon as more than cap
- * reach it (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). */
+/* The entries of a row with no NaN that reach a bound, in index order
+ * (sa_topk_bound_row's second pass), on x86-64-v3: the bound is a number,
+ * bar, and an entry reaches it when it is at least bar (largest) or at most
+ * bar (smallest), so eight float32 or four float64 entries are compared in
+ * one instruction and left-packed (a permutation built from the compare's
+ * mask with pdep/pext) into cvalues and cindex, with no branch on the data
+ * but one per 32 entries, which skips those with none reaching. Returns
+ * their number, or -1 as soon as more than cap reach it (cvalues and cindex
+ * hold cap + SA_TOPK_REACH_SLACK). */
 #define SA_V3 __attribute__((target("arch=x86-64-v3")))
 
 static inline SA_V3 __m256i sa_avx2_pack_order(unsigned lanes)
@@ -210,96 +237,119 @@ static inline SA_V3 __m256i sa_avx2_pack_order(unsigned lanes)
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)order));
 }
 
-/* The rank keys of the float32 row[i..i+8) (those at n or beyond: 0), and
- * in *lanes which of them reach bound. */
-static inline SA_V3 __m256i sa_avx2_reach_f32(const float *row, ptrdiff_t i, ptrdiff_t n, __m256i smallest,
-                                               __m256i vbound, unsigned *lanes)
+static inline SA_V3 unsigned sa_avx2_reach_ps(__m256 v, __m256 bar, int largest)
 {
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i < 8 ? n - i : 8)), iota);
-    const __m256 v = _mm256_add_ps(_mm256_maskload_ps(row + i, inside), _mm256_setzero_ps());
-    const __m256i bits = _mm256_castps_si256(v);
-    __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31),
-                                                         _mm256_set1_epi32((int)0x80000000u)));
-    key = _mm256_or_si256(key, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-    key = _mm256_and_si256(_mm256_xor_si256(key, smallest), inside);
-    const __m256i reach = _mm256_and_si256(_mm256_cmpeq_epi32(_mm256_max_epu32(key, vbound), key), inside);
-    *lanes = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(reach));
-    return key;
+    const __m256 reach = largest ? _mm256_cmp_ps(v, bar, _CMP_GE_OQ) : _mm256_cmp_ps(v, bar, _CMP_LE_OQ);
+    return (unsigned)_mm256_movemask_ps(reach);
 }
 
-static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, uint32_t bound,
-                                                 uint32_t *ckeys, uint32_t *cindex, ptrdiff_t cap)
+static inline SA_V3 unsigned sa_avx2_reach_pd(__m256d v, __m256d bar, int largest)
 {
-    const __m256i vbound = _mm256_set1_epi32((int)bound);
-    const __m256i smallest = _mm256_set1_epi32(largest ? 0 : -1);
+    const __m256d reach = largest ? _mm256_cmp_pd(v, bar, _CMP_GE_OQ) : _mm256_cmp_pd(v, bar, _CMP_LE_OQ);
+    return (unsigned)_mm256_movemask_pd(reach);
+}
+
+/* Appends the lanes of v (eight 32-bit values) and of index that lanes
+ * names, in order, at out_v + m and out_i + m; returns the new count. */
+static inline SA_V3 ptrdiff_t sa_avx2_pack8(__m256i v, __m256i index, unsigned lanes, uint32_t *out_v,
+                                            uint32_t *out_i, ptrdiff_t m)
+{
+    const __m256i order = sa_avx2_pack_order(lanes);
+    _mm256_storeu_si256((__m256i *)(out_v + m), _mm256_permutevar8x32_epi32(v, order));
+    _mm256_storeu_si256((__m256i *)(out_i + m), _mm256_permutevar8x32_epi32(index, order));
+    return m + __builtin_popcount(lanes);
+}
+
+/* The same for four 64-bit values: each is a pair of the 32-bit lanes the
+ * permutation moves. */
+static inline SA_V3 ptrdiff_t sa_avx2_pack4(__m256i v, __m256i index, unsigned lanes, uint64_t *out_v,
+                                            uint64_t *out_i, ptrdiff_t m)
+{
+    const __m256i order = sa_avx2_pack_order(_pdep_u32(lanes, 0x55) * 3);
+    _mm256_storeu_si256((__m256i *)(out_v + m), _mm256_permutevar8x32_epi32(v, order));
+    _mm256_storeu_si256((__m256i *)(out_i + m), _mm256_permutevar8x32_epi32(index, order));
+    return m + __builtin_popcount(lanes);
+}
+
+static inline SA_V3 ptrdiff_t sa_avx2_reaching_f32_body(const float *row, ptrdiff_t n, int largest, float bar,
+                                                        float *cvalues, uint32_t *cindex, ptrdiff_t cap)
+{
+    const __m256 vbar = _mm256_set1_ps(bar);
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    ptrdiff_t m = 0;
-    for (ptrdiff_t b = 0; b < n; b += 32) {
-        /* four vectors at a time, packed only if one of their keys reaches */
-        __m256i key[4];
+    uint32_t *out = (uint32_t *)cvalues;
+    ptrdiff_t m = 0, b = 0;
+    for (; b + 32 <= n; b += 32) {
+        __m256 v[4];
         unsigned lanes[4];
-        for (int q = 0; q < 4; q++)
-            key[q] = sa_avx2_reach_f32(row, b + 8 * q, n, smallest, vbound, &lanes[q]);
+        for (int q = 0; q < 4; q++) {
+            v[q] = _mm256_loadu_ps(row + b + 8 * q);
+            lanes[q] = sa_avx2_reach_ps(v[q], vbar, largest);
+        }
         if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
             continue;
-        for (int q = 0; q < 4; q++) {
-            const __m256i order = sa_avx2_pack_order(lanes[q]);
-            const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int)(b + 8 * q)), iota);
-            _mm256_storeu_si256((__m256i *)(ckeys + m), _mm256_permutevar8x32_epi32(key[q], order));
-            _mm256_storeu_si256((__m256i *)(cindex + m), _mm256_permutevar8x32_epi32(index, order));
-            m += __builtin_popcount(lanes[q]);
-        }
+        for (int q = 0; q < 4; q++)
+            m = sa_avx2_pack8(_mm256_castps_si256(v[q]), _mm256_add_epi32(_mm256_set1_epi32((int)(b + 8 * q)), iota),
+                              lanes[q], out, cindex, m);
         if (m > cap)
             return -1;
     }
-    return m;
+    for (; b < n; b += 8) {
+        const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - b < 8 ? n - b : 8)), iota);
+        const __m256 v = _mm256_maskload_ps(row + b, inside);
+        const unsigned lanes = sa_avx2_reach_ps(v, vbar, largest)
+                               & (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(inside));
+        m = sa_avx2_pack8(_mm256_castps_si256(v), _mm256_add_epi32(_mm256_set1_epi32((int)b), iota), lanes, out,
+                          cindex, m);
+    }
+    return m > cap ? -1 : m;
 }
 
-static inline SA_V3 __m256i sa_avx2_reach_f64(const double *row, ptrdiff_t i, ptrdiff_t n, __m256i smallest,
-                                               __m256i signed_bound, unsigned *lanes)
+static inline SA_V3 ptrdiff_t sa_avx2_reaching_f64_body(const double *row, ptrdiff_t n, int largest, double bar,
+                                                        double *cvalues, uint64_t *cindex, ptrdiff_t cap)
 {
+    const __m256d vbar = _mm256_set1_pd(bar);
     const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
-    const __m256i sign = _mm256_set1_epi64x((long long)0x8000000000000000ull);
-    const __m256i inside = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - i < 4 ? n - i : 4), iota);
-    const __m256d v = _mm256_add_pd(_mm256_maskload_pd(row + i, inside), _mm256_setzero_pd());
-    const __m256i bits = _mm256_castpd_si256(v);
-    const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), bits);
-    __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(negative, sign));
-    key = _mm256_or_si256(key, _mm256_castpd_si256(_mm256_cmp_pd(v, v, _CMP_UNORD_Q)));
-    key = _mm256_xor_si256(key, smallest);
-    /* key >= bound, unsigned: not (bound > key), both with the sign bit flipped */
-    const __m256i below = _mm256_cmpgt_epi64(signed_bound, _mm256_xor_si256(key, sign));
-    *lanes = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_andnot_si256(below, inside)));
-    return key;
-}
-
-static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, uint64_t bound,
-                                                 uint64_t *ckeys, uint64_t *cindex, ptrdiff_t cap)
-{
-    const __m256i signed_bound = _mm256_set1_epi64x((long long)(bound ^ 0x8000000000000000ull));
-    const __m256i smallest = _mm256_set1_epi64x(largest ? 0 : -1);
-    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
-    ptrdiff_t m = 0;
-    for (ptrdiff_t b = 0; b < n; b += 16) {
-        __m256i key[4];
+    uint64_t *out = (uint64_t *)cvalues;
+    ptrdiff_t m = 0, b = 0;
+    for (; b + 16 <= n; b += 16) {
+        __m256d v[4];
         unsigned lanes[4];
-        for (int q = 0; q < 4; q++)
-            key[q] = sa_avx2_reach_f64(row, b + 4 * q, n, smallest, signed_bound, &lanes[q]);
+        for (int q = 0; q < 4; q++) {
+            v[q] = _mm256_loadu_pd(row + b + 4 * q);
+            lanes[q] = sa_avx2_reach_pd(v[q], vbar, largest);
+        }
         if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
             continue;
-        for (int q = 0; q < 4; q++) {
-            /* each 64-bit lane is a pair of the 32-bit lanes the permutation moves */
-            const __m256i order = sa_avx2_pack_order(_pdep_u32(lanes[q], 0x55) * 3);
-            const __m256i index = _mm256_add_epi64(_mm256_set1_epi64x(b + 4 * q), iota);
-            _mm256_storeu_si256((__m256i *)(ckeys + m), _mm256_permutevar8x32_epi32(key[q], order));
-            _mm256_storeu_si256((__m256i *)(cindex + m), _mm256_permutevar8x32_epi32(index, order));
-            m += __builtin_popcount(lanes[q]);
-        }
+        for (int q = 0; q < 4; q++)
+            m = sa_avx2_pack4(_mm256_castpd_si256(v[q]), _mm256_add_epi64(_mm256_set1_epi64x(b + 4 * q), iota),
+                              lanes[q], out, cindex, m);
         if (m > cap)
             return -1;
     }
-    return m;
+    for (; b < n; b += 4) {
+        const __m256i inside = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - b < 4 ? n - b : 4), iota);
+        const __m256d v = _mm256_maskload_pd(row + b, inside);
+        const unsigned lanes = sa_avx2_reach_pd(v, vbar, largest)
+                               & (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(inside));
+        m = sa_avx2_pack4(_mm256_castpd_si256(v), _mm256_add_epi64(_mm256_set1_epi64x(b), iota), lanes, out, cindex,
+                          m);
+    }
+    return m > cap ? -1 : m;
+}
+
+/* largest a literal in each copy */
+static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, float bar,
+                                                 float *cvalues, uint32_t *cindex, ptrdiff_t cap)
+{
+    return largest ? sa_avx2_reaching_f32_body(row, n, 1, bar, cvalues, cindex, cap)
+                   : sa_avx2_reaching_f32_body(row, n, 0, bar, cvalues, cindex, cap);
+}
+
+static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, double bar,
+                                                 double *cvalues, uint64_t *cindex, ptrdiff_t cap)
+{
+    return largest ? sa_avx2_reaching_f64_body(row, n, 1, bar, cvalues, cindex, cap)
+                   : sa_avx2_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
 }
 
 __attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n,
@@ -374,6 +424,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
 #define SA_KEY_T uint32_t
 #define SA_SKEY_T int32_t
 #define SA_RANK sa_rank_f32
+#define SA_UNRANK sa_unrank_f32
 #define SA_EXP_SMALL sa_exp_small_f32
 #include "_gating_impl.h"
 #undef SA_T
@@ -381,6 +432,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
 #undef SA_KEY_T
 #undef SA_SKEY_T
 #undef SA_RANK
+#undef SA_UNRANK
 #undef SA_EXP_SMALL
 
 #define SA_T double
@@ -388,6 +440,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
 #define SA_KEY_T uint64_t
 #define SA_SKEY_T int64_t
 #define SA_RANK sa_rank_f64
+#define SA_UNRANK sa_unrank_f64
 #define SA_EXP_SMALL sa_exp_small_f64
 #include "_gating_impl.h"
 #undef SA_T
@@ -395,6 +448,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
 #undef SA_KEY_T
 #undef SA_SKEY_T
 #undef SA_RANK
+#undef SA_UNRANK
 #undef SA_EXP_SMALL
 
 #endif /* SOFTARRAY_GATING_KERNELS_H */

@@ -352,14 +352,15 @@ def test_degenerate_rows(kind, dtype):
 
 
 # Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
-# (k <= 2, n <= 2048) and passes (k <= 4, n <= 256; k <= 8, n <= 128),
-# the lane bound (k = 3 to 64, from 64 entries to 8192 k bytes and 128 KiB,
-# 32 KiB for float64 with k > 16), placing by counting (up to 512 bytes a
-# row, k > 16), the small-k buffer (k <= 16, or 32 from 16384 entries), the
-# radix selection and its counting (<= 64 kept) or LSD radix sort.
-BOUNDARY_LENGTHS = [5, 63, 64, 65, 100, 128, 129, 256, 257, 2048, 2049, 3072, 3073, 4096, 4097,
-                    6144, 6145, 16383, 16384, 16385, 32768, 32769]
-BOUNDARY_KS = [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 300]
+# (k <= 2, n <= 512) and passes (k <= 4, n <= 256; k <= 8, n <= 128), the
+# lane bound (k up to 64 from 64 entries: float64 from k = 3, or any k from
+# 512 entries; float32 up to 4096 k entries below k = 12, with 64 lanes
+# from 2049 entries), placing by counting (up to 512 bytes a row, k > 16),
+# the small-k buffer (k <= 16, or 32 from 16384 entries), the radix
+# selection and its counting (<= 64 kept) or LSD radix sort.
+BOUNDARY_LENGTHS = [5, 63, 64, 65, 100, 128, 129, 256, 257, 511, 512, 513, 2048, 2049, 4096, 4097,
+                    8192, 8193, 16383, 16384, 16385, 32768, 32769]
+BOUNDARY_KS = [1, 2, 3, 4, 5, 8, 9, 11, 12, 16, 17, 32, 33, 64, 65, 300]
 
 
 @pytest.mark.parametrize("n", BOUNDARY_LENGTHS)
@@ -420,6 +421,23 @@ def test_lane_bound_at_its_candidate_limit(dtype, n, reaching):
             for largest in (True, False):
                 got = sa.topk(x, k, largest=largest)
                 check_topk(*got, x, k, -1, largest, True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", [100, 1000])
+def test_lane_bound_below_the_finite_numbers(dtype, n):
+    """Rows of -inf with a few numbers (and their negation for the smallest),
+    with and without a NaN: the k-th lane maximum is the infinity, the lane
+    bound falls below the finite numbers, and every entry reaches it."""
+    x = np.full((4, n), -np.inf)
+    x[:, ::37] = np.arange(len(x[0, ::37]))
+    x[1, 5] = np.nan
+    x[2:] = -x[:2]
+    x = x.astype(dtype)
+    for k in (3, 16, 33, 64):
+        for largest in (True, False):
+            got = sa.topk(x, k, largest=largest)
+            check_topk(*got, x, k, -1, largest, True)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
