@@ -298,10 +298,10 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_filter_row)(const SA_T *row, ptrdiff_t n, ptrd
 }
 
 /* The lane maxima of row[0..n) as rank keys: entry i is dealt to lane
- * i mod G (G <= SA_TOPK_COUNT_N) and each lane keeps its largest key (lanes
- * with no entry: 0, below every key). One vector loop on the numbers
- * (a maximum, or a minimum for the smallest-k, per entry); returns 0 with
- * lane unset if the row holds a NaN, whose order numbers do not follow. */
+ * i mod G (G <= SA_TOPK_COUNT_N) and each lane keeps its largest key. One
+ * vector loop on the numbers (a maximum, or a minimum for the smallest-k,
+ * per entry); returns 0 with lane unset if the row holds a NaN, whose order
+ * numbers do not follow. */
 SA_INLINE int SA_FN(sa_topk_lane_numbers)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G,
                                           SA_KEY_T *lane)
 {
@@ -333,23 +333,71 @@ SA_INLINE int SA_FN(sa_topk_lane_numbers)(const SA_T *row, ptrdiff_t n, int larg
     return 1;
 }
 
-/* sa_topk_lane_numbers on the rank keys, for rows holding a NaN. */
-SA_INLINE void SA_FN(sa_topk_lane_keys)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G, SA_KEY_T *lane)
+/* k = 1 on a row with no NaN, in one pass: entry i is dealt to lane i mod G
+ * (G <= 256 bytes of lanes, see sa_topk_first_lanes), each lane
+ * keeps its largest (or smallest) number and the index where it first
+ * came, and the first of the lanes' winners, lower index first among equal
+ * numbers (-0.0 and +0.0 are equal, as their keys are), is the result.
+ * Returns 0, having written nothing, if the row holds a NaN, for the
+ * caller's other paths. n < 2^32 for float32 (the lane index's width). */
+SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G,
+                                       sa_ranked *best)
 {
-    for (ptrdiff_t l = 0; l < G; l++)
-        lane[l] = 0;                /* no key is below 0 */
+    SA_T top[256 / sizeof(SA_T)];
+    SA_KEY_T at[256 / sizeof(SA_T)];
+    for (ptrdiff_t l = 0; l < G; l++) {
+        top[l] = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
+        at[l] = (SA_KEY_T)l;    /* a lane whose entries all equal the start keeps its first */
+    }
+    int nan = 0;
     ptrdiff_t i = 0;
     for (; i + G <= n; i += G) {
-#pragma omp simd
+#pragma omp simd reduction(| : nan)
         for (ptrdiff_t l = 0; l < G; l++) {
-            const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i + l], largest);
-            lane[l] = key > lane[l] ? key : lane[l];
+            const SA_T v = row[i + l];
+            nan |= v != v;
+            /* as masks, with both arrays stored whole: the vectorizer
+             * would otherwise store through masks, microcoded on AMD */
+            const SA_KEY_T better = -(SA_KEY_T)(largest ? v > top[l] : v < top[l]);
+            top[l] = largest ? (v > top[l] ? v : top[l]) : (v < top[l] ? v : top[l]);
+            at[l] ^= (at[l] ^ (SA_KEY_T)(i + l)) & better;
         }
     }
     for (ptrdiff_t l = 0; i + l < n; l++) {
-        const SA_KEY_T key = (SA_KEY_T)SA_RANK(row[i + l], largest);
-        lane[l] = key > lane[l] ? key : lane[l];
+        const SA_T v = row[i + l];
+        nan |= v != v;
+        const int better = largest ? v > top[l] : v < top[l];
+        top[l] = better ? v : top[l];
+        at[l] = better ? (SA_KEY_T)(i + l) : at[l];
     }
+    if (nan)
+        return 0;
+    /* lanes past a short row's end hold the start and indices above every
+     * entry's, so an entry's lane wins any tie with them */
+    ptrdiff_t win = 0;
+    for (ptrdiff_t l = 1; l < G; l++) {
+        const int better = largest ? top[l] > top[win] : top[l] < top[win];
+        win = better || (top[l] == top[win] && at[l] < at[win]) ? l : win;
+    }
+    best[0].key = (SA_KEY_T)SA_RANK(top[win], largest);
+    best[0].index = (int64_t)at[win];
+    return 1;
+}
+
+/* sa_topk_first_row with G and largest literals: 16 lanes up to
+ * SA_TOPK_FIRST_FEW_LANES_N entries (the lanes' final comparison costs
+ * more than the pass there), 32 up to SA_TOPK_BOUND_FEW_LANES_N, then
+ * eight AVX2 vectors of lanes. */
+SA_INLINE int SA_FN(sa_topk_first_lanes)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
+{
+    if (n <= SA_TOPK_FIRST_FEW_LANES_N)
+        return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 16, best)
+                       : SA_FN(sa_topk_first_row)(row, n, 0, 16, best);
+    if (sizeof(SA_T) == 8 || n <= SA_TOPK_BOUND_FEW_LANES_N)
+        return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 32, best)
+                       : SA_FN(sa_topk_first_row)(row, n, 0, 32, best);
+    return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 64, best)
+                   : SA_FN(sa_topk_first_row)(row, n, 0, 64, best);
 }
 
 /* A lower bound of the row's k-th key from its G lane maxima (n >= k): if k
@@ -383,38 +431,10 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_KEY_T *lane, ptrdiff_t G, 
     return bound;
 }
 
-/* The entries of row[0..n) whose rank key reaches bound, in index order,
- * into ckeys and cindex: blocks, then groups of 8, with no key reaching it
- * are skipped. Returns their number, or -1 as soon as more than cap do
- * (ckeys and cindex hold cap + SA_TOPK_REACH_SLACK). For rows holding a NaN. */
-SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int largest, SA_KEY_T bound,
-                                            SA_KEY_T *ckeys, SA_KEY_T *cindex, ptrdiff_t cap)
-{
-    SA_KEY_T keys[SA_TOPK_BLOCK];
-    ptrdiff_t m = 0;
-    for (ptrdiff_t b = 0; b < n; b += SA_TOPK_BLOCK) {
-        const ptrdiff_t len = n - b < SA_TOPK_BLOCK ? n - b : SA_TOPK_BLOCK;
-        if (SA_FN(sa_topk_block_keys)(row + b, len, largest, keys) < bound)
-            continue;
-        for (ptrdiff_t g = 0; g < len; g += 8) {
-            const ptrdiff_t w = len - g < 8 ? len - g : 8;
-            if (!SA_FN(sa_topk_group_reaches)(keys + g, bound))
-                continue;
-            for (ptrdiff_t j = 0; j < w; j++) {
-                ckeys[m] = keys[g + j];
-                cindex[m] = (SA_KEY_T)(b + g + j);
-                m += keys[g + j] >= bound;
-            }
-            if (m > cap)
-                return -1;
-        }
-    }
-    return m;
-}
-
 /* The entries of a row with no NaN that are at least bar (largest) or at
  * most bar (smallest), in index order, into cvalues and cindex, groups of 8
- * with none skipped; returns their number or -1 as sa_topk_reaching.
+ * with none skipped. Returns their number, or -1 as soon as more than cap
+ * do (cvalues and cindex hold cap + SA_TOPK_REACH_SLACK).
  * sa_avx2_topk_reaching_* on x86-64-v3. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
                                                     SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
@@ -442,39 +462,34 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n
  * result has a key at least the lane bound (sa_topk_lane_bound), so one
  * pass collects the entries that reach it, in index order, and their places
  * among themselves (counting) give the result, sorted, into best[0..k)
- * (best holds k + 1). With no NaN in the row both passes compare numbers,
- * the bound turned back into one (a maximum or minimum per entry, then one
- * compare per entry); a NaN found by the first sends both to the keys. On
- * unordered rows k to 1.5 k entries reach the bound; when more than
- * SA_TOPK_COUNT_N do (many equal keys, or keys periodic in G), returns 0
- * having written nothing, and the caller takes another path. */
+ * (best holds k + 1). Both passes compare numbers: a maximum or minimum per
+ * entry, then one compare per entry against the bound turned back into a
+ * number. On unordered rows k to 1.5 k entries reach it. Returns 0, having
+ * written nothing, for the caller's other paths, when the row holds a NaN
+ * (whose order numbers do not follow) or more than SA_TOPK_COUNT_N entries
+ * reach the bound (many equal keys, or keys periodic in G). */
 SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                        ptrdiff_t G, sa_ranked *best)
 {
-    SA_KEY_T lane[SA_TOPK_COUNT_N];
+    SA_KEY_T lane[SA_TOPK_COUNT_N], place[SA_TOPK_COUNT_N];
     SA_KEY_T cand_keys[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK], cand_index[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK];
     SA_T cand_values[SA_TOPK_COUNT_N + SA_TOPK_REACH_SLACK];
-    SA_KEY_T place[SA_TOPK_COUNT_N];
+    if (!SA_FN(sa_topk_lane_numbers)(row, n, largest, G, lane))
+        return 0;
+    SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(lane, G, k), largest);
+    if (bar != bar)     /* a bound with low bits cleared below the infinity's key: every entry reaches it */
+        bar = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
     ptrdiff_t m;
-    if (SA_FN(sa_topk_lane_numbers)(row, n, largest, G, lane)) {
-        SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(lane, G, k), largest);
-        if (bar != bar)     /* a bound with low bits cleared below the infinity's key: every entry reaches it */
-            bar = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
 #if SA_X86_DISPATCH
-        if (sa_simd_v3)
-            m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
-        else
+    if (sa_simd_v3)
+        m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
+    else
 #endif
-            m = SA_FN(sa_topk_reaching_numbers)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
-        for (ptrdiff_t i = 0; i < m; i++)
-            cand_keys[i] = (SA_KEY_T)SA_RANK(cand_values[i], largest);
-    } else {
-        SA_FN(sa_topk_lane_keys)(row, n, largest, G, lane);
-        const SA_KEY_T bound = SA_FN(sa_topk_lane_bound)(lane, G, k);
-        m = SA_FN(sa_topk_reaching)(row, n, largest, bound, cand_keys, cand_index, SA_TOPK_COUNT_N);
-    }
+        m = SA_FN(sa_topk_reaching_numbers)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
     if (m < 0)
         return 0;
+    for (ptrdiff_t i = 0; i < m; i++)
+        cand_keys[i] = (SA_KEY_T)SA_RANK(cand_values[i], largest);
     SA_FN(sa_topk_places)(cand_keys, m, place);
     for (ptrdiff_t i = 0; i < m; i++) {
         /* no branch: entries placed at k or later go to the spare best[k] */
@@ -532,7 +547,10 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
     const int passes = sizeof(SA_T) == 4
                        && ((k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N)
                            || (k <= 2 * SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N / 2));
-    if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
+    if (k == 1 && (sizeof(SA_T) == 8 || (n > SA_TOPK_PASSES_N && n <= (ptrdiff_t)UINT32_MAX))
+        && SA_FN(sa_topk_first_lanes)(row, n, largest, best)) {
+        /* done: the first of the largest (or smallest) */
+    } else if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;
         if (k == 1)
             largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, best)

@@ -87,6 +87,11 @@
  * lanes path (k <= 2) is the fastest up to 512 entries (n = 512, k = 1: 176
  * against 230 / 252), the lanes' k = 1 at 1000 already 342. */
 #define SA_TOPK_BOUND_K 64
+/* k = 1 (sa_topk_first_row, before the float32 lanes from 257 entries):
+ * per row, 16 / 32 / 64 lanes, ns: float64 n = 64 54 / 78, 1000 310 / 317,
+ * 4096 1197 / 1066; float32 n = 512 142 / 113, 1000 254 / 170 / 202, 4096
+ * 972 / 507 / 412 (the insertion: 92 and 537 float64; 330 and 680 float32). */
+#define SA_TOPK_FIRST_FEW_LANES_N 512
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
 #define SA_TOPK_BOUND_F32_ANY_N_K 12
@@ -104,7 +109,7 @@
  * a block whose largest key cannot enter is skipped: 128 measured best
  * against 64 and 256 at 1000 to 128000 entries and k of 5 to 1000. */
 #define SA_TOPK_BLOCK 128
-/* Entries sa_topk_reaching and its vector forms may write past their cap. */
+/* Entries sa_topk_reaching_numbers and its vector forms may write past their cap. */
 #define SA_TOPK_REACH_SLACK 32
 
 typedef struct {

@@ -424,11 +424,34 @@ def test_lane_bound_at_its_candidate_limit(dtype, n, reaching):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", [65, 257, 513, 1000, 2049, 5000])
+def test_top_1_takes_the_first_of_equal_winners(dtype, n):
+    """k = 1 (one pass over lanes, each keeping its best and where it came
+    first): the winner appears again later, in other lanes and in the same
+    lane, and as -0.0 against +0.0; the first index wins, as torch.topk's
+    order has it, largest and smallest."""
+    rng = np.random.default_rng(n)
+    x = rng.uniform(-1, 1, (4, n))
+    first, later = sorted(rng.choice(n, 2, replace=False))
+    x[0, [first, later, n - 1]] = 3.0                     # the same number three times
+    x[1, first], x[1, -1] = -0.0, 0.0                     # signed zeros tie ...
+    x[1, x[1] > 0] = -x[1, x[1] > 0]                      # ... as the largest of a row of negatives
+    x[2, :] = -np.inf                                     # every entry ties at the start value
+    x[3, first::64] = 2.0                                 # ties in one lane of 64 (and of 16, 32)
+    x = x.astype(dtype)
+    for largest in (True, False):
+        y = x if largest else -x
+        got = sa.topk(y, 1, largest=largest)
+        check_topk(*got, y, 1, -1, largest, True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("n", [100, 1000])
 def test_lane_bound_below_the_finite_numbers(dtype, n):
-    """Rows of -inf with a few numbers (and their negation for the smallest),
-    with and without a NaN: the k-th lane maximum is the infinity, the lane
-    bound falls below the finite numbers, and every entry reaches it."""
+    """Rows of -inf with a few numbers (and their negation for the smallest):
+    the k-th lane maximum is the infinity, the lane bound falls below the
+    finite numbers, and every entry reaches it; with a NaN the row goes to
+    the other paths."""
     x = np.full((4, n), -np.inf)
     x[:, ::37] = np.arange(len(x[0, ::37]))
     x[1, 5] = np.nan
