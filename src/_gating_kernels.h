@@ -37,9 +37,10 @@
 #include <string.h>
 #include "_simd.h"
 
-/* Up to this k the one-pass insertion (sa_topk_small_row) is used, and up
- * to twice this k on rows of at least SA_TOPK_SMALL_LONG_N entries; above,
- * the radix selection. Measured: at k = 17 to 32 the selection is 1.3-1.7x
+/* Outside the lane bound (sa_topk_bound_suits), up to this k the one-pass
+ * insertion (sa_topk_small_row) is used, and up to twice this k on rows of
+ * at least SA_TOPK_SMALL_LONG_N entries; above, the radix selection. Measured
+ * before the lane bound existed: at k = 17 to 32 the selection is 1.3-1.7x
  * faster on rows of 300 to 4096 entries, the insertion 1.1-1.2x faster on
  * rows of 32000 and 128000 (whose blocks it mostly skips). */
 #define SA_TOPK_SMALL_K 16
@@ -100,11 +101,9 @@
 /* The lane bound (sa_topk_lane_bound) is exact up to SA_TOPK_BOUND_COUNT_G
  * lanes; with more, its top bits are found: 16 leave float32's bound 7 bits of
  * mantissa below the k-th lane maximum, 20 float64's 8. */
-#ifndef SA_TOPK_BOUND_COUNT_G
 #define SA_TOPK_BOUND_COUNT_G 32
 #define SA_TOPK_BOUND_BITS_F32 16
 #define SA_TOPK_BOUND_BITS_F64 20
-#endif
 /* Rank keys of this many entries are computed at a time (on the stack), and
  * a block whose largest key cannot enter is skipped: 128 measured best
  * against 64 and 256 at 1000 to 128000 entries and k of 5 to 1000. */
