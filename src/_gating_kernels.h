@@ -368,6 +368,8 @@ SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k
                                       sa_ranked *best)
 {
     uint64_t packed[SA_TOPK_PASSES_N], top[2 * SA_TOPK_PASSES_K];
+    if (n <= 0)     /* nothing to rank; past it, GCC sees packed written before it is read */
+        return;
     sa_topk_pack_f32(row, n, largest, packed);
 #if SA_X86_DISPATCH
     if (sa_simd_v4)
