@@ -326,7 +326,7 @@ SA_INLINE int SA_FN(sa_topk_lane_numbers)(const SA_T *row, ptrdiff_t n, int larg
             best[l] = SA_FN(sa_topk_better_number)(v, best[l], largest);
         }
     }
-    for (ptrdiff_t l = 0; i + l < n; l++) {
+    for (ptrdiff_t l = 0; l < G && i + l < n; l++) {     /* l < G: for GCC's -Wmaybe-uninitialized */
         const SA_T v = row[i + l];
         nan |= v != v;
         best[l] = SA_FN(sa_topk_better_number)(v, best[l], largest);
@@ -340,73 +340,60 @@ SA_INLINE int SA_FN(sa_topk_lane_numbers)(const SA_T *row, ptrdiff_t n, int larg
     return 1;
 }
 
-/* k = 1 on a row with no NaN, in one pass: entry i is dealt to lane i mod G
- * (G <= 256 bytes of lanes, see sa_topk_first_lanes), each lane
- * keeps its largest (or smallest) number and the index where it first
- * came, and the first of the lanes' winners, lower index first among equal
- * numbers (-0.0 and +0.0 are equal, as their keys are), is the result.
- * Returns 0, having written nothing, if the row holds a NaN, for the
- * caller's other paths. n < 2^32 for float32 (the lane index's width). */
-SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest, ptrdiff_t G,
-                                       sa_ranked *best)
+/* The first index of row[0..n) whose entry equals top, which one does
+ * (-0.0 equals +0.0, as their keys tie): a block with none costs a vector
+ * compare and OR per vector. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_first_equal)(const SA_T *row, ptrdiff_t n, SA_T top)
 {
-    SA_T top[256 / sizeof(SA_T)];
-    SA_KEY_T at[256 / sizeof(SA_T)];
-    for (ptrdiff_t l = 0; l < G; l++) {
-        top[l] = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
-        at[l] = (SA_KEY_T)l;    /* a lane whose entries all equal the start keeps its first */
-    }
-    int nan = 0;
+    enum { block = 128 / sizeof(SA_T) };
     ptrdiff_t i = 0;
-    for (; i + G <= n; i += G) {
-#pragma omp simd reduction(| : nan)
-        for (ptrdiff_t l = 0; l < G; l++) {
-            const SA_T v = row[i + l];
-            nan |= v != v;
-            /* as masks, with both arrays stored whole: the vectorizer
-             * would otherwise store through masks, microcoded on AMD */
-            const SA_KEY_T better = -(SA_KEY_T)(largest ? v > top[l] : v < top[l]);
-            top[l] = largest ? (v > top[l] ? v : top[l]) : (v < top[l] ? v : top[l]);
-            at[l] ^= (at[l] ^ (SA_KEY_T)(i + l)) & better;
-        }
+    for (; i + block <= n; i += block) {
+        SA_KEY_T hit = 0;   /* as wide as the number: no narrowing per compare */
+#pragma omp simd reduction(| : hit)
+        for (ptrdiff_t l = 0; l < block; l++)
+            hit |= -(SA_KEY_T)(row[i + l] == top);
+        if (hit)
+            break;
     }
-    /* the tail in the plain form: written with masks too, GCC 12 made the
-     * loop above 1.4x slower on float32 rows of 4096 and 32000 entries */
-    for (ptrdiff_t l = 0; i + l < n; l++) {
-        const SA_T v = row[i + l];
-        nan |= v != v;
-        const int better = largest ? v > top[l] : v < top[l];
-        top[l] = better ? v : top[l];
-        at[l] = better ? (SA_KEY_T)(i + l) : at[l];
+    while (row[i] != top)
+        i++;
+    return i;
+}
+
+/* k = 1 on a row with no NaN, in two passes: the largest number (the
+ * smallest as the largest negated), four quarters of the row at a time so
+ * that four vector maxima are in flight, then the first entry equal to it,
+ * which is the first of the largest (or smallest). Returns 0, having
+ * written nothing, if the row holds a NaN, for the caller's other paths. */
+SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
+{
+    const SA_T sign = largest ? (SA_T)1 : (SA_T)-1;
+    const ptrdiff_t q = n / 4;
+    const SA_T *r1 = row + q, *r2 = row + 2 * q, *r3 = row + 3 * q;
+    SA_T t0 = -(SA_T)INFINITY, t1 = t0, t2 = t0, t3 = t0;
+    SA_KEY_T nan = 0;   /* as wide as the number: no narrowing per compare */
+#pragma omp simd reduction(max : t0, t1, t2, t3) reduction(| : nan)
+    for (ptrdiff_t i = 0; i < q; i++) {
+        const SA_T a = sign * row[i], b = sign * r1[i], c = sign * r2[i], d = sign * r3[i];
+        nan |= -(SA_KEY_T)(a != a) | -(SA_KEY_T)(b != b) | -(SA_KEY_T)(c != c) | -(SA_KEY_T)(d != d);
+        t0 = a > t0 ? a : t0;
+        t1 = b > t1 ? b : t1;
+        t2 = c > t2 ? c : t2;
+        t3 = d > t3 ? d : t3;
+    }
+    for (ptrdiff_t i = 4 * q; i < n; i++) {
+        const SA_T a = sign * row[i];
+        nan |= -(SA_KEY_T)(a != a);
+        t0 = a > t0 ? a : t0;
     }
     if (nan)
         return 0;
-    /* lanes past a short row's end hold the start and indices above every
-     * entry's, so an entry's lane wins any tie with them */
-    ptrdiff_t win = 0;
-    for (ptrdiff_t l = 1; l < G; l++) {
-        const int better = largest ? top[l] > top[win] : top[l] < top[win];
-        win = better || (top[l] == top[win] && at[l] < at[win]) ? l : win;
-    }
-    best[0].key = (SA_KEY_T)SA_RANK(top[win], largest);
-    best[0].index = (int64_t)at[win];
+    t0 = t1 > t0 ? t1 : t0;
+    t2 = t3 > t2 ? t3 : t2;
+    const SA_T top = sign * (t2 > t0 ? t2 : t0);
+    best[0].key = (SA_KEY_T)SA_RANK(top, largest);
+    best[0].index = (int64_t)SA_FN(sa_topk_first_equal)(row, n, top);
     return 1;
-}
-
-/* sa_topk_first_row with G and largest literals: 16 lanes up to
- * SA_TOPK_FIRST_FEW_LANES_N entries (the lanes' final comparison costs
- * more than the pass there), 32 up to SA_TOPK_BOUND_FEW_LANES_N, then
- * eight AVX2 vectors of lanes. */
-SA_INLINE int SA_FN(sa_topk_first_lanes)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
-{
-    if (n <= SA_TOPK_FIRST_FEW_LANES_N)
-        return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 16, best)
-                       : SA_FN(sa_topk_first_row)(row, n, 0, 16, best);
-    if (sizeof(SA_T) == 8 || n <= SA_TOPK_BOUND_FEW_LANES_N)
-        return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 32, best)
-                       : SA_FN(sa_topk_first_row)(row, n, 0, 32, best);
-    return largest ? SA_FN(sa_topk_first_row)(row, n, 1, 64, best)
-                   : SA_FN(sa_topk_first_row)(row, n, 0, 64, best);
 }
 
 /* A lower bound of the row's k-th key from its G lane maxima (n >= k): if k
@@ -556,8 +543,8 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
     const int passes = sizeof(SA_T) == 4
                        && ((k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N)
                            || (k <= 2 * SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N / 2));
-    if (k == 1 && (sizeof(SA_T) == 8 || (n > SA_TOPK_PASSES_N && n <= (ptrdiff_t)UINT32_MAX))
-        && SA_FN(sa_topk_first_lanes)(row, n, largest, best)) {
+    if (k == 1 && (sizeof(SA_T) == 8 || n >= SA_TOPK_FIRST_MIN_N_F32)
+        && (largest ? SA_FN(sa_topk_first_row)(row, n, 1, best) : SA_FN(sa_topk_first_row)(row, n, 0, best))) {
         /* done: the first of the largest (or smallest) */
     } else if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;

@@ -8,6 +8,8 @@
  * lower index first because entries arrive in index order and a later entry
  * only displaces a kept one when its key is strictly larger.
  *
+ * k = 1 (float64, and float32 from SA_TOPK_FIRST_MIN_N_F32 entries): the
+ * row's best number in one pass, then the first entry equal to it.
  * k <= 2 in float32 (the mixture-of-experts router's case) on rows of up
  * to SA_TOPK_LANES_N: one pass with 8 lanes each keeping its best k 64-bit
  * (rank key, index) packs; k <= 4 on rows of up to SA_TOPK_PASSES_N (k <= 8
@@ -88,11 +90,12 @@
  * lanes path (k <= 2) is the fastest up to 512 entries (n = 512, k = 1: 176
  * against 230 / 252), the lanes' k = 1 at 1000 already 342. */
 #define SA_TOPK_BOUND_K 64
-/* k = 1 (sa_topk_first_row, before the float32 lanes from 257 entries):
- * per row, 16 / 32 / 64 lanes, ns: float64 n = 64 54 / 78, 1000 310 / 317,
- * 4096 1197 / 1066; float32 n = 512 142 / 113, 1000 254 / 170 / 202, 4096
- * 972 / 507 / 412 (the insertion: 92 and 537 float64; 330 and 680 float32). */
-#define SA_TOPK_FIRST_FEW_LANES_N 512
+/* k = 1 (sa_topk_first_row: a maximum pass, then a find pass) from this
+ * many float32 entries, and on every float64 row. Per row on Zen 1, rows
+ * in L2, ns, against the paths before it: float32 n = 16 56 / 41 (passes),
+ * 32 49 / 59, 256 99 / 301, 1000 230 / 429, 32000 4157 / 10094; float64
+ * n = 16 40 / 76, 1000 363 / 1074 (one pass over lanes keeping an index). */
+#define SA_TOPK_FIRST_MIN_N_F32 32
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
 #define SA_TOPK_BOUND_F32_ANY_N_K 12
