@@ -540,9 +540,6 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
                                   int sorted, sa_ranked *scratch)
 {
     sa_ranked *best = scratch;
-    const int passes = sizeof(SA_T) == 4
-                       && ((k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N)
-                           || (k <= 2 * SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N / 2));
     if (k == 1 && (sizeof(SA_T) == 8 || n >= SA_TOPK_FIRST_MIN_N_F32)
         && (largest ? SA_FN(sa_topk_first_row)(row, n, 1, best) : SA_FN(sa_topk_first_row)(row, n, 0, best))) {
         /* done: the first of the largest (or smallest) */
@@ -554,7 +551,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         else
             largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)
                     : sa_topk_lanes_row_f32(r32, n, 2, 0, best);
-    } else if (passes) {
+    } else if (sizeof(SA_T) == 4 && sa_topk_passes_suit(n, k)) {
         if (largest)
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
         else

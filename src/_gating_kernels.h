@@ -13,7 +13,7 @@
  * k <= 2 in float32 (the mixture-of-experts router's case) on rows of up
  * to SA_TOPK_LANES_N: one pass with 8 lanes each keeping its best k 64-bit
  * (rank key, index) packs; k <= 4 on rows of up to SA_TOPK_PASSES_N (k <= 8
- * up to half as long): k
+ * up to half as long) with AVX-512, up to SA_TOPK_PASSES_AVX2_N without: k
  * vectorized passes, each a maximum over the packs. k up to 64 on most rows
  * (sa_topk_bound_suits): the lane bound, a lower bound of the k-th key from
  * the maxima of lanes the row is dealt to, then one pass collecting the few
@@ -60,6 +60,13 @@
 #define SA_TOPK_PASSES_K 4
 #define SA_TOPK_PASSES_N 256
 #define SA_TOPK_LANES_N 512
+/* Without AVX-512 each pass builds the packs' unsigned compare and maximum
+ * from four instructions each, and the passes only hold their own on rows
+ * of up to this many entries with k <= SA_TOPK_PASSES_K. Per fresh row on
+ * Zen 1, rows in L2, ns, passes against the next path: n = 64, k = 3 335 /
+ * 446, k = 4 433 / 442; n = 128, k = 4 1332 / 821; n = 256, k = 4 2327 /
+ * 877; k = 8 at n = 16, 64, 128: 1570 / 299, 956 / 495, 1451 / 559. */
+#define SA_TOPK_PASSES_AVX2_N 64
 /* Large k on rows at least this many times k long: the threshold filter
  * (sa_topk_filter_row) before the radix selection (8 measured 10-17%
  * faster than 16 at 1000 entries, k = 64, and 4096, k = 300; 4 no better). */
@@ -385,6 +392,17 @@ __attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(co
         top[j] = sa_avx512_topk_next_below(packed, n, j ? top[j - 1] : 0, j == 0);
 }
 #endif
+
+/* Whether a float32 row of n entries takes the k passes. */
+SA_INLINE int sa_topk_passes_suit(ptrdiff_t n, ptrdiff_t k)
+{
+#if SA_X86_DISPATCH
+    if (sa_simd_v4)
+        return (k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N)
+               || (k <= 2 * SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_N / 2);
+#endif
+    return k <= SA_TOPK_PASSES_K && n <= SA_TOPK_PASSES_AVX2_N;
+}
 
 SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                       sa_ranked *best)
