@@ -372,7 +372,7 @@ SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest
     const SA_T *r1 = row + q, *r2 = row + 2 * q, *r3 = row + 3 * q;
     SA_T t0 = -(SA_T)INFINITY, t1 = t0, t2 = t0, t3 = t0;
     SA_KEY_T nan = 0;   /* as wide as the number: no narrowing per compare */
-#pragma omp simd reduction(max : t0, t1, t2, t3) reduction(| : nan)
+SA_SIMD_MINMAX(reduction(max : t0, t1, t2, t3) reduction(| : nan))
     for (ptrdiff_t i = 0; i < q; i++) {
         const SA_T a = sign * row[i], b = sign * r1[i], c = sign * r2[i], d = sign * r3[i];
         nan |= -(SA_KEY_T)(a != a) | -(SA_KEY_T)(b != b) | -(SA_KEY_T)(c != c) | -(SA_KEY_T)(d != d);

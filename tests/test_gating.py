@@ -424,12 +424,14 @@ def test_lane_bound_at_its_candidate_limit(dtype, n, reaching):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("n", [65, 257, 513, 1000, 2049, 5000])
+@pytest.mark.parametrize("n", [31, 32, 33, 65, 257, 513, 1000, 2049, 5000])
 def test_top_1_takes_the_first_of_equal_winners(dtype, n):
-    """k = 1 (one pass over lanes, each keeping its best and where it came
-    first): the winner appears again later, in other lanes and in the same
-    lane, and as -0.0 against +0.0; the first index wins, as torch.topk's
-    order has it, largest and smallest."""
+    """k = 1 (the row's largest number over four quarters, then the first
+    entry equal to it): the winner appears again later, in other quarters
+    and the same one, and as -0.0 against +0.0; the first index wins, as
+    torch.topk's order has it, largest and smallest. A row of one infinity
+    must find its maximum (a reduction that starts at the largest finite
+    number would not, and the find pass would run off the row)."""
     rng = np.random.default_rng(n)
     x = rng.uniform(-1, 1, (4, n))
     first, later = sorted(rng.choice(n, 2, replace=False))
@@ -437,7 +439,7 @@ def test_top_1_takes_the_first_of_equal_winners(dtype, n):
     x[1, first], x[1, -1] = -0.0, 0.0                     # signed zeros tie ...
     x[1, x[1] > 0] = -x[1, x[1] > 0]                      # ... as the largest of a row of negatives
     x[2, :] = -np.inf                                     # every entry ties at the start value
-    x[3, first::64] = 2.0                                 # ties in one lane of 64 (and of 16, 32)
+    x[3, first::64] = 2.0                                 # ties every 64 entries, in one quarter or several
     x = x.astype(dtype)
     for largest in (True, False):
         y = x if largest else -x
