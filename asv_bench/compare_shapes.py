@@ -25,7 +25,7 @@ log_softmax, logsumexp and per-sample cross_entropy over rows {1, 8, 64,
 1024, 65536} x row length {10, 1000, 4096, 32000, 128000, 1000000}, and topk
 over rows {1, 8, 64, 1024, 4096} x row length {64, 1000, 4096, 32000, 128000}
 x k {1, 2, 8, 50, 64, 1000} (k < row length), in each ``--dtypes`` (and
-``--smallest`` adds topk's smallest-k), skipping arrays of more than
+``--smallest`` adds topk's smallest-k; ``--ks 2 8`` keeps those k), skipping arrays of more than
 ``--max-elements`` entries (default 2**25: 128 MiB of float32, so that the
 grid runs in minutes beside torch's copy). The softmax-family rows add
 ``stream``: softarray's time over the time to move the call's bytes at the
@@ -113,7 +113,7 @@ TOPK_KS = (1, 2, 8, 50, 64, 1000)
 CACHE_BYTES = 32 * 2**20
 
 
-def grid_cases(rng, only, dtypes, smallest, max_elements, same_input):
+def grid_cases(rng, only, dtypes, smallest, max_elements, ks, same_input):
     """issue 22's grids as (table, name, softarray call, torch call, floor
     call or None, bytes moved by the call, inputs), as cases()."""
     out = []
@@ -144,7 +144,7 @@ def grid_cases(rng, only, dtypes, smallest, max_elements, same_input):
                         continue
                     inputs = input_pool(lambda: (rng.standard_normal((rows, n)).astype(dtype),),
                                         rows * n, same_input)
-                    for k in (k for k in TOPK_KS if k < n):
+                    for k in (k for k in ks if k < n):
                         for largest in (True, False) if smallest else (True,):
                             side = "" if largest else " smallest"
                             kth = -k if largest else k - 1
@@ -166,7 +166,7 @@ def copy_seconds_per_byte():
 
 def timings(library, threads, only, repeat, same_input, grid=None):
     """{(call, shape): ms} for one library at one thread count, this process;
-    with grid (dtypes, smallest, max_elements), issue 22's grids."""
+    with grid (dtypes, smallest, max_elements, top-k ks), issue 22's grids."""
     out = {}
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -197,10 +197,12 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--smallest", action="store_true", help="grid: topk's smallest-k too")
     parser.add_argument("--max-elements", type=int, default=2**25)
+    parser.add_argument("--ks", type=int, nargs="+", default=list(TOPK_KS),
+                        help="grid: topk's k values (default: all of the grid's)")
     parser.add_argument("--same-input", action="store_true",
                         help="time one input again and again instead of distinct inputs in rotation")
     args = parser.parse_args()
-    grid = ([getattr(np, d) for d in args.dtypes], args.smallest, args.max_elements) if args.grid else None
+    grid = ([getattr(np, d) for d in args.dtypes], args.smallest, args.max_elements, args.ks) if args.grid else None
     if args.library:
         print(json.dumps(timings(args.library, args.threads[0], args.only, args.repeat, args.same_input,
                                  grid)))
@@ -234,7 +236,8 @@ def library_times(args, threads, options):
 def print_grid(args):
     print("| call | shape | threads | softarray ms | torch ms | torch / softarray | stream | argpartition ms |")
     print("|---|---|---|---|---|---|---|---|")
-    grid_options = ["--grid", "--dtypes", *args.dtypes, "--max-elements", str(args.max_elements)]
+    grid_options = ["--grid", "--dtypes", *args.dtypes, "--max-elements", str(args.max_elements),
+                    "--ks", *map(str, args.ks)]
     for threads in args.threads:
         times = library_times(args, threads, grid_options + (["--smallest"] if args.smallest else []))
         per_byte = times["softarray"].pop("copy|seconds per byte")

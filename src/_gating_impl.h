@@ -360,22 +360,20 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_first_equal)(const SA_T *row, ptrdiff_t n, SA_
     return i;
 }
 
-/* k = 1 on a row with no NaN, in two passes: the largest number (the
- * smallest as the largest negated), four quarters of the row at a time so
- * that four vector maxima are in flight, then the first entry equal to it,
- * which is the first of the largest (or smallest). Returns 0, having
- * written nothing, if the row holds a NaN, for the caller's other paths. */
-SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
+/* The largest of sign * row[0..n), four quarters of the row at a time so
+ * that four vector maxima are in flight (the smallest as the largest
+ * negated: sign = -1); -inf on an empty row. *nan is set if an entry is a
+ * NaN, which the maximum ignores. */
+SA_INLINE SA_T SA_FN(sa_topk_signed_max)(const SA_T *row, ptrdiff_t n, SA_T sign, int *nan)
 {
-    const SA_T sign = largest ? (SA_T)1 : (SA_T)-1;
     const ptrdiff_t q = n / 4;
     const SA_T *r1 = row + q, *r2 = row + 2 * q, *r3 = row + 3 * q;
     SA_T t0 = -(SA_T)INFINITY, t1 = t0, t2 = t0, t3 = t0;
-    SA_KEY_T nan = 0;   /* as wide as the number: no narrowing per compare */
-SA_SIMD_MINMAX(reduction(max : t0, t1, t2, t3) reduction(| : nan))
+    SA_KEY_T seen = 0;  /* as wide as the number: no narrowing per compare */
+SA_SIMD_MINMAX(reduction(max : t0, t1, t2, t3) reduction(| : seen))
     for (ptrdiff_t i = 0; i < q; i++) {
         const SA_T a = sign * row[i], b = sign * r1[i], c = sign * r2[i], d = sign * r3[i];
-        nan |= -(SA_KEY_T)(a != a) | -(SA_KEY_T)(b != b) | -(SA_KEY_T)(c != c) | -(SA_KEY_T)(d != d);
+        seen |= -(SA_KEY_T)(a != a) | -(SA_KEY_T)(b != b) | -(SA_KEY_T)(c != c) | -(SA_KEY_T)(d != d);
         t0 = a > t0 ? a : t0;
         t1 = b > t1 ? b : t1;
         t2 = c > t2 ? c : t2;
@@ -383,16 +381,50 @@ SA_SIMD_MINMAX(reduction(max : t0, t1, t2, t3) reduction(| : nan))
     }
     for (ptrdiff_t i = 4 * q; i < n; i++) {
         const SA_T a = sign * row[i];
-        nan |= -(SA_KEY_T)(a != a);
+        seen |= -(SA_KEY_T)(a != a);
         t0 = a > t0 ? a : t0;
     }
-    if (nan)
-        return 0;
+    *nan = seen != 0;
     t0 = t1 > t0 ? t1 : t0;
     t2 = t3 > t2 ? t3 : t2;
-    const SA_T top = sign * (t2 > t0 ? t2 : t0);
+    return t2 > t0 ? t2 : t0;
+}
+
+/* k = 1 on a row with no NaN, in two passes: the largest number (the
+ * smallest as the largest negated), then the first entry equal to it,
+ * which is the first of the largest (or smallest). Returns 0, having
+ * written nothing, if the row holds a NaN, for the caller's other paths. */
+SA_INLINE int SA_FN(sa_topk_first_row)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
+{
+    const SA_T sign = largest ? (SA_T)1 : (SA_T)-1;
+    int nan;
+    const SA_T top = sign * SA_FN(sa_topk_signed_max)(row, n, sign, &nan);
+    if (nan)
+        return 0;
     best[0].key = (SA_KEY_T)SA_RANK(top, largest);
     best[0].index = (int64_t)SA_FN(sa_topk_first_equal)(row, n, top);
+    return 1;
+}
+
+/* k = 2 on a row of at least 2 entries with no NaN: the first as for k = 1,
+ * then the largest number of the others; if it equals the first, it is the
+ * first's next copy, else its own first copy (which may come before the
+ * first). Four passes, two of them stopping at what they find. Returns 0,
+ * having written nothing, if the row holds a NaN. */
+SA_INLINE int SA_FN(sa_topk_two_row)(const SA_T *row, ptrdiff_t n, int largest, sa_ranked *best)
+{
+    if (!SA_FN(sa_topk_first_row)(row, n, largest, best))
+        return 0;
+    const SA_T sign = largest ? (SA_T)1 : (SA_T)-1;
+    const ptrdiff_t first = (ptrdiff_t)best[0].index;
+    int nan;
+    const SA_T before = SA_FN(sa_topk_signed_max)(row, first, sign, &nan);
+    const SA_T after = SA_FN(sa_topk_signed_max)(row + first + 1, n - first - 1, sign, &nan);
+    const SA_T second = sign * (after > before ? after : before);
+    best[1].key = (SA_KEY_T)SA_RANK(second, largest);
+    best[1].index = (int64_t)(second == row[first]
+                                  ? first + 1 + SA_FN(sa_topk_first_equal)(row + first + 1, n - first - 1, second)
+                                  : SA_FN(sa_topk_first_equal)(row, n, second));
     return 1;
 }
 
@@ -543,6 +575,9 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
     if (k == 1 && (sizeof(SA_T) == 8 || n >= SA_TOPK_FIRST_MIN_N_F32)
         && (largest ? SA_FN(sa_topk_first_row)(row, n, 1, best) : SA_FN(sa_topk_first_row)(row, n, 0, best))) {
         /* done: the first of the largest (or smallest) */
+    } else if (k == 2 && n >= (sizeof(SA_T) == 8 ? SA_TOPK_TWO_MIN_N_F64 : SA_TOPK_TWO_MIN_N_F32)
+               && (largest ? SA_FN(sa_topk_two_row)(row, n, 1, best) : SA_FN(sa_topk_two_row)(row, n, 0, best))) {
+        /* done: the first two of the largest (or smallest) */
     } else if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;
         if (k == 1)

@@ -103,6 +103,10 @@
  * 32 49 / 59, 256 99 / 301, 1000 230 / 429, 32000 4157 / 10094; float64
  * n = 16 40 / 76, 1000 363 / 1074 (one pass over lanes keeping an index). */
 #define SA_TOPK_FIRST_MIN_N_F32 32
+/* k = 2 (sa_topk_two_row: the first, then the largest of the others) from
+ * these many entries. */
+#define SA_TOPK_TWO_MIN_N_F32 96
+#define SA_TOPK_TWO_MIN_N_F64 16
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
 #define SA_TOPK_BOUND_F32_ANY_N_K 12

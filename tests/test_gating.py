@@ -448,6 +448,35 @@ def test_top_1_takes_the_first_of_equal_winners(dtype, n):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", [2, 3, 15, 16, 17, 95, 96, 97, 1000, 4097])
+def test_top_2_places_the_second_before_after_or_on_a_copy(dtype, n):
+    """k = 2 (the first as for k = 1, then the largest of the other
+    entries): the second comes before the first, after it, or is a later
+    copy of it (also -0.0 against +0.0, and a row of one infinity); the
+    first is the row's first or last entry; a NaN sends the row to the
+    other paths. Largest and smallest, against the lexsort reference."""
+    rng = np.random.default_rng(n)
+    x = rng.uniform(-1, 1, (9, n))
+    first, later = sorted(rng.choice(n, 2, replace=False))
+    x[0, later], x[0, first] = 3.0, 2.0                   # the second before the first
+    x[1, first], x[1, later] = 3.0, 2.0                   # ... and after it
+    x[2, [first, later]] = 3.0                            # the second is a copy of the first
+    x[3, first], x[3, later] = -0.0, 0.0                  # signed zeros tie ...
+    x[3, x[3] > 0] = -x[3, x[3] > 0]                      # ... as the largest of a row of negatives
+    x[4, :] = -np.inf                                     # every entry ties
+    x[5, 0], x[5, -1] = 3.0, 2.0                          # the first and the second at the ends
+    x[6, -1], x[6, 0] = 3.0, 2.0
+    x[7, later] = np.nan                                  # a NaN ranks above +inf
+    x[8, :] = 1.0                                         # one number throughout
+    x[8, later] = 0.5
+    x = x.astype(dtype)
+    for largest in (True, False):
+        y = x if largest else -x
+        got = sa.topk(y, 2, largest=largest)
+        check_topk(*got, y, 2, -1, largest, True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("n", [100, 1000])
 def test_lane_bound_below_the_finite_numbers(dtype, n):
     """Rows of -inf with a few numbers (and their negation for the smallest):
