@@ -445,6 +445,23 @@ def test_thread_counts_agree(shape, axis, op):
     assert_close_to_reference(many, REFERENCES[op](x.astype(np.float64), axis), np.float32, op)
 
 
+@pytest.mark.parametrize("dtype, shape", [
+    (np.float64, (1, 4096)), (np.float64, (2, 2048)), (np.float64, (1, 16384)),
+    (np.float64, (8, 1000)), (np.float64, (1024, 10)), (np.float64, (1, 4095)),
+    (np.float32, (1, 8192)), (np.float32, (3, 2731)), (np.float32, (1, 32000))])
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_thread_counts_agree_at_the_byte_threshold(dtype, shape, op):
+    """Calls of about 32 KiB, where the row kernels start waking a team (a
+    single unsplit row stays on one thread), give what one thread gives."""
+    x = np.random.default_rng(11).standard_normal(shape).astype(dtype) * 4
+    with sa.threads(1):
+        one = getattr(sa, op)(x, axis=-1)
+    with sa.threads(2):
+        two = getattr(sa, op)(x, axis=-1)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(one, two, rtol=rtol, atol=rtol)
+    assert_close_to_reference(two, REFERENCES[op](x.astype(np.float64), -1), dtype, op)
+
 def _softmax_float32_differences(y):
     """softmax of float32 y along the last axis, written plainly: y - max
     rounded to float32 as every float32 softmax rounds it (SciPy's and
