@@ -561,7 +561,8 @@ SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
     if (k > SA_TOPK_BOUND_K || n < SA_TOPK_BOUND_MIN_N || (n == SA_TOPK_BOUND_MIN_N && k > 16))
         return 0;
     if (sizeof(SA_T) == 8)
-        return k >= 3 || n >= SA_TOPK_BOUND_F64_FEW_K_N;
+        return n >= SA_TOPK_BOUND_F64_FEW_K_N
+               || (k >= 3 && n > SA_TOPK_BOUND_F64_SHORT_N * SA_TOPK_BOUND_F64_SHORT_K / k);
     return k >= SA_TOPK_BOUND_F32_ANY_N_K || n <= SA_TOPK_BOUND_F32_N_PER_K * k;
 }
 

@@ -112,6 +112,13 @@
 #define SA_TOPK_TWO_MIN_N_F64 16
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
+/* float64 rows of at most SHORT_N * SHORT_K / k entries keep the insertion:
+ * k <= 4 up to 128 entries, k <= 8 up to 64. Per fresh row on Zen 1, ns,
+ * lane bound / insertion: n = 64 k = 3 1269 / 650, k = 4 817 / 538, k = 8
+ * 901 / 811, k = 12 991 / 1023; n = 128 k = 4 921 / 811, k = 8 1030 / 1212;
+ * n = 256 k = 8 1442 / 1764. */
+#define SA_TOPK_BOUND_F64_SHORT_N 128
+#define SA_TOPK_BOUND_F64_SHORT_K 4
 #define SA_TOPK_BOUND_F32_ANY_N_K 12
 #define SA_TOPK_BOUND_F32_N_PER_K 4096
 #define SA_TOPK_BOUND_FEW_LANES_N 2048
