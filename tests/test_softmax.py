@@ -462,6 +462,7 @@ def test_thread_counts_agree_at_the_byte_threshold(dtype, shape, op):
     np.testing.assert_allclose(one, two, rtol=rtol, atol=rtol)
     assert_close_to_reference(two, REFERENCES[op](x.astype(np.float64), -1), dtype, op)
 
+
 def _softmax_float32_differences(y):
     """softmax of float32 y along the last axis, written plainly: y - max
     rounded to float32 as every float32 softmax rounds it (SciPy's and
