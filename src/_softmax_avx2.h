@@ -84,14 +84,13 @@
 #define SA_AVX2_TILE_ROWS (8 * SA_AVX2_TILE_GROUPS)
 
 /* exp(x) for x <= 0 (and NaN): sa_exp_small_f32's reduction and polynomial
- * with FMAs. Below -104 the result rounds to +0: it is set to 0 from a
- * comparison rather than computed from a clamped argument, because a
- * result in the subnormal range costs a microcode assist on AMD Zen (several
- * times the whole exponential). */
-SA_AVX2_INLINE __m256 sa_avx2_exp_nonpositive(__m256 x)
+ * with FMAs, in two steps as the float64 kernels below. The first returns
+ * the polynomial's e^r, and t = n + SA_MAGIC32 (n in its low bits). */
+SA_AVX2_INLINE __m256 sa_avx2_exp_reduced_f32(__m256 x, __m256 *t)
 {
     const __m256 magic = _mm256_set1_ps(SA_MAGIC32);
-    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(SA_EXP_F32_LOG2E), magic), magic);
+    *t = _mm256_fmadd_ps(x, _mm256_set1_ps(SA_EXP_F32_LOG2E), magic);
+    const __m256 n = _mm256_sub_ps(*t, magic);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SA_EXP_F32_LN2_HI), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SA_EXP_F32_LN2_LO), r);
     __m256 p = _mm256_set1_ps(SA_EXP_F32_P6);
@@ -100,11 +99,62 @@ SA_AVX2_INLINE __m256 sa_avx2_exp_nonpositive(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SA_EXP_F32_P3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SA_EXP_F32_P2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* 2^(n + 64) from the magic-number representation of n, then 2^-64 */
-    const __m256i biased = _mm256_castps_si256(_mm256_add_ps(n, _mm256_set1_ps(SA_MAGIC32 + 127.0f + 64.0f)));
+    return _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+}
+
+/* The second, for any x: p 2^(n + 64) from t, then 2^-64, so that a
+ * subnormal result is rounded once. Below -104 the result rounds to +0: it
+ * is set to 0 from a comparison rather than computed from a clamped
+ * argument, because a result in the subnormal range costs a microcode
+ * assist on AMD Zen (several times the whole exponential). */
+SA_AVX2_INLINE __m256 sa_avx2_exp_scale_any_f32(__m256 x, __m256 p, __m256 t)
+{
+    const __m256i biased = _mm256_castps_si256(_mm256_add_ps(t, _mm256_set1_ps(127.0f + 64.0f)));
     p = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23))), _mm256_set1_ps(0x1p-64f));
     return _mm256_and_ps(p, _mm256_cmp_ps(x, _mm256_set1_ps(SA_EXP_F32_MIN), _CMP_NLT_UQ));
+}
+
+/* The second where the result is normal: n added to p's exponent field,
+ * the same number without the multiplications and the mask. */
+SA_AVX2_INLINE __m256 sa_avx2_exp_scale_normal_f32(__m256 p, __m256 t)
+{
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_castps_si256(t), 23)));
+}
+
+SA_AVX2_INLINE __m256 sa_avx2_exp_nonpositive(__m256 x)
+{
+    __m256 t;
+    const __m256 p = sa_avx2_exp_reduced_f32(x, &t);
+    return sa_avx2_exp_scale_any_f32(x, p, t);
+}
+
+/* Above this, n >= -124 and p 2^n is normal (p >= 1 / sqrt 2). */
+#define SA_AVX2_EXP_F32_NORMAL -86.0f
+
+/* exp(v[k]) in place for four vectors of arguments <= 0, as
+ * sa_avx2_exp4_nonpositive_f64 below: where all of them are at least
+ * SA_AVX2_EXP_F32_NORMAL, the normal scaling, which gives the same bits
+ * with a third fewer multiplications (Zen 1 runs them on two of its four
+ * vector pipes, at half width: they bound the loop). A NaN lane may be lost
+ * by the minimum: its own result is then unspecified, and so is that of an
+ * argument below the bound in the same lane of another vector. The long
+ * rows (one row in every lane) have seen the NaN in their maximum pass and
+ * make the whole row NaN; the short-row tile (a row per lane) comes here
+ * only when no lane holds a NaN. */
+SA_AVX2_INLINE void sa_avx2_exp4_nonpositive_f32(__m256 v[4])
+{
+    __m256 p[4], t[4];
+    for (int k = 0; k < 4; k++)
+        p[k] = sa_avx2_exp_reduced_f32(v[k], &t[k]);
+    const __m256 lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(lo, _mm256_set1_ps(SA_AVX2_EXP_F32_NORMAL),
+                                                          _CMP_LT_OQ)) != 0, 0)) {
+        for (int k = 0; k < 4; k++)
+            v[k] = sa_avx2_exp_scale_any_f32(v[k], p[k], t[k]);
+        return;
+    }
+    for (int k = 0; k < 4; k++)
+        v[k] = sa_avx2_exp_scale_normal_f32(p[k], t[k]);
 }
 
 /* In place: r[i] lane k becomes r[k] lane i (the portable kernel's
@@ -223,6 +273,29 @@ SA_AVX2_INLINE void sa_avx2_log_params(__m256 m, __m256 rest, __m256 count, int 
     *b = _mm256_loadu_ps(bf);
 }
 
+/* Column j of a tile's groups (cj = col[j]): each exp(x - m) added to rest
+ * or, where x is the maximum, 1 to count; for softmax and the statistics
+ * kept in place of x. Four groups take sa_avx2_exp4_nonpositive_f32. */
+SA_AVX2_INLINE void sa_avx2_tile_exp_column(__m256 *cj, const __m256 *m, int groups, int op, __m256 *rest,
+                                            __m256 *count)
+{
+    __m256 e[SA_AVX2_TILE_GROUPS];
+    for (int g = 0; g < groups; g++)
+        e[g] = _mm256_sub_ps(cj[g], m[g]);
+    if (groups == 4)
+        sa_avx2_exp4_nonpositive_f32(e);
+    else
+        for (int g = 0; g < groups; g++)
+            e[g] = sa_avx2_exp_nonpositive(e[g]);
+    for (int g = 0; g < groups; g++) {
+        const __m256 top = _mm256_cmp_ps(cj[g], m[g], _CMP_EQ_OQ);
+        if (op == SA_SOFTMAX || op == SA_AVX2_EXP_STATS)
+            cj[g] = e[g];       /* the log ops keep x * scale for their results */
+        rest[g] = _mm256_add_ps(rest[g], _mm256_andnot_ps(top, e[g]));
+        count[g] = _mm256_add_ps(count[g], _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
+    }
+}
+
 /* softmax, log_softmax or logsumexp (op, a literal at every call) of
  * `groups` (<= SA_AVX2_TILE_GROUPS) groups of eight contiguous rows; for
  * logsumexp, out receives the 8 * groups values, one per row. With op
@@ -244,21 +317,22 @@ SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t
     for (ptrdiff_t j = 1; j < n; j++)
         for (int g = 0; g < groups; g++) {
             m[g] = _mm256_max_ps(col[j][g], m[g]);      /* col > m ? col : m: NaN entries are passed over */
-            if (op != SA_SOFTMAX)   /* softmax's NaN comes through its sum; the log ops need the flag */
-                nan[g] = _mm256_or_ps(nan[g], _mm256_cmp_ps(col[j][g], col[j][g], _CMP_UNORD_Q));
+            nan[g] = _mm256_or_ps(nan[g], _mm256_cmp_ps(col[j][g], col[j][g], _CMP_UNORD_Q));
         }
-    const __m256 one = _mm256_set1_ps(1.0f);
     for (int g = 0; g < groups; g++)
         rest[g] = count[g] = _mm256_setzero_ps();
-    for (ptrdiff_t j = 0; j < n; j++) {
-        for (int g = 0; g < groups; g++) {
-            const __m256 top = _mm256_cmp_ps(col[j][g], m[g], _CMP_EQ_OQ);
-            const __m256 e = sa_avx2_exp_nonpositive(_mm256_sub_ps(col[j][g], m[g]));
-            if (op == SA_SOFTMAX || op == SA_AVX2_EXP_STATS)
-                col[j][g] = e;      /* the log ops keep x * scale for their results */
-            rest[g] = _mm256_add_ps(rest[g], _mm256_andnot_ps(top, e));
-            count[g] = _mm256_add_ps(count[g], _mm256_and_ps(top, one));
-        }
+    /* Four vectors at once give the same bits as one at a time, but a NaN
+     * lane would hide another row's -inf there (sa_avx2_exp4_nonpositive_f32). */
+    __m256 any_nan = nan[0];
+    for (int g = 1; g < groups; g++)
+        any_nan = _mm256_or_ps(any_nan, nan[g]);
+    if (groups == 4 && !_mm256_movemask_ps(any_nan)) {
+        for (ptrdiff_t j = 0; j < n; j++)
+            sa_avx2_tile_exp_column(col[j], m, 4, op, rest, count);
+    } else {                /* a group at a time: a count known only at run time would keep e in memory */
+        for (ptrdiff_t j = 0; j < n; j++)
+            for (int g = 0; g < groups; g++)
+                sa_avx2_tile_exp_column(col[j] + g, m + g, 1, op, rest + g, count + g);
     }
     /* All the divisions (or logarithms) first (each group's stores would
      * otherwise wait on its own); groups are stored first to last, so a
@@ -272,7 +346,7 @@ SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t
             a[g] = b[g] = _mm256_setzero_ps();
         } else if (op == SA_SOFTMAX) {
             a[g] = _mm256_setzero_ps();
-            b[g] = sa_avx2_inverse_sum(rest[g], count[g], m[g]);
+            b[g] = sa_avx2_inverse_sum(rest[g], count[g], _mm256_or_ps(m[g], nan[g]));
         } else {
             sa_avx2_log_params(_mm256_or_ps(m[g], nan[g]), rest[g], count[g], op, &a[g], &b[g]);
         }
@@ -430,7 +504,8 @@ SA_AVX2_INLINE float sa_avx2_exp_store_sum_ps(const float *x, float *out, ptrdif
     for (; i + 32 <= len; i += 32) {
         __m256 e[4];
         for (int k = 0; k < 4; k++)
-            e[k] = sa_avx2_exp_scaled_shift(_mm256_loadu_ps(x + i + 8 * k), s, mv);
+            e[k] = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), s), mv);
+        sa_avx2_exp4_nonpositive_f32(e);
         for (int k = 0; k < 4; k++) {
             _mm256_storeu_ps(out + i + 8 * k, e[k]);
             sum[k] = _mm256_add_ps(sum[k], e[k]);
@@ -457,11 +532,9 @@ SA_AVX2_INLINE float sa_avx2_exp_store_sum_ps(const float *x, float *out, ptrdif
  * (the split that keeps log(count + rest) accurate when rest is tiny, see
  * sa_segment_stats_impl); with out, each exponential is also stored there
  * (the losses keep them for the gradient). */
-SA_AVX2_INLINE __m256 sa_avx2_rest_count_step(__m256 x, __m256 s, __m256 mv, float *out, __m256 *count)
+SA_AVX2_INLINE __m256 sa_avx2_rest_count_add(__m256 y, __m256 mv, __m256 e, float *out, __m256 *count)
 {
-    const __m256 y = _mm256_mul_ps(x, s);
     const __m256 top = _mm256_cmp_ps(y, mv, _CMP_EQ_OQ);
-    const __m256 e = sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv));
     if (out)
         _mm256_storeu_ps(out, e);
     *count = _mm256_add_ps(*count, _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
@@ -476,13 +549,22 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm256_setzero_ps();
     ptrdiff_t i = 0;
-    for (; i + 32 <= len; i += 32)
+    for (; i + 32 <= len; i += 32) {
+        __m256 y[4], e[4];
+        for (int k = 0; k < 4; k++) {
+            y[k] = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), s);
+            e[k] = _mm256_sub_ps(y[k], mv);
+        }
+        sa_avx2_exp4_nonpositive_f32(e);
         for (int k = 0; k < 4; k++)
-            rest[k] = _mm256_add_ps(rest[k], sa_avx2_rest_count_step(_mm256_loadu_ps(x + i + 8 * k), s, mv,
-                                                                     out ? out + i + 8 * k : NULL, &cnt[k]));
-    for (; i + 8 <= len; i += 8)
-        rest[0] = _mm256_add_ps(rest[0], sa_avx2_rest_count_step(_mm256_loadu_ps(x + i), s, mv,
-                                                                 out ? out + i : NULL, &cnt[0]));
+            rest[k] = _mm256_add_ps(rest[k], sa_avx2_rest_count_add(y[k], mv, e[k], out ? out + i + 8 * k : NULL,
+                                                                    &cnt[k]));
+    }
+    for (; i + 8 <= len; i += 8) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
+        rest[0] = _mm256_add_ps(rest[0], sa_avx2_rest_count_add(y, mv, sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)),
+                                                                out ? out + i : NULL, &cnt[0]));
+    }
     if (i < len) {          /* the last len % 8 entries, masked */
         const __m256i inside = sa_avx2_lanes_below(len - i);
         const __m256 y = _mm256_mul_ps(_mm256_maskload_ps(x + i, inside), s);

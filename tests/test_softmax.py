@@ -537,6 +537,34 @@ def test_short_float32_rows_same_bits_in_any_grouping(n):
         np.testing.assert_array_equal(parts, whole)
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("n", [1, 3, 10, 17, 32])
+def test_short_float32_rows_nan_row_leaves_its_lane_neighbours_alone(op, n):
+    """The tile runs eight rows in a register's lanes and four registers at
+    once, and scales their exponentials the fast way when no lane is below
+    a bound. A NaN in one row must not hide from that check a -inf or a
+    difference near float32's subnormal range in the same lane of another
+    register (a row 8, 16 or 24 rows away)."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((64, n)) * 3).astype(np.float32)
+    col = n // 2
+    low = [-np.inf, -100.0, -88.0, -np.inf]
+    for lane in range(4):           # the NaN in the register after the low entry's, or three after it
+        x[lane, col] = low[lane]
+        x[8 + lane, col] = np.nan
+        x[16 + 4 + lane, col] = low[lane]
+        x[24 + 4 + lane, col] = np.nan
+    x[32:, col] = low[0]            # the next tile: no NaN
+    got = getattr(sa, op)(x, axis=-1)
+    if op == "softmax":
+        want = _softmax_float32_differences(x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44)
+    else:
+        assert_close_to_reference(got, REFERENCES[op](x.astype(np.float64), -1), np.float32, op)
+    assert np.all(np.isnan(got[8:12])) and np.all(np.isnan(got[28:32]))   # the rest: as the reference
+
+
 # float64 rows of up to 32 entries run in tiles whose exponential step takes
 # the rows across SIMD lanes (the intrinsics kernels on x86-64-v3 and
 # AVX-512, the last lanes masked). Each row length, row counts around the
