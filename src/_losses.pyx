@@ -13,7 +13,7 @@ from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport malloc, free
 from cython.parallel cimport threadid
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
-from _parallel cimport PARALLEL_MIN_ELEMENTS, elements, work_items, row_items
+from _parallel cimport PARALLEL_MIN_ELEMENTS, elements, work_items, row_items, row_items_by_bytes
 cimport numpy as cnp
 import numpy as np
 from _plain cimport plain_row_length
@@ -193,7 +193,7 @@ def plain_index_losses(object logits, object target, object axis, int n_threads)
     """The small-call path of cross_entropy, every check in C: the float64
     loss of each row of logits against its class index in target, with
     every option at its default, spread over n_threads as ``samples``
-    spreads it (one thread below PARALLEL_MIN_ELEMENTS), when logits pass
+    spreads it (one thread below PARALLEL_MIN_BYTES), when logits pass
     _plain.plain_row_length and target is a plain int64 array (native byte
     order, aligned, C-contiguous) of logits' shape without the class axis
     with every index in [0, C); else None, computing nothing, and the
@@ -270,7 +270,7 @@ cdef int _samples_run(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssi
                       const sa_loss_opts *o, double *pl, Py_ssize_t n, int n_threads) except -1:
     """The per-sample kernel over n samples (strides in elements, as
     sa_loss_samples takes them), spread over the threads in row items."""
-    cdef work_items w = row_items(n, C, n_threads)
+    cdef work_items w = row_items_by_bytes(n, C, sizeof(floating), n_threads)
     cdef Py_ssize_t k, begin
     cdef sa_interrupt intr
     sa_interrupt_start(&intr)

@@ -7,6 +7,20 @@ from _interrupt cimport sa_interrupt_chunk
 cdef enum:
     # Below this much work (elements read) one thread is faster than waking a team.
     PARALLEL_MIN_ELEMENTS = 1 << 15
+    # The same rule in bytes, for the softmax family's rows and the losses'
+    # samples, whose entries cost what their bytes do (a float64 exponential
+    # takes twice a float32 one's time). Against PARALLEL_MIN_ELEMENTS entries
+    # of any type, on Zen 1 at two threads (compare_shapes --grid
+    # --max-elements 66000, fresh inputs, us): float64 softmax 1x32000
+    # 143 -> 73, 8x1000 37 -> 21, 1024x10 76 -> 40; float32 1x32000 57 -> 33;
+    # cross_entropy float32 1024x10 59 -> 34, float64 1024x10 83 -> 54, 8x1000
+    # 36 -> 22. Half of it (16 KiB) measured no gain more for float32 softmax
+    # 8x1000 (16.3 us either way: the two cores share little but the
+    # wake-up). While other processes hold the cores a team of two waits on
+    # a descheduled thread (5-10x slower calls measured at this size,
+    # 2026-12-04), as every parallel call does; OMP_NUM_THREADS=1 or
+    # threadpoolctl avoids it.
+    PARALLEL_MIN_BYTES = 1 << 15
     # Work items per thread: enough to even out rows of unequal cost (each at
     # most SA_INTERRUPT_BLOCK elements: an interrupt is seen between them).
     CHUNKS_PER_THREAD = 4
@@ -35,12 +49,26 @@ cdef struct work_items:
     Py_ssize_t count
 
 
-cdef inline work_items row_items(Py_ssize_t n_items, Py_ssize_t item_size,
-                                 int n_threads) noexcept nogil:
-    """About CHUNKS_PER_THREAD items per thread, each small enough for
-    sa_interrupt_poll to see an interrupt between them."""
+cdef inline work_items _cut_rows(Py_ssize_t n_items, Py_ssize_t item_size, int team) noexcept nogil:
+    """About CHUNKS_PER_THREAD items per thread of the team, each small
+    enough for sa_interrupt_poll to see an interrupt between them."""
     cdef work_items w
-    w.team = team_size(n_items, n_items * item_size, n_threads)
-    w.size = sa_interrupt_chunk(n_items, item_size, min(n_items, <Py_ssize_t> w.team * CHUNKS_PER_THREAD))
+    w.team = team
+    w.size = sa_interrupt_chunk(n_items, item_size, min(n_items, <Py_ssize_t> team * CHUNKS_PER_THREAD))
     w.count = (n_items + w.size - 1) // w.size
     return w
+
+
+cdef inline work_items row_items(Py_ssize_t n_items, Py_ssize_t item_size,
+                                 int n_threads) noexcept nogil:
+    """Rows of item_size elements, a team from PARALLEL_MIN_ELEMENTS of them."""
+    return _cut_rows(n_items, item_size, team_size(n_items, n_items * item_size, n_threads))
+
+
+cdef inline work_items row_items_by_bytes(Py_ssize_t n_items, Py_ssize_t item_size, Py_ssize_t itemsize,
+                                          int n_threads) noexcept nogil:
+    """Rows of item_size elements of itemsize bytes, a team from PARALLEL_MIN_BYTES."""
+    cdef int team = n_threads
+    if n_threads <= 1 or n_items < 2 or n_items * item_size * itemsize < PARALLEL_MIN_BYTES:
+        team = 1
+    return _cut_rows(n_items, item_size, team)

@@ -16,7 +16,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
-from _parallel cimport PARALLEL_MIN_ELEMENTS, elements
+from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, elements
 from _plain cimport plain_row_length
 
 cnp.import_array()
@@ -88,17 +88,6 @@ LOGSUMEXP = SA_LOGSUMEXP
 # Fewer slices than threads, each at least this long: split every slice
 # across the threads and merge the (max, sum) pairs.
 cdef Py_ssize_t SPLIT_MIN_LENGTH = 1 << 14
-# Rows of at least this many bytes in all wake a team (an entry's cost
-# follows its bytes: a float64 exponential takes twice a float32 one's time).
-# Against PARALLEL_MIN_ELEMENTS entries of any type, on Zen 1 at two threads
-# (compare_shapes --grid --max-elements 66000, fresh inputs, us): float64
-# softmax 1x32000 143 -> 73, 8x1000 37 -> 21, 1024x10 76 -> 40; float32
-# 1x32000 57 -> 33. Half of it (16 KiB) measured no gain more for float32
-# 8x1000 (16.3 us either way: the two cores share little but the wake-up).
-# While other processes hold the cores a team of two waits on a descheduled
-# thread (5-10x slower calls measured at this size, 2026-12-04), as every
-# parallel call does; OMP_NUM_THREADS=1 or threadpoolctl avoids it.
-cdef Py_ssize_t ROWS_PARALLEL_MIN_BYTES = 1 << 15
 # The column kernel re-reads a block of n rows three times: size the block's
 # width so that it stays in a (conservative) 512 KiB of L2.
 cdef Py_ssize_t COL_CACHE_BYTES = 512 * 1024
@@ -233,7 +222,7 @@ cdef void _rows_parallel(const floating *x, Py_ssize_t xs, floating *out, Py_ssi
                          Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
                          int n_threads) noexcept nogil:
     cdef Py_ssize_t n_chunks, chunk, c, r0
-    if n_threads <= 1 or n_rows * n * <Py_ssize_t> sizeof(floating) < ROWS_PARALLEL_MIN_BYTES:
+    if n_threads <= 1 or n_rows * n * <Py_ssize_t> sizeof(floating) < PARALLEL_MIN_BYTES:
         _rows(x, xs, out, os, n_rows, n, scale, op)
         return
     if n_rows < n_threads and n >= SPLIT_MIN_LENGTH:

@@ -909,6 +909,29 @@ def test_thread_counts_agree(shape):
     assert_close(grad2, want_grad, np.float32, rtol=3e-5)
 
 
+@pytest.mark.parametrize("dtype, shape", [(np.float32, (819, 10)), (np.float32, (820, 10)),
+                                          (np.float32, (8, 1024)), (np.float64, (409, 10)),
+                                          (np.float64, (410, 10)), (np.float64, (8, 1000))])
+def test_thread_counts_agree_at_the_byte_threshold(dtype, shape):
+    """Calls on either side of PARALLEL_MIN_BYTES (32 KiB of logits: 8192
+    float32 or 4096 float64 entries), the first of each dtype on one thread
+    whatever the count, the others on two: each sample's loss and gradient
+    are computed alone, so the two counts give the same bits, and both
+    match the plain float64 reference."""
+    rng = np.random.default_rng(shape[0])
+    x = (4 * rng.standard_normal(shape)).astype(dtype)
+    target = rng.integers(0, shape[1], shape[0])
+    with sa.threads(1):
+        loss1, grad1 = sa.cross_entropy(x, target, reduction="none", return_grad=True)
+    with sa.threads(2):
+        loss2, grad2 = sa.cross_entropy(x, target, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(loss1, loss2)
+    np.testing.assert_array_equal(grad1, grad2)
+    want_loss, want_grad = np_cross_entropy(x, target, reduction="none")
+    assert_close(loss2, want_loss, dtype)
+    assert_close(grad2, want_grad, dtype)
+
+
 # ===================================================== memory layouts
 
 def _layouts():
