@@ -13,8 +13,9 @@ cdef enum:
     # of any type, on Zen 1 at two threads (compare_shapes --grid
     # --max-elements 66000, fresh inputs, us): float64 softmax 1x32000
     # 143 -> 73, 8x1000 37 -> 21, 1024x10 76 -> 40; float32 1x32000 57 -> 33;
-    # cross_entropy float32 1024x10 59 -> 34, float64 1024x10 83 -> 54, 8x1000
-    # 36 -> 22. Half of it (16 KiB) measured no gain more for float32 softmax
+    # cross_entropy (each library in its own process, medians of 400 calls)
+    # float32 1024x10 57 -> 39, float64 1024x10 96 -> 58, 8x1000 36 -> 25.
+    # Half of it (16 KiB) measured no gain more for float32 softmax
     # 8x1000 (16.3 us either way: the two cores share little but the
     # wake-up). While other processes hold the cores a team of two waits on
     # a descheduled thread (5-10x slower calls measured at this size,
@@ -33,9 +34,9 @@ cdef inline Py_ssize_t elements(Py_ssize_t stride_bytes, Py_ssize_t itemsize) ex
     return stride_bytes // itemsize
 
 
-cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t work, int n_threads) noexcept nogil:
-    """Threads for n_items items of `work` elements in all: one below PARALLEL_MIN_ELEMENTS."""
-    if n_threads <= 1 or work < PARALLEL_MIN_ELEMENTS or n_items < 2:
+cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t work, Py_ssize_t min_work, int n_threads) noexcept nogil:
+    """Threads for n_items items of `work` in all: one below min_work."""
+    if n_threads <= 1 or work < min_work or n_items < 2:
         return 1
     return n_threads
 
@@ -62,13 +63,11 @@ cdef inline work_items _cut_rows(Py_ssize_t n_items, Py_ssize_t item_size, int t
 cdef inline work_items row_items(Py_ssize_t n_items, Py_ssize_t item_size,
                                  int n_threads) noexcept nogil:
     """Rows of item_size elements, a team from PARALLEL_MIN_ELEMENTS of them."""
-    return _cut_rows(n_items, item_size, team_size(n_items, n_items * item_size, n_threads))
+    return _cut_rows(n_items, item_size, team_size(n_items, n_items * item_size, PARALLEL_MIN_ELEMENTS, n_threads))
 
 
 cdef inline work_items row_items_by_bytes(Py_ssize_t n_items, Py_ssize_t item_size, Py_ssize_t itemsize,
                                           int n_threads) noexcept nogil:
     """Rows of item_size elements of itemsize bytes, a team from PARALLEL_MIN_BYTES."""
-    cdef int team = n_threads
-    if n_threads <= 1 or n_items < 2 or n_items * item_size * itemsize < PARALLEL_MIN_BYTES:
-        team = 1
-    return _cut_rows(n_items, item_size, team)
+    return _cut_rows(n_items, item_size,
+                     team_size(n_items, n_items * item_size * itemsize, PARALLEL_MIN_BYTES, n_threads))
