@@ -13,7 +13,8 @@ from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport malloc, free
 from cython.parallel cimport threadid
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
-from _parallel cimport PARALLEL_MIN_ELEMENTS, elements, work_items, row_items, row_items_by_bytes
+from _parallel cimport (PARALLEL_MIN_ELEMENTS, SPLIT_MIN_LENGTH, elements, work_items, row_items,
+                       row_items_by_bytes)
 cimport numpy as cnp
 import numpy as np
 from _plain cimport plain_row_length
@@ -41,6 +42,13 @@ cdef extern from "_losses_kernels.h" nogil:
         double grad_scale
         const double *class_weight
         double class_weight_sum
+    ctypedef struct sa_loss_split_grad:
+        pass
+    ctypedef struct sa_stats:
+        pass
+    enum:
+        SA_ROW_BLOCK
+    bint sa_loss_index_softmax_kind(int kind)
     ctypedef struct sa_ew_opts:
         int kind
         double alpha
@@ -71,6 +79,26 @@ cdef extern from "_losses_kernels.h" nogil:
                              const double *t, Py_ssize_t t_s0, Py_ssize_t t_sc, Py_ssize_t t_s2,
                              double *g, const sa_loss_opts *o, double *loss,
                              Py_ssize_t begin, Py_ssize_t end)
+    void sa_loss_split_stats_f32(const float *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                 Py_ssize_t C, Py_ssize_t inner, Py_ssize_t seg, Py_ssize_t task,
+                                 sa_stats *st)
+    void sa_loss_split_stats_f64(const double *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                 Py_ssize_t C, Py_ssize_t inner, Py_ssize_t seg, Py_ssize_t task,
+                                 sa_stats *st)
+    void sa_loss_split_finish_f32(const float *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                  Py_ssize_t C, Py_ssize_t inner, const int64_t *y, const sa_loss_opts *o,
+                                  Py_ssize_t n, sa_stats *st, Py_ssize_t n_seg, double *loss,
+                                  sa_loss_split_grad *k)
+    void sa_loss_split_finish_f64(const double *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                  Py_ssize_t C, Py_ssize_t inner, const int64_t *y, const sa_loss_opts *o,
+                                  Py_ssize_t n, sa_stats *st, Py_ssize_t n_seg, double *loss,
+                                  sa_loss_split_grad *k)
+    void sa_loss_split_grad_f32(const float *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                Py_ssize_t C, Py_ssize_t inner, const int64_t *y, const sa_loss_opts *o,
+                                Py_ssize_t seg, Py_ssize_t task, const sa_loss_split_grad *k, float *g)
+    void sa_loss_split_grad_f64(const double *x, Py_ssize_t x_s0, Py_ssize_t x_sc, Py_ssize_t x_s2,
+                                Py_ssize_t C, Py_ssize_t inner, const int64_t *y, const sa_loss_opts *o,
+                                Py_ssize_t seg, Py_ssize_t task, const sa_loss_split_grad *k, double *g)
     void sa_elementwise_rows_f32(const float *x, const float *t, Py_ssize_t L,
                                  const float *w, Py_ssize_t w_s0, Py_ssize_t w_s1,
                                  const float *pw, Py_ssize_t p_s0, Py_ssize_t p_s1,
@@ -269,16 +297,22 @@ cdef int _samples_run(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssi
                       Py_ssize_t ts0, Py_ssize_t tsc, Py_ssize_t ts2, floating *pg,
                       const sa_loss_opts *o, double *pl, Py_ssize_t n, int n_threads) except -1:
     """The per-sample kernel over n samples (strides in elements, as
-    sa_loss_samples takes them), spread over the threads in row items."""
+    sa_loss_samples takes them), spread over the threads in row items, or
+    with each sample split across them when there are fewer samples than
+    threads (_samples_split)."""
     cdef work_items w = row_items_by_bytes(n, C, sizeof(floating), n_threads)
     cdef Py_ssize_t k, begin
     cdef sa_interrupt intr
+    cdef bint split = (n < n_threads and C >= SPLIT_MIN_LENGTH and pt == NULL
+                       and sa_loss_index_softmax_kind(o.kind))
     sa_interrupt_start(&intr)
     with nogil:
+        if split and _samples_split(px, xs0, xsc, xs2, C, inner, py, pg, o, pl, n, n_threads, &intr) == 0:
+            pass    # every sample done, each split across the threads
         # One thread runs without a parallel region: opening one, even for a
         # team of one, cost 0.9 us (libgomp wakes its pool), three quarters
         # of a 1x10 call's kernel.
-        if w.team == 1:
+        elif w.team == 1:
             for k in range(w.count):
                 begin = k * w.size
                 if not sa_interrupt_poll(&intr, w.size * C):
@@ -291,6 +325,54 @@ cdef int _samples_run(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssi
                     _loss_samples(px, xs0, xsc, xs2, C, inner, py, pt, ts0, tsc, ts2, pg, o, pl, begin,
                                   min(begin + w.size, n))
     return sa_interrupt_finish(&intr)
+
+
+cdef int _samples_split(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssize_t xs2,
+                        Py_ssize_t C, Py_ssize_t inner, const int64_t *py, floating *pg,
+                        const sa_loss_opts *o, double *pl, Py_ssize_t n, int n_threads,
+                        sa_interrupt *intr) noexcept nogil:
+    """Fewer long samples than threads (an index-target loss built on
+    log-softmax): each sample's classes are cut into one segment per thread,
+    whole blocks of SA_ROW_BLOCK; pass 1 runs per segment in parallel, the
+    segments' statistics are merged per sample, and the gradient is written
+    per segment in parallel (sa_loss_split_*). Returns -1 if scratch could
+    not be allocated (the caller then runs unsplit)."""
+    cdef Py_ssize_t seg = (C + n_threads - 1) // n_threads
+    seg = (seg + SA_ROW_BLOCK - 1) // SA_ROW_BLOCK * SA_ROW_BLOCK
+    cdef Py_ssize_t n_seg = (C + seg - 1) // seg
+    cdef Py_ssize_t n_tasks = n * n_seg
+    cdef Py_ssize_t t, i
+    cdef sa_stats *stats = <sa_stats *> malloc(n_tasks * sizeof(sa_stats))
+    cdef sa_loss_split_grad *k = <sa_loss_split_grad *> malloc(n * sizeof(sa_loss_split_grad))
+    if stats == NULL or k == NULL:
+        free(stats)
+        free(k)
+        return -1
+    for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+        if not sa_interrupt_poll(intr, seg):
+            if floating is float:
+                sa_loss_split_stats_f32(px, xs0, xsc, xs2, C, inner, seg, t, &stats[t])
+            else:
+                sa_loss_split_stats_f64(px, xs0, xsc, xs2, C, inner, seg, t, &stats[t])
+    # an interrupted pass 1 left some statistics unwritten: nothing after it runs
+    if not sa_interrupt_poll(intr, 0):
+        for i in range(n):
+            if floating is float:
+                sa_loss_split_finish_f32(px, xs0, xsc, xs2, C, inner, py, o, i, &stats[i * n_seg], n_seg,
+                                         &pl[i], &k[i])
+            else:
+                sa_loss_split_finish_f64(px, xs0, xsc, xs2, C, inner, py, o, i, &stats[i * n_seg], n_seg,
+                                         &pl[i], &k[i])
+        if pg != NULL:
+            for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
+                if not sa_interrupt_poll(intr, seg):
+                    if floating is float:
+                        sa_loss_split_grad_f32(px, xs0, xsc, xs2, C, inner, py, o, seg, t, k, pg)
+                    else:
+                        sa_loss_split_grad_f64(px, xs0, xsc, xs2, C, inner, py, o, seg, t, k, pg)
+    free(stats)
+    free(k)
+    return 0
 
 
 cdef inline void _loss_samples(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_ssize_t xs2,

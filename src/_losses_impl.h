@@ -90,15 +90,15 @@ SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptr
     return s;
 }
 
-/* Gradient of the softmax-based losses: g_c = A p_c + D w_c (+ B at c == y),
- * everything already multiplied by the reduction's scale. kept (a literal at
- * each call) says g holds exp(z_c - m) from sa_sample_stats_keep already. */
-SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
-                                            double inv_sum, double A, double B, double D,
-                                            const double *w, int64_t y, SA_T *g, ptrdiff_t gs,
-                                            int kept)
+/* Gradient of the softmax-based losses but the target's term:
+ * g_c = a exp(z_c - m) + D w_c = A p_c + D w_c with a = A / sum, everything
+ * already multiplied by the reduction's scale. kept (a literal at each call)
+ * says g holds exp(z_c - m) from sa_sample_stats_keep already. w is NULL
+ * without class weights. */
+SA_INLINE void SA_FN(sa_write_softmax_grad_terms)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
+                                                  SA_T a, double D, const double *w, SA_T *g,
+                                                  ptrdiff_t gs, int kept)
 {
-    const SA_T a = (SA_T)(A * inv_sum);
 #if defined(SA_EXP_STORE_REST_COUNT_AVX2) && SA_HAVE_SOFTMAX_AVX2
     /* On x86-64-v3: the exponentials of sa_sample_stats_keep's
      * kernel, a block at a time, so that every layout's gradient equals the
@@ -114,7 +114,6 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
             for (ptrdiff_t c = 0; c < len; c++)
                 g[(b + c) * gs] = a * e[c] + (SA_T)(w && D != 0.0 ? D * w[b + c] : D);
         }
-        g[y * gs] += (SA_T)B;
         return;
     }
 #endif
@@ -128,6 +127,18 @@ SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff
         for (ptrdiff_t c = 0; c < C; c++)
             g[c * gs] = a * (kept ? g[c * gs] : SA_EXP_SMALL(z[c * zs] - m)) + d;
     }
+}
+
+/* The whole gradient: g_c = A p_c + D w_c, plus B at c == y. */
+SA_INLINE void SA_FN(sa_write_softmax_grad)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, SA_T m,
+                                            double inv_sum, double A, double B, double D,
+                                            const double *w, int64_t y, SA_T *g, ptrdiff_t gs,
+                                            int kept)
+{
+    if (kept)
+        SA_FN(sa_write_softmax_grad_terms)(z, zs, C, m, (SA_T)(A * inv_sum), D, w, g, gs, 1);
+    else
+        SA_FN(sa_write_softmax_grad_terms)(z, zs, C, m, (SA_T)(A * inv_sum), D, w, g, gs, 0);
     g[y * gs] += (SA_T)B;
 }
 
@@ -214,15 +225,14 @@ SA_INLINE double SA_FN(sa_target_loss)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
     return sa_isfinite(m) ? entropy + total * lognorm - shifted : entropy - shifted;
 }
 
-/* Losses built on log-softmax: cross-entropy (index and probability
- * targets), focal, comp-sum, logsumexp penalty, KL on logits, given the
- * sample's statistics st and lognorm = log(sum exp(z - m)) =
- * sa_lognorm(st.rest, st.count); kept says g holds exp(z_c - m) already. */
-SA_INLINE double SA_FN(sa_loss_from_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
-                                           const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
-                                           const sa_loss_opts *o, sa_stats st, double lognorm, int keep)
+/* The index-target kinds (sa_loss_index_softmax_kind) of
+ * sa_loss_from_stats: the loss, and the gradient's coefficients A, B, D of
+ * sa_write_softmax_grad before the reduction's scale. m is the sample's
+ * maximum, NaN when it holds a NaN. */
+SA_INLINE double SA_FN(sa_index_loss)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                      const sa_loss_opts *o, double m, double lognorm,
+                                      double *A_out, double *B_out, double *D_out)
 {
-    const double m = st.nan ? NAN : st.max;
     const int finite = sa_isfinite(m);
     const double lse = finite ? m + lognorm : m;
     const double *w = o->class_weight;
@@ -244,10 +254,6 @@ SA_INLINE double SA_FN(sa_loss_from_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_
         D = -eps / (double)C;
         break;
     }
-    case SA_LOSS_CROSS_ENTROPY_PROBS:
-    case SA_LOSS_KL_LOGITS:
-        return SA_FN(sa_target_loss)(z, zs, C, m, lognorm, sa_softmax_scale(m, st.rest, st.count),
-                                     t, ts, o, g, gs);
     case SA_LOSS_FOCAL: {
         const double q = exp(logp_y), one_minus_q = -expm1(logp_y);
         const double modulator = pow(one_minus_q, o->gamma);
@@ -273,13 +279,31 @@ SA_INLINE double SA_FN(sa_loss_from_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_
         A = 2.0 * o->weight * lse;
         break;
     }
+    *A_out = A;
+    *B_out = B;
+    *D_out = D;
+    return loss;
+}
+
+/* Losses built on log-softmax: cross-entropy (index and probability
+ * targets), focal, comp-sum, logsumexp penalty, KL on logits, given the
+ * sample's statistics st and lognorm = log(sum exp(z - m)) =
+ * sa_lognorm(st.rest, st.count); keep says g holds exp(z_c - m) already. */
+SA_INLINE double SA_FN(sa_loss_from_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, int64_t y,
+                                           const SA_T *t, ptrdiff_t ts, SA_T *g, ptrdiff_t gs,
+                                           const sa_loss_opts *o, sa_stats st, double lognorm, int keep)
+{
+    const double m = st.nan ? NAN : st.max;
+    if (o->kind == SA_LOSS_CROSS_ENTROPY_PROBS || o->kind == SA_LOSS_KL_LOGITS)
+        return SA_FN(sa_target_loss)(z, zs, C, m, lognorm, sa_softmax_scale(m, st.rest, st.count),
+                                     t, ts, o, g, gs);
+    double A, B, D;
+    const double loss = SA_FN(sa_index_loss)(z, zs, C, y, o, m, lognorm, &A, &B, &D);
     if (g) {
         const double s = o->grad_scale;
         const double inv_sum = sa_softmax_scale(m, st.rest, st.count);
-        if (keep)
-            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs, 1);
-        else
-            SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, w, y, g, gs, 0);
+        SA_FN(sa_write_softmax_grad)(z, zs, C, (SA_T)m, inv_sum, s * A, s * B, s * D, o->class_weight,
+                                     y, g, gs, keep);
     }
     return loss;
 }
@@ -489,6 +513,96 @@ SA_INLINE void SA_FN(sa_loss_samples_short)(const SA_T *x, ptrdiff_t x_s0, ptrdi
 }
 #endif
 
+/* A few long samples split over threads (_losses.pyx's _samples_split), for
+ * the kinds of sa_loss_index_softmax_kind: each sample's classes are cut
+ * into segments of seg classes (the last one shorter), task t being segment
+ * t % n_seg of sample t / n_seg. The layout arguments are sa_loss_samples'.
+ * sa_loss_split_task locates a task: its sample's logits z, the segment's
+ * first class c0 and its length. */
+SA_INLINE const SA_T *SA_FN(sa_loss_split_task)(const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_s2,
+                                                ptrdiff_t C, ptrdiff_t inner, ptrdiff_t seg,
+                                                ptrdiff_t task, ptrdiff_t *n, ptrdiff_t *c0, ptrdiff_t *len)
+{
+    const ptrdiff_t n_seg = (C + seg - 1) / seg;
+    *n = task / n_seg;
+    *c0 = (task - *n * n_seg) * seg;
+    *len = C - *c0 < seg ? C - *c0 : seg;
+    const ptrdiff_t oi = *n / inner, ii = *n - oi * inner;
+    return x + oi * x_s0 + ii * x_s2;
+}
+
+/* Pass 1 of a task: its segment's statistics, by sa_sample_stats' pass, so
+ * that every layout gives the contiguous sample's bits. */
+SA_DISPATCHED(SA_FN(sa_loss_split_stats), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                                           ptrdiff_t C, ptrdiff_t inner, ptrdiff_t seg, ptrdiff_t task,
+                                           sa_stats *st),
+              (x, x_s0, x_sc, x_s2, C, inner, seg, task, st))
+{
+    ptrdiff_t n, c0, len;
+    const SA_T *z = SA_FN(sa_loss_split_task)(x, x_s0, x_s2, C, inner, seg, task, &n, &c0, &len);
+    SA_FN(sa_sample_stats)(z + c0 * x_sc, x_sc, len, st);
+}
+
+/* Between the passes, sample n: its n_seg segments' statistics st merged
+ * into st[0], its loss into *loss, and what pass 2 needs into *k. */
+SA_DISPATCHED(SA_FN(sa_loss_split_finish), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                                            ptrdiff_t C, ptrdiff_t inner, const int64_t *y,
+                                            const sa_loss_opts *o, ptrdiff_t n, sa_stats *st,
+                                            ptrdiff_t n_seg, double *loss, sa_loss_split_grad *k),
+              (x, x_s0, x_sc, x_s2, C, inner, y, o, n, st, n_seg, loss, k))
+{
+    for (ptrdiff_t s = 1; s < n_seg; s++)
+        sa_stats_merge(0, st, &st[s]);
+    k->ignored = y[n] < 0;
+    if (k->ignored) {
+        *loss = 0.0;
+        return;
+    }
+    const ptrdiff_t oi = n / inner, ii = n - oi * inner;
+    const SA_T *z = x + oi * x_s0 + ii * x_s2;
+    const double m = st->nan ? NAN : st->max, lognorm = sa_lognorm(st->rest, st->count);
+    double A, B, D;
+    /* the literal unit stride of sa_loss_samples' contiguous calls: the
+     * smoothing sum's vector order is then the same as theirs */
+    if (x_sc == 1)
+        *loss = SA_FN(sa_index_loss)(z, 1, C, y[n], o, m, lognorm, &A, &B, &D);
+    else
+        *loss = SA_FN(sa_index_loss)(z, x_sc, C, y[n], o, m, lognorm, &A, &B, &D);
+    const double s = o->grad_scale;
+    k->max = m;
+    k->a = s * A * sa_softmax_scale(m, st->rest, st->count);
+    k->B = s * B;
+    k->D = s * D;
+}
+
+/* Pass 2 of a task: its segment of the gradient g (C-contiguous, as
+ * sa_loss_samples'), given its sample's k; the same bits as the whole
+ * sample's sa_write_softmax_grad. */
+SA_DISPATCHED(SA_FN(sa_loss_split_grad), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t x_sc, ptrdiff_t x_s2,
+                                          ptrdiff_t C, ptrdiff_t inner, const int64_t *y,
+                                          const sa_loss_opts *o, ptrdiff_t seg, ptrdiff_t task,
+                                          const sa_loss_split_grad *k, SA_T *g),
+              (x, x_s0, x_sc, x_s2, C, inner, y, o, seg, task, k, g))
+{
+    ptrdiff_t n, c0, len;
+    const SA_T *z = SA_FN(sa_loss_split_task)(x, x_s0, x_s2, C, inner, seg, task, &n, &c0, &len);
+    const ptrdiff_t oi = n / inner, ii = n - oi * inner;
+    SA_T *gn = g + oi * C * inner + ii;
+    k += n;
+    if (k->ignored) {
+        SA_FN(sa_fill)(gn + c0 * inner, inner, len, (SA_T)0);
+        return;
+    }
+    const double *w = o->class_weight ? o->class_weight + c0 : NULL;
+    if (x_sc == 1 && inner == 1)
+        SA_FN(sa_write_softmax_grad_terms)(z + c0, 1, len, (SA_T)k->max, (SA_T)k->a, k->D, w, gn + c0, 1, 0);
+    else
+        SA_FN(sa_write_softmax_grad_terms)(z + c0 * x_sc, x_sc, len, (SA_T)k->max, (SA_T)k->a, k->D, w,
+                                           gn + c0 * inner, inner, 0);
+    if (y[n] >= c0 && y[n] < c0 + len)      /* after the target's own term, as the whole sample */
+        gn[y[n] * inner] += (SA_T)k->B;
+}
+
 /* Samples [begin, end) of logits laid out as (outer, C, inner) with strides
  * x_s0, x_sc, x_s2 (elements). y: one target per sample (-1 = ignored) or
  * NULL for probability targets; t: probability targets in the same logical
@@ -502,7 +616,7 @@ SA_DISPATCHED(SA_FN(sa_loss_samples), (const SA_T *x, ptrdiff_t x_s0, ptrdiff_t 
               (x, x_s0, x_sc, x_s2, C, inner, y, t, t_s0, t_sc, t_s2, g, o, loss, begin, end))
 {
 #if defined(SA_SHORT_STATS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (sa_simd_v3 && C <= SA_SMALL_ROW_MAX && !t && sa_loss_short_tile_kind(o->kind)) {
+    if (sa_simd_v3 && C <= SA_SMALL_ROW_MAX && !t && sa_loss_index_softmax_kind(o->kind)) {
         SA_FN(sa_loss_samples_short)(x, x_s0, x_sc, x_s2, C, inner, y, g, o, loss, begin, end);
         return;
     }

@@ -59,6 +59,13 @@ typedef struct {
     double class_weight_sum;        /* sum of class_weight (C when NULL) */
 } sa_loss_opts;
 
+/* What pass 2 of a sample split over threads needs (sa_loss_split_finish):
+ * g_c = a exp(z_c - max) + D w_c, then B added at the target. */
+typedef struct {
+    double max, a, B, D;
+    int ignored;            /* target -1: no loss, a zero gradient */
+} sa_loss_split_grad;
+
 /* Elementwise losses: alpha, gamma for sigmoid focal; log_target for KL. */
 typedef struct {
     int kind;
@@ -67,9 +74,10 @@ typedef struct {
     double grad_scale;
 } sa_ew_opts;
 
-/* Whether sa_loss_samples' short-row tile (_losses_impl.h) computes a loss
- * of this kind: the index-target losses built on log-softmax. */
-SA_INLINE int sa_loss_short_tile_kind(int kind)
+/* The index-target losses built on log-softmax: the kinds that
+ * sa_loss_samples' short-row tile computes and that a long sample may be
+ * split over threads for (sa_loss_split_*, _losses_impl.h). */
+SA_INLINE int sa_loss_index_softmax_kind(int kind)
 {
     return kind == SA_LOSS_CROSS_ENTROPY || kind == SA_LOSS_FOCAL || kind == SA_LOSS_COMP_SUM
            || kind == SA_LOSS_LSE_PENALTY;

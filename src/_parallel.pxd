@@ -22,6 +22,10 @@ cdef enum:
     # 2026-12-04), as every parallel call does; OMP_NUM_THREADS=1 or
     # threadpoolctl avoids it.
     PARALLEL_MIN_BYTES = 1 << 15
+    # Fewer rows than threads, each at least this long: the softmax family's
+    # rows and the losses' samples are cut across the threads and the
+    # segments' (max, sum) states merged.
+    SPLIT_MIN_LENGTH = 1 << 14
     # Work items per thread: enough to even out rows of unequal cost (each at
     # most SA_INTERRUPT_BLOCK elements: an interrupt is seen between them).
     CHUNKS_PER_THREAD = 4

@@ -16,7 +16,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
-from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, elements
+from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, SPLIT_MIN_LENGTH, elements
 from _plain cimport plain_row_length
 
 cnp.import_array()
@@ -85,9 +85,6 @@ OPS = {
 }
 LOGSUMEXP = SA_LOGSUMEXP
 
-# Fewer slices than threads, each at least this long: split every slice
-# across the threads and merge the (max, sum) pairs.
-cdef Py_ssize_t SPLIT_MIN_LENGTH = 1 << 14
 # The column kernel re-reads a block of n rows three times: size the block's
 # width so that it stays in a (conservative) 512 KiB of L2.
 cdef Py_ssize_t COL_CACHE_BYTES = 512 * 1024

@@ -932,6 +932,70 @@ def test_thread_counts_agree_at_the_byte_threshold(dtype, shape):
     assert_close(grad2, want_grad, dtype)
 
 
+SPLIT_CASES = [
+    ("cross_entropy", "index", {}),
+    ("cross_entropy", "index", {"weight": W, "label_smoothing": 0.1, "ignore_index": 7}),
+    ("focal_loss", "index", {"gamma": 2.0, "alpha": W}),
+    ("comp_sum_loss", "index", {"tau": 0.5}),
+    ("logsumexp_penalty", "none", {"weight": 0.3}),
+]
+
+
+def _split_layouts(x):
+    """x (samples, classes) in the layouts that reach the split by other
+    strides: (array, axis, back) with back(grad) giving x's layout again."""
+    return {
+        "contiguous": (x, -1, lambda g: g),
+        "class stride 2": (np.repeat(x, 2, axis=1)[:, ::2], -1, lambda g: g),
+        "classes on axis 0, F-ordered": (np.asfortranarray(x.T), 0, lambda g: g.T),
+        "classes on axis 0, C-ordered": (np.ascontiguousarray(x.T), 0, lambda g: g.T),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_samples, n_threads", [(1, 2), (3, 4)])
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=_case_id)
+def test_long_samples_split_across_threads(case, n_samples, n_threads, dtype):
+    """Fewer samples than threads, each of at least 16384 classes: each
+    sample's classes are cut across the threads and the segments'
+    statistics merged. Loss and gradient match one thread's (every sample
+    whole) to rounding, and the plain float64 reference for
+    cross-entropy; an ignored sample keeps a zero loss and gradient; every
+    layout gives the contiguous array's bits."""
+    name, _, opts = case
+    rng = np.random.default_rng(n_samples)
+    c = 70_001
+    x = (4 * rng.standard_normal((n_samples, c))).astype(dtype)
+    x[0, 5] = 40.0                          # a maximum in the first segment
+    x[-1, c - 3] = 45.0                     # and one in the last
+    target = rng.integers(0, c, n_samples)
+    target[-1] = c - 3
+    if "ignore_index" in opts:
+        target[0] = 7
+    kw = {k: (rng.uniform(0.5, 2.0, c).astype(dtype) if v == W else v) for k, v in opts.items()}
+    args = () if name == "logsumexp_penalty" else (target,)
+
+    def run(logits, axis, threads):
+        with sa.threads(threads):
+            return getattr(sa, name)(logits, *args, axis=axis, reduction="none", return_grad=True, **kw)
+
+    one_loss, one_grad = run(x, -1, 1)
+    loss, grad = run(x, -1, n_threads)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(loss, one_loss, rtol=8 * eps)
+    np.testing.assert_allclose(grad, one_grad, rtol=4 * eps, atol=4 * eps * np.abs(one_grad).max())
+    if "ignore_index" in opts:
+        assert loss[0] == 0 and not grad[0].any()
+    if name == "cross_entropy":
+        want_loss, want_grad = np_cross_entropy(x.astype(np.float64), target, reduction="none", **kw)
+        assert_close(loss, want_loss, dtype)
+        assert_close(grad, want_grad, dtype)
+    for layout, (logits, axis, back) in _split_layouts(x).items():
+        other_loss, other_grad = run(logits, axis, n_threads)
+        np.testing.assert_array_equal(other_loss, loss, err_msg=layout)
+        np.testing.assert_array_equal(back(other_grad), grad, err_msg=layout)
+
+
 # ===================================================== memory layouts
 
 def _layouts():
