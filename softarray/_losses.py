@@ -287,22 +287,27 @@ def _kl_div_none(arguments):
     return None if arguments["from_logits"] else "entries"
 
 
-def _small_cross_entropy(logits, target, axis, reduction):
-    """The fast path of small calls (every option but the reduction at its
-    default): the loss when logits are plain rows (``_plain.pxd``) and
-    target a C-contiguous int64 NumPy array of their other axes' shape with
-    every index in range (checked in C by ``_kernels.plain_index_losses``),
-    else None and the general path runs (and raises any error). The kernel,
-    options and reduction are the general path's, so are the bits."""
+def _small_cross_entropy(logits, target, axis, reduction, return_grad):
+    """The fast path of small calls (every option but the reduction and
+    return_grad at its default): the loss (and gradient) when logits are
+    plain rows (``_plain.pxd``) and target a C-contiguous int64 NumPy array
+    of their other axes' shape with every index in range (checked in C by
+    ``_kernels.plain_index_losses``), else None and the general path runs
+    (and raises any error). The kernel, options and reduction are the
+    general path's, so are the bits."""
     tensor = _dispatch.plain_tensor(logits)
     if tensor is not None:          # torch logits take torch targets
         logits, target = tensor, _dispatch.plain_tensor(target)
-    loss = (_kernels.plain_index_losses(logits, target, axis, threads_for_call())
-            if reduction in REDUCTIONS else None)
-    if loss is None:
+    out = (_kernels.plain_index_losses(logits, target, axis, threads_for_call(), return_grad,
+                                       reduction == "mean")
+           if reduction in REDUCTIONS else None)
+    if out is None:
         return None
+    loss, grad = out if return_grad else (out, None)
     loss = reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
-    return loss if tensor is None else _dispatch.as_tensor(loss)
+    if tensor is not None:
+        loss, grad = _dispatch.as_tensor(loss), grad if grad is None else _dispatch.as_tensor(grad)
+    return (loss, grad) if return_grad else loss
 
 
 def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,
@@ -400,11 +405,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
     >>> bool(np.allclose(grad.sum(axis=1), 0.0))
     True
     """
-    if (weight is None and ignore_index is None and return_grad is False
+    if (weight is None and ignore_index is None and type(return_grad) is bool
             and type(label_smoothing) in (float, int) and label_smoothing == 0):
-        loss = _small_cross_entropy(logits, target, axis, reduction)
-        if loss is not None:
-            return loss
+        result = _small_cross_entropy(logits, target, axis, reduction, return_grad)
+        if result is not None:
+            return result
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     C = logits.shape[axis]
     eps = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)

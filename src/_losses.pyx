@@ -217,16 +217,19 @@ def total(object per_item):
                          cnp.PyArray_SIZE(<cnp.ndarray> per_item))
 
 
-def plain_index_losses(object logits, object target, object axis, int n_threads):
+def plain_index_losses(object logits, object target, object axis, int n_threads,
+                       bint with_grad=False, bint mean=False):
     """The small-call path of cross_entropy, every check in C: the float64
     loss of each row of logits against its class index in target, with
-    every option at its default, spread over n_threads as ``samples``
-    spreads it (one thread below PARALLEL_MIN_BYTES), when logits pass
-    _plain.plain_row_length and target is a plain int64 array (native byte
-    order, aligned, C-contiguous) of logits' shape without the class axis
-    with every index in [0, C); else None, computing nothing, and the
-    caller's general path runs (and raises any error). The same kernel and
-    options as ``samples`` gives such a call, so the same bits."""
+    every option but the reduction at its default, spread over n_threads as
+    ``samples`` spreads it (one thread below PARALLEL_MIN_BYTES), when
+    logits pass _plain.plain_row_length and target is a plain int64 array
+    (native byte order, aligned, C-contiguous) of logits' shape without the
+    class axis with every index in [0, C); else None, computing nothing,
+    and the caller's general path runs (and raises any error). with_grad
+    returns (loss, grad), the gradient of the mean over the rows (mean) or
+    of their sum, in a new array like logits. The same kernel and options
+    as ``samples`` gives such a call, so the same bits."""
     cdef Py_ssize_t C = plain_row_length(logits, axis)
     if C < 0 or type(target) is not cnp.ndarray:
         return None
@@ -242,14 +245,20 @@ def plain_index_losses(object logits, object target, object axis, int n_threads)
         if y[i] < 0 or y[i] >= C:
             return None
     cdef cnp.ndarray loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+    cdef cnp.ndarray grad = None
     cdef sa_loss_opts o = _default_opts(SA_LOSS_CROSS_ENTROPY, <double> C)
+    if with_grad:
+        grad = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        o.grad_scale = 1.0 / <double> n if mean else 1.0    # softarray._reduction.grad_scale's
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         _samples_run(<const float *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const float *> NULL,
-                     0, 0, 0, <float *> NULL, &o, <double *> cnp.PyArray_DATA(loss), n, n_threads)
+                     0, 0, 0, <float *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o,
+                     <double *> cnp.PyArray_DATA(loss), n, n_threads)
     else:
         _samples_run(<const double *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const double *> NULL,
-                     0, 0, 0, <double *> NULL, &o, <double *> cnp.PyArray_DATA(loss), n, n_threads)
-    return loss
+                     0, 0, 0, <double *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o,
+                     <double *> cnp.PyArray_DATA(loss), n, n_threads)
+    return (loss, grad) if with_grad else loss
 
 
 def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :, :] t,

@@ -70,6 +70,33 @@ def test_cross_entropy_equals_the_general_path(shape, dtype, reduction):
     np.testing.assert_allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cross_entropy_gradient_equals_the_general_path(shape, dtype, reduction):
+    """return_grad=True takes the fast path too: the loss and a new gradient
+    array with the general path's bits, and softmax minus the one-hot target
+    (over the rows for a mean) written plainly in float64."""
+    x = _logits(shape, dtype)
+    x.flat[0] = 1.0
+    target = np.random.default_rng(1).integers(0, shape[-1], shape[:-1])
+    fast, fast_grad = sa.cross_entropy(x, target, reduction=reduction, return_grad=True)
+    general, general_grad = sa.cross_entropy(x, target.astype(np.int32), reduction=reduction,
+                                             return_grad=True)
+    np.testing.assert_array_equal(fast, general)
+    assert fast_grad.dtype == general_grad.dtype == dtype and fast_grad.shape == shape
+    np.testing.assert_array_equal(fast_grad, general_grad)
+    assert not np.shares_memory(fast_grad, x)
+    x64 = x.astype(np.float64)
+    p = np.exp(x64 - x64.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.put_along_axis(p, target[..., None], np.take_along_axis(p, target[..., None], -1) - 1, -1)
+    if reduction == "mean":
+        p /= target.size
+    np.testing.assert_allclose(fast_grad, p, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-7 if dtype == np.float32 else 1e-15)
+
+
 def test_cross_entropy_out_of_range_target_raises_the_general_error():
     x = _logits((4, 3), np.float32)
     for bad in (np.array([0, 1, 3, 0]), np.array([0, -1, 2, 0])):
@@ -143,6 +170,19 @@ def test_torch_tensors_equal_the_numpy_result(name, dtype):
         value, sign = f(torch.from_numpy(x), return_sign=True)
         assert type(sign) is torch.Tensor
         np.testing.assert_array_equal(sign.numpy(), np.ones(8, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_tensors_get_a_tensor_gradient(dtype):
+    torch = _torch()
+    x = _logits((8, 10), dtype)
+    target = np.random.default_rng(2).integers(0, 10, 8)
+    want, want_grad = sa.cross_entropy(x, target, return_grad=True)
+    got, got_grad = sa.cross_entropy(torch.from_numpy(x.copy()), torch.from_numpy(target),
+                                     return_grad=True)
+    assert type(got) is type(got_grad) is torch.Tensor
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(got_grad.numpy(), want_grad)
 
 
 def test_tensors_that_are_not_plain_keep_their_path():

@@ -23,8 +23,13 @@ def samples(
 ) -> None: ...
 def total(per_item: npt.ArrayLike) -> float: ...
 def plain_index_losses(
-    logits: object, target: object, axis: object, n_threads: int
-) -> npt.NDArray[np.float64] | None: ...
+    logits: object,
+    target: object,
+    axis: object,
+    n_threads: int,
+    with_grad: bool = ...,
+    mean: bool = ...,
+) -> npt.NDArray[np.float64] | tuple[npt.NDArray[np.float64], npt.NDArray[Any]] | None: ...
 def samples_half(
     x: npt.NDArray[np.uint16],
     kind: int,
