@@ -291,23 +291,20 @@ def _small_cross_entropy(logits, target, axis, reduction, return_grad):
     """The fast path of small calls (every option but the reduction and
     return_grad at its default): the loss (and gradient) when logits are
     plain rows (``_plain.pxd``) and target a C-contiguous int64 NumPy array
-    of their other axes' shape with every index in range (checked in C by
-    ``_kernels.plain_index_losses``), else None and the general path runs
+    of their other axes' shape with every index in range, reduced in C
+    (``_kernels.plain_cross_entropy``), else None and the general path runs
     (and raises any error). The kernel, options and reduction are the
     general path's, so are the bits."""
     tensor = _dispatch.plain_tensor(logits)
     if tensor is not None:          # torch logits take torch targets
         logits, target = tensor, _dispatch.plain_tensor(target)
-    out = (_kernels.plain_index_losses(logits, target, axis, threads_for_call(), return_grad,
-                                       reduction == "mean")
-           if reduction in REDUCTIONS else None)
-    if out is None:
-        return None
-    loss, grad = out if return_grad else (out, None)
-    loss = reduce_losses(loss, reduction, float(loss.size), target.shape, logits.dtype)
-    if tensor is not None:
-        loss, grad = _dispatch.as_tensor(loss), grad if grad is None else _dispatch.as_tensor(grad)
-    return (loss, grad) if return_grad else loss
+    result = _kernels.plain_cross_entropy(logits, target, axis, reduction, return_grad,
+                                          threads_for_call())
+    if tensor is None or result is None:
+        return result
+    if return_grad:
+        return _dispatch.as_tensor(result[0]), _dispatch.as_tensor(result[1])
+    return _dispatch.as_tensor(result)
 
 
 def _index_loss(kind, xp, logits, target, axis, reduction, return_grad, *, weight=None,
@@ -410,6 +407,14 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=None, la
         result = _small_cross_entropy(logits, target, axis, reduction, return_grad)
         if result is not None:
             return result
+    return _cross_entropy(logits, target, axis, weight, ignore_index, label_smoothing, reduction,
+                          return_grad)
+
+
+def _cross_entropy(logits, target, axis, weight, ignore_index, label_smoothing, reduction,
+                   return_grad):
+    """cross_entropy's general path: a function of its own, so that the
+    fast path above creates none of the cells its closure needs."""
     xp, logits, axis, reduction, return_grad = _common(logits, axis, reduction, return_grad)
     C = logits.shape[axis]
     eps = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)

@@ -217,24 +217,32 @@ def total(object per_item):
                          cnp.PyArray_SIZE(<cnp.ndarray> per_item))
 
 
-def plain_index_losses(object logits, object target, object axis, int n_threads,
-                       bint with_grad=False, bint mean=False):
-    """The small-call path of cross_entropy, every check in C: the float64
-    loss of each row of logits against its class index in target, with
-    every option but the reduction at its default, spread over n_threads as
+# plain_cross_entropy's reductions, by name
+PLAIN_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def plain_cross_entropy(object logits, object target, object axis, object reduction,
+                        bint with_grad, int n_threads):
+    """The small-call path of cross_entropy, every check in C: the loss of
+    each row of logits against its class index in target, with every option
+    but the reduction and with_grad at its default, spread over n_threads as
     ``samples`` spreads it (one thread below PARALLEL_MIN_BYTES), when
-    logits pass _plain.plain_row_length and target is a plain int64 array
+    logits pass _plain.plain_row_length, target is a plain int64 array
     (native byte order, aligned, C-contiguous) of logits' shape without the
-    class axis with every index in [0, C); else None, computing nothing,
-    and the caller's general path runs (and raises any error). with_grad
-    returns (loss, grad), the gradient of the mean over the rows (mean) or
-    of their sum, in a new array like logits. The same kernel and options
-    as ``samples`` gives such a call, so the same bits."""
+    class axis with every index in [0, C), and reduction is one of
+    PLAIN_REDUCTIONS; else None, computing nothing, and the caller's general
+    path runs (and raises any error). Returns the reduced loss in the logits'
+    dtype (softarray._reduction.reduce_losses'), or (loss, grad) with
+    with_grad, the gradient in a new array like logits. The same kernel,
+    options and sums as ``samples`` and the general path, so the same bits."""
     cdef Py_ssize_t C = plain_row_length(logits, axis)
-    if C < 0 or type(target) is not cnp.ndarray:
+    if C < 0 or type(target) is not cnp.ndarray or type(reduction) is not str:
+        return None
+    red = PLAIN_REDUCTIONS.get(reduction)
+    if red is None:
         return None
     cdef cnp.ndarray x = <cnp.ndarray> logits, t = <cnp.ndarray> target
-    cdef int nd = cnp.PyArray_NDIM(x)
+    cdef int nd = cnp.PyArray_NDIM(x), typenum = cnp.PyArray_TYPE(x)
     if (cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or not cnp.PyArray_ISCARRAY_RO(t)
             or not cnp.PyArray_ISNOTSWAPPED(t) or cnp.PyArray_NDIM(t) != nd - 1
             or not cnp.PyArray_CompareLists(cnp.PyArray_DIMS(t), cnp.PyArray_DIMS(x), nd - 1)):
@@ -244,21 +252,48 @@ def plain_index_losses(object logits, object target, object axis, int n_threads,
     for i in range(n):
         if y[i] < 0 or y[i] >= C:
             return None
-    cdef cnp.ndarray loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+    cdef cnp.ndarray per = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+    cdef double *pl = <double *> cnp.PyArray_DATA(per)
     cdef cnp.ndarray grad = None
     cdef sa_loss_opts o = _default_opts(SA_LOSS_CROSS_ENTROPY, <double> C)
     if with_grad:
-        grad = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
-        o.grad_scale = 1.0 / <double> n if mean else 1.0    # softarray._reduction.grad_scale's
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        grad = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(x), typenum, 0)
+        o.grad_scale = 1.0 / <double> n if red == 1 else 1.0     # softarray._reduction.grad_scale's
+    if typenum == cnp.NPY_FLOAT:
         _samples_run(<const float *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const float *> NULL,
-                     0, 0, 0, <float *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o,
-                     <double *> cnp.PyArray_DATA(loss), n, n_threads)
+                     0, 0, 0, <float *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o, pl, n, n_threads)
     else:
         _samples_run(<const double *> cnp.PyArray_DATA(x), C, 1, 1, C, 1, y, <const double *> NULL,
-                     0, 0, 0, <double *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o,
-                     <double *> cnp.PyArray_DATA(loss), n, n_threads)
+                     0, 0, 0, <double *> cnp.PyArray_DATA(grad) if with_grad else NULL, &o, pl, n, n_threads)
+    loss = _reduced(per, red, typenum, nd - 1, cnp.PyArray_DIMS(t))
     return (loss, grad) if with_grad else loss
+
+
+cdef cnp.ndarray _reduced(cnp.ndarray per, int red, int typenum, int nd, cnp.npy_intp *dims):
+    """reduce_losses of float64 per-sample losses in C: "none" (red 0) as
+    an array of dims in typenum, "mean" (1) and "sum" (2) as a 0-d one, the
+    same pairwise sum (total) and the same rounding."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(per), i
+    cdef const double *pl = <const double *> cnp.PyArray_DATA(per)
+    cdef cnp.ndarray out
+    cdef double value
+    if red == 0:
+        out = cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+        for i in range(n):
+            if typenum == cnp.NPY_FLOAT:
+                (<float *> cnp.PyArray_DATA(out))[i] = <float> pl[i]
+            else:
+                (<double *> cnp.PyArray_DATA(out))[i] = pl[i]
+        return out
+    value = _pairwise_sum(pl, n)
+    if red == 1:
+        value = value / <double> n
+    out = cnp.PyArray_EMPTY(0, NULL, typenum, 0)
+    if typenum == cnp.NPY_FLOAT:
+        (<float *> cnp.PyArray_DATA(out))[0] = <float> value
+    else:
+        (<double *> cnp.PyArray_DATA(out))[0] = value
+    return out
 
 
 def samples(const floating[:, :, :] x, const int64_t[::1] y, const floating[:, :, :] t,

@@ -22,14 +22,16 @@ def samples(
     n_threads: int,
 ) -> None: ...
 def total(per_item: npt.ArrayLike) -> float: ...
-def plain_index_losses(
+PLAIN_REDUCTIONS: Final[dict[str, int]]
+
+def plain_cross_entropy(
     logits: object,
     target: object,
     axis: object,
+    reduction: object,
+    with_grad: bool,
     n_threads: int,
-    with_grad: bool = ...,
-    mean: bool = ...,
-) -> npt.NDArray[np.float64] | tuple[npt.NDArray[np.float64], npt.NDArray[Any]] | None: ...
+) -> npt.NDArray[Any] | tuple[npt.NDArray[Any], npt.NDArray[Any]] | None: ...
 def samples_half(
     x: npt.NDArray[np.uint16],
     kind: int,
