@@ -321,12 +321,18 @@ SA_AVX2_INLINE void sa_avx2_short_tile_f32(const float *x, float *out, ptrdiff_t
         }
     for (int g = 0; g < groups; g++)
         rest[g] = count[g] = _mm256_setzero_ps();
-    /* Four vectors at once give the same bits as one at a time, but a NaN
-     * lane would hide another row's -inf there (sa_avx2_exp4_nonpositive_f32). */
-    __m256 any_nan = nan[0];
-    for (int g = 1; g < groups; g++)
-        any_nan = _mm256_or_ps(any_nan, nan[g]);
-    if (groups == 4 && !_mm256_movemask_ps(any_nan)) {
+    /* Four vectors at once give the same bits as one at a time, but a lane
+     * whose argument is NaN would hide another row's -inf there
+     * (sa_avx2_exp4_nonpositive_f32): a row with a NaN, or one whose
+     * maximum is infinite (-inf - -inf, inf - inf; m - m is NaN exactly
+     * where m is not finite). */
+    __m256 unsafe = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const __m256 zero_if_finite = _mm256_sub_ps(m[g], m[g]);
+        unsafe = _mm256_or_ps(unsafe, _mm256_or_ps(nan[g], _mm256_cmp_ps(zero_if_finite, zero_if_finite,
+                                                                           _CMP_UNORD_Q)));
+    }
+    if (groups == 4 && !_mm256_movemask_ps(unsafe)) {
         for (ptrdiff_t j = 0; j < n; j++)
             sa_avx2_tile_exp_column(col[j], m, 4, op, rest, count);
     } else {                /* a group at a time: a count known only at run time would keep e in memory */

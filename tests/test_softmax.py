@@ -565,6 +565,26 @@ def test_short_float32_rows_nan_row_leaves_its_lane_neighbours_alone(op, n):
     assert np.all(np.isnan(got[8:12])) and np.all(np.isnan(got[28:32]))   # the rest: as the reference
 
 
+@pytest.mark.parametrize("fill", [-np.inf, np.inf])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("n", [2, 3, 10, 32])
+def test_short_float32_rows_infinite_row_leaves_its_lane_neighbours_alone(op, n, fill):
+    """The same check for a row whose maximum is infinite: its differences
+    (-inf - -inf, inf - inf) are NaN as well, and must not hide a -inf of
+    another row in the same lane (a tile of 32 rows, the rest all `fill`;
+    this once made the first row NaN)."""
+    x = np.full((32, n), fill, np.float32)
+    x[0, 0] = 0.0
+    x[0, n - 1] = -np.inf
+    x[1, :] = np.arange(n, dtype=np.float32)
+    x[1, n // 2] = -np.inf
+    with np.errstate(invalid="ignore"):
+        got = getattr(sa, op)(x, axis=-1)
+        want = REFERENCES[op](x.astype(np.float64), -1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-6, atol=1e-44)
+
+
 # float64 rows of up to 32 entries run in tiles whose exponential step takes
 # the rows across SIMD lanes (the intrinsics kernels on x86-64-v3 and
 # AVX-512, the last lanes masked). Each row length, row counts around the
