@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, free
 from cython.parallel cimport threadid
 from _interrupt cimport sa_interrupt, sa_interrupt_start, sa_interrupt_poll, sa_interrupt_finish
 from _parallel cimport (PARALLEL_MIN_ELEMENTS, SPLIT_MIN_LENGTH, elements, work_items, row_items,
-                       row_items_by_bytes)
+                       row_items_by_bytes, split_segment)
 cimport numpy as cnp
 import numpy as np
 from _plain cimport plain_row_length
@@ -381,17 +381,15 @@ cdef int _samples_split(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_s
     segments' statistics are merged per sample, and the gradient is written
     per segment in parallel (sa_loss_split_*). Returns -1 if scratch could
     not be allocated (the caller then runs unsplit)."""
-    cdef Py_ssize_t seg = (C + n_threads - 1) // n_threads
-    seg = (seg + SA_ROW_BLOCK - 1) // SA_ROW_BLOCK * SA_ROW_BLOCK
+    cdef Py_ssize_t seg = split_segment(C, n_threads, SA_ROW_BLOCK)
     cdef Py_ssize_t n_seg = (C + seg - 1) // seg
     cdef Py_ssize_t n_tasks = n * n_seg
     cdef Py_ssize_t t, i
-    cdef sa_stats *stats = <sa_stats *> malloc(n_tasks * sizeof(sa_stats))
-    cdef sa_loss_split_grad *k = <sa_loss_split_grad *> malloc(n * sizeof(sa_loss_split_grad))
-    if stats == NULL or k == NULL:
-        free(stats)
-        free(k)
+    # one allocation: every task's statistics, then every sample's pass-2 terms
+    cdef sa_stats *stats = <sa_stats *> malloc(n_tasks * sizeof(sa_stats) + n * sizeof(sa_loss_split_grad))
+    if stats == NULL:
         return -1
+    cdef sa_loss_split_grad *k = <sa_loss_split_grad *> (stats + n_tasks)
     for t in prange(n_tasks, num_threads=n_threads, schedule='static'):
         if not sa_interrupt_poll(intr, seg):
             if floating is float:
@@ -415,7 +413,6 @@ cdef int _samples_split(const floating *px, Py_ssize_t xs0, Py_ssize_t xsc, Py_s
                     else:
                         sa_loss_split_grad_f64(px, xs0, xsc, xs2, C, inner, py, o, seg, t, k, pg)
     free(stats)
-    free(k)
     return 0
 
 

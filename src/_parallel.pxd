@@ -45,6 +45,14 @@ cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t work, Py_ssize_t min_wo
     return n_threads
 
 
+cdef inline Py_ssize_t split_segment(Py_ssize_t n, int n_threads, Py_ssize_t multiple) noexcept nogil:
+    """The length of the segments a row of n entries split across n_threads
+    is cut into: one per thread, rounded up to a multiple of `multiple`
+    (the last segment shorter, and fewer segments than threads if need be)."""
+    cdef Py_ssize_t seg = (n + n_threads - 1) // n_threads
+    return (seg + multiple - 1) // multiple * multiple
+
+
 # n_items rows cut into `count` work items of `size` rows (the last one
 # shorter) for `for c in prange(count, num_threads=team, schedule='dynamic')`:
 # item c covers rows [c * size, min((c + 1) * size, n_items)).

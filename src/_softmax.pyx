@@ -16,7 +16,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
-from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, SPLIT_MIN_LENGTH, elements
+from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, SPLIT_MIN_LENGTH, elements, split_segment
 from _plain cimport plain_row_length
 
 cnp.import_array()
@@ -178,8 +178,7 @@ cdef int _rows_split(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t
     per segment in parallel, the segments' states are merged per row, and
     pass 2 runs per segment in parallel. Returns -1 if scratch could not be
     allocated (the caller then runs unsplit)."""
-    cdef Py_ssize_t seg = (n + n_threads - 1) // n_threads
-    seg = (seg + 63) // 64 * 64              # whole cache lines per segment
+    cdef Py_ssize_t seg = split_segment(n, n_threads, 64)    # whole cache lines per segment
     if op == SA_SOFTMAX and seg * <Py_ssize_t> sizeof(floating) <= SA_CACHED_ROW_BYTES:
         return _rows_split_cached(x, xs, out, os, n_rows, n, seg, scale, n_threads)
     cdef Py_ssize_t n_seg = (n + seg - 1) // seg
