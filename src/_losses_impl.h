@@ -73,19 +73,44 @@ SA_INLINE void SA_FN(sa_sample_stats_keep)(const SA_T *z, ptrdiff_t C, sa_stats 
     st->count = count;
 }
 
-/* sum_c w_c * (z_c - m), w_c = 1 without class weights: the smoothing term. */
-SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
-                                                const double *w, double m)
+/* sum_c w_c * (z_c - m) over len contiguous classes, w_c = 1 without
+ * class weights. */
+SA_INLINE double SA_FN(sa_block_shifted_sum)(const SA_T *z, ptrdiff_t len, const double *w, double m)
 {
     double s = 0.0;
     if (w) {
 #pragma omp simd reduction(+ : s)
-        for (ptrdiff_t c = 0; c < C; c++)
-            s += w[c] * ((double)z[c * zs] - m);
+        for (ptrdiff_t c = 0; c < len; c++)
+            s += w[c] * ((double)z[c] - m);
     } else {
 #pragma omp simd reduction(+ : s)
-        for (ptrdiff_t c = 0; c < C; c++)
-            s += (double)z[c * zs] - m;
+        for (ptrdiff_t c = 0; c < len; c++)
+            s += (double)z[c] - m;
+    }
+    return s;
+}
+
+/* The smoothing term sum_c w_c * (z_c - m), a block of SA_ROW_BLOCK classes
+ * at a time (classes at another stride gathered into a local block first),
+ * the blocks' sums added in order: every layout runs the same contiguous
+ * loop on the same blocks, so it gives the contiguous row's bits whatever
+ * vector order the compiler picks (one loop over all the classes with a
+ * run-time stride summed in another order than the unit-stride one: GCC
+ * and Clang differed there). */
+SA_INLINE double SA_FN(sa_weighted_shifted_sum)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C,
+                                                const double *w, double m)
+{
+    SA_T block[SA_ROW_BLOCK];
+    double s = 0.0;
+    for (ptrdiff_t b = 0; b < C; b += SA_ROW_BLOCK) {
+        const ptrdiff_t len = C - b < SA_ROW_BLOCK ? C - b : SA_ROW_BLOCK;
+        const SA_T *zb = z + b * zs;
+        if (zs != 1) {
+            for (ptrdiff_t i = 0; i < len; i++)
+                block[i] = zb[i * zs];
+            zb = block;
+        }
+        s += SA_FN(sa_block_shifted_sum)(zb, len, w ? w + b : NULL, m);
     }
     return s;
 }
@@ -562,12 +587,7 @@ SA_DISPATCHED(SA_FN(sa_loss_split_finish), (const SA_T *x, ptrdiff_t x_s0, ptrdi
     const SA_T *z = x + oi * x_s0 + ii * x_s2;
     const double m = st->nan ? NAN : st->max, lognorm = sa_lognorm(st->rest, st->count);
     double A, B, D;
-    /* the literal unit stride of sa_loss_samples' contiguous calls: the
-     * smoothing sum's vector order is then the same as theirs */
-    if (x_sc == 1)
-        *loss = SA_FN(sa_index_loss)(z, 1, C, y[n], o, m, lognorm, &A, &B, &D);
-    else
-        *loss = SA_FN(sa_index_loss)(z, x_sc, C, y[n], o, m, lognorm, &A, &B, &D);
+    *loss = SA_FN(sa_index_loss)(z, x_sc, C, y[n], o, m, lognorm, &A, &B, &D);
     const double s = o->grad_scale;
     k->max = m;
     k->a = s * A * sa_softmax_scale(m, st->rest, st->count);
