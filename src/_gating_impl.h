@@ -142,6 +142,49 @@ SA_INLINE void SA_FN(sa_topk_count_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t 
     }
 }
 
+/* Equal-width buckets over the keys [lo, hi] (lo < hi), bucket 0 holding
+ * the largest: a key's bucket is monotone in the key, computed in double
+ * precision from its offset above lo (shifted below 2^52 so that it
+ * converts exactly). On unordered floating-point data the keys of a few
+ * exponents spread over the buckets, where buckets of the key's bytes (a
+ * radix) would put most in one or two. */
+typedef struct {
+    SA_KEY_T lo;
+    int shift;
+    double scale;
+    ptrdiff_t last;     /* the number of buckets less one */
+} SA_FN(sa_topk_buckets);
+
+SA_INLINE SA_FN(sa_topk_buckets) SA_FN(sa_topk_buckets_over)(SA_KEY_T lo, SA_KEY_T hi, ptrdiff_t count)
+{
+    const int top = 63 - __builtin_clzll((unsigned long long)(hi - lo));
+    SA_FN(sa_topk_buckets) b;
+    b.lo = lo;
+    b.shift = top > 51 ? top - 51 : 0;
+    b.scale = (double)count / ((double)(int64_t)((hi - lo) >> b.shift) + 1.0);
+    b.last = count - 1;
+    return b;
+}
+
+SA_INLINE ptrdiff_t SA_FN(sa_topk_bucket)(const SA_FN(sa_topk_buckets) *b, SA_KEY_T key)
+{
+    const ptrdiff_t from_lo = (ptrdiff_t)((double)(int64_t)((key - b->lo) >> b->shift) * b->scale);
+    return b->last - (from_lo < b->last ? from_lo : b->last);
+}
+
+/* The least and largest keys of a[0..m), m >= 1. */
+SA_INLINE void SA_FN(sa_topk_key_range)(const sa_ranked *a, ptrdiff_t m, SA_KEY_T *lo, SA_KEY_T *hi)
+{
+    SA_KEY_T l = (SA_KEY_T)a[0].key, h = l;
+    for (ptrdiff_t i = 1; i < m; i++) {
+        const SA_KEY_T key = (SA_KEY_T)a[i].key;
+        l = key < l ? key : l;
+        h = key > h ? key : h;
+    }
+    *lo = l;
+    *hi = h;
+}
+
 /* The k-th key of the result among a[0..m), equal keys in index order: every
  * entry with a larger key belongs to the k first, and so do the first *ties
  * with this key. An MSD radix select, one byte of the key per level; from
@@ -214,21 +257,59 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, s
     return threshold;
 }
 
-/* Stable sort of a[0..m) (equal keys in index order) by key, largest first: places by
- * counting for a few entries, else an LSD radix sort one byte at a time,
- * skipping the bytes every key shares. tmp holds m entries. */
-SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
+/* Puts the k first of a[0..m) (k <= m) in result order at a[0..k), as a
+ * stable sort by key, largest first, would: D = min(m,
+ * SA_TOPK_SORT_BUCKETS) equal-width buckets of the keys' range
+ * (sa_topk_buckets), the entries scattered to them in index order, then
+ * the buckets that reach into the first k sorted: one of more than
+ * SA_TOPK_INSERTION_N entries the same way on its own range, a smaller one
+ * by insertion (on unordered data a bucket holds a few entries). Buckets past
+ * the first k are left as they are: the selection of the k first is the
+ * sort's first level. Each level narrows the range more than
+ * SA_TOPK_INSERTION_N times, so the depth stays below 16. Not inlined: it
+ * recurses. tmp holds m entries. */
+static void SA_FN(sa_topk_sort_first)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
 {
-    if (m <= SA_TOPK_COUNT_SORT_K) {
-        SA_KEY_T keys[SA_TOPK_COUNT_SORT_K], place[SA_TOPK_COUNT_SORT_K];
-        for (ptrdiff_t i = 0; i < m; i++)
-            keys[i] = (SA_KEY_T)a[i].key;
-        SA_FN(sa_topk_places)(keys, m, place);
-        for (ptrdiff_t i = 0; i < m; i++)
-            tmp[place[i]] = a[i];
-        memcpy(a, tmp, (size_t)m * sizeof(sa_ranked));
-        return;
+    SA_KEY_T lo, hi;
+    SA_FN(sa_topk_key_range)(a, m, &lo, &hi);
+    if (lo == hi)
+        return;                 /* one key: index order is the result's */
+    const ptrdiff_t D = m < SA_TOPK_SORT_BUCKETS ? m : SA_TOPK_SORT_BUCKETS;
+    const SA_FN(sa_topk_buckets) span = SA_FN(sa_topk_buckets_over)(lo, hi, D);
+    uint32_t bucket[SA_TOPK_SORT_BUCKETS];
+    memset(bucket, 0, (size_t)D * sizeof bucket[0]);
+    for (ptrdiff_t i = 0; i < m; i++)
+        bucket[SA_FN(sa_topk_bucket)(&span, (SA_KEY_T)a[i].key)]++;
+    uint32_t sum = 0;
+    for (ptrdiff_t d = 0; d < D; d++) {         /* starts */
+        const uint32_t c = bucket[d];
+        bucket[d] = sum;
+        sum += c;
     }
+    for (ptrdiff_t i = 0; i < m; i++)
+        tmp[bucket[SA_FN(sa_topk_bucket)(&span, (SA_KEY_T)a[i].key)]++] = a[i];
+    ptrdiff_t reach = 0;        /* bucket[d] is now bucket d's end */
+    for (ptrdiff_t d = 0; reach < k; d++)
+        reach = bucket[d];
+    memcpy(a, tmp, (size_t)reach * sizeof(sa_ranked));
+    ptrdiff_t start = 0;
+    for (ptrdiff_t d = 0; start < k; d++) {
+        const ptrdiff_t end = bucket[d];
+        if (end - start > SA_TOPK_INSERTION_N)
+            SA_FN(sa_topk_sort_first)(a + start, end - start, (end < k ? end : k) - start, tmp + start);
+        else
+            sa_topk_insertion_sort(a + start, end - start);
+        start = end;
+    }
+}
+
+/* Stable LSD radix sort of a[0..m) by key, largest first, one byte at a
+ * time, skipping the bytes every key shares: four passes at most over
+ * float32 keys, where it is faster than the bucket sort on rows whose
+ * keys span both signs (a few exponents hold most keys, and buckets of equal
+ * width recurse). tmp holds m entries. */
+SA_INLINE void SA_FN(sa_topk_radix_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
+{
     enum { BYTES = sizeof(SA_KEY_T) };
     uint32_t counts[BYTES][256];
     memset(counts, 0, sizeof counts);
@@ -254,6 +335,29 @@ SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
     }
     if (src != a)
         memcpy(a, src, (size_t)m * sizeof(sa_ranked));
+}
+
+/* Stable sort of a[0..m) (equal keys in index order) by key, largest first:
+ * places by counting for a few entries, else the LSD radix sort (float32
+ * keys) or the bucket sort (float64 keys, eight bytes for the radix). No
+ * comparison sort, so the tie rule needs no comparator. tmp holds m
+ * entries. */
+SA_INLINE void SA_FN(sa_topk_sort)(sa_ranked *a, ptrdiff_t m, sa_ranked *tmp)
+{
+    if (m <= SA_TOPK_COUNT_SORT_K) {
+        SA_KEY_T keys[SA_TOPK_COUNT_SORT_K], place[SA_TOPK_COUNT_SORT_K];
+        for (ptrdiff_t i = 0; i < m; i++)
+            keys[i] = (SA_KEY_T)a[i].key;
+        SA_FN(sa_topk_places)(keys, m, place);
+        for (ptrdiff_t i = 0; i < m; i++)
+            tmp[place[i]] = a[i];
+        memcpy(a, tmp, (size_t)m * sizeof(sa_ranked));
+        return;
+    }
+    if (sizeof(SA_KEY_T) == 4)
+        SA_FN(sa_topk_radix_sort)(a, m, tmp);
+    else
+        SA_FN(sa_topk_sort_first)(a, m, m, tmp);
 }
 
 /* Large k on a long row (n >= SA_TOPK_FILTER_RATIO k): a running threshold
@@ -459,9 +563,9 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_KEY_T *lane, ptrdiff_t G, 
     return bound;
 }
 
-/* The entries of a row with no NaN that are at least bar (largest) or at
- * most bar (smallest), in index order, into cvalues and cindex, groups of 8
- * with none skipped. Returns their number, or -1 as soon as more than cap
+/* The entries of a row that are at least bar or NaN (largest), or at most
+ * bar (smallest), in index order, into cvalues and cindex, groups of 8
+ * with none skipped: every entry whose rank key reaches bar's. Returns their number, or -1 as soon as more than cap
  * do (cvalues and cindex hold cap + SA_TOPK_REACH_SLACK).
  * sa_avx2_topk_reaching_* on x86-64-v3. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
@@ -472,16 +576,71 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n
         const ptrdiff_t w = n - g < 8 ? n - g : 8;
         int reach = 0;
         for (ptrdiff_t j = 0; j < w; j++)
-            reach |= largest ? row[g + j] >= bar : row[g + j] <= bar;
+            reach |= largest ? !(row[g + j] < bar) : row[g + j] <= bar;
         if (!reach)
             continue;
         for (ptrdiff_t j = 0; j < w; j++) {
             cvalues[m] = row[g + j];
             cindex[m] = (SA_KEY_T)(g + j);
-            m += largest ? row[g + j] >= bar : row[g + j] <= bar;
+            m += largest ? !(row[g + j] < bar) : row[g + j] <= bar;
         }
         if (m > cap)
             return -1;
+    }
+    return m;
+}
+
+/* The entries of row[0..n) reaching bar, as for sa_topk_reaching_numbers,
+ * by the AVX2 form on x86-64-v3. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
+                                            SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
+{
+#if SA_X86_DISPATCH
+    if (sa_simd_v3)
+        return SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cvalues, cindex, cap);
+#endif
+    return SA_FN(sa_topk_reaching_numbers)(row, n, largest, bar, cvalues, cindex, cap);
+}
+
+/* Large k on a row of at least SA_TOPK_SAMPLE_MIN_N entries (fewer than
+ * 2^32): the rank keys of SA_TOPK_SAMPLE entries at a fixed stride give a
+ * bound, the sample's r-th key (low bits cleared, sa_topk_lane_bound) with
+ * r the k n / s expected in the sample plus two of its standard deviations
+ * and 4, and one vector pass collects the entries that reach it, in index
+ * order (NaN among them for the largest-k). When at least k do, so do k
+ * entries with a key of at least the bound, the row's k-th key is no
+ * smaller, and every entry of the result is among them: their (key, index)
+ * pairs go to best. On unordered rows about k + 2 sqrt(k n / s) n / s
+ * entries reach it, and the row is read once. Returns their number, or 0
+ * (the sample misled: fewer than k reach it, or more than the cap) for the
+ * paths without a sample. best and tmp hold n entries each. */
+SA_INLINE ptrdiff_t SA_FN(sa_topk_sampled_candidates)(const SA_T *row, ptrdiff_t n, ptrdiff_t k,
+                                                      int largest, sa_ranked *best, sa_ranked *tmp)
+{
+    enum { S = SA_TOPK_SAMPLE };
+    const double expected = (double)k * S / (double)n;
+    const ptrdiff_t r = (ptrdiff_t)(expected + 2.0 * sqrt(expected)) + 4;
+    if (r >= S)
+        return 0;
+    SA_KEY_T sample[S];
+    const ptrdiff_t stride = n / S;
+    for (ptrdiff_t j = 0; j < S; j++)
+        sample[j] = (SA_KEY_T)SA_RANK(row[j * stride + stride / 2], largest);
+    const SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(sample, S, r), largest);
+    if (bar != bar)
+        return 0;       /* r sampled entries are NaN */
+    /* the values and indices that reach bar go to tmp, then their pairs to best */
+    const ptrdiff_t room = n - SA_TOPK_REACH_SLACK;
+    const ptrdiff_t wanted = SA_TOPK_SAMPLE_CAP_K * k + SA_TOPK_SAMPLE_CAP_EXTRA;
+    const ptrdiff_t cap = wanted < room ? wanted : room;
+    SA_T *cvalues = (SA_T *)tmp;
+    SA_KEY_T *cindex = (SA_KEY_T *)(cvalues + cap + SA_TOPK_REACH_SLACK);
+    const ptrdiff_t m = SA_FN(sa_topk_reaching)(row, n, largest, bar, cvalues, cindex, cap);
+    if (m < k)
+        return 0;       /* also -1: more than cap reached it */
+    for (ptrdiff_t i = 0; i < m; i++) {
+        best[i].key = SA_RANK(cvalues[i], largest);
+        best[i].index = (int64_t)cindex[i];
     }
     return m;
 }
@@ -507,13 +666,7 @@ SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k
     SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(lane, G, k), largest);
     if (bar != bar)     /* a bound with low bits cleared below the infinity's key: every entry reaches it */
         bar = largest ? -(SA_T)INFINITY : (SA_T)INFINITY;
-    ptrdiff_t m;
-#if SA_X86_DISPATCH
-    if (sa_simd_v3)
-        m = SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
-    else
-#endif
-        m = SA_FN(sa_topk_reaching_numbers)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
+    const ptrdiff_t m = SA_FN(sa_topk_reaching)(row, n, largest, bar, cand_values, cand_index, SA_TOPK_COUNT_N);
     if (m < 0)
         return 0;
     for (ptrdiff_t i = 0; i < m; i++)
@@ -607,8 +760,13 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
             SA_FN(sa_topk_small_row)(row, n, k, 0, best);
     } else {
         sa_ranked *tmp = scratch + n;
-        ptrdiff_t m = n;
-        if (n >= SA_TOPK_FILTER_RATIO * k) {
+        ptrdiff_t m = 0;
+        if (n >= SA_TOPK_SAMPLE_MIN_N && (uint64_t)n <= UINT32_MAX)
+            m = largest ? SA_FN(sa_topk_sampled_candidates)(row, n, k, 1, best, tmp)
+                        : SA_FN(sa_topk_sampled_candidates)(row, n, k, 0, best, tmp);
+        if (m > 0) {
+            /* the entries that reach the sample's bound are in best */
+        } else if (n >= SA_TOPK_FILTER_RATIO * k) {
             m = largest ? SA_FN(sa_topk_filter_row)(row, n, k, 1, best, tmp)
                         : SA_FN(sa_topk_filter_row)(row, n, k, 0, best, tmp);
         } else {
@@ -616,11 +774,18 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
                 const sa_ranked e = {SA_RANK(row[i], largest), i};
                 best[i] = e;
             }
+            m = n;
         }
-        if (k < m)
-            SA_FN(sa_topk_keep)(best, m, k, tmp);
-        if (sorted)
-            SA_FN(sa_topk_sort)(best, k, tmp);
+        if (sorted && k < m && (sizeof(SA_T) == 8 || m < n)) {
+            /* the selection is the bucket sort's first level; float32 rows
+             * with no sample or filter keep the radix selection and sort */
+            SA_FN(sa_topk_sort_first)(best, m, k, tmp);
+        } else {
+            if (k < m)
+                SA_FN(sa_topk_keep)(best, m, k, tmp);
+            if (sorted)
+                SA_FN(sa_topk_sort)(best, k, tmp);
+        }
     }
 }
 

@@ -71,6 +71,15 @@
  * (sa_topk_filter_row) before the radix selection (8 measured 10-17%
  * faster than 16 at 1000 entries, k = 64, and 4096, k = 300; 4 no better). */
 #define SA_TOPK_FILTER_RATIO 8
+/* Large k on rows of at least SA_TOPK_SAMPLE_MIN_N entries: the rank keys
+ * of SA_TOPK_SAMPLE entries at a fixed stride bound the k-th key
+ * (sa_topk_sampled_candidates); more than SA_TOPK_SAMPLE_CAP_K k +
+ * SA_TOPK_SAMPLE_CAP_EXTRA entries reaching it sends the row to the paths
+ * without a sample. */
+#define SA_TOPK_SAMPLE 256
+#define SA_TOPK_SAMPLE_MIN_N 2048
+#define SA_TOPK_SAMPLE_CAP_K 3
+#define SA_TOPK_SAMPLE_CAP_EXTRA 1024
 /* Rows of up to this many bytes and k above SA_TOPK_SMALL_K are placed by
  * counting (sa_topk_count_row): n^2 compares in vector loops, faster than
  * the other paths up to 128 float32 or 64 float64 entries (measured, 1024
@@ -132,8 +141,16 @@
  * a block whose largest key cannot enter is skipped: 128 measured best
  * against 64 and 256 at 1000 to 128000 entries and k of 5 to 1000. */
 #define SA_TOPK_BLOCK 128
+/* The sort's most buckets per level, and the buckets it leaves to the
+ * insertion pass. */
+#define SA_TOPK_SORT_BUCKETS 1024
+#define SA_TOPK_INSERTION_N 16
 /* Entries sa_topk_reaching_numbers and its vector forms may write past their cap. */
 #define SA_TOPK_REACH_SLACK 32
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef struct {
     uint64_t key;   /* larger = earlier in the result */
@@ -193,6 +210,33 @@ SA_INLINE ptrdiff_t sa_topk_insert(sa_ranked *best, ptrdiff_t count, ptrdiff_t k
     }
     best[j] = e;
     return count < k ? count + 1 : count;
+}
+
+/* Stable insertion sort of a[0..m) by key, largest first: an entry passes
+ * an earlier one only with a strictly larger key. Pairs move whole, one
+ * 16-byte load and store each on x86-64: a pair stored as two 8-byte halves
+ * and loaded whole at once cannot be forwarded from the store buffer, and
+ * every shift would wait for it (2x slower on Zen 1). */
+SA_INLINE void sa_topk_insertion_sort(sa_ranked *a, ptrdiff_t m)
+{
+    for (ptrdiff_t i = 1; i < m; i++) {
+        const uint64_t key = a[i].key;
+        if (a[i - 1].key >= key)
+            continue;
+#if defined(__SSE2__)
+        const __m128i e = _mm_loadu_si128((const __m128i *)(a + i));
+        ptrdiff_t j = i;
+        for (; j > 0 && a[j - 1].key < key; j--)
+            _mm_storeu_si128((__m128i *)(a + j), _mm_loadu_si128((const __m128i *)(a + j - 1)));
+        _mm_storeu_si128((__m128i *)(a + j), e);
+#else
+        const sa_ranked e = a[i];
+        ptrdiff_t j = i;
+        for (; j > 0 && a[j - 1].key < key; j--)
+            a[j] = a[j - 1];
+        a[j] = e;
+#endif
+    }
 }
 
 /* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row (short
@@ -285,13 +329,13 @@ static inline SA_V3 __m256i sa_avx2_pack_order(unsigned lanes)
 
 static inline SA_V3 unsigned sa_avx2_reach_ps(__m256 v, __m256 bar, int largest)
 {
-    const __m256 reach = largest ? _mm256_cmp_ps(v, bar, _CMP_GE_OQ) : _mm256_cmp_ps(v, bar, _CMP_LE_OQ);
+    const __m256 reach = largest ? _mm256_cmp_ps(v, bar, _CMP_NLT_UQ) : _mm256_cmp_ps(v, bar, _CMP_LE_OQ);
     return (unsigned)_mm256_movemask_ps(reach);
 }
 
 static inline SA_V3 unsigned sa_avx2_reach_pd(__m256d v, __m256d bar, int largest)
 {
-    const __m256d reach = largest ? _mm256_cmp_pd(v, bar, _CMP_GE_OQ) : _mm256_cmp_pd(v, bar, _CMP_LE_OQ);
+    const __m256d reach = largest ? _mm256_cmp_pd(v, bar, _CMP_NLT_UQ) : _mm256_cmp_pd(v, bar, _CMP_LE_OQ);
     return (unsigned)_mm256_movemask_pd(reach);
 }
 

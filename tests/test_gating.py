@@ -538,6 +538,56 @@ def test_long_rows_through_the_threshold_filter(kind, dtype, n, k):
             check_topk(*got, x, k, -1, largest, sorted)
 
 
+def _sampled_rows(n):
+    """Rows for the large-k paths from 2048 entries: the sampled bound (the
+    kernel reads 256 entries at a stride of n // 256, from half a stride in),
+    a sample that misleads it both ways, and the bucket sort's key ranges."""
+    rng = np.random.default_rng(31)
+    stride = n // 256
+    sampled = np.arange(256) * stride + stride // 2
+    high_sample = rng.standard_normal(n)
+    high_sample[sampled] = 1e6 + np.arange(256)          # fewer than k reach the bound
+    low_sample = rng.standard_normal(n)
+    low_sample[sampled] = -1e6                           # nearly every entry reaches it
+    magnitude = 10.0 ** rng.uniform(-300, 300, n) * rng.choice([-1.0, 1.0], n)
+    magnitude[rng.random(n) < 0.05] = 5e-324             # subnormals and both zeros
+    magnitude[rng.random(n) < 0.05] = -0.0
+    magnitude[rng.random(n) < 0.05] = 0.0
+    return {
+        "unordered": rng.standard_normal(n),
+        "increasing": np.arange(n, dtype=float),
+        "decreasing": np.arange(n, 0, -1, dtype=float),
+        "ties": np.round(rng.standard_normal(n), 1),
+        "NaN and inf": np.where(rng.random(n) < 0.02, np.nan,
+                                np.where(rng.random(n) < 0.02, np.inf, rng.standard_normal(n))),
+        # the smallest-k takes NaN too, after every number
+        "mostly NaN": np.where(rng.random(n) < 0.9, np.nan, rng.standard_normal(n)),
+        "sample too high": high_sample,
+        "sample too low": low_sample,
+        # keys from every exponent: buckets of equal width over the keys recurse deeply
+        "every magnitude": magnitude,
+        "powers of two": 2.0 ** (np.arange(n) % 120 - 60) * (1 + (np.arange(n) // 120 % 3) * 2.0 ** -30),
+        "one value and a few above": np.where(rng.random(n) < 0.1, 2.0, 1.0),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_sampled_rows(2048)))
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("n", "k"), [(2048, 300), (4096, 1000), (4096, 2000), (33_000, 1000), (5000, 4900)])
+def test_large_k_through_the_sampled_bound_and_the_bucket_sort(kind, dtype, n, k):
+    """Large k on rows of 2048 entries and more: a bound from a sample of the
+    row, a sample that misleads it (the row then takes the paths without
+    one), the selection as the first level of a bucket sort over the keys,
+    keys of every magnitude and sign, ties and NaN: the reference's result,
+    largest and smallest, sorted or not."""
+    row = _sampled_rows(n)[kind]
+    x = np.stack([row, -row, row[::-1]]).astype(dtype)
+    for largest in (True, False):
+        for sorted in (True, False):
+            got = sa.topk(x, k, largest=largest, sorted=sorted)
+            check_topk(*got, x, k, -1, largest, sorted)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(("rows", "n", "k"), [(1, 40_000, 1), (1, 128_000, 50), (1, 200_000, 12_500),
                                               (1, 200_001, 1000), (3, 1_000_000, 8)])
