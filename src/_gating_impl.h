@@ -610,8 +610,8 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int la
  * order (NaN among them for the largest-k). When at least k do, so do k
  * entries with a key of at least the bound, the row's k-th key is no
  * smaller, and every entry of the result is among them: their (key, index)
- * pairs go to best. On unordered rows about k + 2 sqrt(k n / s) n / s
- * entries reach it, and the row is read once. Returns their number, or 0
+ * pairs go to best. On unordered rows about r n / SA_TOPK_SAMPLE entries
+ * reach it (1300 for k = 1000 of 4096), and the row is read once. Returns their number, or 0
  * (the sample misled: fewer than k reach it, or more than the cap) for the
  * paths without a sample. best and tmp hold n entries each. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_sampled_candidates)(const SA_T *row, ptrdiff_t n, ptrdiff_t k,

@@ -22,12 +22,16 @@
  * one pass with the k best kept sorted in a tiny array; a block of keys, then
  * a group of 8, that cannot enter costs one vector compare. Rows of up to SA_TOPK_COUNT_BYTES (larger
  * k): each entry's place in the result is counted, n^2 compares in vector
- * loops. Large k: the (key, index) pairs of the row go to scratch in index
+ * loops. Large k: on rows from SA_TOPK_SAMPLE_MIN_N entries, the entries
+ * that reach a bound taken from a sample of the row are collected in one
+ * vector pass, and a bucket sort over their keys' range, whose first level
+ * is the selection, puts the k first in result order. Else (or when the
+ * sample misled) the (key, index) pairs of the row go to scratch in index
  * order (on rows at least SA_TOPK_FILTER_RATIO k long, only those that reach
  * a running k-th best key), an MSD radix select finds the k-th key, one pass
  * keeps the k first (equal keys in index order), and (if sorted) a stable sort by key
- * (counting, or an LSD radix sort) puts them in result order: no comparison
- * sort and no branch on the data in the hot loops. The Python layer
+ * (counting, an LSD radix sort of float32 keys, the bucket sort of float64
+ * ones) puts them in result order: no comparison sort. The Python layer
  * (softarray/_gating.py) validates everything and lays the data out as
  * rows; nothing here fails.
  */
@@ -92,7 +96,8 @@
 /* Entries whose places are counted at once (sa_topk_places): 4 AVX2 vectors of float32 keys. */
 #define SA_TOPK_PLACE_BLOCK 32
 /* Up to this many selected entries are sorted by counting, more by an LSD
- * radix sort (sa_topk_radix_sort). */
+ * radix sort (sa_topk_radix_sort, float32) or the bucket sort
+ * (sa_topk_sort_first, float64). */
 #define SA_TOPK_COUNT_SORT_K 64
 /* Where the lane bound runs (sa_topk_bound_suits, sa_topk_bound_lanes).
  * Measured per row on 2^21 fresh normal entries, ns, 2026-12-05 (a C
