@@ -603,26 +603,27 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int la
 }
 
 /* Large k on a row of at least SA_TOPK_SAMPLE_MIN_N entries (fewer than
- * 2^32): the rank keys of SA_TOPK_SAMPLE entries at a fixed stride give a
+ * 2^32): the rank keys of s entries at a fixed stride (SA_TOPK_SAMPLE,
+ * or SA_TOPK_SAMPLE_LONG on rows from SA_TOPK_SAMPLE_LONG_N) give a
  * bound, the sample's r-th key (low bits cleared, sa_topk_lane_bound) with
- * r the k n / s expected in the sample plus two of its standard deviations
+ * r the k s / n expected in the sample plus two of its standard deviations
  * and 4, and one vector pass collects the entries that reach it, in index
  * order (NaN among them for the largest-k). When at least k do, so do k
  * entries with a key of at least the bound, the row's k-th key is no
  * smaller, and every entry of the result is among them: their (key, index)
- * pairs go to best. On unordered rows about r n / SA_TOPK_SAMPLE entries
- * reach it (1300 for k = 1000 of 4096), and the row is read once. Returns their number, or 0
+ * pairs go to best. On unordered rows about r n / s entries reach it
+ * (1300 for k = 1000 of 4096), and the row is read once. Returns their number, or 0
  * (the sample misled: fewer than k reach it, or more than the cap) for the
  * paths without a sample. best and tmp hold n entries each. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_sampled_candidates)(const SA_T *row, ptrdiff_t n, ptrdiff_t k,
                                                       int largest, sa_ranked *best, sa_ranked *tmp)
 {
-    enum { S = SA_TOPK_SAMPLE };
-    const double expected = (double)k * S / (double)n;
+    const ptrdiff_t S = n >= SA_TOPK_SAMPLE_LONG_N ? SA_TOPK_SAMPLE_LONG : SA_TOPK_SAMPLE;
+    const double expected = (double)k * (double)S / (double)n;
     const ptrdiff_t r = (ptrdiff_t)(expected + 2.0 * sqrt(expected)) + 4;
     if (r >= S)
         return 0;
-    SA_KEY_T sample[S];
+    SA_KEY_T sample[SA_TOPK_SAMPLE_LONG];
     const ptrdiff_t stride = n / S;
     for (ptrdiff_t j = 0; j < S; j++)
         sample[j] = (SA_KEY_T)SA_RANK(row[j * stride + stride / 2], largest);
@@ -682,14 +683,22 @@ SA_INLINE int SA_FN(sa_topk_bound_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k
 }
 
 /* sa_topk_bound_row with G = 2 k rounded up to a power of two (on unordered
- * rows k to 1.5 k entries then reach the bound), at least 32, and on
- * float32 rows longer than SA_TOPK_BOUND_FEW_LANES_N at least 64: eight
- * AVX2 vectors of lanes, so that eight maxima are in flight (32 lanes of
- * float32 are four, which on long rows wait on each other; on short ones
- * the fewer lanes cost less). G and largest are literals. */
+ * rows k to 1.5 k entries then reach the bound): at least 8 on rows of up
+ * to SA_TOPK_BOUND_SHORT_N entries, where the bound's G^2 compares cost
+ * more than the pass over the lanes; else at least 32, and on float32 rows
+ * longer than SA_TOPK_BOUND_FEW_LANES_N at least 64: eight AVX2 vectors of
+ * lanes, so that eight maxima are in flight (32 lanes of float32 are four,
+ * which on long rows wait on each other; on short ones the fewer lanes
+ * cost less). G and largest are literals. */
 SA_INLINE int SA_FN(sa_topk_bound_lanes)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                          sa_ranked *best)
 {
+    if (k <= 4 && n <= SA_TOPK_BOUND_SHORT_N)
+        return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 8, best)
+                       : SA_FN(sa_topk_bound_row)(row, n, k, 0, 8, best);
+    if (k <= 8 && n <= SA_TOPK_BOUND_SHORT_N)
+        return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 16, best)
+                       : SA_FN(sa_topk_bound_row)(row, n, k, 0, 16, best);
     if (k <= 16 && (sizeof(SA_T) == 8 || n <= SA_TOPK_BOUND_FEW_LANES_N))
         return largest ? SA_FN(sa_topk_bound_row)(row, n, k, 1, 32, best)
                        : SA_FN(sa_topk_bound_row)(row, n, k, 0, 32, best);
@@ -714,8 +723,7 @@ SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
     if (k > SA_TOPK_BOUND_K || n < SA_TOPK_BOUND_MIN_N || (n == SA_TOPK_BOUND_MIN_N && k > 16))
         return 0;
     if (sizeof(SA_T) == 8)
-        return n >= SA_TOPK_BOUND_F64_FEW_K_N
-               || (k >= 3 && n > SA_TOPK_BOUND_F64_SHORT_N * SA_TOPK_BOUND_F64_SHORT_K / k);
+        return n >= SA_TOPK_BOUND_F64_FEW_K_N || k >= 3;
     return k >= SA_TOPK_BOUND_F32_ANY_N_K || n <= SA_TOPK_BOUND_F32_N_PER_K * k;
 }
 

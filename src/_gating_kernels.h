@@ -82,6 +82,16 @@
  * without a sample. */
 #define SA_TOPK_SAMPLE 256
 #define SA_TOPK_SAMPLE_MIN_N 2048
+/* From SA_TOPK_SAMPLE_LONG_N entries, SA_TOPK_SAMPLE_LONG are sampled: with
+ * 256 of 128000 entries and k = 1000, r's margin (4 above an expected 2, and
+ * two deviations) let about 4000 entries reach the bound, over the cap, and
+ * every row fell back to the filter. Per fresh row, us, Intel Xeon with
+ * AVX-512, 2026-12-06, 256 / 1024 sampled: n = 128000 k = 1000 float64 222
+ * / 111, float32 133 / 67; n = 32000 k = 1000 float64 68 / 55, k = 300 45 /
+ * 33; n = 8192 k = 1000 float64 28.5 / 23.5, float32 17.5 / 16.2; at n =
+ * 4096 float64 gains 10% and float32 loses 2-5%. */
+#define SA_TOPK_SAMPLE_LONG 1024
+#define SA_TOPK_SAMPLE_LONG_N 8192
 #define SA_TOPK_SAMPLE_CAP_K 3
 #define SA_TOPK_SAMPLE_CAP_EXTRA 1024
 /* Rows of up to this many bytes and k above SA_TOPK_SMALL_K are placed by
@@ -126,13 +136,17 @@
 #define SA_TOPK_TWO_MIN_N_F64 16
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
-/* float64 rows of at most SHORT_N * SHORT_K / k entries keep the insertion:
- * k <= 4 up to 128 entries, k <= 8 up to 64. Per fresh row on Zen 1, ns,
- * lane bound / insertion: n = 64 k = 3 1269 / 650, k = 4 817 / 538, k = 8
- * 901 / 811, k = 12 991 / 1023; n = 128 k = 4 921 / 811, k = 8 1030 / 1212;
- * n = 256 k = 8 1442 / 1764. */
-#define SA_TOPK_BOUND_F64_SHORT_N 128
-#define SA_TOPK_BOUND_F64_SHORT_K 4
+/* Rows of up to this many entries and k <= 8 take the lane bound with 8
+ * lanes (k <= 4) or 16, where longer rows take 32 or more: counting the
+ * places of the lane maxima (G^2 compares) is then most of the work. With
+ * the fewer lanes, float64 rows take the lane bound from k = 3 at any length
+ * (with 32 lanes the insertion was faster on short rows). Per fresh row,
+ * ns, Intel Xeon with AVX-512 (family 6 model 167), 2026-12-06, the
+ * insertion or 32 lanes / the fewer lanes: float64 n = 64 k = 3 280 / 160,
+ * k = 4 320 / 160, k = 8 460 / 210; n = 128 k = 4 500 / 250; n = 256 k = 4
+ * 550 / 440, k = 8 710 / 580; n = 512 k = 8 950 / 900; float32 n = 128
+ * k = 8 310 / 250, n = 512 k = 4 430 / 370. */
+#define SA_TOPK_BOUND_SHORT_N 512
 #define SA_TOPK_BOUND_F32_ANY_N_K 12
 #define SA_TOPK_BOUND_F32_N_PER_K 4096
 #define SA_TOPK_BOUND_FEW_LANES_N 2048

@@ -540,13 +540,15 @@ def test_long_rows_through_the_threshold_filter(kind, dtype, n, k):
 
 def _sampled_rows(n):
     """Rows for the large-k paths from 2048 entries: the sampled bound (the
-    kernel reads 256 entries at a stride of n // 256, from half a stride in),
-    a sample that misleads it both ways, and the bucket sort's key ranges."""
+    kernel reads s = 256 entries, 1024 from 8192 on, at a stride of n // s,
+    from half a stride in), a sample that misleads it both ways, and the
+    bucket sort's key ranges."""
     rng = np.random.default_rng(31)
-    stride = n // 256
-    sampled = np.arange(256) * stride + stride // 2
+    s = 1024 if n >= 8192 else 256
+    stride = n // s
+    sampled = np.arange(s) * stride + stride // 2
     high_sample = rng.standard_normal(n)
-    high_sample[sampled] = 1e6 + np.arange(256)          # fewer than k reach the bound
+    high_sample[sampled] = 1e6 * (1 + np.arange(s))      # fewer than k reach the bound
     low_sample = rng.standard_normal(n)
     low_sample[sampled] = -1e6                           # nearly every entry reaches it
     magnitude = 10.0 ** rng.uniform(-300, 300, n) * rng.choice([-1.0, 1.0], n)
@@ -573,7 +575,8 @@ def _sampled_rows(n):
 
 @pytest.mark.parametrize("kind", list(_sampled_rows(2048)))
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize(("n", "k"), [(2048, 300), (4096, 1000), (4096, 2000), (33_000, 1000), (5000, 4900)])
+@pytest.mark.parametrize(("n", "k"), [(2048, 300), (4096, 1000), (4096, 2000), (8192, 1000), (33_000, 1000),
+                                      (5000, 4900)])
 def test_large_k_through_the_sampled_bound_and_the_bucket_sort(kind, dtype, n, k):
     """Large k on rows of 2048 entries and more: a bound from a sample of the
     row, a sample that misleads it (the row then takes the paths without
