@@ -231,30 +231,33 @@ SA_INLINE ptrdiff_t sa_topk_insert(sa_ranked *best, ptrdiff_t count, ptrdiff_t k
     return count < k ? count + 1 : count;
 }
 
+/* A (key, index) pair held whole: one 16-byte load or store on x86-64. A
+ * pair stored as two 8-byte halves and loaded whole at once cannot be
+ * forwarded from the store buffer, and every shift of the insertion below
+ * would wait for it (2x slower on Zen 1). */
+#if defined(__SSE2__)
+typedef __m128i sa_ranked_whole;
+SA_INLINE sa_ranked_whole sa_ranked_load(const sa_ranked *p) { return _mm_loadu_si128((const __m128i *)p); }
+SA_INLINE void sa_ranked_store(sa_ranked *p, sa_ranked_whole e) { _mm_storeu_si128((__m128i *)p, e); }
+#else
+typedef sa_ranked sa_ranked_whole;
+SA_INLINE sa_ranked_whole sa_ranked_load(const sa_ranked *p) { return *p; }
+SA_INLINE void sa_ranked_store(sa_ranked *p, sa_ranked_whole e) { *p = e; }
+#endif
+
 /* Stable insertion sort of a[0..m) by key, largest first: an entry passes
- * an earlier one only with a strictly larger key. Pairs move whole, one
- * 16-byte load and store each on x86-64: a pair stored as two 8-byte halves
- * and loaded whole at once cannot be forwarded from the store buffer, and
- * every shift would wait for it (2x slower on Zen 1). */
+ * an earlier one only with a strictly larger key. Pairs move whole. */
 SA_INLINE void sa_topk_insertion_sort(sa_ranked *a, ptrdiff_t m)
 {
     for (ptrdiff_t i = 1; i < m; i++) {
         const uint64_t key = a[i].key;
         if (a[i - 1].key >= key)
             continue;
-#if defined(__SSE2__)
-        const __m128i e = _mm_loadu_si128((const __m128i *)(a + i));
+        const sa_ranked_whole e = sa_ranked_load(a + i);
         ptrdiff_t j = i;
         for (; j > 0 && a[j - 1].key < key; j--)
-            _mm_storeu_si128((__m128i *)(a + j), _mm_loadu_si128((const __m128i *)(a + j - 1)));
-        _mm_storeu_si128((__m128i *)(a + j), e);
-#else
-        const sa_ranked e = a[i];
-        ptrdiff_t j = i;
-        for (; j > 0 && a[j - 1].key < key; j--)
-            a[j] = a[j - 1];
-        a[j] = e;
-#endif
+            sa_ranked_store(a + j, sa_ranked_load(a + j - 1));
+        sa_ranked_store(a + j, e);
     }
 }
 
