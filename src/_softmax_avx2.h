@@ -537,12 +537,16 @@ SA_AVX2_INLINE float sa_avx2_exp_store_sum_ps(const float *x, float *out, ptrdif
  * counted apart in *count and the others' exponentials summed and returned
  * (the split that keeps log(count + rest) accurate when rest is tiny, see
  * sa_segment_stats_impl); with out, each exponential is also stored there
- * (the losses keep them for the gradient). */
+ * (the losses keep them for the gradient). count NULL says that no entry
+ * equals m (a block whose maximum is below the row's): every exponential
+ * is then summed, and the compare and the count are left out. */
 SA_AVX2_INLINE __m256 sa_avx2_rest_count_add(__m256 y, __m256 mv, __m256 e, float *out, __m256 *count)
 {
-    const __m256 top = _mm256_cmp_ps(y, mv, _CMP_EQ_OQ);
     if (out)
         _mm256_storeu_ps(out, e);
+    if (!count)
+        return e;
+    const __m256 top = _mm256_cmp_ps(y, mv, _CMP_EQ_OQ);
     *count = _mm256_add_ps(*count, _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
     return _mm256_andnot_ps(top, e);
 }
@@ -551,6 +555,7 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
                                             float *count)
 {
     const __m256 s = _mm256_set1_ps(scale), mv = _mm256_set1_ps(m);
+    const int counted = count != NULL;
     __m256 rest[4], cnt[4];
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm256_setzero_ps();
@@ -564,24 +569,26 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
         sa_avx2_exp4_nonpositive_f32(e);
         for (int k = 0; k < 4; k++)
             rest[k] = _mm256_add_ps(rest[k], sa_avx2_rest_count_add(y[k], mv, e[k], out ? out + i + 8 * k : NULL,
-                                                                    &cnt[k]));
+                                                                    counted ? &cnt[k] : NULL));
     }
     for (; i + 8 <= len; i += 8) {
         const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
         rest[0] = _mm256_add_ps(rest[0], sa_avx2_rest_count_add(y, mv, sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)),
-                                                                out ? out + i : NULL, &cnt[0]));
+                                                                out ? out + i : NULL, counted ? &cnt[0] : NULL));
     }
     if (i < len) {          /* the last len % 8 entries, masked */
         const __m256i inside = sa_avx2_lanes_below(len - i);
         const __m256 y = _mm256_mul_ps(_mm256_maskload_ps(x + i, inside), s);
-        const __m256 top = _mm256_and_ps(_mm256_cmp_ps(y, mv, _CMP_EQ_OQ), _mm256_castsi256_ps(inside));
+        const __m256 top = counted ? _mm256_and_ps(_mm256_cmp_ps(y, mv, _CMP_EQ_OQ), _mm256_castsi256_ps(inside))
+                                   : _mm256_setzero_ps();
         const __m256 e = _mm256_and_ps(sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)), _mm256_castsi256_ps(inside));
         if (out)
             _mm256_maskstore_ps(out + i, inside, e);
         cnt[1] = _mm256_add_ps(cnt[1], _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
         rest[1] = _mm256_add_ps(rest[1], _mm256_andnot_ps(top, e));
     }
-    *count = sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(cnt[0], cnt[1]), _mm256_add_ps(cnt[2], cnt[3])));
+    if (counted)
+        *count = sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(cnt[0], cnt[1]), _mm256_add_ps(cnt[2], cnt[3])));
     return sa_avx2_hsum(_mm256_add_ps(_mm256_add_ps(rest[0], rest[1]), _mm256_add_ps(rest[2], rest[3])));
 }
 
@@ -638,6 +645,9 @@ SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdi
 
 SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0f ? sa_avx2_exp_rest_count(x, NULL, len, 1.0f, m, NULL)
+                             : sa_avx2_exp_rest_count(x, NULL, len, scale, m, NULL);
     return scale == 1.0f ? sa_avx2_exp_rest_count(x, NULL, len, 1.0f, m, count)
                          : sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
 }
@@ -888,6 +898,8 @@ SA_AVX2_INLINE double sa_avx2_exp_store_sum_pd(const double *x, double *out, ptr
  * stored. */
 SA_AVX2_INLINE __m256d sa_avx2_rest_count_add_pd(__m256d top, __m256d e, __m256d *count)
 {
+    if (!count)     /* no entry equals m (sa_avx2_rest_count_add) */
+        return e;
     *count = _mm256_add_pd(*count, _mm256_and_pd(top, _mm256_set1_pd(1.0)));
     return _mm256_andnot_pd(top, e);
 }
@@ -896,6 +908,7 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
                                                 double m, int corrected, double *count)
 {
     const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
+    const int counted = count != NULL;
     __m256d rest[4], cnt[4];
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm256_setzero_pd();
@@ -909,7 +922,7 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
             if (out)
                 _mm256_storeu_pd(out + i + 4 * k, e[k]);
             const __m256d top = _mm256_cmp_pd(y[k], mv, _CMP_EQ_OQ);
-            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(top, e[k], &cnt[k]));
+            rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(top, e[k], counted ? &cnt[k] : NULL));
         }
     }
     for (; i + 4 <= len; i += 4) {
@@ -917,7 +930,8 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         const __m256d e = sa_avx2_exp_shift_f64(y, mv, corrected);
         if (out)
             _mm256_storeu_pd(out + i, e);
-        rest[0] = _mm256_add_pd(rest[0], sa_avx2_rest_count_add_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), e, &cnt[0]));
+        rest[0] = _mm256_add_pd(rest[0], sa_avx2_rest_count_add_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), e,
+                                                                   counted ? &cnt[0] : NULL));
     }
     if (i < len) {          /* the last len % 4 entries, masked */
         const __m256i inside = sa_avx2_lanes_below_pd(len - i);
@@ -927,9 +941,10 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         if (out)
             _mm256_maskstore_pd(out + i, inside, e);
         const __m256d top = _mm256_and_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), in);
-        rest[1] = _mm256_add_pd(rest[1], sa_avx2_rest_count_add_pd(top, e, &cnt[1]));
+        rest[1] = _mm256_add_pd(rest[1], sa_avx2_rest_count_add_pd(top, e, counted ? &cnt[1] : NULL));
     }
-    *count = sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(cnt[0], cnt[1]), _mm256_add_pd(cnt[2], cnt[3])));
+    if (counted)
+        *count = sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(cnt[0], cnt[1]), _mm256_add_pd(cnt[2], cnt[3])));
     return sa_avx2_hsum_pd(_mm256_add_pd(_mm256_add_pd(rest[0], rest[1]), _mm256_add_pd(rest[2], rest[3])));
 }
 
@@ -946,6 +961,9 @@ SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, pt
 SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                          double *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, NULL)
+                            : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, NULL);
     return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
                         : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
 }
@@ -953,6 +971,9 @@ SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdif
 SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                          double *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, NULL)
+                            : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, NULL);
     return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
                         : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
 }

@@ -103,15 +103,17 @@ SA_AVX512_INLINE float sa_avx512_exp_store_sum_ps(const float *x, float *out, pt
 
 /* sa_avx2_exp_rest_count on AVX-512: the entries equal to m counted in
  * *count, the others' exponentials summed and returned, each exponential
- * stored in out when out is given. */
+ * stored in out when out is given; count NULL: none equals m. */
 SA_AVX512_INLINE __m512 sa_avx512_rest_count_step(__m512 x, __m512 s, __m512 mv, __mmask16 inside, float *out,
                                                   __m512 *count)
 {
     const __m512 y = _mm512_mul_ps(x, s);
-    const __mmask16 top = _mm512_mask_cmp_ps_mask(inside, y, mv, _CMP_EQ_OQ);
     const __m512 e = sa_avx512_exp_nonpositive(_mm512_sub_ps(y, mv));
     if (out)
         _mm512_mask_storeu_ps(out, inside, e);
+    if (!count)
+        return _mm512_maskz_mov_ps(inside, e);
+    const __mmask16 top = _mm512_mask_cmp_ps_mask(inside, y, mv, _CMP_EQ_OQ);
     *count = _mm512_mask_add_ps(*count, top, *count, _mm512_set1_ps(1.0f));
     return _mm512_maskz_mov_ps(inside & ~top, e);
 }
@@ -121,6 +123,7 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
 {
     const __m512 s = _mm512_set1_ps(scale), mv = _mm512_set1_ps(m);
     const __mmask16 all = 0xffff;
+    const int counted = count != NULL;
     __m512 rest[4], cnt[4];
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm512_setzero_ps();
@@ -128,16 +131,19 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
     for (; i + 64 <= len; i += 64)
         for (int k = 0; k < 4; k++)
             rest[k] = _mm512_add_ps(rest[k], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i + 16 * k), s, mv, all,
-                                                                       out ? out + i + 16 * k : NULL, &cnt[k]));
+                                                                       out ? out + i + 16 * k : NULL,
+                                                                       counted ? &cnt[k] : NULL));
     for (; i + 16 <= len; i += 16)
         rest[0] = _mm512_add_ps(rest[0], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i), s, mv, all,
-                                                                   out ? out + i : NULL, &cnt[0]));
+                                                                   out ? out + i : NULL, counted ? &cnt[0] : NULL));
     if (i < len) {          /* the last len % 16 entries, masked */
         const __mmask16 inside = sa_avx512_lanes_below(len - i);
         rest[1] = _mm512_add_ps(rest[1], sa_avx512_rest_count_step(_mm512_maskz_loadu_ps(inside, x + i), s, mv,
-                                                                   inside, out ? out + i : NULL, &cnt[1]));
+                                                                   inside, out ? out + i : NULL,
+                                                                   counted ? &cnt[1] : NULL));
     }
-    *count = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(cnt[0], cnt[1]), _mm512_add_ps(cnt[2], cnt[3])));
+    if (counted)
+        *count = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(cnt[0], cnt[1]), _mm512_add_ps(cnt[2], cnt[3])));
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(rest[0], rest[1]), _mm512_add_ps(rest[2], rest[3])));
 }
 
@@ -175,6 +181,9 @@ SA_AVX512 static float sa_avx512_exp_store_sum_f32(const float *x, float *out, p
 
 SA_AVX512 static float sa_avx512_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0f ? sa_avx512_exp_rest_count(x, NULL, len, 1.0f, m, NULL)
+                             : sa_avx512_exp_rest_count(x, NULL, len, scale, m, NULL);
     return scale == 1.0f ? sa_avx512_exp_rest_count(x, NULL, len, 1.0f, m, count)
                          : sa_avx512_exp_rest_count(x, NULL, len, scale, m, count);
 }
@@ -200,8 +209,12 @@ SA_AVX512 static float sa_avx512_block_max_f32(const float *x, ptrdiff_t len, fl
  * halves, so their count sets the loops' speed. 2^(j/16) is kept as hi + lo
  * and the result formed as hi + (hi p + lo), p = e^r - 1: 0.55 ulp at most
  * over 60000 arguments in [-708, -40] (the AVX2 kernel: 1.02). The exponentials therefore differ from the AVX2
- * loops' by an ulp or so, and the sums also in their order. */
-#define SA_AVX512_EXP_F64_TABLE_NORMAL -707.0   /* above: k >= -1020, every result normal */
+ * loops' by an ulp or so, and the sums also in their order. On a CPU with
+ * one 512-bit multiply-add port (the Intel Xeon of 2026-12-06) the count of
+ * operations on it sets the speed too: 2^k by one vscalefpd and d's error
+ * by Fast2Sum (sa_avx512_exp_f64, sa_avx512_exp_shift_f64) took a softmax
+ * row of 32000 entries from 26.4 to 24.6 us with the same bits (the
+ * statistics pass, whose count also takes compares, stayed level). */
 
 static const double sa_exp2_sixteenths_hi[16] __attribute__((aligned(64))) = {
     0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
@@ -219,115 +232,52 @@ SA_AVX512_INLINE __m512d sa_avx512_pair_pd(__m512d r, double lo, double hi)
     return _mm512_fmadd_pd(_mm512_set1_pd(hi), r, _mm512_set1_pd(lo));
 }
 
-/* 2^(j/16) e^r in [2^(-1/32), 2^(31/32)]; *t receives n + SA_MAGIC64, whose
- * low four bits are j (vpermt2pd reads only those) and the rest k. */
-SA_AVX512_INLINE __m512d sa_avx512_exp_reduced_f64(__m512d x, __m512d *t)
+/* exp(d) (1 + err) for d <= 0 (and NaN), err the rounding error of d when
+ * corrected (a literal at every call). t = d log2(e) + 1.5 * 2^48 rounds to
+ * a multiple of 1/16 (the ulp there), so t - 1.5 * 2^48 is n / 16 exactly
+ * and t's low four bits are j, which vpermt2pd reads. 2^k = 2^floor(n / 16)
+ * by vscalefpd, which floors its second operand itself and rounds a
+ * subnormal result once: one instruction for every d, where adding k to the
+ * exponent field took three and held only for normal results. The
+ * correction goes in before the scaling, so a result of 0 (d below
+ * SA_EXP_F64_MIN, -inf among them, whose err is NaN) stays 0 through the
+ * mask. */
+SA_AVX512_INLINE __m512d sa_avx512_exp_f64(__m512d d, __m512d err, int corrected)
 {
-    const __m512d magic = _mm512_set1_pd(SA_MAGIC64);
-    *t = _mm512_fmadd_pd(x, _mm512_set1_pd(16.0 * SA_EXP_F64_LOG2E), magic);
-    const __m512d n = _mm512_sub_pd(*t, magic);
-    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_HI / 16.0), x);     /* exact: 32 + 15 bits */
-    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(SA_EXP_F64_LN2_LO / 16.0), r);
+    const __m512d magic = _mm512_set1_pd(0x1.8p48);
+    const __m512d t = _mm512_fmadd_pd(d, _mm512_set1_pd(SA_EXP_F64_LOG2E), magic);
+    const __m512d n16 = _mm512_sub_pd(t, magic);
+    __m512d r = _mm512_fnmadd_pd(n16, _mm512_set1_pd(SA_EXP_F64_LN2_HI), d);     /* exact: 32 + 15 bits */
+    r = _mm512_fnmadd_pd(n16, _mm512_set1_pd(SA_EXP_F64_LN2_LO), r);
     const __m512d r2 = _mm512_mul_pd(r, r);
     const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(sa_avx512_pair_pd(r, 1.0 / 720.0, 1.0 / 5040.0), r2,
                                                       sa_avx512_pair_pd(r, 1.0 / 24.0, 1.0 / 120.0)),
                                       r2, sa_avx512_pair_pd(r, 0.5, 1.0 / 6.0));
     const __m512d p = _mm512_fmadd_pd(q, r2, r);
-    const __m512i j = _mm512_castpd_si512(*t);
+    const __m512i j = _mm512_castpd_si512(t);
     const __m512d hi = _mm512_permutex2var_pd(_mm512_load_pd(sa_exp2_sixteenths_hi), j,
                                               _mm512_load_pd(sa_exp2_sixteenths_hi + 8));
     const __m512d lo = _mm512_permutex2var_pd(_mm512_load_pd(sa_exp2_sixteenths_lo), j,
                                               _mm512_load_pd(sa_exp2_sixteenths_lo + 8));
-    return _mm512_add_pd(hi, _mm512_fmadd_pd(hi, p, lo));
+    __m512d v = _mm512_add_pd(hi, _mm512_fmadd_pd(hi, p, lo));
+    if (corrected)
+        v = _mm512_fmadd_pd(v, err, v);
+    return _mm512_maskz_scalef_pd(_mm512_cmp_pd_mask(d, _mm512_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ), v, n16);
 }
 
-/* 2^k from t's bits: (n + 2^51 + the magic's exponent bits) >> 4 is
- * floor(n / 16) above bits that the shift by 52 pushes out. */
-SA_AVX512_INLINE __m512i sa_avx512_exp_k_bits(__m512d t)
-{
-    return _mm512_slli_epi64(_mm512_srai_epi64(_mm512_castpd_si512(t), 4), 52);
-}
-
-/* v 2^k where the result is normal: k added to v's exponent field. */
-SA_AVX512_INLINE __m512d sa_avx512_exp_scale_normal_f64(__m512d v, __m512d t)
-{
-    return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(v), sa_avx512_exp_k_bits(t)));
-}
-
-/* v 2^k for any x <= 0 (and NaN): 2^(k + 64), normal for every such k,
- * then 2^-64 (a subnormal result rounded once); below -746 the result is
- * +0, set from a comparison. */
-SA_AVX512_INLINE __m512d sa_avx512_exp_scale_any_f64(__m512d x, __m512d v, __m512d t)
-{
-    const __m512d biased = _mm512_add_pd(t, _mm512_set1_pd(16.0 * (1023.0 + 64.0)));
-    v = _mm512_mul_pd(_mm512_mul_pd(v, _mm512_castsi512_pd(sa_avx512_exp_k_bits(biased))), _mm512_set1_pd(0x1p-64));
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, _mm512_set1_pd(SA_EXP_F64_MIN), _CMP_NLT_UQ), v);
-}
-
-SA_AVX512_INLINE __m512d sa_avx512_exp_nonpositive_f64(__m512d x)
-{
-    __m512d t;
-    const __m512d v = sa_avx512_exp_reduced_f64(x, &t);
-    return sa_avx512_exp_scale_any_f64(x, v, t);
-}
-
-/* sa_avx2_exp4_nonpositive_f64 on eight lanes: the integer scaling where
- * all 32 arguments are at least SA_AVX512_EXP_F64_TABLE_NORMAL. */
-SA_AVX512_INLINE int sa_avx512_exp4_nonpositive_f64(__m512d v[4])
-{
-    __m512d p[4], t[4];
-    for (int k = 0; k < 4; k++)
-        p[k] = sa_avx512_exp_reduced_f64(v[k], &t[k]);
-    const __m512d lo = _mm512_min_pd(_mm512_min_pd(v[0], v[1]), _mm512_min_pd(v[2], v[3]));
-    if (__builtin_expect(_mm512_cmp_pd_mask(lo, _mm512_set1_pd(SA_AVX512_EXP_F64_TABLE_NORMAL), _CMP_LT_OQ) != 0, 0)) {
-        for (int k = 0; k < 4; k++)
-            v[k] = sa_avx512_exp_scale_any_f64(v[k], p[k], t[k]);
-        return 1;
-    }
-    for (int k = 0; k < 4; k++)
-        v[k] = sa_avx512_exp_scale_normal_f64(p[k], t[k]);
-    return 0;
-}
-
-/* TwoSum's rounding error of d = y - m (sa_avx2_shift_error_f64). */
-SA_AVX512_INLINE __m512d sa_avx512_shift_error_f64(__m512d y, __m512d m, __m512d d)
-{
-    const __m512d yv = _mm512_add_pd(d, m);
-    const __m512d mv = _mm512_sub_pd(yv, d);
-    return _mm512_add_pd(_mm512_sub_pd(y, yv), _mm512_sub_pd(mv, m));
-}
-
-SA_AVX512_INLINE __m512d sa_avx512_without_nan_pd(__m512d e)
-{
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(e, e, _CMP_ORD_Q), e);
-}
-
-/* exp(y - m) of one vector, TwoSum-corrected where corrected (a literal at
- * every call), as sa_avx2_exp_shift_f64. */
+/* exp(y - m), TwoSum-corrected where corrected (a literal at every call),
+ * as sa_avx2_exp_shift_f64. The error of d = y - m is found by Fast2Sum on
+ * the two operands ordered by magnitude (vrangepd picks the larger and the
+ * smaller with their signs): five operations with d, where TwoSum takes
+ * six. */
 SA_AVX512_INLINE __m512d sa_avx512_exp_shift_f64(__m512d y, __m512d m, int corrected)
 {
-    const __m512d d = _mm512_sub_pd(y, m);
-    const __m512d ed = sa_avx512_exp_nonpositive_f64(d);
-    if (!corrected)
-        return ed;
-    return _mm512_fmadd_pd(ed, sa_avx512_without_nan_pd(sa_avx512_shift_error_f64(y, m, d)), ed);
-}
-
-/* The same for four vectors in place (sa_avx2_exp4_shift_f64). */
-SA_AVX512_INLINE void sa_avx512_exp4_shift_f64(__m512d v[4], __m512d m, int corrected)
-{
-    __m512d e[4];
-    for (int k = 0; k < 4; k++) {
-        const __m512d d = _mm512_sub_pd(v[k], m);
-        if (corrected)
-            e[k] = sa_avx512_shift_error_f64(v[k], m, d);
-        v[k] = d;
-    }
-    const int general = sa_avx512_exp4_nonpositive_f64(v);
-    if (!corrected)
-        return;
-    for (int k = 0; k < 4; k++)
-        v[k] = _mm512_fmadd_pd(v[k], general ? sa_avx512_without_nan_pd(e[k]) : e[k], v[k]);
+    const __m512d nm = _mm512_xor_pd(m, _mm512_set1_pd(-0.0));
+    const __m512d big = _mm512_range_pd(y, nm, 0x7);       /* the larger magnitude, its own sign */
+    const __m512d small = _mm512_range_pd(y, nm, 0x6);     /* the smaller */
+    const __m512d d = corrected ? _mm512_add_pd(big, small) : _mm512_sub_pd(y, m);
+    const __m512d err = corrected ? _mm512_sub_pd(small, _mm512_sub_pd(d, big)) : _mm512_setzero_pd();
+    return sa_avx512_exp_f64(d, err, corrected);
 }
 
 SA_AVX512_INLINE __mmask8 sa_avx512_lanes_below_pd(ptrdiff_t count)
@@ -368,8 +318,7 @@ SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out,
     for (; i + 32 <= len; i += 32) {
         __m512d e[4];
         for (int k = 0; k < 4; k++)
-            e[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
-        sa_avx512_exp4_shift_f64(e, mv, 1);
+            e[k] = sa_avx512_exp_shift_f64(_mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s), mv, 1);
         for (int k = 0; k < 4; k++) {
             _mm512_storeu_pd(out + i + 8 * k, e[k]);
             sum[k] = _mm512_add_pd(sum[k], e[k]);
@@ -391,13 +340,16 @@ SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out,
 }
 
 /* sa_avx2_exp_rest_count_pd on AVX-512: the entries equal to m counted
- * through a lane mask, the others' exponentials summed. */
+ * through a lane mask, the others' exponentials summed; count NULL: none
+ * equals m. */
 SA_AVX512_INLINE __m512d sa_avx512_rest_count_add_pd(__m512d y, __m512d mv, __m512d e, __mmask8 inside,
                                                      double *out, __m512d *count)
 {
-    const __mmask8 top = _mm512_mask_cmp_pd_mask(inside, y, mv, _CMP_EQ_OQ);
     if (out)
         _mm512_mask_storeu_pd(out, inside, e);
+    if (!count)
+        return _mm512_maskz_mov_pd(inside, e);
+    const __mmask8 top = _mm512_mask_cmp_pd_mask(inside, y, mv, _CMP_EQ_OQ);
     *count = _mm512_mask_add_pd(*count, top, *count, _mm512_set1_pd(1.0));
     return _mm512_maskz_mov_pd(inside & ~top, e);
 }
@@ -407,32 +359,37 @@ SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out
 {
     const __m512d s = _mm512_set1_pd(scale), mv = _mm512_set1_pd(m);
     const __mmask8 all = 0xff;
+    const int counted = count != NULL;
     __m512d rest[4], cnt[4];
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm512_setzero_pd();
     ptrdiff_t i = 0;
     for (; i + 32 <= len; i += 32) {
         __m512d y[4], e[4];
-        for (int k = 0; k < 4; k++)
-            e[k] = y[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
-        sa_avx512_exp4_shift_f64(e, mv, corrected);
+        for (int k = 0; k < 4; k++) {
+            y[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
+            e[k] = sa_avx512_exp_shift_f64(y[k], mv, corrected);
+        }
         for (int k = 0; k < 4; k++)
             rest[k] = _mm512_add_pd(rest[k], sa_avx512_rest_count_add_pd(y[k], mv, e[k], all,
-                                                                         out ? out + i + 8 * k : NULL, &cnt[k]));
+                                                                         out ? out + i + 8 * k : NULL,
+                                                                         counted ? &cnt[k] : NULL));
     }
     for (; i + 8 <= len; i += 8) {
         const __m512d y = _mm512_mul_pd(_mm512_loadu_pd(x + i), s);
         const __m512d e = sa_avx512_exp_shift_f64(y, mv, corrected);
-        rest[0] = _mm512_add_pd(rest[0], sa_avx512_rest_count_add_pd(y, mv, e, all, out ? out + i : NULL, &cnt[0]));
+        rest[0] = _mm512_add_pd(rest[0], sa_avx512_rest_count_add_pd(y, mv, e, all, out ? out + i : NULL,
+                                                                     counted ? &cnt[0] : NULL));
     }
     if (i < len) {          /* the last len % 8 entries, masked */
         const __mmask8 inside = sa_avx512_lanes_below_pd(len - i);
         const __m512d y = _mm512_mul_pd(_mm512_maskz_loadu_pd(inside, x + i), s);
         const __m512d e = _mm512_maskz_mov_pd(inside, sa_avx512_exp_shift_f64(y, mv, corrected));
         rest[1] = _mm512_add_pd(rest[1], sa_avx512_rest_count_add_pd(y, mv, e, inside, out ? out + i : NULL,
-                                                                     &cnt[1]));
+                                                                     counted ? &cnt[1] : NULL));
     }
-    *count = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(cnt[0], cnt[1]), _mm512_add_pd(cnt[2], cnt[3])));
+    if (counted)
+        *count = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(cnt[0], cnt[1]), _mm512_add_pd(cnt[2], cnt[3])));
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(rest[0], rest[1]), _mm512_add_pd(rest[2], rest[3])));
 }
 
@@ -447,6 +404,9 @@ SA_AVX512 static double sa_avx512_exp_store_sum_f64(const double *x, double *out
 SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                              double *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, NULL)
+                            : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, NULL);
     return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
                         : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
 }
@@ -454,6 +414,9 @@ SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, pt
 SA_AVX512 static double sa_avx512_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
                                                              double *count)
 {
+    if (!count)         /* no entry equals m: the copies without the count */
+        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, NULL)
+                            : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, NULL);
     return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
                         : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
 }
