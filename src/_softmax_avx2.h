@@ -537,13 +537,16 @@ SA_AVX2_INLINE float sa_avx2_exp_store_sum_ps(const float *x, float *out, ptrdif
  * counted apart in *count and the others' exponentials summed and returned
  * (the split that keeps log(count + rest) accurate when rest is tiny, see
  * sa_segment_stats_impl); with out, each exponential is also stored there
- * (the losses keep them for the gradient). count NULL says that no entry
+ * (the losses keep them for the gradient), or with store_y (a literal at
+ * every call) y itself (log_softmax's output, finished in place once the
+ * row's statistics are known: its stores then overlap the exponentials
+ * instead of filling a pass of their own). count NULL says that no entry
  * equals m (a block whose maximum is below the row's): every exponential
  * is then summed, and the compare and the count are left out. */
-SA_AVX2_INLINE __m256 sa_avx2_rest_count_add(__m256 y, __m256 mv, __m256 e, float *out, __m256 *count)
+SA_AVX2_INLINE __m256 sa_avx2_rest_count_add(__m256 y, __m256 mv, __m256 e, float *out, __m256 *count, int store_y)
 {
     if (out)
-        _mm256_storeu_ps(out, e);
+        _mm256_storeu_ps(out, store_y ? y : e);
     if (!count)
         return e;
     const __m256 top = _mm256_cmp_ps(y, mv, _CMP_EQ_OQ);
@@ -552,7 +555,7 @@ SA_AVX2_INLINE __m256 sa_avx2_rest_count_add(__m256 y, __m256 mv, __m256 e, floa
 }
 
 SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_t len, float scale, float m,
-                                            float *count)
+                                            float *count, int store_y)
 {
     const __m256 s = _mm256_set1_ps(scale), mv = _mm256_set1_ps(m);
     const int counted = count != NULL;
@@ -569,12 +572,13 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
         sa_avx2_exp4_nonpositive_f32(e);
         for (int k = 0; k < 4; k++)
             rest[k] = _mm256_add_ps(rest[k], sa_avx2_rest_count_add(y[k], mv, e[k], out ? out + i + 8 * k : NULL,
-                                                                    counted ? &cnt[k] : NULL));
+                                                                    counted ? &cnt[k] : NULL, store_y));
     }
     for (; i + 8 <= len; i += 8) {
         const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
         rest[0] = _mm256_add_ps(rest[0], sa_avx2_rest_count_add(y, mv, sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)),
-                                                                out ? out + i : NULL, counted ? &cnt[0] : NULL));
+                                                                out ? out + i : NULL, counted ? &cnt[0] : NULL,
+                                                                store_y));
     }
     if (i < len) {          /* the last len % 8 entries, masked */
         const __m256i inside = sa_avx2_lanes_below(len - i);
@@ -583,7 +587,7 @@ SA_AVX2_INLINE float sa_avx2_exp_rest_count(const float *x, float *out, ptrdiff_
                                    : _mm256_setzero_ps();
         const __m256 e = _mm256_and_ps(sa_avx2_exp_nonpositive(_mm256_sub_ps(y, mv)), _mm256_castsi256_ps(inside));
         if (out)
-            _mm256_maskstore_ps(out + i, inside, e);
+            _mm256_maskstore_ps(out + i, inside, store_y ? y : e);
         cnt[1] = _mm256_add_ps(cnt[1], _mm256_and_ps(top, _mm256_set1_ps(1.0f)));
         rest[1] = _mm256_add_ps(rest[1], _mm256_andnot_ps(top, e));
     }
@@ -643,19 +647,22 @@ SA_AVX2 static float sa_avx2_exp_store_sum_f32(const float *x, float *out, ptrdi
                          : sa_avx2_exp_store_sum_ps(x, out, len, scale, m);
 }
 
-SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
+/* The statistics entry points take copy: NULL, or where y = x * scale is
+ * stored (log_softmax). */
+SA_AVX2 static float sa_avx2_exp_rest_count_f32(const float *x, float *copy, ptrdiff_t len, float scale, float m,
+                                                float *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0f ? sa_avx2_exp_rest_count(x, NULL, len, 1.0f, m, NULL)
-                             : sa_avx2_exp_rest_count(x, NULL, len, scale, m, NULL);
-    return scale == 1.0f ? sa_avx2_exp_rest_count(x, NULL, len, 1.0f, m, count)
-                         : sa_avx2_exp_rest_count(x, NULL, len, scale, m, count);
+        return scale == 1.0f ? sa_avx2_exp_rest_count(x, copy, len, 1.0f, m, NULL, 1)
+                             : sa_avx2_exp_rest_count(x, copy, len, scale, m, NULL, 1);
+    return scale == 1.0f ? sa_avx2_exp_rest_count(x, copy, len, 1.0f, m, count, 1)
+                         : sa_avx2_exp_rest_count(x, copy, len, scale, m, count, 1);
 }
 
 SA_AVX2 static inline float sa_avx2_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
                                                       float *count)
 {
-    return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count);
+    return sa_avx2_exp_rest_count(x, out, len, 1.0f, m, count, 0);
 }
 
 SA_AVX2 static float sa_avx2_block_max_f32(const float *x, ptrdiff_t len, float scale, int *bad)
@@ -905,7 +912,7 @@ SA_AVX2_INLINE __m256d sa_avx2_rest_count_add_pd(__m256d top, __m256d e, __m256d
 }
 
 SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, ptrdiff_t len, double scale,
-                                                double m, int corrected, double *count)
+                                                double m, int corrected, double *count, int store_y)
 {
     const __m256d s = _mm256_set1_pd(scale), mv = _mm256_set1_pd(m);
     const int counted = count != NULL;
@@ -920,7 +927,7 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         sa_avx2_exp4_shift_f64(e, mv, corrected);
         for (int k = 0; k < 4; k++) {
             if (out)
-                _mm256_storeu_pd(out + i + 4 * k, e[k]);
+                _mm256_storeu_pd(out + i + 4 * k, store_y ? y[k] : e[k]);
             const __m256d top = _mm256_cmp_pd(y[k], mv, _CMP_EQ_OQ);
             rest[k] = _mm256_add_pd(rest[k], sa_avx2_rest_count_add_pd(top, e[k], counted ? &cnt[k] : NULL));
         }
@@ -929,7 +936,7 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         const __m256d y = _mm256_mul_pd(_mm256_loadu_pd(x + i), s);
         const __m256d e = sa_avx2_exp_shift_f64(y, mv, corrected);
         if (out)
-            _mm256_storeu_pd(out + i, e);
+            _mm256_storeu_pd(out + i, store_y ? y : e);
         rest[0] = _mm256_add_pd(rest[0], sa_avx2_rest_count_add_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), e,
                                                                    counted ? &cnt[0] : NULL));
     }
@@ -939,7 +946,7 @@ SA_AVX2_INLINE double sa_avx2_exp_rest_count_pd(const double *x, double *out, pt
         const __m256d y = _mm256_mul_pd(_mm256_maskload_pd(x + i, inside), s);
         const __m256d e = _mm256_and_pd(sa_avx2_exp_shift_f64(y, mv, corrected), in);
         if (out)
-            _mm256_maskstore_pd(out + i, inside, e);
+            _mm256_maskstore_pd(out + i, inside, store_y ? y : e);
         const __m256d top = _mm256_and_pd(_mm256_cmp_pd(y, mv, _CMP_EQ_OQ), in);
         rest[1] = _mm256_add_pd(rest[1], sa_avx2_rest_count_add_pd(top, e, counted ? &cnt[1] : NULL));
     }
@@ -958,30 +965,30 @@ SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, pt
                         : sa_avx2_exp_store_sum_pd(x, out, len, scale, m);
 }
 
-SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                         double *count)
+SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                         double m, double *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, NULL)
-                            : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, NULL);
-    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
-                        : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 1, NULL, 1)
+                            : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 1, NULL, 1);
+    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 1, count, 1)
+                        : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 1, count, 1);
 }
 
-SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                         double *count)
+SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                         double m, double *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, NULL)
-                            : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, NULL);
-    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
-                        : sa_avx2_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 0, NULL, 1)
+                            : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 0, NULL, 1);
+    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 0, count, 1)
+                        : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 0, count, 1);
 }
 
 SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
                                                        double *count)
 {
-    return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
+    return sa_avx2_exp_rest_count_pd(x, out, len, 1.0, m, 0, count, 0);
 }
 
 SA_AVX2 static double sa_avx2_block_max_f64(const double *x, ptrdiff_t len, double scale, int *bad)

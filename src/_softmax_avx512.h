@@ -103,14 +103,15 @@ SA_AVX512_INLINE float sa_avx512_exp_store_sum_ps(const float *x, float *out, pt
 
 /* sa_avx2_exp_rest_count on AVX-512: the entries equal to m counted in
  * *count, the others' exponentials summed and returned, each exponential
- * stored in out when out is given; count NULL: none equals m. */
+ * stored in out when out is given (y with store_y); count NULL: none
+ * equals m. */
 SA_AVX512_INLINE __m512 sa_avx512_rest_count_step(__m512 x, __m512 s, __m512 mv, __mmask16 inside, float *out,
-                                                  __m512 *count)
+                                                  __m512 *count, int store_y)
 {
     const __m512 y = _mm512_mul_ps(x, s);
     const __m512 e = sa_avx512_exp_nonpositive(_mm512_sub_ps(y, mv));
     if (out)
-        _mm512_mask_storeu_ps(out, inside, e);
+        _mm512_mask_storeu_ps(out, inside, store_y ? y : e);
     if (!count)
         return _mm512_maskz_mov_ps(inside, e);
     const __mmask16 top = _mm512_mask_cmp_ps_mask(inside, y, mv, _CMP_EQ_OQ);
@@ -119,7 +120,7 @@ SA_AVX512_INLINE __m512 sa_avx512_rest_count_step(__m512 x, __m512 s, __m512 mv,
 }
 
 SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrdiff_t len, float scale, float m,
-                                                float *count)
+                                                float *count, int store_y)
 {
     const __m512 s = _mm512_set1_ps(scale), mv = _mm512_set1_ps(m);
     const __mmask16 all = 0xffff;
@@ -132,15 +133,16 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
         for (int k = 0; k < 4; k++)
             rest[k] = _mm512_add_ps(rest[k], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i + 16 * k), s, mv, all,
                                                                        out ? out + i + 16 * k : NULL,
-                                                                       counted ? &cnt[k] : NULL));
+                                                                       counted ? &cnt[k] : NULL, store_y));
     for (; i + 16 <= len; i += 16)
         rest[0] = _mm512_add_ps(rest[0], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i), s, mv, all,
-                                                                   out ? out + i : NULL, counted ? &cnt[0] : NULL));
+                                                                   out ? out + i : NULL, counted ? &cnt[0] : NULL,
+                                                                   store_y));
     if (i < len) {          /* the last len % 16 entries, masked */
         const __mmask16 inside = sa_avx512_lanes_below(len - i);
         rest[1] = _mm512_add_ps(rest[1], sa_avx512_rest_count_step(_mm512_maskz_loadu_ps(inside, x + i), s, mv,
                                                                    inside, out ? out + i : NULL,
-                                                                   counted ? &cnt[1] : NULL));
+                                                                   counted ? &cnt[1] : NULL, store_y));
     }
     if (counted)
         *count = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(cnt[0], cnt[1]), _mm512_add_ps(cnt[2], cnt[3])));
@@ -179,19 +181,20 @@ SA_AVX512 static float sa_avx512_exp_store_sum_f32(const float *x, float *out, p
                          : sa_avx512_exp_store_sum_ps(x, out, len, scale, m);
 }
 
-SA_AVX512 static float sa_avx512_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
+SA_AVX512 static float sa_avx512_exp_rest_count_f32(const float *x, float *copy, ptrdiff_t len, float scale, float m,
+                                                    float *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0f ? sa_avx512_exp_rest_count(x, NULL, len, 1.0f, m, NULL)
-                             : sa_avx512_exp_rest_count(x, NULL, len, scale, m, NULL);
-    return scale == 1.0f ? sa_avx512_exp_rest_count(x, NULL, len, 1.0f, m, count)
-                         : sa_avx512_exp_rest_count(x, NULL, len, scale, m, count);
+        return scale == 1.0f ? sa_avx512_exp_rest_count(x, copy, len, 1.0f, m, NULL, 1)
+                             : sa_avx512_exp_rest_count(x, copy, len, scale, m, NULL, 1);
+    return scale == 1.0f ? sa_avx512_exp_rest_count(x, copy, len, 1.0f, m, count, 1)
+                         : sa_avx512_exp_rest_count(x, copy, len, scale, m, count, 1);
 }
 
 SA_AVX512 static float sa_avx512_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m,
                                                           float *count)
 {
-    return sa_avx512_exp_rest_count(x, out, len, 1.0f, m, count);
+    return sa_avx512_exp_rest_count(x, out, len, 1.0f, m, count, 0);
 }
 
 SA_AVX512 static float sa_avx512_block_max_f32(const float *x, ptrdiff_t len, float scale, int *bad)
@@ -343,10 +346,10 @@ SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out,
  * through a lane mask, the others' exponentials summed; count NULL: none
  * equals m. */
 SA_AVX512_INLINE __m512d sa_avx512_rest_count_add_pd(__m512d y, __m512d mv, __m512d e, __mmask8 inside,
-                                                     double *out, __m512d *count)
+                                                     double *out, __m512d *count, int store_y)
 {
     if (out)
-        _mm512_mask_storeu_pd(out, inside, e);
+        _mm512_mask_storeu_pd(out, inside, store_y ? y : e);
     if (!count)
         return _mm512_maskz_mov_pd(inside, e);
     const __mmask8 top = _mm512_mask_cmp_pd_mask(inside, y, mv, _CMP_EQ_OQ);
@@ -355,7 +358,7 @@ SA_AVX512_INLINE __m512d sa_avx512_rest_count_add_pd(__m512d y, __m512d mv, __m5
 }
 
 SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out, ptrdiff_t len, double scale,
-                                                    double m, int corrected, double *count)
+                                                    double m, int corrected, double *count, int store_y)
 {
     const __m512d s = _mm512_set1_pd(scale), mv = _mm512_set1_pd(m);
     const __mmask8 all = 0xff;
@@ -373,20 +376,20 @@ SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out
         for (int k = 0; k < 4; k++)
             rest[k] = _mm512_add_pd(rest[k], sa_avx512_rest_count_add_pd(y[k], mv, e[k], all,
                                                                          out ? out + i + 8 * k : NULL,
-                                                                         counted ? &cnt[k] : NULL));
+                                                                         counted ? &cnt[k] : NULL, store_y));
     }
     for (; i + 8 <= len; i += 8) {
         const __m512d y = _mm512_mul_pd(_mm512_loadu_pd(x + i), s);
         const __m512d e = sa_avx512_exp_shift_f64(y, mv, corrected);
         rest[0] = _mm512_add_pd(rest[0], sa_avx512_rest_count_add_pd(y, mv, e, all, out ? out + i : NULL,
-                                                                     counted ? &cnt[0] : NULL));
+                                                                     counted ? &cnt[0] : NULL, store_y));
     }
     if (i < len) {          /* the last len % 8 entries, masked */
         const __mmask8 inside = sa_avx512_lanes_below_pd(len - i);
         const __m512d y = _mm512_mul_pd(_mm512_maskz_loadu_pd(inside, x + i), s);
         const __m512d e = _mm512_maskz_mov_pd(inside, sa_avx512_exp_shift_f64(y, mv, corrected));
         rest[1] = _mm512_add_pd(rest[1], sa_avx512_rest_count_add_pd(y, mv, e, inside, out ? out + i : NULL,
-                                                                     counted ? &cnt[1] : NULL));
+                                                                     counted ? &cnt[1] : NULL, store_y));
     }
     if (counted)
         *count = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(cnt[0], cnt[1]), _mm512_add_pd(cnt[2], cnt[3])));
@@ -401,30 +404,30 @@ SA_AVX512 static double sa_avx512_exp_store_sum_f64(const double *x, double *out
                         : sa_avx512_exp_store_sum_pd(x, out, len, scale, m);
 }
 
-SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                             double *count)
+SA_AVX512 static double sa_avx512_exp_rest_count_shifted_f64(const double *x, double *copy, ptrdiff_t len,
+                                                             double scale, double m, double *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, NULL)
-                            : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, NULL);
-    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 1, count)
-                        : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 1, count);
+        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, copy, len, 1.0, m, 1, NULL, 1)
+                            : sa_avx512_exp_rest_count_pd(x, copy, len, scale, m, 1, NULL, 1);
+    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, copy, len, 1.0, m, 1, count, 1)
+                        : sa_avx512_exp_rest_count_pd(x, copy, len, scale, m, 1, count, 1);
 }
 
-SA_AVX512 static double sa_avx512_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                             double *count)
+SA_AVX512 static double sa_avx512_exp_rest_count_rounded_f64(const double *x, double *copy, ptrdiff_t len,
+                                                             double scale, double m, double *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, NULL)
-                            : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, NULL);
-    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, NULL, len, 1.0, m, 0, count)
-                        : sa_avx512_exp_rest_count_pd(x, NULL, len, scale, m, 0, count);
+        return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, copy, len, 1.0, m, 0, NULL, 1)
+                            : sa_avx512_exp_rest_count_pd(x, copy, len, scale, m, 0, NULL, 1);
+    return scale == 1.0 ? sa_avx512_exp_rest_count_pd(x, copy, len, 1.0, m, 0, count, 1)
+                        : sa_avx512_exp_rest_count_pd(x, copy, len, scale, m, 0, count, 1);
 }
 
 SA_AVX512 static inline double sa_avx512_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len,
                                                                   double m, double *count)
 {
-    return sa_avx512_exp_rest_count_pd(x, out, len, 1.0, m, 0, count);
+    return sa_avx512_exp_rest_count_pd(x, out, len, 1.0, m, 0, count, 0);
 }
 
 SA_AVX512 static double sa_avx512_block_max_f64(const double *x, ptrdiff_t len, double scale, int *bad)

@@ -59,26 +59,43 @@ SA_INLINE SA_T SA_FN(sa_block_max)(const SA_T *xb, ptrdiff_t len, SA_T scale, in
                             : SA_FN(sa_block_max_scaled)(xb, len, scale, bad);
 }
 
+/* y = x * scale of a block into copy (sa_segment_stats_impl's paths that
+ * do not store it as they go). */
+SA_INLINE void SA_FN(sa_copy_scaled)(const SA_T *xb, SA_T *copy, ptrdiff_t len, SA_T scale)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < len; i++)
+        copy[i] = xb[i] * scale;
+}
+
 /* Pass 1 over one contiguous segment, accumulated into st. rounded_shift
  * (a constant at every call site) takes exp of the rounded difference y - m
  * instead of the TwoSum-corrected one: in double that halves the cost and
  * still leaves the sum's relative error below |y - m| * 2^-53 for its
  * dominant terms, which is all the losses need; the softmax family keeps
- * the correction so its outputs stay within a few ulps. */
-SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T scale, int stable,
+ * the correction so its outputs stay within a few ulps. With copy (not
+ * NULL), y = x * scale is also stored there: log_softmax's output, which
+ * its last pass then finishes in place. The x86 kernels store it beside the
+ * exponentials, so the first write of each output line overlaps them
+ * instead of stalling a pass of its own. */
+SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, SA_T *copy, ptrdiff_t n, SA_T scale, int stable,
                                             int rounded_shift, sa_stats *st)
 {
     for (ptrdiff_t b = 0; b < n; b += SA_ROW_BLOCK) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         const SA_T *xb = x + b;
+        SA_T *cb = copy ? copy + b : NULL;
         const SA_T bmax = SA_FN(sa_block_max)(xb, len, scale, &st->nan);
         sa_stats_raise_max(stable, st, bmax);
-        if (!isfinite(st->max))
-            continue;           /* +-inf maximum: the result does not depend on rest */
+        if (!isfinite(st->max)) {   /* +-inf maximum: the result does not depend on rest */
+            if (cb)
+                SA_FN(sa_copy_scaled)(xb, cb, len, scale);
+            continue;
+        }
         SA_FN(sa_prefetch_block)(xb + len);
         const SA_T m = (SA_T)st->max;
         SA_T rest = 0, count = 0;
-        if (stable) {
+        if (stable) {       /* copy is log_softmax's: NULL here */
 #pragma omp simd reduction(+ : rest, count)
             for (ptrdiff_t i = 0; i < len; i++) {
                 const SA_T y = xb[i] * scale;
@@ -92,13 +109,15 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, ptrdiff_t n, SA_T sca
                  * equal to m: the kernels skip the count there (NULL), a
                  * tenth of a float64 block's work. */
                 SA_T *counted = bmax < m ? NULL : &count;
-                rest = rounded_shift ? SA_EXP_ROUNDED_REST_COUNT_AVX2(xb, len, scale, m, counted)
-                                     : SA_EXP_REST_COUNT_AVX2(xb, len, scale, m, counted);
+                rest = rounded_shift ? SA_EXP_ROUNDED_REST_COUNT_AVX2(xb, cb, len, scale, m, counted)
+                                     : SA_EXP_REST_COUNT_AVX2(xb, cb, len, scale, m, counted);
                 st->rest += rest;
                 st->count += count;
                 continue;
             }
 #endif
+            if (cb)
+                SA_FN(sa_copy_scaled)(xb, cb, len, scale);
 #pragma omp simd reduction(+ : rest, count)
             for (ptrdiff_t i = 0; i < len; i++) {
                 const SA_T y = xb[i] * scale;
@@ -240,7 +259,7 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
 SA_DISPATCHED(SA_FN(sa_segment_stats), (const SA_T *x, ptrdiff_t n, SA_T scale, int op, sa_stats *st),
               (x, n, scale, op, st))
 {
-    SA_FN(sa_segment_stats_impl)(x, n, scale, sa_op_is_stable(op), 0, st);
+    SA_FN(sa_segment_stats_impl)(x, NULL, n, scale, sa_op_is_stable(op), 0, st);
 }
 
 SA_DISPATCHED(SA_FN(sa_segment_write), (const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p),
@@ -480,11 +499,17 @@ SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptr
         const SA_T *row = x + r * x_stride;
         sa_stats st;
         sa_stats_init(&st);
-        SA_FN(sa_segment_stats_impl)(row, n, scale, stable, 0, &st);
+        SA_T *orow = out + r * out_stride;
+        /* log_softmax keeps y in its output during pass 1 and subtracts in
+         * place: (y * 1 - a) - b, the same bits as from x */
+        const int in_place = op == SA_LOG_SOFTMAX;
+        SA_FN(sa_segment_stats_impl)(row, in_place ? orow : NULL, n, scale, stable, 0, &st);
         const sa_params p = sa_finalize(op, &st);
         if (op == SA_LOGSUMEXP)
             out[r * out_stride] = (SA_T)p.a;
+        else if (in_place)
+            SA_FN(sa_segment_write_impl)(orow, orow, n, (SA_T)1, op, p);
         else
-            SA_FN(sa_segment_write_impl)(row, out + r * out_stride, n, scale, op, p);
+            SA_FN(sa_segment_write_impl)(row, orow, n, scale, op, p);
     }
 }

@@ -151,10 +151,11 @@ static inline float sa_x86_exp_store_sum_f32(const float *x, float *out, ptrdiff
                       : sa_avx2_exp_store_sum_f32(x, out, len, scale, m);
 }
 
-static inline float sa_x86_exp_rest_count_f32(const float *x, ptrdiff_t len, float scale, float m, float *count)
+static inline float sa_x86_exp_rest_count_f32(const float *x, float *copy, ptrdiff_t len, float scale, float m,
+                                              float *count)
 {
-    return sa_simd_v4 ? sa_avx512_exp_rest_count_f32(x, len, scale, m, count)
-                      : sa_avx2_exp_rest_count_f32(x, len, scale, m, count);
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_f32(x, copy, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_f32(x, copy, len, scale, m, count);
 }
 
 static inline float sa_x86_exp_store_rest_count_f32(const float *x, float *out, ptrdiff_t len, float m, float *count)
@@ -180,18 +181,18 @@ static inline double sa_x86_exp_store_sum_f64(const double *x, double *out, ptrd
                       : sa_avx2_exp_store_sum_f64(x, out, len, scale, m);
 }
 
-static inline double sa_x86_exp_rest_count_shifted_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                        double *count)
+static inline double sa_x86_exp_rest_count_shifted_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                        double m, double *count)
 {
-    return sa_simd_v4 ? sa_avx512_exp_rest_count_shifted_f64(x, len, scale, m, count)
-                      : sa_avx2_exp_rest_count_shifted_f64(x, len, scale, m, count);
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_shifted_f64(x, copy, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_shifted_f64(x, copy, len, scale, m, count);
 }
 
-static inline double sa_x86_exp_rest_count_rounded_f64(const double *x, ptrdiff_t len, double scale, double m,
-                                                        double *count)
+static inline double sa_x86_exp_rest_count_rounded_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                        double m, double *count)
 {
-    return sa_simd_v4 ? sa_avx512_exp_rest_count_rounded_f64(x, len, scale, m, count)
-                      : sa_avx2_exp_rest_count_rounded_f64(x, len, scale, m, count);
+    return sa_simd_v4 ? sa_avx512_exp_rest_count_rounded_f64(x, copy, len, scale, m, count)
+                      : sa_avx2_exp_rest_count_rounded_f64(x, copy, len, scale, m, count);
 }
 
 static inline void sa_x86_cols_exp_f64(const double *row, double *out, const double *m, double *rest,
