@@ -25,6 +25,10 @@
 /* Rows this short go through the transposed-tile path (sa_rows_small). */
 #define SA_SMALL_ROW_MAX 32
 #define SA_SMALL_TILE 64
+/* At most this many short float64 rows take sa_row_short_alone instead of a
+ * tile (x86-64-v3; C harness on the Intel Xeon of 2026-12-06, see
+ * docs/performance.md). */
+#define SA_SHORT_ROWS_ALONE 2
 /* Tile rows are padded so the transposes' strided accesses do not all land
  * in the same few L1 sets (a stride of 256 bytes halves their speed). */
 #define SA_SMALL_STRIDE (SA_SMALL_TILE + 4)
