@@ -206,18 +206,21 @@ SA_AVX512 static float sa_avx512_block_max_f32(const float *x, ptrdiff_t len, fl
  * with an exponential of its own. AVX-512 looks up a 16-entry table in
  * registers with one instruction (vpermt2pd), so exp(x) = 2^k 2^(j/16) e^r
  * with n = 16 k + j = round(16 x / ln 2) and |r| <= ln(2) / 32, where e^r
- * needs only the Taylor polynomial of degree 7 (remainder below 2^-59):
- * twelve multiply-adds an exponential where the AVX2 kernel's degree-11
- * polynomial takes sixteen, and Zen 4 executes each 512-bit one as two
- * halves, so their count sets the loops' speed. 2^(j/16) is kept as hi + lo
- * and the result formed as hi + (hi p + lo), p = e^r - 1: 0.55 ulp at most
- * over 60000 arguments in [-708, -40] (the AVX2 kernel: 1.02). The exponentials therefore differ from the AVX2
- * loops' by an ulp or so, and the sums also in their order. On a CPU with
- * one 512-bit multiply-add port (the Intel Xeon of 2026-12-06) the count of
- * operations on it sets the speed too: 2^k by one vscalefpd and d's error
- * by Fast2Sum (sa_avx512_exp_f64, sa_avx512_exp_shift_f64) took a softmax
- * row of 32000 entries from 26.4 to 24.6 us with the same bits (the
- * statistics pass, whose count also takes compares, stayed level). */
+ * needs only a polynomial of degree 6: r + r^2 q(r), q of degree 4 fitted
+ * by the Remez algorithm to (e^r - 1 - r) / r^2 with the relative error of
+ * e^r as the weight (2^-56.3 at most on the interval; the degree-7 Taylor
+ * polynomial it replaced, 2^-59.5, took one multiply-add more). That is
+ * eleven multiply-adds an exponential where the AVX2 kernel's degree-11
+ * polynomial takes sixteen; Zen 4 executes each 512-bit one as two halves,
+ * and the Intel Xeon of 2026-12-06 has one 512-bit multiply-add port, so
+ * their count sets the loops' speed (degree 6 against 7: statistics passes
+ * 4-5% faster there). 2^(j/16) is kept as hi + lo and the result formed as
+ * hi + (hi p + lo), p = e^r - 1: 0.61 ulp at most over 60000 arguments in
+ * [-708, -40] against mpmath (0.54 with the Taylor polynomial; the AVX2
+ * kernel 1.02). The exponentials therefore differ from the AVX2 loops' by
+ * an ulp or so, and the sums also in their order. 2^k by one vscalefpd and
+ * d's error by Fast2Sum (sa_avx512_exp_f64, sa_avx512_exp_shift_f64) took a
+ * softmax row of 32000 entries from 26.4 to 24.6 us on that Xeon. */
 
 static const double sa_exp2_sixteenths_hi[16] __attribute__((aligned(64))) = {
     0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
@@ -253,9 +256,10 @@ SA_AVX512_INLINE __m512d sa_avx512_exp_f64(__m512d d, __m512d err, int corrected
     __m512d r = _mm512_fnmadd_pd(n16, _mm512_set1_pd(SA_EXP_F64_LN2_HI), d);     /* exact: 32 + 15 bits */
     r = _mm512_fnmadd_pd(n16, _mm512_set1_pd(SA_EXP_F64_LN2_LO), r);
     const __m512d r2 = _mm512_mul_pd(r, r);
-    const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(sa_avx512_pair_pd(r, 1.0 / 720.0, 1.0 / 5040.0), r2,
-                                                      sa_avx512_pair_pd(r, 1.0 / 24.0, 1.0 / 120.0)),
-                                      r2, sa_avx512_pair_pd(r, 0.5, 1.0 / 6.0));
+    /* q(r) = c2 + c3 r + ... + c6 r^4 (the Remez fit above), by pairs */
+    const __m512d q = _mm512_fmadd_pd(_mm512_fmadd_pd(_mm512_set1_pd(0x1.6c14c6ebcb2c3p-10), r2,
+                                                      sa_avx512_pair_pd(r, 0x1.55555558fca5ep-5, 0x1.11123aae4efeap-7)),
+                                      r2, sa_avx512_pair_pd(r, 0x1.fffffffffffb9p-2, 0x1.555555548f893p-3));
     const __m512d p = _mm512_fmadd_pd(q, r2, r);
     const __m512i j = _mm512_castpd_si512(t);
     const __m512d hi = _mm512_permutex2var_pd(_mm512_load_pd(sa_exp2_sixteenths_hi), j,
