@@ -965,24 +965,28 @@ SA_AVX2 static double sa_avx2_exp_store_sum_f64(const double *x, double *out, pt
                         : sa_avx2_exp_store_sum_pd(x, out, len, scale, m);
 }
 
-SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, double *copy, ptrdiff_t len, double scale,
-                                                         double m, double *count)
+/* The statistics entry points' copies: scale 1 and the count each in a
+ * copy of their own (corrected a literal at each call). */
+SA_AVX2_INLINE double sa_avx2_exp_rest_count_copies_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                       double m, int corrected, double *count)
 {
     if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 1, NULL, 1)
-                            : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 1, NULL, 1);
-    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 1, count, 1)
-                        : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 1, count, 1);
+        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, corrected, NULL, 1)
+                            : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, corrected, NULL, 1);
+    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, corrected, count, 1)
+                        : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, corrected, count, 1);
+}
+
+SA_AVX2 static double sa_avx2_exp_rest_count_shifted_f64(const double *x, double *copy, ptrdiff_t len, double scale,
+                                                   double m, double *count)
+{
+    return sa_avx2_exp_rest_count_copies_f64(x, copy, len, scale, m, 1, count);
 }
 
 SA_AVX2 static double sa_avx2_exp_rest_count_rounded_f64(const double *x, double *copy, ptrdiff_t len, double scale,
-                                                         double m, double *count)
+                                                   double m, double *count)
 {
-    if (!count)         /* no entry equals m: the copies without the count */
-        return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 0, NULL, 1)
-                            : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 0, NULL, 1);
-    return scale == 1.0 ? sa_avx2_exp_rest_count_pd(x, copy, len, 1.0, m, 0, count, 1)
-                        : sa_avx2_exp_rest_count_pd(x, copy, len, scale, m, 0, count, 1);
+    return sa_avx2_exp_rest_count_copies_f64(x, copy, len, scale, m, 0, count);
 }
 
 SA_AVX2 static inline double sa_avx2_exp_store_rest_count_f64(const double *x, double *out, ptrdiff_t len, double m,
