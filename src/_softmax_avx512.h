@@ -279,12 +279,13 @@ SA_AVX512_INLINE __m512d sa_avx512_exp_f64(__m512d d, __m512d err, int corrected
  * six. */
 SA_AVX512_INLINE __m512d sa_avx512_exp_shift_f64(__m512d y, __m512d m, int corrected)
 {
+    if (!corrected)
+        return sa_avx512_exp_f64(_mm512_sub_pd(y, m), _mm512_setzero_pd(), 0);
     const __m512d nm = _mm512_xor_pd(m, _mm512_set1_pd(-0.0));
     const __m512d big = _mm512_range_pd(y, nm, 0x7);       /* the larger magnitude, its own sign */
     const __m512d small = _mm512_range_pd(y, nm, 0x6);     /* the smaller */
-    const __m512d d = corrected ? _mm512_add_pd(big, small) : _mm512_sub_pd(y, m);
-    const __m512d err = corrected ? _mm512_sub_pd(small, _mm512_sub_pd(d, big)) : _mm512_setzero_pd();
-    return sa_avx512_exp_f64(d, err, corrected);
+    const __m512d d = _mm512_add_pd(big, small);            /* y - m, rounded as by a subtraction */
+    return sa_avx512_exp_f64(d, _mm512_sub_pd(small, _mm512_sub_pd(d, big)), 1);
 }
 
 SA_AVX512_INLINE __mmask8 sa_avx512_lanes_below_pd(ptrdiff_t count)

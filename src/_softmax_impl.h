@@ -451,7 +451,7 @@ SA_INLINE void SA_FN(sa_row_short_alone)(const SA_T *row, SA_T *out, ptrdiff_t n
         mv[j] = m;
         re[j] = ce[j] = 0;
     }
-    SA_COLS_EXP_AVX2(row, e, mv, re, ce, n, scale);
+    SA_COLS_EXP_AVX2(row, op == SA_SOFTMAX ? e : NULL, mv, re, ce, n, scale);   /* e: softmax's only, as in the tile */
     SA_T racc = 0, cacc = 0;
     for (ptrdiff_t j = 0; j < n; j++) {
         racc += re[j];
