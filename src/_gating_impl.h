@@ -739,7 +739,14 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
                                   int sorted, sa_ranked *scratch)
 {
     sa_ranked *best = scratch;
-    if (k == 1 && (sizeof(SA_T) == 8 || n >= SA_TOPK_FIRST_MIN_N_F32)
+    if (sa_topk_network_suits(n, k, sizeof(SA_T) == 8)) {
+#if SA_X86_DISPATCH
+        if (sizeof(SA_T) == 4)
+            sa_avx512_topk_network_f32((const float *)row, n, k, largest, best);
+        else
+            sa_avx512_topk_network_f64((const double *)row, n, k, largest, best);
+#endif
+    } else if (k == 1 && (sizeof(SA_T) == 8 || n >= SA_TOPK_FIRST_MIN_N_F32)
         && (largest ? SA_FN(sa_topk_first_row)(row, n, 1, best) : SA_FN(sa_topk_first_row)(row, n, 0, best))) {
         /* done: the first of the largest (or smallest) */
     } else if (k == 2 && n >= (sizeof(SA_T) == 8 ? SA_TOPK_TWO_MIN_N_F64 : SA_TOPK_TWO_MIN_N_F32)

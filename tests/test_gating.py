@@ -351,16 +351,18 @@ def test_degenerate_rows(kind, dtype):
                 check_topk(*got, x, k, -1, largest, sorted)
 
 
-# Around the kernel's choices (src/_gating_kernels.h): the float32 lanes
+# Around the kernel's choices (src/_gating_kernels.h): with AVX-512, the
+# sorting network (rows of up to 8, 16, 32 and 64 entries; k >= 2 up to 16
+# entries, then float32 from k = 5 and 8, float64 from 2 and 4), the float32 lanes
 # (k <= 2, n <= 512) and passes (k <= 4, n <= 256; k <= 8, n <= 128), the
 # lane bound (k up to 64 from 64 entries: float64 from k = 3, or any k from
 # 512 entries; float32 up to 4096 k entries below k = 12, with 64 lanes
 # from 2049 entries), placing by counting (up to 512 bytes a row, k > 16),
 # the small-k buffer (k <= 16, or 32 from 16384 entries), the radix
 # selection and its counting (<= 64 kept) or LSD radix sort.
-BOUNDARY_LENGTHS = [5, 63, 64, 65, 100, 128, 129, 256, 257, 511, 512, 513, 2048, 2049, 4096, 4097,
+BOUNDARY_LENGTHS = [5, 8, 9, 16, 17, 32, 33, 48, 63, 64, 65, 100, 128, 129, 256, 257, 511, 512, 513, 2048, 2049, 4096, 4097,
                     8192, 8193, 16383, 16384, 16385, 32768, 32769]
-BOUNDARY_KS = [1, 2, 3, 4, 5, 8, 9, 11, 12, 16, 17, 32, 33, 64, 65, 300]
+BOUNDARY_KS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 16, 17, 32, 33, 64, 65, 300]
 
 
 @pytest.mark.parametrize("n", BOUNDARY_LENGTHS)
