@@ -605,22 +605,23 @@ static SA_AVX512_INLINE void sa_avx512_sort_registers8(__m512i *key, __m512i *in
     }
 }
 
-/* Sorts the 8 regs keys (regs 1, 2, 4 or 8, a literal), largest first. */
-static SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index, int regs, int with_index)
+/* The network's merges of blocks of first / 2 keys (sorted in alternating
+ * directions) up to one block of 8 regs, largest first; all literals. */
+static SA_AVX512_INLINE void sa_avx512_bitonic_merges(__m512i *key, __m512i *index, int regs, int first,
+                                                      int with_index)
 {
-    int size = 2;
-    if (regs == 8) {
-        sa_avx512_sort_registers8(key, index, with_index);
-        size = 16;
-    }
 #pragma GCC unroll 8
-    for (; size <= 8 * regs; size *= 2) {
+    for (int size = first; size <= 8 * regs; size *= 2) {
 #pragma GCC unroll 8
         for (int dist = size / 2; dist >= 8; dist /= 2) {
 #pragma GCC unroll 8
-            for (int r = 0; r < regs; r++)
-                if ((r ^ (dist / 8)) > r)
-                    sa_avx512_bitonic_registers(key, index, r, r ^ (dist / 8), size, with_index);
+            for (int r = 0; r < regs; r++) {
+                /* & 7: GCC's array bounds check reads the unrolled copies
+                 * past the loop's end, where q would reach 8 */
+                const int q = (r ^ (dist / 8)) & 7;
+                if (q > r)
+                    sa_avx512_bitonic_registers(key, index, r, q, size, with_index);
+            }
         }
 #pragma GCC unroll 8
         for (int dist = size < 8 ? size / 2 : 4; dist >= 1; dist /= 2) {
@@ -628,6 +629,17 @@ static SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index
             for (int r = 0; r < regs; r++)
                 sa_avx512_bitonic_lanes(key, index, r, size, dist, with_index);
         }
+    }
+}
+
+/* Sorts the 8 regs keys (regs 1, 2, 4 or 8, a literal), largest first. */
+static SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index, int regs, int with_index)
+{
+    if (regs == 8) {
+        sa_avx512_sort_registers8(key, index, with_index);
+        sa_avx512_bitonic_merges(key, index, 8, 16, with_index);
+    } else {
+        sa_avx512_bitonic_merges(key, index, regs, 2, with_index);
     }
 }
 
