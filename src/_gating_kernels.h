@@ -485,16 +485,16 @@ __attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(co
  * come out of the network in any order, so each run of equal keys then gets
  * its indices in increasing order (a bit set of them, read lowest first). */
 #define SA_TOPK_NETWORK_N 64
-/* The least k that takes the network, by row length (up to 16, 32 and 64
- * entries) and dtype: below, the k = 1 pass, the lane bound (float64) and
- * the float32 k passes are as fast or faster (Intel Xeon, 65536 rows:
- * float32 rows of 32, k = 4, 3.3 ms by the passes against 4.1; of 48,
- * k = 8, 7.1 against 7.7; of 64, k = 8, 7.9 against 7.3). */
-#define SA_TOPK_NETWORK_SHORT_N 16
-#define SA_TOPK_NETWORK_MID_N 32
-#define SA_TOPK_NETWORK_SHORT_MIN_K 2
-#define SA_TOPK_NETWORK_MID_MIN_K_F32 5
-#define SA_TOPK_NETWORK_MID_MIN_K_F64 2
+/* The least k that takes the network, by row length (up to 32 entries,
+ * and up to 64) and dtype: below, the k = 1 pass, the lane bound (float64)
+ * and the float32 lanes and k passes are as fast or faster (Intel Xeon,
+ * 65536 rows: float32 rows of 32, k = 4, 3.3 ms by the passes against 4.1;
+ * of 48, k = 8, 7.1 against 7.7; of 64, k = 8, 7.9 against 7.3). Inside
+ * topk_gating the float32 lanes and passes are faster still (rows of 8,
+ * k = 2: the gate 2.35 ms against 3.76 with the network). */
+#define SA_TOPK_NETWORK_SHORT_N 32
+#define SA_TOPK_NETWORK_SHORT_MIN_K_F32 5
+#define SA_TOPK_NETWORK_SHORT_MIN_K_F64 2
 #define SA_TOPK_NETWORK_MIN_K_F32 8
 #define SA_TOPK_NETWORK_MIN_K_F64 4
 #define SA_AVX512_INLINE inline __attribute__((target("avx512f,avx512dq"), always_inline))
@@ -770,9 +770,7 @@ SA_INLINE int sa_topk_network_suits(ptrdiff_t n, ptrdiff_t k, int f64)
     if (!sa_simd_v4 || n > SA_TOPK_NETWORK_N)
         return 0;
     if (n <= SA_TOPK_NETWORK_SHORT_N)
-        return k >= SA_TOPK_NETWORK_SHORT_MIN_K;
-    if (n <= SA_TOPK_NETWORK_MID_N)
-        return k >= (f64 ? SA_TOPK_NETWORK_MID_MIN_K_F64 : SA_TOPK_NETWORK_MID_MIN_K_F32);
+        return k >= (f64 ? SA_TOPK_NETWORK_SHORT_MIN_K_F64 : SA_TOPK_NETWORK_SHORT_MIN_K_F32);
     return k >= (f64 ? SA_TOPK_NETWORK_MIN_K_F64 : SA_TOPK_NETWORK_MIN_K_F32);
 #else
     (void)n;

@@ -352,8 +352,8 @@ def test_degenerate_rows(kind, dtype):
 
 
 # Around the kernel's choices (src/_gating_kernels.h): with AVX-512, the
-# sorting network (rows of up to 8, 16, 32 and 64 entries; k >= 2 up to 16
-# entries, then float32 from k = 5 and 8, float64 from 2 and 4), the float32 lanes
+# sorting network (rows of up to 8, 16, 32 and 64 entries; up to 32
+# entries float32 from k = 5, float64 from 2; beyond, from 8 and 4), the float32 lanes
 # (k <= 2, n <= 512) and passes (k <= 4, n <= 256; k <= 8, n <= 128), the
 # lane bound (k up to 64 from 64 entries: float64 from k = 3, or any k from
 # 512 entries; float32 up to 4096 k entries below k = 12, with 64 lanes
