@@ -457,17 +457,16 @@ SA_INLINE void SA_FN(sa_row_short_alone)(const SA_T *row, SA_T *out, ptrdiff_t n
         racc += re[j];
         cacc += ce[j];
     }
-    const double rest = racc, count = cacc;
+    const sa_stats st = {m, racc, cacc, 0};     /* m is NaN where a NaN was seen */
+    const sa_params p = sa_finalize(op, &st);
     if (op == SA_LOGSUMEXP) {
-        out[0] = (SA_T)sa_logsumexp_value(m, rest, count);
+        out[0] = (SA_T)p.a;
     } else if (op == SA_SOFTMAX) {
-        const SA_T b = (SA_T)sa_softmax_scale(m, rest, count);
+        const SA_T b = (SA_T)p.b;
         for (ptrdiff_t j = 0; j < n; j++)
             out[j] = e[j] * b;
     } else {
-        const SA_T a = (SA_T)sa_log_softmax_shift(m), b = (SA_T)sa_log_softmax_norm(m, rest, count);
-        for (ptrdiff_t j = 0; j < n; j++)
-            out[j] = (row[j] * scale - a) - b;
+        SA_FN(sa_segment_write_impl)(row, out, n, scale, op, p);
     }
 }
 #endif
