@@ -291,14 +291,14 @@ SA_INLINE uint64_t sa_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint6
 #if SA_X86_DISPATCH
 #include <immintrin.h>
 /* sa_topk_next_below on eight lanes, two maxima in flight. */
-static inline __attribute__((target("avx512f,avx512dq"), always_inline)) __m512i
+SA_AVX512_INLINE __m512i
 sa_avx512_topk_max_below(__m512i top, __m512i v, __mmask8 inside, __m512i below, int first)
 {
     const __mmask8 take = first ? inside : _mm512_mask_cmplt_epu64_mask(inside, v, below);
     return _mm512_mask_max_epu64(top, take, top, v);
 }
 
-static inline __attribute__((target("avx512f,avx512dq"), always_inline)) uint64_t
+SA_AVX512_INLINE uint64_t
 sa_avx512_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint64_t previous, int first)
 {
     const __m512i below = _mm512_set1_epi64((long long)previous);
@@ -467,8 +467,7 @@ static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n,
                    : sa_avx2_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
 }
 
-__attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n,
-                                                                            ptrdiff_t k, uint64_t *top)
+SA_AVX512 static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n, ptrdiff_t k, uint64_t *top)
 {
     for (ptrdiff_t j = 0; j < k; j++)
         top[j] = sa_avx512_topk_next_below(packed, n, j ? top[j - 1] : 0, j == 0);
@@ -497,10 +496,9 @@ __attribute__((target("avx512f,avx512dq"))) static void sa_avx512_topk_passes(co
 #define SA_TOPK_NETWORK_SHORT_MIN_K_F64 2
 #define SA_TOPK_NETWORK_MIN_K_F32 8
 #define SA_TOPK_NETWORK_MIN_K_F64 4
-#define SA_AVX512_INLINE inline __attribute__((target("avx512f,avx512dq"), always_inline))
 
 /* Lane l of the result holds lane l ^ dist of v (dist 1, 2 or 4). */
-static SA_AVX512_INLINE __m512i sa_avx512_lane_partner(__m512i v, int dist)
+SA_AVX512_INLINE __m512i sa_avx512_lane_partner(__m512i v, int dist)
 {
     if (dist == 1)
         return _mm512_permutex_epi64(v, 0xB1);
@@ -518,8 +516,8 @@ static SA_AVX512_INLINE __m512i sa_avx512_lane_partner(__m512i v, int dist)
  * larger) or smaller (the others): two equal keys both stay, where one
  * compare for both (taking a partner that is not larger) would copy one
  * index into both lanes. */
-static SA_AVX512_INLINE void sa_avx512_bitonic_lanes(__m512i *key, __m512i *index, int r, int size,
-                                                     int dist, int with_index)
+SA_AVX512_INLINE void sa_avx512_bitonic_lanes(__m512i *key, __m512i *index, int r, int size,
+                                              int dist, int with_index)
 {
     /* lanes l with l & dist == 0, and those with e & size == 0 */
     const unsigned lower = dist == 1 ? 0x55 : dist == 2 ? 0x33 : 0x0F;
@@ -539,8 +537,8 @@ static SA_AVX512_INLINE void sa_avx512_bitonic_lanes(__m512i *key, __m512i *inde
 
 /* One step between registers r and q > r (dist >= 8): r keeps the larger
  * of each lane pair when 8 r & size is 0, else the smaller. */
-static SA_AVX512_INLINE void sa_avx512_bitonic_registers(__m512i *key, __m512i *index, int r, int q,
-                                                         int size, int with_index)
+SA_AVX512_INLINE void sa_avx512_bitonic_registers(__m512i *key, __m512i *index, int r, int q,
+                                                  int size, int with_index)
 {
     const int r_larger = ((8 * r) & size) == 0;
     const __m512i a = key[r], b = key[q];
@@ -560,7 +558,7 @@ static SA_AVX512_INLINE void sa_avx512_bitonic_registers(__m512i *key, __m512i *
 }
 
 /* Registers 0..7 as the rows of an 8x8 matrix, transposed. */
-static SA_AVX512_INLINE void sa_avx512_transpose8(__m512i *v)
+SA_AVX512_INLINE void sa_avx512_transpose8(__m512i *v)
 {
     const __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const __m512i odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
@@ -586,7 +584,7 @@ static SA_AVX512_INLINE void sa_avx512_transpose8(__m512i *v)
  * the registers by Batcher's 19 comparators on whole registers (38 minima
  * and maxima, no permutation), the 8x8 matrix is transposed, and the odd
  * registers are reversed into the increasing order those steps leave. */
-static SA_AVX512_INLINE void sa_avx512_sort_registers8(__m512i *key, __m512i *index, int with_index)
+SA_AVX512_INLINE void sa_avx512_sort_registers8(__m512i *key, __m512i *index, int with_index)
 {
     static const int8_t comparators[19][2] = {
         {0, 1}, {2, 3}, {4, 5}, {6, 7}, {0, 2}, {1, 3}, {4, 6}, {5, 7}, {1, 2}, {5, 6},
@@ -607,8 +605,8 @@ static SA_AVX512_INLINE void sa_avx512_sort_registers8(__m512i *key, __m512i *in
 
 /* The network's merges of blocks of first / 2 keys (sorted in alternating
  * directions) up to one block of 8 regs, largest first; all literals. */
-static SA_AVX512_INLINE void sa_avx512_bitonic_merges(__m512i *key, __m512i *index, int regs, int first,
-                                                      int with_index)
+SA_AVX512_INLINE void sa_avx512_bitonic_merges(__m512i *key, __m512i *index, int regs, int first,
+                                               int with_index)
 {
 #pragma GCC unroll 8
     for (int size = first; size <= 8 * regs; size *= 2) {
@@ -633,7 +631,7 @@ static SA_AVX512_INLINE void sa_avx512_bitonic_merges(__m512i *key, __m512i *ind
 }
 
 /* Sorts the 8 regs keys (regs 1, 2, 4 or 8, a literal), largest first. */
-static SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index, int regs, int with_index)
+SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index, int regs, int with_index)
 {
     if (regs == 8) {
         sa_avx512_sort_registers8(key, index, with_index);
@@ -645,8 +643,8 @@ static SA_AVX512_INLINE void sa_avx512_bitonic_sort(__m512i *key, __m512i *index
 
 /* best[0..k) (k <= 8 regs) from the sorted keys and their indices: each
  * register's pairs interleaved into two registers of four (key, index). */
-static SA_AVX512_INLINE void sa_avx512_store_ranked(const __m512i *key, const __m512i *index, int regs,
-                                                    ptrdiff_t k, sa_ranked *best)
+SA_AVX512_INLINE void sa_avx512_store_ranked(const __m512i *key, const __m512i *index, int regs,
+                                             ptrdiff_t k, sa_ranked *best)
 {
     const __m512i first_four = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
     const __m512i last_four = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
@@ -660,8 +658,8 @@ static SA_AVX512_INLINE void sa_avx512_store_ranked(const __m512i *key, const __
 }
 
 /* float32: the packs of row[0..n) (n <= 8 regs) sorted; the first k into best. */
-static SA_AVX512_INLINE void sa_avx512_topk_network_f32_regs(const float *row, ptrdiff_t n, ptrdiff_t k,
-                                                             int largest, int regs, sa_ranked *best)
+SA_AVX512_INLINE void sa_avx512_topk_network_f32_regs(const float *row, ptrdiff_t n, ptrdiff_t k,
+                                                      int largest, int regs, sa_ranked *best)
 {
     uint64_t packed[SA_TOPK_NETWORK_N];
     __m512i key[8], index[8];
@@ -679,7 +677,7 @@ static SA_AVX512_INLINE void sa_avx512_topk_network_f32_regs(const float *row, p
 }
 
 /* Whether two neighbours among the sorted keys' first k + 1 tie. */
-static SA_AVX512_INLINE int sa_avx512_ties_within(const __m512i *key, int regs, ptrdiff_t k)
+SA_AVX512_INLINE int sa_avx512_ties_within(const __m512i *key, int regs, ptrdiff_t k)
 {
     __mmask8 ties = 0;
     for (int r = 0; r < regs && 8 * r < k; r++) {
@@ -708,8 +706,8 @@ SA_INLINE void sa_topk_order_ties(const uint64_t *keys, int64_t *order, ptrdiff_
 
 /* float64: the rank keys of row[0..n) (n <= 8 regs) sorted with their
  * indices; equal keys put in index order; the first k into best. */
-static SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, ptrdiff_t n, ptrdiff_t k,
-                                                             int largest, int regs, sa_ranked *best)
+SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, ptrdiff_t n, ptrdiff_t k,
+                                                      int largest, int regs, sa_ranked *best)
 {
     uint64_t keys[SA_TOPK_NETWORK_N];
     int64_t order[SA_TOPK_NETWORK_N];
@@ -749,13 +747,13 @@ static SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, 
             largest ? fn(row, n, k, 1, 8, best) : fn(row, n, k, 0, 8, best);   \
     } while (0)
 
-__attribute__((target("avx512f,avx512dq"))) static void
+SA_AVX512 static void
 sa_avx512_topk_network_f32(const float *row, ptrdiff_t n, ptrdiff_t k, int largest, sa_ranked *best)
 {
     SA_TOPK_NETWORK_BY_LENGTH(sa_avx512_topk_network_f32_regs, row, n, k, largest, best);
 }
 
-__attribute__((target("avx512f,avx512dq"))) static void
+SA_AVX512 static void
 sa_avx512_topk_network_f64(const double *row, ptrdiff_t n, ptrdiff_t k, int largest, sa_ranked *best)
 {
     SA_TOPK_NETWORK_BY_LENGTH(sa_avx512_topk_network_f64_regs, row, n, k, largest, best);

@@ -18,9 +18,6 @@
 #if SA_X86_DISPATCH
 #include <immintrin.h>
 
-#define SA_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
-#define SA_AVX512_INLINE static inline __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
-
 /* exp(x) for x <= 0 (and NaN) on sixteen lanes, table-driven: with
  * n = 16 k + j = round(16 x / ln 2), exp(x) = 2^k 2^(j/16) e^r and
  * |r| <= ln(2) / 32, where e^r - 1 needs only r + r^2/2 + r^3/6 (remainder
