@@ -40,6 +40,7 @@
 #define SA_CACHE_HEADER 64
 #define SA_CACHE_SLOTS 4
 #define SA_CACHE_MIN_BYTES ((size_t)16 << 20)
+#define SA_CACHE_HUGE_PAGE ((size_t)2 << 20)     /* x86-64's and most arm64 systems' */
 
 typedef struct {
     char *base;         /* the block, header included; NULL when the slot is empty */
@@ -125,7 +126,7 @@ static int sa_cache_keep(char *base, size_t size)
         }
     }
     if (keep) {
-        sa_cache_advise(base + SA_CACHE_HEADER, size, SA_ADVICE_RECLAIMABLE);
+        sa_cache_advise(base, SA_CACHE_HEADER + size, SA_ADVICE_RECLAIMABLE);   /* from base: whole huge pages (sa_cache_alloc_huge) */
         sa_cache_slots[sa_cache_next].base = base;
         sa_cache_slots[sa_cache_next].size = size;
         sa_cache_held += size;
@@ -135,6 +136,26 @@ static int sa_cache_keep(char *base, size_t size)
     return keep;
 }
 
+/* A block that may be kept: on transparent huge pages, as NumPy's own
+ * handler asks for large arrays, and aligned to them, so that the block is
+ * whole huge pages and sa_cache_keep's MADV_FREE covers each one entirely.
+ * Why: MADV_FREE over part of a huge page, or over 4 KiB pages, makes the
+ * next call's writes fault those pages in again. With malloc's alignment a
+ * 1024 x 4096 float32 softmax (16 MiB) took 1.53-1.60 ms a call through the
+ * cache against 1.40 ms without it; aligned, 1.41-1.44. */
+static char *sa_cache_alloc_huge(size_t bytes)
+{
+#if defined(__linux__)
+    void *base = NULL;
+    if (posix_memalign(&base, SA_CACHE_HUGE_PAGE, bytes) != 0)
+        return NULL;
+    sa_cache_advise(base, bytes, SA_ADVICE_HUGE_PAGES);
+    return base;
+#else
+    return malloc(bytes);
+#endif
+}
+
 static void *sa_cache_malloc(void *ctx, size_t size)
 {
     (void)ctx;
@@ -142,10 +163,8 @@ static void *sa_cache_malloc(void *ctx, size_t size)
     if (base == NULL) {
         if (size > SIZE_MAX - SA_CACHE_HEADER)
             return NULL;
-        base = malloc(size + SA_CACHE_HEADER);
-        /* large outputs on transparent huge pages, as NumPy's own handler asks */
-        if (base != NULL && size >= SA_CACHE_MIN_BYTES)
-            sa_cache_advise(base + SA_CACHE_HEADER, size, SA_ADVICE_HUGE_PAGES);
+        base = size >= SA_CACHE_MIN_BYTES ? sa_cache_alloc_huge(size + SA_CACHE_HEADER)
+                                          : malloc(size + SA_CACHE_HEADER);
     }
     return sa_cache_wrap(base, size);
 }
