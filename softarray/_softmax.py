@@ -52,8 +52,16 @@ def _prepare(x, axis, where, b=None):
     return xp, x, axes, mask, b
 
 
-def _normalize(op, x, axis, scale, where):
+def _normalize(op, x, axis, temperature, where):
     """Shared body of the four elementwise-output ops."""
+    if where is None:
+        # A NumPy array's small call: one compiled call that checks the
+        # array, axis and temperature (None where any is not plain) and runs
+        # the kernel.
+        out = _kernels.plain_rows_at(x, axis, _kernels.OPS[op], temperature, threads_for_call())
+        if out is not None:
+            return out
+    scale = check_temperature(temperature)
     if where is None:
         out = _normalize_plain(op, x, axis, scale)
         if out is not None:
@@ -74,8 +82,9 @@ def _normalize(op, x, axis, scale, where):
 def _normalize_plain(op, x, axis, scale):
     """op along rows that the kernels read as they are, of a NumPy array or
     of a tensor that _dispatch.plain_tensor takes, into a new array of the
-    caller's type; None for anything else. NumPy arrays skip the tensor
-    test: the small calls' fast path."""
+    caller's type; None for anything else. It sees the NumPy arrays that
+    plain_rows_at left (larger, or a temperature not a float); they skip the
+    tensor test."""
     tensor = None if type(x) is np.ndarray else _dispatch.plain_tensor(x)
     plain = x if tensor is None else tensor
     out = _kernels.plain_rows(plain, axis, _kernels.OPS[op], scale, threads_for_call())
@@ -239,7 +248,7 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     >>> sa.softmax(np.array([1.0, 2.0, 3.0]), where=np.array([True, True, False]))
     array([0.26894142, 0.73105858, 0.        ])
     """
-    return _normalize("softmax", x, axis, check_temperature(temperature), where)
+    return _normalize("softmax", x, axis, temperature, where)
 
 
 @declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _log_softmax_vjp))
@@ -281,7 +290,7 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
     >>> float(sa.log_softmax(x)[0])  # SciPy returns exactly 0 here; mpmath: -4.38546649e-08
     -4.3854665676690274e-08
     """
-    return _normalize("log_softmax", x, axis, check_temperature(temperature), where)
+    return _normalize("log_softmax", x, axis, temperature, where)
 
 
 @declare(AlongAxes("x"), gradient=VectorJacobian(("x",), _stablemax_vjp))

@@ -14,6 +14,7 @@ everything and laid the data out as either
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint16_t
+from libc.math cimport INFINITY
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 from _parallel cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_BYTES, SPLIT_MIN_LENGTH, elements, split_segment
@@ -256,6 +257,24 @@ def plain_rows(object x, object axis, int op, double scale, int n_threads):
     pass _plain.plain_row_length, else None and the caller takes its general
     path, which calls the same kernel on the same rows for such input: both
     give the same bits."""
+    return _plain_rows(x, axis, op, scale, n_threads)
+
+
+def plain_rows_at(object x, object axis, int op, object temperature, int n_threads):
+    """plain_rows at a temperature T (scale 1 / T, as check_temperature
+    gives): None also when T is not a positive finite Python float, so that
+    the caller's check_temperature reports a bad one. One compiled call from
+    the public function to the kernel, where the check and the division in
+    Python cost a fifth of a small call."""
+    if type(temperature) is not float:
+        return None
+    cdef double t = <double> temperature
+    if not (0.0 < t < INFINITY):
+        return None
+    return _plain_rows(x, axis, op, 1.0 / t, n_threads)
+
+
+cdef object _plain_rows(object x, object axis, int op, double scale, int n_threads):
     cdef Py_ssize_t n = plain_row_length(x, axis)
     if n < 0:
         return None

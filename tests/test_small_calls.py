@@ -11,6 +11,7 @@ import pytest
 
 import softarray as sa
 from softarray import _dispatch
+from softarray._lib import _softmax as kernels
 
 SHAPES = [(10,), (8, 10), (3, 4, 5), (1, 1), (64, 1000)]
 DTYPES = [np.float32, np.float64]
@@ -33,6 +34,43 @@ def test_normalizers_equal_the_general_path(name, shape, dtype):
     assert fast.dtype == general.dtype == dtype and fast.shape == general.shape == shape
     np.testing.assert_array_equal(fast, general)
     assert not np.shares_memory(fast, x)
+
+
+@pytest.mark.parametrize("temperature", [2.0, 0.3, 2, np.float32(0.3), np.float64(2.0), 1e-300, 1e300])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_temperatures_equal_the_general_path(name, temperature):
+    """A Python float temperature goes with the array down the compiled
+    fast path (plain_rows_at); any other number down the general path: both
+    scale by the same 1 / T."""
+    x = _logits((8, 10), np.float32)
+    f = getattr(sa, name)
+    fast = f(x, temperature=temperature)
+    general = f(x, axis=(-1,), temperature=temperature)
+    np.testing.assert_array_equal(fast, general)
+    taken = kernels.plain_rows_at(x, -1, kernels.OPS[name], temperature, 1)
+    assert (taken is not None) == (type(temperature) is float)
+    if taken is not None:
+        np.testing.assert_array_equal(taken, fast)
+    if not 1e-3 < float(temperature) < 1e3:      # y = x / T leaves float32's range: bits only
+        return
+    y = x.astype(np.float64) / float(temperature)     # the reference, plainly in float64
+    shifted = y - y.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    want = np.exp(shifted - log_sum) if name == "softmax" else shifted - log_sum
+    np.testing.assert_allclose(fast, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("temperature, error", [
+    (0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+    (-0.0, ValueError), ("2", TypeError), (None, TypeError), (1j, TypeError),
+])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_bad_temperatures_raise_on_the_fast_path(name, temperature, error):
+    x = _logits((8, 10), np.float64)
+    assert kernels.plain_rows_at(x, -1, kernels.OPS[name], temperature, 1) is None
+    with pytest.raises(error, match="temperature"):
+        getattr(sa, name)(x, temperature=temperature)
 
 
 @pytest.mark.parametrize("keepdims", [False, True])

@@ -15,6 +15,9 @@ def rows(
 def plain_rows(
     x: object, axis: object, op: int, scale: float, n_threads: int
 ) -> npt.NDArray[_Float] | None: ...
+def plain_rows_at(
+    x: object, axis: object, op: int, temperature: object, n_threads: int
+) -> npt.NDArray[_Float] | None: ...
 def rows_logsumexp(
     x: npt.NDArray[_Float], out: npt.NDArray[_Float], scale: float, n_threads: int
 ) -> None: ...
