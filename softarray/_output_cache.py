@@ -53,7 +53,7 @@ def empty(shape, dtype):
 def set_output_cache(max_bytes):
     """Set how many bytes of freed output buffers softarray keeps for reuse.
 
-    softarray allocates large outputs (at least 16 MiB) through a NumPy
+    softarray allocates large outputs (at least 32 MiB) through a NumPy
     memory handler that keeps up to four freed blocks, at most ``max_bytes``
     in all, and hands one back for the next output of the same size: repeated
     calls on same-sized batches then skip the system's zeroing of fresh pages

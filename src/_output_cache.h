@@ -39,7 +39,10 @@
 
 #define SA_CACHE_HEADER 64
 #define SA_CACHE_SLOTS 4
-#define SA_CACHE_MIN_BYTES ((size_t)16 << 20)
+/* Below 32 MiB glibc keeps freed blocks on its heap and reuses them itself
+ * (its mmap threshold follows freed blocks up to 32 MiB), faster than a kept
+ * block's MADV_FREE (docs/threads.md). */
+#define SA_CACHE_MIN_BYTES ((size_t)32 << 20)
 #define SA_CACHE_HUGE_PAGE ((size_t)2 << 20)     /* x86-64's and most arm64 systems' */
 
 typedef struct {
@@ -141,7 +144,7 @@ static int sa_cache_keep(char *base, size_t size)
  * whole huge pages and sa_cache_keep's MADV_FREE covers each one entirely.
  * Why: MADV_FREE over part of a huge page, or over 4 KiB pages, makes the
  * next call's writes fault those pages in again. With malloc's alignment a
- * 1024 x 4096 float32 softmax (16 MiB) took 1.53-1.60 ms a call through the
+ * 1024 x 4096 float32 softmax (16 MiB, cached then) took 1.53-1.60 ms a call through the
  * cache against 1.40 ms without it; aligned, 1.41-1.44. */
 static char *sa_cache_alloc_huge(size_t bytes)
 {

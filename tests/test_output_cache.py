@@ -21,7 +21,7 @@ import softarray as sa
 from softarray import _output_cache
 
 MIN = _output_cache.OUTPUT_CACHE_MIN_BYTES
-# 2048 x 2048 float32 rows: 16 MiB, the smallest cached size; float64: 32 MiB.
+# 2048 x 4096 float32 rows: 32 MiB, the smallest cached size; float64: 64 MiB.
 SHAPE = (2048, MIN // (2048 * 4))
 
 
@@ -82,8 +82,8 @@ def test_live_outputs_never_share_memory(cache_limit, x):
 
 
 def test_cache_holds_at_most_its_limit_and_four_blocks(cache_limit, x):
-    outputs = [sa.softmax(x) for _ in range(6)]                     # 6 x 16 MiB
-    outputs += [sa.softmax(x.astype(np.float64)) for _ in range(2)]  # 2 x 32 MiB
+    outputs = [sa.softmax(x) for _ in range(6)]                     # 6 x 32 MiB
+    outputs += [sa.softmax(x.astype(np.float64)) for _ in range(2)]  # 2 x 64 MiB
     del outputs
     limit, held = _output_cache.output_cache_info()
     assert 0 < held <= limit == cache_limit
@@ -91,9 +91,9 @@ def test_cache_holds_at_most_its_limit_and_four_blocks(cache_limit, x):
 
 
 def test_block_larger_than_the_limit_is_not_kept(x):
-    previous = sa.set_output_cache(MIN)         # room for one 16 MiB block only
+    previous = sa.set_output_cache(MIN)         # room for one 32 MiB block only
     try:
-        big = sa.softmax(x.astype(np.float64))  # 32 MiB
+        big = sa.softmax(x.astype(np.float64))  # 64 MiB
         del big
         assert _output_cache.output_cache_info()[1] == 0
         small = sa.softmax(x)
@@ -133,8 +133,9 @@ def test_gradients_and_iou_matrices_use_the_cache_too(cache_limit, x):
     t = np.zeros(SHAPE[0], np.int64)
     _, grad = sa.cross_entropy(x, t, return_grad=True)
     assert _handler_name(grad) == "softarray_output_cache"
-    boxes = np.tile(np.array([[0, 0, 1, 1]], np.float32), (SHAPE[0], 1))
-    assert _handler_name(sa.box_iou(boxes, boxes)) == "softarray_output_cache"
+    box = np.array([[0, 0, 1, 1]], np.float32)
+    iou = sa.box_iou(np.tile(box, (SHAPE[0], 1)), np.tile(box, (SHAPE[1], 1)))   # SHAPE's float32 bytes
+    assert iou.nbytes == MIN and _handler_name(iou) == "softarray_output_cache"
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "64", True, None])
