@@ -236,10 +236,15 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_
 SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const double *shift, double m,
                                               double inv)
 {
+    double f_shift = m;     /* the shift f is for: the blocks between two rises of the running maximum share it */
+    SA_T f = (SA_T)inv;
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         SA_T *ob = out + b;
-        const SA_T f = (SA_T)(shift[k] == m ? inv : sa_exp_shifted_f64(shift[k], m) * inv);
+        if (shift[k] != f_shift) {      /* one scalar exponential per rise, not per block */
+            f_shift = shift[k];
+            f = (SA_T)(f_shift == m ? inv : sa_exp_shifted_f64(f_shift, m) * inv);
+        }
 #pragma omp simd
         for (ptrdiff_t i = 0; i < len; i++)
             ob[i] *= f;
