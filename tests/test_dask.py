@@ -113,20 +113,23 @@ def test_each_block_runs_the_public_function_on_numpy_blocks(monkeypatch):
     on the validation's tiny stand-in."""
     from softarray._lib import _softmax as kernels
     seen = []
-    rows, plain_rows = kernels.rows, kernels.plain_rows
+    rows = kernels.rows
 
     def counting_rows(x2, *args):
         seen.append((type(x2), x2.shape))
         return rows(x2, *args)
 
-    def counting_plain_rows(x, *args):      # the small blocks' fast path
-        out = plain_rows(x, *args)
-        if out is not None:
-            seen.append((type(x), x.shape))
-        return out
+    def counting(fast_path):                # the small blocks' fast paths
+        def counted(x, *args):
+            out = fast_path(x, *args)
+            if out is not None:
+                seen.append((type(x), x.shape))
+            return out
+        return counted
 
     monkeypatch.setattr(kernels, "rows", counting_rows)
-    monkeypatch.setattr(kernels, "plain_rows", counting_plain_rows)
+    monkeypatch.setattr(kernels, "plain_rows", counting(kernels.plain_rows))
+    monkeypatch.setattr(kernels, "plain_rows_at", counting(kernels.plain_rows_at))
     x = da.from_array(random((12, 5)), chunks=(4, 2))
     out = sa.softmax(x)
     assert len(seen) == 1 and seen[0][1][0] * seen[0][1][1] < 12
