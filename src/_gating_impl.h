@@ -736,7 +736,7 @@ SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
  * scratch[0..k); scratch holds 2 n entries when k > SA_TOPK_SMALL_K, else
  * k + 1. */
 SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
-                                  int sorted, sa_ranked *scratch)
+                                  int sorted, int gate, sa_ranked *scratch)
 {
     sa_ranked *best = scratch;
     if (sa_topk_network_suits(n, k, sizeof(SA_T) == 8)) {
@@ -755,11 +755,11 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
     } else if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {
         const float *r32 = (const float *)row;
         if (k == 1)
-            largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, best)
-                    : sa_topk_lanes_row_f32(r32, n, 1, 0, best);
+            largest ? sa_topk_lanes_row_f32(r32, n, 1, 1, gate, best)
+                    : sa_topk_lanes_row_f32(r32, n, 1, 0, gate, best);
         else
-            largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, best)
-                    : sa_topk_lanes_row_f32(r32, n, 2, 0, best);
+            largest ? sa_topk_lanes_row_f32(r32, n, 2, 1, gate, best)
+                    : sa_topk_lanes_row_f32(r32, n, 2, 0, gate, best);
     } else if (sizeof(SA_T) == 4 && sa_topk_passes_suit(n, k)) {
         if (largest)
             sa_topk_passes_row_f32((const float *)row, n, k, 1, best);
@@ -817,7 +817,7 @@ SA_DISPATCHED(SA_FN(sa_topk_rows),
 {
     for (ptrdiff_t r = begin; r < end; r++) {
         const SA_T *row = x + r * xs;
-        SA_FN(sa_topk_row)(row, n, k, largest, sorted, scratch);
+        SA_FN(sa_topk_row)(row, n, k, largest, sorted, 0, scratch);
         for (ptrdiff_t j = 0; j < k; j++) {
             values[r * k + j] = row[scratch[j].index];
             indices[r * k + j] = scratch[j].index;
@@ -834,7 +834,7 @@ SA_DISPATCHED(SA_FN(sa_topk_chunk),
               (row, begin, end, k, largest, out, scratch))
 {
     const ptrdiff_t kc = k < end - begin ? k : end - begin;
-    SA_FN(sa_topk_row)(row + begin, end - begin, kc, largest, 1, scratch);
+    SA_FN(sa_topk_row)(row + begin, end - begin, kc, largest, 1, 0, scratch);
     for (ptrdiff_t j = 0; j < kc; j++) {
         out[j].key = scratch[j].key;
         out[j].index = scratch[j].index + begin;
@@ -884,7 +884,7 @@ SA_DISPATCHED(SA_FN(sa_gate_rows),
     const SA_T it = (SA_T)inv_t;
     for (ptrdiff_t r = begin; r < end; r++) {
         const SA_T *row = x + r * xs;
-        SA_FN(sa_topk_row)(row, E, k, 1, 1, scratch);
+        SA_FN(sa_topk_row)(row, E, k, 1, 1, 1, scratch);
         const SA_T top = row[scratch[0].index];
         SA_T total = 0;
         if (!over_selected || prob_sum) {

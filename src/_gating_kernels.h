@@ -473,6 +473,29 @@ SA_AVX512 static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n,
         top[j] = sa_avx512_topk_next_below(packed, n, j ? top[j - 1] : 0, j == 0);
 }
 
+/* The float32 lanes' last step (sa_topk_lanes_row_f32) in registers: the k
+ * largest of m <= 24 distinct packs, each the maximum of the three
+ * registers' lanes, then cleared to 0 (below every pack). Written so because
+ * GCC compiled the scalar selection with a branch in topk's kernel, taken at
+ * random on fresh rows (a cmov in topk_gating's). */
+SA_AVX512 static void sa_avx512_select_top_packs(const uint64_t *cand, int m, int k, uint64_t *top)
+{
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i c[3];
+    for (int r = 0; r < 3; r++) {
+        const int left = m - 8 * r;
+        const __mmask8 inside = left >= 8 ? (__mmask8)0xff : left > 0 ? (__mmask8)((1u << left) - 1u) : 0;
+        c[r] = _mm512_maskz_loadu_epi64(inside, cand + 8 * r);
+    }
+    for (int j = 0; j < k; j++) {
+        const uint64_t best = _mm512_reduce_max_epu64(_mm512_max_epu64(c[0], _mm512_max_epu64(c[1], c[2])));
+        const __m512i bv = _mm512_set1_epi64((long long)best);
+        for (int r = 0; r < 3; r++)
+            c[r] = _mm512_mask_mov_epi64(c[r], _mm512_cmpeq_epu64_mask(c[r], bv), zero);
+        top[j] = best;
+    }
+}
+
 /* Rows of up to SA_TOPK_NETWORK_N entries with AVX-512: the whole row is
  * sorted, largest key first, by a bitonic network on 64-bit keys held in
  * 1, 2, 4 or 8 registers of 8 lanes (rows padded with key 0 to 8, 16, 32 or
@@ -814,7 +837,7 @@ SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k
  * then the 8 k candidates and the row's tail are merged. k and largest are
  * literals at every call. */
 #define SA_TOPK_LANES 8
-SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int largest,
+SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int largest, int gate,
                                      sa_ranked *best)
 {
     uint64_t lane[2][SA_TOPK_LANES] = {{0}};
@@ -838,6 +861,17 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
             cand[m++] = lane[j][l];
     for (; i < n; i++)
         cand[m++] = ((uint64_t)(uint32_t)sa_rank_f32(row[i], largest) << 32) | (uint32_t)~(uint32_t)i;
+#if SA_X86_DISPATCH
+    if (sa_simd_v4 && !gate) {
+        uint64_t top[2];
+        sa_avx512_select_top_packs(cand, m, k, top);
+        for (int j = 0; j < k; j++) {
+            best[j].key = top[j] >> 32;
+            best[j].index = (uint32_t)~(uint32_t)top[j];
+        }
+        return;
+    }
+#endif
     for (int j = 0; j < k; j++) {           /* selection of the k largest candidates */
         int a = j;
         for (int q = j + 1; q < m; q++)
