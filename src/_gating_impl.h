@@ -734,7 +734,8 @@ SA_INLINE int SA_FN(sa_topk_bound_suits)(ptrdiff_t n, ptrdiff_t k)
 
 /* The k first entries of one row, in result order when sorted, into
  * scratch[0..k); scratch holds 2 n entries when k > SA_TOPK_SMALL_K, else
- * k + 1. */
+ * k + 1. gate (a literal): topk_gating's call, whose float32 lanes keep
+ * their scalar selection (sa_topk_lanes_row_f32). */
 SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int largest,
                                   int sorted, int gate, sa_ranked *scratch)
 {
