@@ -834,8 +834,9 @@ SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k
 
 /* float32, k <= 2 (top-1 and top-2 routers): one pass in which each of 8
  * lanes keeps its own best k packed keys (a max/min network per entry),
- * then the 8 k candidates and the row's tail are merged. k and largest are
- * literals at every call. */
+ * then the 8 k candidates and the row's tail are merged. k, largest and
+ * gate (topk_gating's call: the scalar selection) are literals at every
+ * call. */
 #define SA_TOPK_LANES 8
 SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int largest, int gate,
                                      sa_ranked *best)

@@ -144,8 +144,8 @@ static int sa_cache_keep(char *base, size_t size)
  * whole huge pages and sa_cache_keep's MADV_FREE covers each one entirely.
  * Why: MADV_FREE over part of a huge page, or over 4 KiB pages, makes the
  * next call's writes fault those pages in again. With malloc's alignment a
- * 1024 x 4096 float32 softmax (16 MiB, cached then) took 1.53-1.60 ms a call through the
- * cache against 1.40 ms without it; aligned, 1.41-1.44. */
+ * 1024 x 4096 float32 softmax (16 MiB, cached then) took 1.53-1.60 ms a
+ * call through the cache against 1.40 ms without it; aligned, 1.41-1.44. */
 static char *sa_cache_alloc_huge(size_t bytes)
 {
 #if defined(__linux__)

@@ -71,6 +71,17 @@ def test_freed_block_is_reused_and_fully_overwritten(cache_limit, x):
     np.testing.assert_allclose(second, scipy.special.log_softmax(x, axis=-1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page alignment is Linux's")
+def test_blocks_are_whole_huge_pages(cache_limit, x):
+    """A block starts on a 2 MiB boundary (its 64-byte header, then the
+    data), so that MADV_FREE on keeping it covers whole huge pages."""
+    out = sa.softmax(x)
+    assert (_address(out) - 64) % (2 << 20) == 0
+    del out
+    again = sa.softmax(x)
+    assert (_address(again) - 64) % (2 << 20) == 0
+
+
 def test_live_outputs_never_share_memory(cache_limit, x):
     outputs = [sa.softmax(x) for _ in range(3)]
     assert len({_address(a) for a in outputs}) == 3
