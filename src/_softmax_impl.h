@@ -131,6 +131,20 @@ SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, SA_T *copy, ptrdiff_t
     }
 }
 
+/* out *= f over a block in cache: on 512-bit vectors where sa_simd_v4. */
+SA_INLINE void SA_FN(sa_scale_block)(SA_T *out, ptrdiff_t len, SA_T f)
+{
+#if defined(SA_SCALE_AVX512) && SA_HAVE_SOFTMAX_AVX2
+    if (sa_simd_v4) {
+        SA_SCALE_AVX512(out, len, f);
+        return;
+    }
+#endif
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < len; i++)
+        out[i] *= f;
+}
+
 /* Pass 2 over one contiguous segment. x and out may be the same buffer. */
 SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p)
 {
@@ -148,9 +162,7 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
                 const ptrdiff_t len = n - i0 < SA_ROW_BLOCK ? n - i0 : SA_ROW_BLOCK;
                 SA_T *ob = out + i0;
                 (void)SA_EXP_STORE_SUM_AVX2(x + i0, ob, len, scale, a);
-#pragma omp simd
-                for (ptrdiff_t i = 0; i < len; i++)
-                    ob[i] *= b;
+                SA_FN(sa_scale_block)(ob, len, b);
             }
             break;
         }
@@ -160,6 +172,12 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
             out[i] = SA_EXP_SHIFTED(x[i] * scale, a) * b;
         break;
     case SA_LOG_SOFTMAX:
+#if defined(SA_SHIFT_TWICE_AVX512) && SA_HAVE_SOFTMAX_AVX2
+        if (sa_simd_v4 && x == out && scale == (SA_T)1) {     /* y stored by the statistics pass */
+            SA_SHIFT_TWICE_AVX512(out, n, a, b);
+            break;
+        }
+#endif
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
             out[i] = (x[i] * scale - a) - b;
@@ -245,9 +263,7 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const doub
             f_shift = shift[k];
             f = (SA_T)(f_shift == m ? inv : sa_exp_shifted_f64(f_shift, m) * inv);
         }
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < len; i++)
-            ob[i] *= f;
+        SA_FN(sa_scale_block)(ob, len, f);
     }
 }
 

@@ -252,6 +252,8 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_SOFTMAX_SHORT_ROWS_AVX2 sa_avx2_short_rows_any_f32
 #define SA_BLOCK_MAX_AVX2 sa_x86_block_max_f32
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f32          /* AVX2, or AVX-512 where it runs */
+#define SA_SCALE_AVX512 sa_avx512_scale_f32                     /* where sa_simd_v4 */
+#define SA_SHIFT_TWICE_AVX512 sa_avx512_shift_twice_f32
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32     /* float's shifted exp is the rounded one */
 #define SA_EXP_SMALL sa_exp_small_f32
@@ -272,6 +274,8 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #undef SA_SOFTMAX_SHORT_ROWS_AVX2
 #undef SA_BLOCK_MAX_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
+#undef SA_SCALE_AVX512
+#undef SA_SHIFT_TWICE_AVX512
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
@@ -279,6 +283,8 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_SUF f64
 #define SA_BLOCK_MAX_AVX2 sa_x86_block_max_f64
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f64          /* AVX2, or AVX-512 where it runs */
+#define SA_SCALE_AVX512 sa_avx512_scale_f64                     /* where sa_simd_v4 */
+#define SA_SHIFT_TWICE_AVX512 sa_avx512_shift_twice_f64
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_shifted_f64
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_rounded_f64
 #define SA_COLS_EXP_AVX2 sa_x86_cols_exp_shifted_f64
@@ -298,6 +304,8 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 
 #undef SA_BLOCK_MAX_AVX2
 #undef SA_EXP_STORE_SUM_AVX2
+#undef SA_SCALE_AVX512
+#undef SA_SHIFT_TWICE_AVX512
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 #undef SA_COLS_EXP_AVX2
