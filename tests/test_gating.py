@@ -1048,7 +1048,7 @@ def test_gating_rng_of_the_wrong_type(backend, bad_rng):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("order, renormalize", GATE_MODES[:3])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("k", [1, 2, 4, 8, 13])
 def test_gating_against_torch(dtype, order, renormalize, temperature, k):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(26)
