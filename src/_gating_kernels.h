@@ -165,6 +165,7 @@
 /* The sort's most buckets per level, and the buckets it leaves to the
  * insertion pass. */
 #define SA_TOPK_SORT_BUCKETS 1024
+#define SA_TOPK_ID_BLOCK 256
 #define SA_TOPK_INSERTION_N 16
 /* Entries sa_topk_reaching_numbers and its vector forms may write past their cap. */
 #define SA_TOPK_REACH_SLACK 32
@@ -780,6 +781,68 @@ SA_AVX512 static void
 sa_avx512_topk_network_f64(const double *row, ptrdiff_t n, ptrdiff_t k, int largest, sa_ranked *best)
 {
     SA_TOPK_NETWORK_BY_LENGTH(sa_avx512_topk_network_f64_regs, row, n, k, largest, best);
+}
+
+/* The packs (key << 32 | ~index) of the float32 pairs src[0..count)
+ * (count <= 16, indices below 2^32) into two registers, zero past count. */
+SA_AVX512_INLINE void sa_avx512_load_packs16(const sa_ranked *src, ptrdiff_t count, __m512i *pack)
+{
+    const __m512i keys_of = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i indices_of = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
+    for (int r = 0; r < 2; r++) {
+        const ptrdiff_t left = count - 8 * r;
+        const __mmask8 valid = left >= 8 ? 0xFF : left <= 0 ? 0 : (__mmask8)((1u << left) - 1u);
+        const __mmask8 first = (__mmask8)(left >= 4 ? 0xFF : left <= 0 ? 0 : (1u << (2 * left)) - 1u);
+        const __mmask8 last = (__mmask8)(left >= 8 ? 0xFF : left <= 4 ? 0 : (1u << (2 * (left - 4))) - 1u);
+        const __m512i a = _mm512_maskz_loadu_epi64(first, src + 8 * r);
+        const __m512i b = _mm512_maskz_loadu_epi64(last, src + 8 * r + 4);
+        const __m512i key = _mm512_permutex2var_epi64(a, keys_of, b);
+        const __m512i index = _mm512_permutex2var_epi64(a, indices_of, b);
+        pack[r] = _mm512_maskz_or_epi64(valid, _mm512_slli_epi64(key, 32), _mm512_andnot_si512(index, low));
+    }
+}
+
+/* The first count (<= 16) of two registers of packs, as pairs, into dst. */
+SA_AVX512_INLINE void sa_avx512_store_packs16(const __m512i *pack, ptrdiff_t count, sa_ranked *dst)
+{
+    __m512i key[2], index[2];
+    for (int r = 0; r < 2; r++) {
+        index[r] = _mm512_andnot_si512(pack[r], _mm512_set1_epi64(0xFFFFFFFF));
+        key[r] = _mm512_srli_epi64(pack[r], 32);
+    }
+    sa_avx512_store_ranked(key, index, 2, count, dst);
+}
+
+/* float32 pairs src[0..m) (indices below 2^32) into dst in result order,
+ * where each is fewer than 16 places from its place in that order (the
+ * bucket sort's buckets of at most 16 entries, larger ones sorted): a
+ * window of 32 packs slides over them, 16 at a time. Its 16 largest are
+ * the next 16 of the result (every entry of those places is at most 15
+ * further on, so in the window); the 16 others stay for the next step.
+ * Each step sorts the 16 new packs by the network, reverses them, and
+ * merges the 32 (a bitonic merge): no branch on the data, where the
+ * insertion pass it replaces mispredicted about once an entry. */
+SA_AVX512 static void sa_avx512_window_sort_packs(const sa_ranked *src, ptrdiff_t m, sa_ranked *dst)
+{
+    const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    __m512i w[4];
+    sa_avx512_load_packs16(src, m, w);
+    sa_avx512_bitonic_sort(w, NULL, 2, 0);
+    ptrdiff_t done = 0;
+    for (ptrdiff_t s = 16; s < m; s += 16) {
+        __m512i fresh[2];
+        sa_avx512_load_packs16(src + s, m - s < 16 ? m - s : 16, fresh);
+        sa_avx512_bitonic_sort(fresh, NULL, 2, 0);
+        w[2] = _mm512_permutexvar_epi64(reverse, fresh[1]);
+        w[3] = _mm512_permutexvar_epi64(reverse, fresh[0]);
+        sa_avx512_bitonic_merges(w, NULL, 4, 32, 0);
+        sa_avx512_store_packs16(w, 16, dst + done);
+        done += 16;
+        w[0] = w[2];
+        w[1] = w[3];
+    }
+    sa_avx512_store_packs16(w, m - done, dst + done);
 }
 #endif
 
