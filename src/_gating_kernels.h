@@ -823,6 +823,7 @@ SA_AVX512_INLINE void sa_avx512_store_packs16(const __m512i *pack, ptrdiff_t cou
  * Each step sorts the 16 new packs by the network, reverses them, and
  * merges the 32 (a bitonic merge): no branch on the data, where the
  * insertion pass it replaces mispredicted about once an entry. */
+_Static_assert(SA_TOPK_INSERTION_N <= 16, "the window sort needs buckets of at most 16 entries");
 SA_AVX512 static void sa_avx512_window_sort_packs(const sa_ranked *src, ptrdiff_t m, sa_ranked *dst)
 {
     const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
