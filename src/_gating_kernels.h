@@ -291,6 +291,14 @@ SA_INLINE uint64_t sa_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint6
 
 #if SA_X86_DISPATCH
 #include <immintrin.h>
+/* The first count lanes of eight (none for count <= 0, all from 8): the
+ * mask of a load or store of count 64-bit entries, or, with 2 count, of
+ * count (key, index) pairs from the start of a register's worth. */
+SA_AVX512_INLINE __mmask8 sa_avx512_lanes8(ptrdiff_t count)
+{
+    return count >= 8 ? (__mmask8)0xFF : count <= 0 ? (__mmask8)0 : (__mmask8)((1u << count) - 1u);
+}
+
 /* sa_topk_next_below on eight lanes, two maxima in flight. */
 SA_AVX512_INLINE __m512i
 sa_avx512_topk_max_below(__m512i top, __m512i v, __mmask8 inside, __m512i below, int first)
@@ -310,7 +318,7 @@ sa_avx512_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint64_t previous
         top1 = sa_avx512_topk_max_below(top1, _mm512_loadu_si512(packed + i + 8), 0xff, below, first);
     }
     for (; i < n; i += 8) {
-        const __mmask8 inside = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
+        const __mmask8 inside = sa_avx512_lanes8(n - i);
         top0 = sa_avx512_topk_max_below(top0, _mm512_maskz_loadu_epi64(inside, packed + i), inside, below, first);
     }
     return _mm512_reduce_max_epu64(_mm512_max_epu64(top0, top1));
@@ -485,7 +493,7 @@ SA_AVX512 static void sa_avx512_select_top_packs(const uint64_t *cand, int m, in
     __m512i c[3];
     for (int r = 0; r < 3; r++) {
         const int left = m - 8 * r;
-        const __mmask8 inside = left >= 8 ? (__mmask8)0xff : left > 0 ? (__mmask8)((1u << left) - 1u) : 0;
+        const __mmask8 inside = sa_avx512_lanes8(left);
         c[r] = _mm512_maskz_loadu_epi64(inside, cand + 8 * r);
     }
     for (int j = 0; j < k; j++) {
@@ -674,8 +682,7 @@ SA_AVX512_INLINE void sa_avx512_store_ranked(const __m512i *key, const __m512i *
     const __m512i last_four = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
     for (int r = 0; r < regs && 8 * r < k; r++) {
         const ptrdiff_t left = k - 8 * r;
-        const __mmask8 first = left >= 4 ? 0xFF : (__mmask8)((1u << (2 * left)) - 1u);
-        const __mmask8 last = left >= 8 ? 0xFF : left <= 4 ? 0 : (__mmask8)((1u << (2 * (left - 4))) - 1u);
+        const __mmask8 first = sa_avx512_lanes8(2 * left), last = sa_avx512_lanes8(2 * (left - 4));
         _mm512_mask_storeu_epi64(best + 8 * r, first, _mm512_permutex2var_epi64(key[r], first_four, index[r]));
         _mm512_mask_storeu_epi64(best + 8 * r + 4, last, _mm512_permutex2var_epi64(key[r], last_four, index[r]));
     }
@@ -706,7 +713,7 @@ SA_AVX512_INLINE int sa_avx512_ties_within(const __m512i *key, int regs, ptrdiff
     __mmask8 ties = 0;
     for (int r = 0; r < regs && 8 * r < k; r++) {
         const ptrdiff_t pairs = r + 1 < regs ? k - 8 * r : k - 8 * r < 7 ? k - 8 * r : 7;
-        const __mmask8 inside = pairs >= 8 ? 0xFF : (__mmask8)((1u << pairs) - 1u);
+        const __mmask8 inside = sa_avx512_lanes8(pairs);
         const __m512i next = _mm512_alignr_epi64(r + 1 < regs ? key[r + 1] : key[r], key[r], 1);
         ties |= _mm512_mask_cmpeq_epu64_mask(inside, key[r], next);
     }
@@ -792,9 +799,8 @@ SA_AVX512_INLINE void sa_avx512_load_packs16(const sa_ranked *src, ptrdiff_t cou
     const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
     for (int r = 0; r < 2; r++) {
         const ptrdiff_t left = count - 8 * r;
-        const __mmask8 valid = left >= 8 ? 0xFF : left <= 0 ? 0 : (__mmask8)((1u << left) - 1u);
-        const __mmask8 first = (__mmask8)(left >= 4 ? 0xFF : left <= 0 ? 0 : (1u << (2 * left)) - 1u);
-        const __mmask8 last = (__mmask8)(left >= 8 ? 0xFF : left <= 4 ? 0 : (1u << (2 * (left - 4))) - 1u);
+        const __mmask8 valid = sa_avx512_lanes8(left);
+        const __mmask8 first = sa_avx512_lanes8(2 * left), last = sa_avx512_lanes8(2 * (left - 4));
         const __m512i a = _mm512_maskz_loadu_epi64(first, src + 8 * r);
         const __m512i b = _mm512_maskz_loadu_epi64(last, src + 8 * r + 4);
         const __m512i key = _mm512_permutex2var_epi64(a, keys_of, b);

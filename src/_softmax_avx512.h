@@ -446,8 +446,8 @@ SA_AVX512 static double sa_avx512_block_max_f64(const double *x, ptrdiff_t len, 
  * y = (y - a) - b in place (log_softmax's, whose y its statistics pass
  * stored). Two subtractions and one multiply per entry, as the portable
  * loops do, so the bits are theirs; half the instructions. Softmax of
- * 64x32000 float32, one thread (C harness): 0.85-0.89 -> 0.79-0.82 ms. */
-/* One loop for both passes (shift, a literal, picks y * f or (y - a) - b):
+ * 64x32000 float32, one thread (C harness): 0.85-0.89 -> 0.79-0.82 ms.
+ * One loop for both passes (shift, a literal, picks y * f or (y - a) - b):
  * four vectors a step, then the rest, the very last vector masked. */
 SA_AVX512_INLINE __m512 sa_avx512_last_step_ps(__m512 v, __m512 f, __m512 a, __m512 b, int shift)
 {
