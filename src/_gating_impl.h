@@ -271,22 +271,6 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, s
     return threshold;
 }
 
-/* Whether the bucket sort's last SA_TOPK_ID_BLOCK entries of a[0..m), its
- * densest buckets, have neighbours out of order more than once in 8 pairs.
- * Below that (keys of few values, as from quantized or integer data), the
- * insertion pass does little and predictably, and beats the window sort
- * (float32, 4096 entries, k = 1000, keys rounded to integers: 13 us a row
- * by insertion, 15.5 by the window). */
-SA_INLINE int SA_FN(sa_topk_disordered)(const sa_ranked *a, ptrdiff_t m)
-{
-    const ptrdiff_t from = m > SA_TOPK_ID_BLOCK ? m - SA_TOPK_ID_BLOCK : 0;
-    ptrdiff_t out_of_order = 0;
-#pragma omp simd reduction(+ : out_of_order)
-    for (ptrdiff_t i = from; i < m - 1; i++)
-        out_of_order += (SA_KEY_T)a[i].key < (SA_KEY_T)a[i + 1].key;
-    return 8 * out_of_order > m - 1 - from;
-}
-
 /* Puts the k first of a[0..m) (k <= m) in result order at a[0..k), as a
  * stable sort by key, largest first, would: D = min(m,
  * SA_TOPK_SORT_BUCKETS) equal-width buckets of the keys' range
@@ -294,10 +278,10 @@ SA_INLINE int SA_FN(sa_topk_disordered)(const sa_ranked *a, ptrdiff_t m)
  * the buckets that reach into the first k sorted: one of more than
  * SA_TOPK_INSERTION_N entries the same way on its own range, then the
  * smaller ones, whose entries are now fewer than SA_TOPK_INSERTION_N
- * places from their own: float32 with AVX-512 (packs: indices below 2^32)
- * by sa_avx512_window_sort_packs, else by one insertion pass over them all,
- * which no entry leaves its bucket in (an earlier bucket's keys are all
- * larger). Past the first k, the entries of a bucket sorted the same way
+ * places from their own, by one insertion pass over them all, which no
+ * entry leaves its bucket in (an earlier bucket's keys are all larger).
+ * float32 on AVX-512 with indices below 2^32 (packable) takes the same
+ * sort on packs instead (sa_avx512_sort_first_packed). Past the first k, the entries of a bucket sorted the same way
  * are not all in order (that call sorts only the part reaching its k).
  * Buckets past the first k are left as they are: the selection of the k
  * first is the sort's first level. Each level narrows the range more than
@@ -305,16 +289,14 @@ SA_INLINE int SA_FN(sa_topk_disordered)(const sa_ranked *a, ptrdiff_t m)
  * is inlined into its callers, so that it runs as their x86-64-v3 copy
  * does; the deeper ones, rare, go through sa_topk_sort_deeper (a static
  * function, built for the baseline). tmp holds m entries. */
-static void SA_FN(sa_topk_sort_deeper)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp,
-                                       int packable);
+static void SA_FN(sa_topk_sort_deeper)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp);
 
 /* The bucket sort's buckets of more than SA_TOPK_INSERTION_N entries among
  * a[0..reach) (bucket d ends at ends[d]) sorted in place up to k, with
  * scratch beside them; returns where the entries in bucket order end: past
  * k, a bucket sorted this way holds stale entries. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_sort_large_buckets)(sa_ranked *a, const uint32_t *ends, ptrdiff_t k,
-                                                      ptrdiff_t reach, sa_ranked *scratch,
-                                                      int packable)
+                                                      ptrdiff_t reach, sa_ranked *scratch)
 {
     ptrdiff_t sort_to = reach;
     for (ptrdiff_t d = 0, start = 0; start < k; d++) {
@@ -322,7 +304,7 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_sort_large_buckets)(sa_ranked *a, const uint32
         const int recurse = end - start > SA_TOPK_INSERTION_N;
         if (recurse)
             SA_FN(sa_topk_sort_deeper)(a + start, end - start, (end < k ? end : k) - start,
-                                       scratch + start, packable);
+                                       scratch + start);
         sort_to = recurse ? k : reach;      /* the last bucket decides */
         start = end;
     }
@@ -332,6 +314,12 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_sort_large_buckets)(sa_ranked *a, const uint32
 SA_INLINE void SA_FN(sa_topk_sort_first)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp,
                                          int packable)
 {
+#if SA_X86_DISPATCH
+    if (sizeof(SA_T) == 4 && packable && sa_simd_v4) {
+        sa_avx512_sort_first_packed(a, m, k, tmp);
+        return;
+    }
+#endif
     SA_KEY_T lo, hi;
     SA_FN(sa_topk_key_range)(a, m, &lo, &hi);
     if (lo == hi)
@@ -362,27 +350,13 @@ SA_INLINE void SA_FN(sa_topk_sort_first)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k,
     ptrdiff_t reach = 0;        /* bucket[d] is now bucket d's end */
     for (ptrdiff_t d = 0; reach < k; d++)
         reach = bucket[d];
-#if SA_X86_DISPATCH
-    if (sizeof(SA_T) == 4 && packable && sa_simd_v4) {
-        /* a is free: the larger buckets sort in tmp, with a as scratch */
-        const ptrdiff_t sort_to = SA_FN(sa_topk_sort_large_buckets)(tmp, bucket, k, reach, a, 1);
-        if (SA_FN(sa_topk_disordered)(tmp, sort_to)) {
-            sa_avx512_window_sort_packs(tmp, sort_to, a);
-        } else {
-            memcpy(a, tmp, (size_t)sort_to * sizeof(sa_ranked));
-            sa_topk_insertion_sort(a, sort_to);
-        }
-        return;
-    }
-#endif
     memcpy(a, tmp, (size_t)reach * sizeof(sa_ranked));
-    sa_topk_insertion_sort(a, SA_FN(sa_topk_sort_large_buckets)(a, bucket, k, reach, tmp, packable));
+    sa_topk_insertion_sort(a, SA_FN(sa_topk_sort_large_buckets)(a, bucket, k, reach, tmp));
 }
 
-static void SA_FN(sa_topk_sort_deeper)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp,
-                                       int packable)
+static void SA_FN(sa_topk_sort_deeper)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
 {
-    SA_FN(sa_topk_sort_first)(a, m, k, tmp, packable);
+    SA_FN(sa_topk_sort_first)(a, m, k, tmp, 0);
 }
 
 /* Stable LSD radix sort of a[0..m) by key, largest first, one byte at a
@@ -678,6 +652,8 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int la
                                             SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
 {
 #if SA_X86_DISPATCH
+    if (sa_simd_v4)
+        return SA_FN(sa_avx512_topk_reaching)(row, n, largest, bar, cvalues, cindex, cap);
     if (sa_simd_v3)
         return SA_FN(sa_avx2_topk_reaching)(row, n, largest, bar, cvalues, cindex, cap);
 #endif
@@ -698,7 +674,7 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int la
  * (the sample misled: fewer than k reach it, or more than the cap) for the
  * paths without a sample. best and tmp hold n entries each. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_sampled_candidates)(const SA_T *row, ptrdiff_t n, ptrdiff_t k,
-                                                      int largest, sa_ranked *best, sa_ranked *tmp)
+                                                      int largest, sa_ranked *tmp, SA_KEY_T **cindex)
 {
     const ptrdiff_t S = n >= SA_TOPK_SAMPLE_LONG_N ? SA_TOPK_SAMPLE_LONG : SA_TOPK_SAMPLE;
     const double expected = (double)k * (double)S / (double)n;
@@ -712,20 +688,24 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_sampled_candidates)(const SA_T *row, ptrdiff_t
     const SA_T bar = SA_UNRANK(SA_FN(sa_topk_lane_bound)(sample, S, r), largest);
     if (bar != bar)
         return 0;       /* r sampled entries are NaN */
-    /* the values and indices that reach bar go to tmp, then their pairs to best */
+    /* the values and indices that reach bar go to tmp */
     const ptrdiff_t room = n - SA_TOPK_REACH_SLACK;
     const ptrdiff_t wanted = SA_TOPK_SAMPLE_CAP_K * k + SA_TOPK_SAMPLE_CAP_EXTRA;
     const ptrdiff_t cap = wanted < room ? wanted : room;
     SA_T *cvalues = (SA_T *)tmp;
-    SA_KEY_T *cindex = (SA_KEY_T *)(cvalues + cap + SA_TOPK_REACH_SLACK);
-    const ptrdiff_t m = SA_FN(sa_topk_reaching)(row, n, largest, bar, cvalues, cindex, cap);
-    if (m < k)
-        return 0;       /* also -1: more than cap reached it */
+    *cindex = (SA_KEY_T *)(cvalues + cap + SA_TOPK_REACH_SLACK);
+    const ptrdiff_t m = SA_FN(sa_topk_reaching)(row, n, largest, bar, cvalues, *cindex, cap);
+    return m < k ? 0 : m;   /* m = -1: more than cap reached it */
+}
+
+/* The (key, index) pairs of m candidates into best. */
+SA_INLINE void SA_FN(sa_topk_pairs_from_candidates)(const SA_T *cvalues, const SA_KEY_T *cindex, ptrdiff_t m,
+                                                    int largest, sa_ranked *best)
+{
     for (ptrdiff_t i = 0; i < m; i++) {
         best[i].key = SA_RANK(cvalues[i], largest);
         best[i].index = (int64_t)cindex[i];
     }
-    return m;
 }
 
 /* Moderate k (G lanes, see sa_topk_bound_lanes; n >= k): every entry of the
@@ -859,11 +839,22 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
     } else {
         sa_ranked *tmp = scratch + n;
         ptrdiff_t m = 0;
+        SA_KEY_T *cindex = NULL;
         if (n >= SA_TOPK_SAMPLE_MIN_N && (uint64_t)n <= UINT32_MAX)
-            m = largest ? SA_FN(sa_topk_sampled_candidates)(row, n, k, 1, best, tmp)
-                        : SA_FN(sa_topk_sampled_candidates)(row, n, k, 0, best, tmp);
+            m = largest ? SA_FN(sa_topk_sampled_candidates)(row, n, k, 1, tmp, &cindex)
+                        : SA_FN(sa_topk_sampled_candidates)(row, n, k, 0, tmp, &cindex);
         if (m > 0) {
-            /* the entries that reach the sample's bound are in best */
+            /* the values of the entries that reach the sample's bound are at tmp */
+            const SA_T *cvalues = (const SA_T *)tmp;
+#if SA_X86_DISPATCH
+            if (sizeof(SA_T) == 4 && sorted && sa_simd_v4) {
+                /* their packs past them, in tmp's second half */
+                sa_avx512_sort_candidates_f32((const float *)cvalues, (const uint32_t *)cindex, m, k, largest,
+                                              (uint64_t *)tmp + n, best);
+                return;
+            }
+#endif
+            SA_FN(sa_topk_pairs_from_candidates)(cvalues, cindex, m, largest, best);
         } else if (n >= SA_TOPK_FILTER_RATIO * k) {
             m = largest ? SA_FN(sa_topk_filter_row)(row, n, k, 1, best, tmp)
                         : SA_FN(sa_topk_filter_row)(row, n, k, 0, best, tmp);

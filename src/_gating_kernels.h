@@ -476,6 +476,92 @@ static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n,
                    : sa_avx2_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
 }
 
+/* sa_avx2_topk_reaching_* on AVX-512: sixteen float32 or eight float64
+ * entries compared in one instruction, the reaching ones left-packed by
+ * vcompress (no table, no permutation); two or four vectors a step, which
+ * stores at most 32 entries past the cap check. */
+SA_AVX512_INLINE __mmask16 sa_avx512_reach_ps(__m512 v, __m512 bar, int largest)
+{
+    return largest ? _mm512_cmp_ps_mask(v, bar, _CMP_NLT_UQ) : _mm512_cmp_ps_mask(v, bar, _CMP_LE_OQ);
+}
+
+SA_AVX512_INLINE __mmask8 sa_avx512_reach_pd(__m512d v, __m512d bar, int largest)
+{
+    return largest ? _mm512_cmp_pd_mask(v, bar, _CMP_NLT_UQ) : _mm512_cmp_pd_mask(v, bar, _CMP_LE_OQ);
+}
+
+SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f32_body(const float *row, ptrdiff_t n, int largest, float bar,
+                                                       float *cvalues, uint32_t *cindex, ptrdiff_t cap)
+{
+    const __m512 vbar = _mm512_set1_ps(bar);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += 32) {
+        __m512 v[2];
+        __mmask16 lanes[2];
+        for (int q = 0; q < 2; q++) {
+            const ptrdiff_t left = n - b - 16 * q;
+            const __mmask16 inside = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
+            v[q] = _mm512_maskz_loadu_ps(inside, row + b + 16 * q);
+            lanes[q] = sa_avx512_reach_ps(v[q], vbar, largest) & inside;
+        }
+        if (!(lanes[0] | lanes[1]))
+            continue;
+        for (int q = 0; q < 2; q++) {
+            const __m512i index = _mm512_add_epi32(_mm512_set1_epi32((int)(b + 16 * q)), iota);
+            _mm512_storeu_ps(cvalues + m, _mm512_maskz_compress_ps(lanes[q], v[q]));
+            _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi32(lanes[q], index));
+            m += _mm_popcnt_u32(lanes[q]);
+        }
+        if (m > cap)
+            return -1;
+    }
+    return m;
+}
+
+SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f64_body(const double *row, ptrdiff_t n, int largest, double bar,
+                                                       double *cvalues, uint64_t *cindex, ptrdiff_t cap)
+{
+    const __m512d vbar = _mm512_set1_pd(bar);
+    const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t b = 0; b < n; b += 32) {
+        __m512d v[4];
+        __mmask8 lanes[4];
+        for (int q = 0; q < 4; q++) {
+            const __mmask8 inside = sa_avx512_lanes8(n - b - 8 * q);
+            v[q] = _mm512_maskz_loadu_pd(inside, row + b + 8 * q);
+            lanes[q] = sa_avx512_reach_pd(v[q], vbar, largest) & inside;
+        }
+        if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
+            continue;
+        for (int q = 0; q < 4; q++) {
+            const __m512i index = _mm512_add_epi64(_mm512_set1_epi64(b + 8 * q), iota);
+            _mm512_storeu_pd(cvalues + m, _mm512_maskz_compress_pd(lanes[q], v[q]));
+            _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi64(lanes[q], index));
+            m += _mm_popcnt_u32(lanes[q]);
+        }
+        if (m > cap)
+            return -1;
+    }
+    return m;
+}
+
+/* largest a literal in each copy */
+SA_AVX512 static ptrdiff_t sa_avx512_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, float bar,
+                                                      float *cvalues, uint32_t *cindex, ptrdiff_t cap)
+{
+    return largest ? sa_avx512_reaching_f32_body(row, n, 1, bar, cvalues, cindex, cap)
+                   : sa_avx512_reaching_f32_body(row, n, 0, bar, cvalues, cindex, cap);
+}
+
+SA_AVX512 static ptrdiff_t sa_avx512_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, double bar,
+                                                      double *cvalues, uint64_t *cindex, ptrdiff_t cap)
+{
+    return largest ? sa_avx512_reaching_f64_body(row, n, 1, bar, cvalues, cindex, cap)
+                   : sa_avx512_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
+}
+
 SA_AVX512 static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n, ptrdiff_t k, uint64_t *top)
 {
     for (ptrdiff_t j = 0; j < k; j++)
@@ -790,70 +876,185 @@ sa_avx512_topk_network_f64(const double *row, ptrdiff_t n, ptrdiff_t k, int larg
     SA_TOPK_NETWORK_BY_LENGTH(sa_avx512_topk_network_f64_regs, row, n, k, largest, best);
 }
 
-/* The packs (key << 32 | ~index) of the float32 pairs src[0..count)
- * (count <= 16, indices below 2^32) into two registers, zero past count. */
-SA_AVX512_INLINE void sa_avx512_load_packs16(const sa_ranked *src, ptrdiff_t count, __m512i *pack)
+/* Insertion sort of packs, largest first (a pack's order is the
+ * result's, ties included). */
+SA_INLINE void sa_topk_insertion_sort_packs(uint64_t *p, ptrdiff_t m)
 {
-    const __m512i keys_of = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i indices_of = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
-    for (int r = 0; r < 2; r++) {
-        const ptrdiff_t left = count - 8 * r;
-        const __mmask8 valid = sa_avx512_lanes8(left);
-        const __mmask8 first = sa_avx512_lanes8(2 * left), last = sa_avx512_lanes8(2 * (left - 4));
-        const __m512i a = _mm512_maskz_loadu_epi64(first, src + 8 * r);
-        const __m512i b = _mm512_maskz_loadu_epi64(last, src + 8 * r + 4);
-        const __m512i key = _mm512_permutex2var_epi64(a, keys_of, b);
-        const __m512i index = _mm512_permutex2var_epi64(a, indices_of, b);
-        pack[r] = _mm512_maskz_or_epi64(valid, _mm512_slli_epi64(key, 32), _mm512_andnot_si512(index, low));
+    for (ptrdiff_t i = 1; i < m; i++) {
+        const uint64_t e = p[i];
+        ptrdiff_t j = i;
+        for (; j > 0 && p[j - 1] < e; j--)
+            p[j] = p[j - 1];
+        p[j] = e;
     }
 }
 
-/* The first count (<= 16) of two registers of packs, as pairs, into dst. */
-SA_AVX512_INLINE void sa_avx512_store_packs16(const __m512i *pack, ptrdiff_t count, sa_ranked *dst)
-{
-    __m512i key[2], index[2];
-    for (int r = 0; r < 2; r++) {
-        index[r] = _mm512_andnot_si512(pack[r], _mm512_set1_epi64(0xFFFFFFFF));
-        key[r] = _mm512_srli_epi64(pack[r], 32);
-    }
-    sa_avx512_store_ranked(key, index, 2, count, dst);
-}
-
-/* float32 pairs src[0..m) (indices below 2^32) into dst in result order,
- * where each is fewer than 16 places from its place in that order (the
- * bucket sort's buckets of at most 16 entries, larger ones sorted): a
- * window of 32 packs slides over them, 16 at a time. Its 16 largest are
- * the next 16 of the result (every entry of those places is at most 15
- * further on, so in the window); the 16 others stay for the next step.
- * Each step sorts the 16 new packs by the network, reverses them, and
- * merges the 32 (a bitonic merge): no branch on the data, where the
- * insertion pass it replaces mispredicted about once an entry. */
+/* Packs src[0..m) into dst (which may be src) in result order, where each
+ * is fewer than 16 places from its place in that order (the bucket sort's
+ * buckets of at most 16 entries, larger ones sorted): a window of 32 packs
+ * slides over them, 16 at a time. Its 16 largest are the next 16 of the
+ * result (every entry of those places is at most 15 further on, so in the
+ * window); the 16 others stay for the next step. Each step sorts the 16
+ * new packs by the network, reverses them, and merges the 32 (a bitonic
+ * merge): no branch on the data, where the insertion pass it replaces
+ * mispredicted about once an entry. Each step reads 16 places past those
+ * it writes, so dst may be src. Zeros fill the last window: below every
+ * pack, whose low half, ~index, is never 0. */
 _Static_assert(SA_TOPK_INSERTION_N <= 16, "the window sort needs buckets of at most 16 entries");
-SA_AVX512 static void sa_avx512_window_sort_packs(const sa_ranked *src, ptrdiff_t m, sa_ranked *dst)
+SA_AVX512 static void sa_avx512_window_sort_packs(const uint64_t *src, ptrdiff_t m, uint64_t *dst)
 {
     const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
     __m512i w[4];
-    sa_avx512_load_packs16(src, m, w);
+    for (int r = 0; r < 2; r++)
+        w[r] = _mm512_maskz_loadu_epi64(sa_avx512_lanes8(m - 8 * r), src + 8 * r);
     sa_avx512_bitonic_sort(w, NULL, 2, 0);
     ptrdiff_t done = 0;
     for (ptrdiff_t s = 16; s < m; s += 16) {
         __m512i fresh[2];
-        sa_avx512_load_packs16(src + s, m - s < 16 ? m - s : 16, fresh);
+        for (int r = 0; r < 2; r++)
+            fresh[r] = _mm512_maskz_loadu_epi64(sa_avx512_lanes8(m - s - 8 * r), src + s + 8 * r);
         sa_avx512_bitonic_sort(fresh, NULL, 2, 0);
         w[2] = _mm512_permutexvar_epi64(reverse, fresh[1]);
         w[3] = _mm512_permutexvar_epi64(reverse, fresh[0]);
         sa_avx512_bitonic_merges(w, NULL, 4, 32, 0);
-        sa_avx512_store_packs16(w, 16, dst + done);
+        _mm512_storeu_si512(dst + done, w[0]);
+        _mm512_storeu_si512(dst + done + 8, w[1]);
         done += 16;
         w[0] = w[2];
         w[1] = w[3];
     }
-    sa_avx512_store_packs16(w, m - done, dst + done);
+    for (int r = 0; r < 2; r++)
+        _mm512_mask_storeu_epi64(dst + done + 8 * r, sa_avx512_lanes8(m - done - 8 * r), w[r]);
+}
+
+/* Whether the bucket sort's last SA_TOPK_ID_BLOCK packs of p[0..m), its
+ * densest buckets, have neighbours out of order more than once in 8 pairs.
+ * Below that (keys of few values, as from quantized or integer data), the
+ * insertion pass does little and predictably, and beats the window sort
+ * (float32, 4096 entries, k = 1000, keys rounded to integers: 13 us a row
+ * by insertion, 15.5 by the window). */
+SA_INLINE int sa_topk_disordered_packs(const uint64_t *p, ptrdiff_t m)
+{
+    const ptrdiff_t from = m > SA_TOPK_ID_BLOCK ? m - SA_TOPK_ID_BLOCK : 0;
+    ptrdiff_t out_of_order = 0;
+#pragma omp simd reduction(+ : out_of_order)
+    for (ptrdiff_t i = from; i < m - 1; i++)
+        out_of_order += p[i] < p[i + 1];
+    return 8 * out_of_order > m - 1 - from;
+}
+
+/* Puts the k first of the float32 packs p[0..m) (k <= m; equal keys in
+ * index order) in result order at p[0..k): the bucket sort of
+ * sa_topk_sort_first on packs, 8 bytes an entry where pairs move 16. D =
+ * min(m, SA_TOPK_SORT_BUCKETS) equal-width buckets of the keys' range,
+ * bucket 0 the largest: (key - lo) scale >> 32 with scale = D 2^32 /
+ * (hi - lo + 1) rounded down is below D and monotone in the key, one
+ * integer multiply a pack in a vector loop, computed once into ids (m
+ * entries). The packs are scattered to tmp (m entries) in order; the
+ * buckets reaching into the first k of more than SA_TOPK_INSERTION_N packs
+ * are sorted the same way (with p as their scratch, up to k: past it they
+ * hold stale packs), then the window sort (or, on nearly ordered buckets,
+ * the insertion pass) writes them back to p in order. Each level narrows
+ * the key range more than SA_TOPK_INSERTION_N times: the depth stays below
+ * 8 (32-bit keys). */
+SA_AVX512 static void sa_avx512_sort_packs(uint64_t *p, ptrdiff_t m, ptrdiff_t k, uint64_t *tmp,
+                                           uint16_t *ids)
+{
+    uint64_t lo = UINT64_MAX, hi = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const uint64_t key = p[i] >> 32;
+        lo = key < lo ? key : lo;
+        hi = key > hi ? key : hi;
+    }
+    if (lo == hi)
+        return;                 /* one key: index order is the result's */
+    const ptrdiff_t D = m < SA_TOPK_SORT_BUCKETS ? m : SA_TOPK_SORT_BUCKETS;
+    const uint64_t scale = ((uint64_t)D << 32) / (hi - lo + 1), last = (uint64_t)D - 1;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < m; i++)
+        ids[i] = (uint16_t)(last - ((((p[i] >> 32) - lo) * scale) >> 32));
+    uint32_t bucket[SA_TOPK_SORT_BUCKETS];
+    memset(bucket, 0, (size_t)D * sizeof bucket[0]);
+    for (ptrdiff_t i = 0; i < m; i++)
+        bucket[ids[i]]++;
+    /* the buckets' starts up to the one that reaches k; the later ones all
+     * start at its end, reach, where their packs overwrite one another
+     * (never read: the k first are before reach) */
+    uint32_t sum = 0, most = 0;
+    ptrdiff_t d = 0;
+    for (; sum < (uint64_t)k; d++) {
+        const uint32_t c = bucket[d];
+        bucket[d] = sum;
+        sum += c;
+        most = c > most ? c : most;
+    }
+    const ptrdiff_t reach = sum;
+    for (; d < D; d++)
+        bucket[d] = sum;
+    for (ptrdiff_t i = 0; i < m; i++)
+        tmp[bucket[ids[i]]++] = p[i];
+    ptrdiff_t sort_to = reach;  /* bucket[d] is now bucket d's end */
+    for (ptrdiff_t e = 0, start = 0; most > SA_TOPK_INSERTION_N && start < k; e++) {
+        const ptrdiff_t end = bucket[e];
+        const int recurse = end - start > SA_TOPK_INSERTION_N;
+        if (recurse)
+            sa_avx512_sort_packs(tmp + start, end - start, (end < k ? end : k) - start, p + start, ids);
+        sort_to = recurse ? k : reach;      /* the last bucket decides */
+        start = end;
+    }
+    if (sa_topk_disordered_packs(tmp, sort_to)) {
+        sa_avx512_window_sort_packs(tmp, sort_to, p);
+    } else {
+        memcpy(p, tmp, (size_t)sort_to * sizeof(uint64_t));
+        sa_topk_insertion_sort_packs(p, sort_to);
+    }
+}
+
+/* The k first of sorted packs as pairs into best. */
+SA_AVX512_INLINE void sa_avx512_pairs_from_packs(const uint64_t *packs, ptrdiff_t k, sa_ranked *best)
+{
+    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
+    for (ptrdiff_t j = 0; j < k; j += 8) {
+        const __m512i pack = _mm512_maskz_loadu_epi64(sa_avx512_lanes8(k - j), packs + j);
+        const __m512i key = _mm512_srli_epi64(pack, 32), index = _mm512_andnot_si512(pack, low);
+        sa_avx512_store_ranked(&key, &index, 1, k - j, best + j);
+    }
+}
+
+/* sa_topk_sort_first for float32 pairs a[0..m) with indices below 2^32:
+ * their packs (key << 32 | ~index) sorted by sa_avx512_sort_packs, the k
+ * first back to a. tmp holds m pairs: the packs and the scatter's buffer;
+ * a holds the bucket numbers meanwhile. */
+SA_AVX512 static void sa_avx512_sort_first_packed(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, sa_ranked *tmp)
+{
+    uint64_t *packs = (uint64_t *)tmp;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < m; i++)
+        packs[i] = a[i].key << 32 | (uint32_t)~(uint32_t)a[i].index;
+    sa_avx512_sort_packs(packs, m, k, packs + m, (uint16_t *)a);
+    sa_avx512_pairs_from_packs(packs, k, a);
+}
+
+/* The k first (k <= m), sorted, of a float32 row's m candidates (values
+ * and indices below 2^32, in index order) into best, which holds m pairs
+ * (the scatter's buffer and the bucket numbers meanwhile): made packs
+ * straight from the candidates into packs (m entries, apart from best),
+ * so no pair is written before the k of the result. */
+SA_AVX512 static void sa_avx512_sort_candidates_f32(const float *cvalues, const uint32_t *cindex,
+                                                   ptrdiff_t m, ptrdiff_t k, int largest,
+                                                   uint64_t *packs, sa_ranked *best)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < m; i++)
+        packs[i] = sa_rank_f32(cvalues[i], largest) << 32 | (uint32_t)~cindex[i];
+    uint64_t *spare = (uint64_t *)best;
+    sa_avx512_sort_packs(packs, m, k, spare, (uint16_t *)(spare + m));
+    sa_avx512_pairs_from_packs(packs, k, best);
 }
 #endif
 
-/* Whether a row of n entries takes the sorting network (k <= n): its cost
+/* Whether a row of n entries takes the sorting network/* Whether a row of n entries takes the sorting network (k <= n): its cost
  * hardly depends on k, the other paths' grows with it. */
 SA_INLINE int sa_topk_network_suits(ptrdiff_t n, ptrdiff_t k, int f64)
 {

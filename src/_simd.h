@@ -68,8 +68,8 @@ static int sa_simd_v4;      /* ... and this module's exponential loops use it */
 
 /* Functions that run only where sa_simd_v4 is set (the AVX-512 exponential
  * loops, top-k's sorting network); the inline ones go into such functions. */
-#define SA_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
-#define SA_AVX512_INLINE static inline __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+#define SA_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt")))
+#define SA_AVX512_INLINE static inline __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt"), always_inline))
 
 /* GCC tests the whole x86-64-v3 set, as its target_clones resolver does;
  * Clang 14's builtin cannot name F16C, MOVBE and LZCNT, which every CPU with
