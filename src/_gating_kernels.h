@@ -461,20 +461,17 @@ static inline SA_V3 ptrdiff_t sa_avx2_reaching_f64_body(const double *row, ptrdi
     return m > cap ? -1 : m;
 }
 
-/* largest a literal in each copy */
-static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, float bar,
-                                                 float *cvalues, uint32_t *cindex, ptrdiff_t cap)
-{
-    return largest ? sa_avx2_reaching_f32_body(row, n, 1, bar, cvalues, cindex, cap)
-                   : sa_avx2_reaching_f32_body(row, n, 0, bar, cvalues, cindex, cap);
-}
+/* The reaching pass's entry point `name` on `target`, calling `body` with
+ * largest a literal in each copy (T the number's type, K the index's). */
+#define SA_TOPK_REACHING_ENTRY(target, name, body, T, K)                                                   \
+    target static ptrdiff_t name(const T *row, ptrdiff_t n, int largest, T bar, T *cvalues, K *cindex,  \
+                                 ptrdiff_t cap)                                                          \
+    {                                                                                                    \
+        return largest ? body(row, n, 1, bar, cvalues, cindex, cap) : body(row, n, 0, bar, cvalues, cindex, cap); \
+    }
 
-static SA_V3 ptrdiff_t sa_avx2_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, double bar,
-                                                 double *cvalues, uint64_t *cindex, ptrdiff_t cap)
-{
-    return largest ? sa_avx2_reaching_f64_body(row, n, 1, bar, cvalues, cindex, cap)
-                   : sa_avx2_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
-}
+SA_TOPK_REACHING_ENTRY(SA_V3, sa_avx2_topk_reaching_f32, sa_avx2_reaching_f32_body, float, uint32_t)
+SA_TOPK_REACHING_ENTRY(SA_V3, sa_avx2_topk_reaching_f64, sa_avx2_reaching_f64_body, double, uint64_t)
 
 /* sa_avx2_topk_reaching_* on AVX-512: sixteen float32 or eight float64
  * entries compared in one instruction, the reaching ones left-packed by
@@ -547,20 +544,8 @@ SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f64_body(const double *row, ptrdif
     return m;
 }
 
-/* largest a literal in each copy */
-SA_AVX512 static ptrdiff_t sa_avx512_topk_reaching_f32(const float *row, ptrdiff_t n, int largest, float bar,
-                                                      float *cvalues, uint32_t *cindex, ptrdiff_t cap)
-{
-    return largest ? sa_avx512_reaching_f32_body(row, n, 1, bar, cvalues, cindex, cap)
-                   : sa_avx512_reaching_f32_body(row, n, 0, bar, cvalues, cindex, cap);
-}
-
-SA_AVX512 static ptrdiff_t sa_avx512_topk_reaching_f64(const double *row, ptrdiff_t n, int largest, double bar,
-                                                      double *cvalues, uint64_t *cindex, ptrdiff_t cap)
-{
-    return largest ? sa_avx512_reaching_f64_body(row, n, 1, bar, cvalues, cindex, cap)
-                   : sa_avx512_reaching_f64_body(row, n, 0, bar, cvalues, cindex, cap);
-}
+SA_TOPK_REACHING_ENTRY(SA_AVX512, sa_avx512_topk_reaching_f32, sa_avx512_reaching_f32_body, float, uint32_t)
+SA_TOPK_REACHING_ENTRY(SA_AVX512, sa_avx512_topk_reaching_f64, sa_avx512_reaching_f64_body, double, uint64_t)
 
 SA_AVX512 static void sa_avx512_topk_passes(const uint64_t *packed, ptrdiff_t n, ptrdiff_t k, uint64_t *top)
 {
@@ -1054,7 +1039,7 @@ SA_AVX512 static void sa_avx512_sort_candidates_f32(const float *cvalues, const 
 }
 #endif
 
-/* Whether a row of n entries takes the sorting network/* Whether a row of n entries takes the sorting network (k <= n): its cost
+/* Whether a row of n entries takes the sorting network (k <= n): its cost
  * hardly depends on k, the other paths' grows with it. */
 SA_INLINE int sa_topk_network_suits(ptrdiff_t n, ptrdiff_t k, int f64)
 {
