@@ -281,8 +281,9 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_keep)(sa_ranked *a, ptrdiff_t m, ptrdiff_t k, s
  * places from their own, by one insertion pass over them all, which no
  * entry leaves its bucket in (an earlier bucket's keys are all larger).
  * float32 on AVX-512 with indices below 2^32 (packable) takes the same
- * sort on packs instead (sa_avx512_sort_first_packed). Past the first k, the entries of a bucket sorted the same way
- * are not all in order (that call sorts only the part reaching its k).
+ * sort on packs instead (sa_avx512_sort_first_packed). Past the first k,
+ * the entries of a bucket sorted the same way are not all in order (that
+ * call sorts only the part reaching its k).
  * Buckets past the first k are left as they are: the selection of the k
  * first is the sort's first level. Each level narrows the range more than
  * SA_TOPK_INSERTION_N times, so the depth stays below 16. The first level
@@ -623,7 +624,7 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_KEY_T *lane, ptrdiff_t G, 
  * bar (smallest), in index order, into cvalues and cindex, groups of 8
  * with none skipped: every entry whose rank key reaches bar's. Returns their number, or -1 as soon as more than cap
  * do (cvalues and cindex hold cap + SA_TOPK_REACH_SLACK).
- * sa_avx2_topk_reaching_* on x86-64-v3. */
+ * sa_avx2_topk_reaching_* on x86-64-v3, sa_avx512_topk_reaching_* on AVX-512. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
                                                     SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
 {
@@ -647,7 +648,8 @@ SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching_numbers)(const SA_T *row, ptrdiff_t n
 }
 
 /* The entries of row[0..n) reaching bar, as for sa_topk_reaching_numbers,
- * by the AVX2 form on x86-64-v3. */
+ * by the AVX-512 form where the module uses it, else the AVX2 form on
+ * x86-64-v3. */
 SA_INLINE ptrdiff_t SA_FN(sa_topk_reaching)(const SA_T *row, ptrdiff_t n, int largest, SA_T bar,
                                             SA_T *cvalues, SA_KEY_T *cindex, ptrdiff_t cap)
 {

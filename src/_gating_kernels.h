@@ -1023,9 +1023,9 @@ SA_AVX512 static void sa_avx512_sort_first_packed(sa_ranked *a, ptrdiff_t m, ptr
 
 /* The k first (k <= m), sorted, of a float32 row's m candidates (values
  * and indices below 2^32, in index order) into best, which holds m pairs
- * (the scatter's buffer and the bucket numbers meanwhile): made packs
- * straight from the candidates into packs (m entries, apart from best),
- * so no pair is written before the k of the result. */
+ * (the scatter's buffer and the bucket numbers meanwhile). Their packs are
+ * made straight from the candidates into packs (m entries, apart from
+ * best), so no pair is written but the k of the result. */
 SA_AVX512 static void sa_avx512_sort_candidates_f32(const float *cvalues, const uint32_t *cindex,
                                                    ptrdiff_t m, ptrdiff_t k, int largest,
                                                    uint64_t *packs, sa_ranked *best)

@@ -67,7 +67,8 @@ static int sa_cpu_v4;       /* this CPU has AVX-512 too */
 static int sa_simd_v4;      /* ... and this module's exponential loops use it */
 
 /* Functions that run only where sa_simd_v4 is set (the AVX-512 exponential
- * loops, top-k's sorting network); the inline ones go into such functions. */
+ * loops, top-k's sorting network); the inline ones go into such functions.
+ * POPCNT, which every CPU with AVX-512 has, counts a compare's lanes. */
 #define SA_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt")))
 #define SA_AVX512_INLINE static inline __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt"), always_inline))
 
