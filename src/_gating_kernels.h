@@ -264,18 +264,32 @@ SA_INLINE void sa_topk_insertion_sort(sa_ranked *a, ptrdiff_t m)
     }
 }
 
-/* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row (short
- * rows stay in L1). Rank key and index are packed into one 64-bit key,
- * key << 32 | ~index, unique and ordered like the result, so pass j is a
- * plain maximum over the packed keys below the one pass j - 1 found. The
- * packed keys are made once, so a pass is a compare and a maximum per
- * entry: on AVX-512 (vpcmpuq, vpmaxuq) one instruction each, which AVX2
- * builds from four. */
+/* A float32 rank key (below 2^32) and an index (below 2^32) packed into one
+ * 64-bit key, key << 32 | ~index: unique, and ordered as the result, ties
+ * included (the lower index first), so that a plain maximum or sort of
+ * packs is the top-k's. The pairs, the networks and the window sort use it. */
+SA_INLINE uint64_t sa_topk_pack(uint64_t key, uint64_t index)
+{
+    return key << 32 | (uint32_t)~(uint32_t)index;
+}
+
+/* The (key, index) pair a pack holds. */
+SA_INLINE sa_ranked sa_topk_unpack(uint64_t pack)
+{
+    const sa_ranked e = {pack >> 32, (uint32_t)~(uint32_t)pack};
+    return e;
+}
+
+/* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row's packs
+ * (sa_topk_pack; short rows stay in L1), so pass j is a plain maximum over the packs below the one pass j - 1 found. The packs
+ * are made once, so a pass is a compare and a maximum per entry: on
+ * AVX-512 (vpcmpuq, vpmaxuq) one instruction each, which AVX2 builds from
+ * four. */
 SA_INLINE void sa_topk_pack_f32(const float *row, ptrdiff_t n, int largest, uint64_t *packed)
 {
 #pragma omp simd
     for (ptrdiff_t i = 0; i < n; i++)
-        packed[i] = ((uint64_t)(uint32_t)sa_rank_f32(row[i], largest) << 32) | (uint32_t)~(uint32_t)i;
+        packed[i] = sa_topk_pack(sa_rank_f32(row[i], largest), (uint64_t)i);
 }
 
 SA_INLINE uint64_t sa_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint64_t previous, int first)
@@ -297,6 +311,12 @@ SA_INLINE uint64_t sa_topk_next_below(const uint64_t *packed, ptrdiff_t n, uint6
 SA_AVX512_INLINE __mmask8 sa_avx512_lanes8(ptrdiff_t count)
 {
     return count >= 8 ? (__mmask8)0xFF : count <= 0 ? (__mmask8)0 : (__mmask8)((1u << count) - 1u);
+}
+
+/* The first count lanes of sixteen, as sa_avx512_lanes8 for 32-bit entries. */
+SA_AVX512_INLINE __mmask16 sa_avx512_lanes16(ptrdiff_t count)
+{
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1u);
 }
 
 /* sa_topk_next_below on eight lanes, two maxima in flight. */
@@ -498,7 +518,7 @@ SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f32_body(const float *row, ptrdiff
         __mmask16 lanes[2];
         for (int q = 0; q < 2; q++) {
             const ptrdiff_t left = n - b - 16 * q;
-            const __mmask16 inside = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
+            const __mmask16 inside = sa_avx512_lanes16(left);
             v[q] = _mm512_maskz_loadu_ps(inside, row + b + 16 * q);
             lanes[q] = sa_avx512_reach_ps(v[q], vbar, largest) & inside;
         }
@@ -1016,7 +1036,7 @@ SA_AVX512 static void sa_avx512_sort_first_packed(sa_ranked *a, ptrdiff_t m, ptr
     uint64_t *packs = (uint64_t *)tmp;
 #pragma omp simd
     for (ptrdiff_t i = 0; i < m; i++)
-        packs[i] = a[i].key << 32 | (uint32_t)~(uint32_t)a[i].index;
+        packs[i] = sa_topk_pack(a[i].key, (uint64_t)a[i].index);
     sa_avx512_sort_packs(packs, m, k, packs + m, (uint16_t *)a);
     sa_avx512_pairs_from_packs(packs, k, a);
 }
@@ -1032,7 +1052,7 @@ SA_AVX512 static void sa_avx512_sort_candidates_f32(const float *cvalues, const 
 {
 #pragma omp simd
     for (ptrdiff_t i = 0; i < m; i++)
-        packs[i] = sa_rank_f32(cvalues[i], largest) << 32 | (uint32_t)~cindex[i];
+        packs[i] = sa_topk_pack(sa_rank_f32(cvalues[i], largest), cindex[i]);
     uint64_t *spare = (uint64_t *)best;
     sa_avx512_sort_packs(packs, m, k, spare, (uint16_t *)(spare + m));
     sa_avx512_pairs_from_packs(packs, k, best);
@@ -1082,10 +1102,8 @@ SA_INLINE void sa_topk_passes_row_f32(const float *row, ptrdiff_t n, ptrdiff_t k
 #endif
         for (ptrdiff_t j = 0; j < k; j++)      /* pass 0 takes every key (NaN at index 0 packs to UINT64_MAX) */
             top[j] = sa_topk_next_below(packed, n, j ? top[j - 1] : 0, j == 0);
-    for (ptrdiff_t j = 0; j < k; j++) {
-        best[j].key = top[j] >> 32;
-        best[j].index = (uint32_t)~(uint32_t)top[j];
-    }
+    for (ptrdiff_t j = 0; j < k; j++)
+        best[j] = sa_topk_unpack(top[j]);
 }
 
 /* float32, k <= 2 (top-1 and top-2 routers): one pass in which each of 8
@@ -1102,8 +1120,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
     for (; i + SA_TOPK_LANES <= n; i += SA_TOPK_LANES) {
 #pragma omp simd
         for (int l = 0; l < SA_TOPK_LANES; l++) {
-            uint64_t c = ((uint64_t)(uint32_t)sa_rank_f32(row[i + l], largest) << 32)
-                         | (uint32_t)~(uint32_t)(i + l);
+            uint64_t c = sa_topk_pack(sa_rank_f32(row[i + l], largest), (uint64_t)(i + l));
             for (int j = 0; j < k; j++) {
                 const uint64_t kept = lane[j][l];
                 lane[j][l] = c > kept ? c : kept;
@@ -1117,15 +1134,13 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
         for (int l = 0; l < SA_TOPK_LANES; l++)
             cand[m++] = lane[j][l];
     for (; i < n; i++)
-        cand[m++] = ((uint64_t)(uint32_t)sa_rank_f32(row[i], largest) << 32) | (uint32_t)~(uint32_t)i;
+        cand[m++] = sa_topk_pack(sa_rank_f32(row[i], largest), (uint64_t)i);
 #if SA_X86_DISPATCH
     if (sa_simd_v4 && !gate) {
         uint64_t top[2];
         sa_avx512_select_top_packs(cand, m, k, top);
-        for (int j = 0; j < k; j++) {
-            best[j].key = top[j] >> 32;
-            best[j].index = (uint32_t)~(uint32_t)top[j];
-        }
+        for (int j = 0; j < k; j++)
+            best[j] = sa_topk_unpack(top[j]);
         return;
     }
 #endif
@@ -1136,8 +1151,7 @@ SA_INLINE void sa_topk_lanes_row_f32(const float *row, ptrdiff_t n, int k, int l
         const uint64_t top = cand[a];
         cand[a] = cand[j];
         cand[j] = top;
-        best[j].key = top >> 32;
-        best[j].index = (uint32_t)~(uint32_t)top;
+        best[j] = sa_topk_unpack(top);
     }
 }
 
