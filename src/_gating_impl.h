@@ -855,6 +855,12 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
                                               (uint64_t *)tmp + n, best);
                 return;
             }
+            if (sizeof(SA_T) == 8 && sorted && sa_simd_v4) {
+                /* their packs in place of the values; else their pairs in best */
+                if (sa_avx512_sort_candidates_f64((const double *)row, (double *)tmp, (const uint64_t *)cindex,
+                                                  m, k, largest, best))
+                    return;
+            } else
 #endif
             SA_FN(sa_topk_pairs_from_candidates)(cvalues, cindex, m, largest, best);
         } else if (n >= SA_TOPK_FILTER_RATIO * k) {
@@ -906,8 +912,8 @@ SA_DISPATCHED(SA_FN(sa_topk_chunk),
 {
     const ptrdiff_t kc = k < end - begin ? k : end - begin;
     SA_FN(sa_topk_row)(row + begin, end - begin, kc, largest, 1, 0, scratch);
-    for (ptrdiff_t j = 0; j < kc; j++) {
-        out[j].key = scratch[j].key;
+    for (ptrdiff_t j = 0; j < kc; j++) {     /* the keys whole: sa_topk_row may leave them packed */
+        out[j].key = SA_RANK(row[begin + scratch[j].index], largest);
         out[j].index = scratch[j].index + begin;
     }
 }

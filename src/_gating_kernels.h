@@ -895,41 +895,54 @@ SA_INLINE void sa_topk_insertion_sort_packs(uint64_t *p, ptrdiff_t m)
 }
 
 /* Packs src[0..m) into dst (which may be src) in result order, where each
- * is fewer than 16 places from its place in that order (the bucket sort's
- * buckets of at most 16 entries, larger ones sorted): a window of 32 packs
- * slides over them, 16 at a time. Its 16 largest are the next 16 of the
- * result (every entry of those places is at most 15 further on, so in the
- * window); the 16 others stay for the next step. Each step sorts the 16
- * new packs by the network, reverses them, and merges the 32 (a bitonic
- * merge): no branch on the data, where the insertion pass it replaces
- * mispredicted about once an entry. Each step reads 16 places past those
- * it writes, so dst may be src. Zeros fill the last window: below every
- * pack, whose low half, ~index, is never 0. */
-_Static_assert(SA_TOPK_INSERTION_N <= 16, "the window sort needs buckets of at most 16 entries");
-SA_AVX512 static void sa_avx512_window_sort_packs(const uint64_t *src, ptrdiff_t m, uint64_t *dst)
+ * is fewer than 8 half places from its place in that order (half 1 or 2,
+ * a literal; the bucket sort's buckets of at most 8 half entries, larger
+ * ones sorted): a window of 16 half packs slides over them, 8 half at a
+ * time. Its 8 half largest are the next of the result (every entry of
+ * those places is fewer than 8 half further on, so in the window); the
+ * others stay for the next step. Each step sorts the 8 half new packs by
+ * the network, reverses them, and merges the window (a bitonic merge): no
+ * branch on the data, where the insertion pass it replaces mispredicted
+ * about once an entry. Each step reads 8 half places past those it writes,
+ * so dst may be src. Zeros fill the last window: below every pack, whose
+ * low half, ~index, is never 0. */
+SA_AVX512_INLINE void sa_avx512_window_sort_regs(const uint64_t *src, ptrdiff_t m, uint64_t *dst, int half)
 {
     const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    const ptrdiff_t step = 8 * half;
     __m512i w[4];
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < half; r++)
         w[r] = _mm512_maskz_loadu_epi64(sa_avx512_lanes8(m - 8 * r), src + 8 * r);
-    sa_avx512_bitonic_sort(w, NULL, 2, 0);
+    sa_avx512_bitonic_sort(w, NULL, half, 0);
     ptrdiff_t done = 0;
-    for (ptrdiff_t s = 16; s < m; s += 16) {
+    for (ptrdiff_t s = step; s < m; s += step) {
         __m512i fresh[2];
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < half; r++)
             fresh[r] = _mm512_maskz_loadu_epi64(sa_avx512_lanes8(m - s - 8 * r), src + s + 8 * r);
-        sa_avx512_bitonic_sort(fresh, NULL, 2, 0);
-        w[2] = _mm512_permutexvar_epi64(reverse, fresh[1]);
-        w[3] = _mm512_permutexvar_epi64(reverse, fresh[0]);
-        sa_avx512_bitonic_merges(w, NULL, 4, 32, 0);
-        _mm512_storeu_si512(dst + done, w[0]);
-        _mm512_storeu_si512(dst + done + 8, w[1]);
-        done += 16;
-        w[0] = w[2];
-        w[1] = w[3];
+        sa_avx512_bitonic_sort(fresh, NULL, half, 0);
+        for (int r = 0; r < half; r++)
+            w[half + r] = _mm512_permutexvar_epi64(reverse, fresh[half - 1 - r]);
+        sa_avx512_bitonic_merges(w, NULL, 2 * half, 16 * half, 0);
+        for (int r = 0; r < half; r++) {
+            _mm512_storeu_si512(dst + done + 8 * r, w[r]);
+            w[r] = w[half + r];
+        }
+        done += step;
     }
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < half; r++)
         _mm512_mask_storeu_epi64(dst + done + 8 * r, sa_avx512_lanes8(m - done - 8 * r), w[r]);
+}
+
+/* sa_avx512_window_sort_regs with the narrower window where buckets of at
+ * most `most` entries allow it (a step sorts and merges half the packs a
+ * wide one does, for 8 entries where the wide one places 16). */
+_Static_assert(SA_TOPK_INSERTION_N <= 16, "the window sort needs buckets of at most 16 entries");
+SA_AVX512 static void sa_avx512_window_sort_packs(const uint64_t *src, ptrdiff_t m, uint64_t *dst, uint32_t most)
+{
+    if (most <= 8)
+        sa_avx512_window_sort_regs(src, m, dst, 1);
+    else
+        sa_avx512_window_sort_regs(src, m, dst, 2);
 }
 
 /* Whether the bucket sort's last SA_TOPK_ID_BLOCK packs of p[0..m), its
@@ -1009,7 +1022,7 @@ SA_AVX512 static void sa_avx512_sort_packs(uint64_t *p, ptrdiff_t m, ptrdiff_t k
         start = end;
     }
     if (sa_topk_disordered_packs(tmp, sort_to)) {
-        sa_avx512_window_sort_packs(tmp, sort_to, p);
+        sa_avx512_window_sort_packs(tmp, sort_to, p, most);
     } else {
         memcpy(p, tmp, (size_t)sort_to * sizeof(uint64_t));
         sa_topk_insertion_sort_packs(p, sort_to);
@@ -1056,6 +1069,179 @@ SA_AVX512 static void sa_avx512_sort_candidates_f32(const float *cvalues, const 
     uint64_t *spare = (uint64_t *)best;
     sa_avx512_sort_packs(packs, m, k, spare, (uint16_t *)(spare + m));
     sa_avx512_pairs_from_packs(packs, k, best);
+}
+
+/* The rank keys of eight float64 values (sa_rank_f64). */
+SA_AVX512_INLINE __m512i sa_avx512_rank_pd(__m512d v, int largest)
+{
+    const __m512i ones = _mm512_set1_epi64(-1);
+    const __m512i bits = _mm512_castpd_si512(_mm512_add_pd(v, _mm512_setzero_pd()));
+    const __mmask8 negative = _mm512_cmplt_epi64_mask(bits, _mm512_setzero_si512());
+    __m512i key = _mm512_or_si512(bits, _mm512_set1_epi64((long long)0x8000000000000000ull));
+    key = _mm512_mask_xor_epi64(key, negative, bits, ones);
+    key = _mm512_mask_mov_epi64(key, _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q), ones);
+    return largest ? key : _mm512_xor_si512(key, ones);
+}
+
+/* The whole rank key of the float64 entry a pack names. */
+SA_INLINE uint64_t sa_topk_whole_key(const double *row, uint64_t pack, int largest)
+{
+    return sa_rank_f64(row[(uint32_t)~(uint32_t)pack], largest);
+}
+
+/* The first `keep` of r float64 packs whose packed keys are all equal
+ * (group, in index order), in result order by their whole keys, into dst
+ * (which may be group) with the same packed key. Their whole keys lie
+ * within 2^32 of one another (the packed key drops at most 32 bits), so
+ * packs of key - least order them exactly. work holds 2 r packs and r
+ * bucket numbers. */
+SA_AVX512 static void sa_avx512_sort_near_ties(const double *row, const uint64_t *group, ptrdiff_t r,
+                                               ptrdiff_t keep, int largest, uint64_t *dst, uint64_t *work)
+{
+    if (r <= SA_TOPK_INSERTION_N) {     /* pairs of (whole key, pack), stable */
+        sa_ranked e[SA_TOPK_INSERTION_N];
+        for (ptrdiff_t j = 0; j < r; j++) {
+            e[j].key = sa_topk_whole_key(row, group[j], largest);
+            e[j].index = (int64_t)group[j];
+        }
+        sa_topk_insertion_sort(e, r);
+        for (ptrdiff_t j = 0; j < keep; j++)
+            dst[j] = (uint64_t)e[j].index;
+        return;
+    }
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (ptrdiff_t j = 0; j < r; j++) {
+        work[j] = sa_topk_whole_key(row, group[j], largest);
+        lo = work[j] < lo ? work[j] : lo;
+        hi = work[j] > hi ? work[j] : hi;
+    }
+    if (lo == hi)
+        return;                 /* ties whole: index order is the result's */
+    for (ptrdiff_t j = 0; j < r; j++)
+        work[j] = sa_topk_pack(work[j] - lo, (uint32_t)~(uint32_t)group[j]);
+    sa_avx512_sort_packs(work, r, keep, work + r, (uint16_t *)(work + 2 * r));
+    const uint64_t packed = group[0] >> 32;
+    for (ptrdiff_t j = 0; j < keep; j++)
+        dst[j] = packed << 32 | (uint32_t)work[j];
+}
+
+/* How many neighbours among the float64 entries that packs[0..count) name
+ * have whole keys out of order (the first's smaller), by gathers from the
+ * row. */
+SA_AVX512_INLINE ptrdiff_t sa_avx512_descents_f64(const uint64_t *packs, ptrdiff_t count, const double *row,
+                                                  int largest)
+{
+    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
+    __m512i before = _mm512_set1_epi64(-1);     /* above every key: the first has no predecessor */
+    ptrdiff_t descents = 0;
+    for (ptrdiff_t j = 0; j < count; j += 8) {
+        const __mmask8 inside = sa_avx512_lanes8(count - j);
+        const __m512i index = _mm512_andnot_si512(_mm512_maskz_loadu_epi64(inside, packs + j), low);
+        const __m512i key = sa_avx512_rank_pd(_mm512_mask_i64gather_pd(_mm512_setzero_pd(), inside, index, row, 8),
+                                              largest);
+        const __m512i previous = _mm512_alignr_epi64(key, before, 7);
+        descents += __builtin_popcount(_mm512_mask_cmplt_epu64_mask(inside, previous, key));
+        before = key;
+    }
+    return descents;
+}
+
+/* The m candidates' pairs, whole keys from the row, into best; 0: the
+ * caller sorts them. */
+SA_INLINE int sa_topk_whole_pairs(const double *row, const uint64_t *cindex, ptrdiff_t m, int largest,
+                                  sa_ranked *best)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        best[i].key = sa_rank_f64(row[cindex[i]], largest);
+        best[i].index = (int64_t)cindex[i];
+    }
+    return 0;
+}
+
+/* sa_avx512_sort_candidates_f32 for a float64 row's m candidates (values,
+ * which the packs overwrite, and indices below 2^32, in index order). A
+ * pack holds 32 bits of the key: (key - lo) >> shift, lo the candidates'
+ * least key and shift the fewest bits that bring their range within 32.
+ * Where shift drops bits some candidate has (not on keys of few values,
+ * nor on ranges within 2^32, nor on float32 data), keys equal in their
+ * packed bits but not whole may be out of order: each run of such packs
+ * among the k first, and the candidates tying the k-th's packed key, are
+ * sorted again by their whole keys (sa_avx512_sort_near_ties). The pairs
+ * in best carry the packed keys. Returns 1, or 0 with the m candidates'
+ * pairs (whole keys) in best where a run is more than m / 2 packs (keys
+ * close together against their range; its work would not fit). best holds
+ * m pairs: the scatter's buffer, the bucket numbers and the packed keys
+ * meanwhile, then the runs' work. */
+SA_AVX512 static int sa_avx512_sort_candidates_f64(const double *row, double *cvalues, const uint64_t *cindex,
+                                                   ptrdiff_t m, ptrdiff_t k, int largest, sa_ranked *best)
+{
+    __m512i lo8 = _mm512_set1_epi64(-1), hi8 = _mm512_setzero_si512();
+    for (ptrdiff_t i = 0; i < m; i += 8) {
+        const __mmask8 inside = sa_avx512_lanes8(m - i);
+        const __m512i key = sa_avx512_rank_pd(_mm512_maskz_loadu_pd(inside, cvalues + i), largest);
+        lo8 = _mm512_mask_min_epu64(lo8, inside, lo8, key);
+        hi8 = _mm512_mask_max_epu64(hi8, inside, hi8, key);
+    }
+    const uint64_t lo = _mm512_reduce_min_epu64(lo8), hi = _mm512_reduce_max_epu64(hi8);
+    const int shift = (hi - lo) >> 32 ? 32 - __builtin_clzll(hi - lo) : 0;
+    uint64_t *packs = (uint64_t *)cvalues, *work = (uint64_t *)best;
+    uint16_t *ids = (uint16_t *)(work + m);
+    uint32_t *packed_key = (uint32_t *)(work + m) + (m + 1) / 2;       /* past the m ids */
+    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF), dropped = _mm512_set1_epi64(((int64_t)1 << shift) - 1);
+    const __m128i by = _mm_cvtsi32_si128(shift);
+    __m512i lost8 = _mm512_setzero_si512();
+    for (ptrdiff_t i = 0; i < m; i += 8) {
+        const __mmask8 inside = sa_avx512_lanes8(m - i);
+        const __m512i key = sa_avx512_rank_pd(_mm512_maskz_loadu_pd(inside, cvalues + i), largest);
+        const __m512i from_lo = _mm512_maskz_sub_epi64(inside, key, _mm512_set1_epi64((int64_t)lo));
+        const __m512i packed = _mm512_srl_epi64(from_lo, by);
+        const __m512i index = _mm512_maskz_loadu_epi64(inside, cindex + i);
+        lost8 = _mm512_or_si512(lost8, _mm512_and_si512(from_lo, dropped));
+        _mm512_mask_cvtepi64_storeu_epi32(packed_key + i, inside, packed);
+        _mm512_mask_storeu_epi64(packs + i, inside,
+                                 _mm512_or_si512(_mm512_slli_epi64(packed, 32), _mm512_andnot_si512(index, low)));
+    }
+    sa_avx512_sort_packs(packs, m, k, work, ids);
+    if (_mm512_test_epi64_mask(lost8, lost8)) {
+        /* the candidates whose packed key is the k-th's: the last `inside`
+         * of the k first, `tying` in all */
+        const uint32_t last_key = (uint32_t)(packs[k - 1] >> 32);
+        ptrdiff_t inside = 1, tying = 0, equal = 0;
+        while (inside < k && (uint32_t)(packs[k - 1 - inside] >> 32) == last_key)
+            inside++;
+#pragma omp simd reduction(+ : tying)
+        for (ptrdiff_t i = 0; i < m; i++)
+            tying += packed_key[i] == last_key;
+#pragma omp simd reduction(+ : equal)
+        for (ptrdiff_t j = 0; j < k - 1; j++)
+            equal += (packs[j] >> 32) == (packs[j + 1] >> 32);
+        ptrdiff_t runs_end = k;
+        if (tying > inside) {
+            if (tying > m / 2)
+                return sa_topk_whole_pairs(row, cindex, m, largest, best);
+            /* the group gathered at work (its packs stay behind the reads of packed_key) */
+            for (ptrdiff_t i = 0, t = 0; i < m; i++)
+                if (packed_key[i] == last_key)
+                    work[t++] = sa_topk_pack(last_key, cindex[i]);
+            runs_end = k - inside;
+            sa_avx512_sort_near_ties(row, work, tying, inside, largest, packs + runs_end, work + tying);
+        }
+        /* runs of equal packed keys: ties whole (keys of few values) need nothing */
+        if (equal > 0 && sa_avx512_descents_f64(packs, runs_end, row, largest) > 0) {
+            for (ptrdiff_t a = 0; a < runs_end;) {
+                ptrdiff_t b = a + 1;
+                while (b < runs_end && (packs[b] >> 32) == (packs[a] >> 32))
+                    b++;
+                if (b - a > m / 2)
+                    return sa_topk_whole_pairs(row, cindex, m, largest, best);
+                if (b - a > 1)
+                    sa_avx512_sort_near_ties(row, packs + a, b - a, b - a, largest, packs + a, work);
+                a = b;
+            }
+        }
+    }
+    sa_avx512_pairs_from_packs(packs, k, best);
+    return 1;
 }
 #endif
 

@@ -572,6 +572,10 @@ def _sampled_rows(n):
         "every magnitude": magnitude,
         "powers of two": 2.0 ** (np.arange(n) % 120 - 60) * (1 + (np.arange(n) // 120 % 3) * 2.0 ** -30),
         "one value and a few above": np.where(rng.random(n) < 0.1, 2.0, 1.0),
+        # float64 keys equal in their upper bits but not whole, in runs of a few
+        # entries, and in runs of hundreds (few values)
+        "near ties": np.round(rng.standard_normal(n), 2) + 1e-13 * rng.standard_normal(n),
+        "near ties of few values": np.round(rng.standard_normal(n)) + 1e-12 * rng.standard_normal(n),
     }
 
 
