@@ -961,14 +961,54 @@ SA_INLINE int sa_topk_disordered_packs(const uint64_t *p, ptrdiff_t m)
     return 8 * out_of_order > m - 1 - from;
 }
 
-/* Puts the k first of the float32 packs p[0..m) (k <= m; equal keys in
- * index order) in result order at p[0..k): the bucket sort of
+/* The buckets' counts bucket[0..D) turned into their starts up to the one
+ * that reaches k (k <= the counts' sum); the later ones all start at its
+ * end, reach, which it returns (their packs overwrite one another there,
+ * never read: the k first are before reach). most: the largest count up to
+ * reach. Sixteen buckets a step: an inclusive sum by four shifted adds, the
+ * running total carried in every lane. */
+SA_AVX512_INLINE ptrdiff_t sa_avx512_bucket_starts(uint32_t *bucket, ptrdiff_t D, ptrdiff_t k, uint32_t *most)
+{
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(15);
+    const __m512i wanted = _mm512_set1_epi32((int)k);
+    __m512i total = zero, largest = zero;
+    ptrdiff_t d = 0;
+    for (;; d += 16) {
+        const __mmask16 inside = sa_avx512_lanes16(D - d);
+        const __m512i count = _mm512_maskz_loadu_epi32(inside, bucket + d);
+        __m512i sum = _mm512_add_epi32(count, _mm512_alignr_epi32(count, zero, 15));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 14));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 12));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 8));
+        sum = _mm512_add_epi32(sum, total);
+        const __mmask16 reached = _mm512_mask_cmpge_epu32_mask(inside, sum, wanted);
+        /* the lanes up to the first that reaches k, or all */
+        const __mmask16 upto = reached ? (__mmask16)((reached ^ (reached - 1)) & 0xFFFF) : inside;
+        _mm512_mask_storeu_epi32(bucket + d, upto, _mm512_sub_epi32(sum, count));
+        largest = _mm512_mask_max_epu32(largest, upto, largest, count);
+        if (reached) {
+            const int at = __builtin_ctz(reached);
+            const uint32_t reach = (uint32_t)_mm512_cvtsi512_si32(
+                _mm512_permutexvar_epi32(_mm512_set1_epi32(at), sum));
+            *most = _mm512_reduce_max_epu32(largest);
+            const __m512i fill = _mm512_set1_epi32((int)reach);
+            _mm512_mask_storeu_epi32(bucket + d, inside & ~upto, fill);
+            for (d += 16; d < D; d += 16)
+                _mm512_mask_storeu_epi32(bucket + d, sa_avx512_lanes16(D - d), fill);
+            return reach;
+        }
+        total = _mm512_permutexvar_epi32(top, sum);
+    }
+}
+
+/* Puts the k first of the packs p[0..m) (k <= m; equal keys in index
+ * order) in result order at p[0..k): the bucket sort of
  * sa_topk_sort_first on packs, 8 bytes an entry where pairs move 16. D =
- * min(m, SA_TOPK_SORT_BUCKETS) equal-width buckets of the keys' range,
- * bucket 0 the largest: (key - lo) scale >> 32 with scale = D 2^32 /
- * (hi - lo + 1) rounded down is below D and monotone in the key, one
- * integer multiply a pack in a vector loop, computed once into ids (m
- * entries). The packs are scattered to tmp (m entries) in order; the
+ * min(m, SA_TOPK_SORT_BUCKETS, range) equal-width buckets of the keys'
+ * range (range = hi - lo + 1), bucket 0 the largest: (key - lo) scale >>
+ * 32 with scale = D 2^32 / range rounded down (at most 2^32) is below D,
+ * monotone in the key, and one bucket a key where D = range; a 32-bit
+ * multiply a pack in a vector loop, computed once into ids (m entries). The packs are scattered to tmp (m entries) in order; the
  * buckets reaching into the first k of more than SA_TOPK_INSERTION_N packs
  * are sorted the same way (with p as their scratch, up to k: past it they
  * hold stale packs), then the window sort (or, on nearly ordered buckets,
@@ -987,29 +1027,26 @@ SA_AVX512 static void sa_avx512_sort_packs(uint64_t *p, ptrdiff_t m, ptrdiff_t k
     }
     if (lo == hi)
         return;                 /* one key: index order is the result's */
-    const ptrdiff_t D = m < SA_TOPK_SORT_BUCKETS ? m : SA_TOPK_SORT_BUCKETS;
-    const uint64_t scale = ((uint64_t)D << 32) / (hi - lo + 1), last = (uint64_t)D - 1;
+    const uint64_t range = hi - lo + 1;
+    ptrdiff_t D = m < SA_TOPK_SORT_BUCKETS ? m : SA_TOPK_SORT_BUCKETS;
+    D = (uint64_t)D < range ? D : (ptrdiff_t)range;
+    /* scale is at most 2^32 (D <= range): 2^32 as 2^32 - 1 and the key
+     * added once more, so that one 32-bit multiply serves */
+    const uint64_t scale = ((uint64_t)D << 32) / range;
+    const uint32_t scale_low = scale >> 32 ? UINT32_MAX : (uint32_t)scale;
+    const uint32_t once_more = scale >> 32 ? UINT32_MAX : 0;
+    const uint16_t last = (uint16_t)(D - 1);
 #pragma omp simd
-    for (ptrdiff_t i = 0; i < m; i++)
-        ids[i] = (uint16_t)(last - ((((p[i] >> 32) - lo) * scale) >> 32));
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const uint32_t from_lo = (uint32_t)((p[i] >> 32) - lo);
+        ids[i] = (uint16_t)(last - (uint16_t)(((uint64_t)from_lo * scale_low + (from_lo & once_more)) >> 32));
+    }
     uint32_t bucket[SA_TOPK_SORT_BUCKETS];
     memset(bucket, 0, (size_t)D * sizeof bucket[0]);
     for (ptrdiff_t i = 0; i < m; i++)
         bucket[ids[i]]++;
-    /* the buckets' starts up to the one that reaches k; the later ones all
-     * start at its end, reach, where their packs overwrite one another
-     * (never read: the k first are before reach) */
-    uint32_t sum = 0, most = 0;
-    ptrdiff_t d = 0;
-    for (; sum < (uint64_t)k; d++) {
-        const uint32_t c = bucket[d];
-        bucket[d] = sum;
-        sum += c;
-        most = c > most ? c : most;
-    }
-    const ptrdiff_t reach = sum;
-    for (; d < D; d++)
-        bucket[d] = sum;
+    uint32_t most;
+    const ptrdiff_t reach = sa_avx512_bucket_starts(bucket, D, k, &most);
     for (ptrdiff_t i = 0; i < m; i++)
         tmp[bucket[ids[i]]++] = p[i];
     ptrdiff_t sort_to = reach;  /* bucket[d] is now bucket d's end */
