@@ -895,17 +895,17 @@ SA_INLINE void sa_topk_insertion_sort_packs(uint64_t *p, ptrdiff_t m)
 }
 
 /* Packs src[0..m) into dst (which may be src) in result order, where each
- * is fewer than 8 half places from its place in that order (half 1 or 2,
- * a literal; the bucket sort's buckets of at most 8 half entries, larger
- * ones sorted): a window of 16 half packs slides over them, 8 half at a
- * time. Its 8 half largest are the next of the result (every entry of
- * those places is fewer than 8 half further on, so in the window); the
- * others stay for the next step. Each step sorts the 8 half new packs by
- * the network, reverses them, and merges the window (a bitonic merge): no
- * branch on the data, where the insertion pass it replaces mispredicted
- * about once an entry. Each step reads 8 half places past those it writes,
- * so dst may be src. Zeros fill the last window: below every pack, whose
- * low half, ~index, is never 0. */
+ * is fewer than W = 8 half places from its place in that order (half 1 or
+ * 2, a literal; the bucket sort's buckets of at most W entries, larger
+ * ones sorted): a window of 2 W packs slides over them, W at a time. Its
+ * W largest are the next W of the result (every entry of those places is
+ * fewer than W further on, so in the window); the W others stay for the
+ * next step. Each step sorts the W new packs by the network, reverses
+ * them, and merges the window (a bitonic merge): no branch on the data,
+ * where the insertion pass it replaces mispredicted about once an entry.
+ * Each step reads W places past those it writes, so dst may be src. Zeros
+ * fill the last window: below every pack, whose low half, ~index, is never
+ * 0. */
 SA_AVX512_INLINE void sa_avx512_window_sort_regs(const uint64_t *src, ptrdiff_t m, uint64_t *dst, int half)
 {
     const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
@@ -1008,11 +1008,12 @@ SA_AVX512_INLINE ptrdiff_t sa_avx512_bucket_starts(uint32_t *bucket, ptrdiff_t D
  * range (range = hi - lo + 1), bucket 0 the largest: (key - lo) scale >>
  * 32 with scale = D 2^32 / range rounded down (at most 2^32) is below D,
  * monotone in the key, and one bucket a key where D = range; a 32-bit
- * multiply a pack in a vector loop, computed once into ids (m entries). The packs are scattered to tmp (m entries) in order; the
- * buckets reaching into the first k of more than SA_TOPK_INSERTION_N packs
- * are sorted the same way (with p as their scratch, up to k: past it they
- * hold stale packs), then the window sort (or, on nearly ordered buckets,
- * the insertion pass) writes them back to p in order. Each level narrows
+ * multiply a pack in a vector loop, computed once into ids (m entries).
+ * The packs are scattered to tmp (m entries) in order; the buckets
+ * reaching into the first k of more than SA_TOPK_INSERTION_N packs are
+ * sorted the same way (with p as their scratch, up to k: past it they hold
+ * stale packs), then the window sort (or, on nearly ordered buckets, the
+ * insertion pass) writes them back to p in order. Each level narrows
  * the key range more than SA_TOPK_INSERTION_N times: the depth stays below
  * 8 (32-bit keys). */
 SA_AVX512 static void sa_avx512_sort_packs(uint64_t *p, ptrdiff_t m, ptrdiff_t k, uint64_t *tmp,
