@@ -264,10 +264,11 @@ SA_INLINE void sa_topk_insertion_sort(sa_ranked *a, ptrdiff_t m)
     }
 }
 
-/* A float32 rank key (below 2^32) and an index (below 2^32) packed into one
- * 64-bit key, key << 32 | ~index: unique, and ordered as the result, ties
- * included (the lower index first), so that a plain maximum or sort of
- * packs is the top-k's. The pairs, the networks and the window sort use it. */
+/* A 32-bit key (a float32 rank key, or 32 bits of a float64 one relative to
+ * the candidates' least) and an index (below 2^32) packed into one 64-bit
+ * key, key << 32 | ~index: unique, and ordered as the result, ties included
+ * (the lower index first), so that a plain maximum or sort of packs is the
+ * top-k's. The passes, the lanes, the networks and the pack sort use it. */
 SA_INLINE uint64_t sa_topk_pack(uint64_t key, uint64_t index)
 {
     return key << 32 | (uint32_t)~(uint32_t)index;
@@ -281,10 +282,10 @@ SA_INLINE sa_ranked sa_topk_unpack(uint64_t pack)
 }
 
 /* float32, k <= SA_TOPK_PASSES_K: k vectorized passes over the row's packs
- * (sa_topk_pack; short rows stay in L1), so pass j is a plain maximum over the packs below the one pass j - 1 found. The packs
- * are made once, so a pass is a compare and a maximum per entry: on
- * AVX-512 (vpcmpuq, vpmaxuq) one instruction each, which AVX2 builds from
- * four. */
+ * (sa_topk_pack; short rows stay in L1), so pass j is a plain maximum over
+ * the packs below the one pass j - 1 found. The packs are made once, so a
+ * pass is a compare and a maximum per entry: on AVX-512 (vpcmpuq, vpmaxuq)
+ * one instruction each, which AVX2 builds from four. */
 SA_INLINE void sa_topk_pack_f32(const float *row, ptrdiff_t n, int largest, uint64_t *packed)
 {
 #pragma omp simd
@@ -1124,7 +1125,7 @@ SA_AVX512_INLINE __m512i sa_avx512_rank_pd(__m512d v, int largest)
 /* The whole rank key of the float64 entry a pack names. */
 SA_INLINE uint64_t sa_topk_whole_key(const double *row, uint64_t pack, int largest)
 {
-    return sa_rank_f64(row[(uint32_t)~(uint32_t)pack], largest);
+    return sa_rank_f64(row[sa_topk_unpack(pack).index], largest);
 }
 
 /* The first `keep` of r float64 packs whose packed keys are all equal
@@ -1156,11 +1157,11 @@ SA_AVX512 static void sa_avx512_sort_near_ties(const double *row, const uint64_t
     if (lo == hi)
         return;                 /* ties whole: index order is the result's */
     for (ptrdiff_t j = 0; j < r; j++)
-        work[j] = sa_topk_pack(work[j] - lo, (uint32_t)~(uint32_t)group[j]);
+        work[j] = sa_topk_pack(work[j] - lo, (uint64_t)sa_topk_unpack(group[j]).index);
     sa_avx512_sort_packs(work, r, keep, work + r, (uint16_t *)(work + 2 * r));
     const uint64_t packed = group[0] >> 32;
     for (ptrdiff_t j = 0; j < keep; j++)
-        dst[j] = packed << 32 | (uint32_t)work[j];
+        dst[j] = sa_topk_pack(packed, (uint64_t)sa_topk_unpack(work[j]).index);
 }
 
 /* How many neighbours among the float64 entries that packs[0..count) name
