@@ -130,7 +130,7 @@ def _checking_wrapper(func):
     a sixth of a small call."""
     namespace = {"_func": func, "_route": _route, "_plain": _UNCLAIMED_TYPES, "_tensor": _unclaimed_tensor}
     parameters = list(inspect.signature(func).parameters.values())
-    params, positional, keywords = [], [], []
+    params, positional, keywords, defaults = [], [], [], set()
     for i, p in enumerate(parameters):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"declare: {func.__name__} must name its parameters, not take *{p.name}")
@@ -139,6 +139,7 @@ def _checking_wrapper(func):
         if p.default is p.empty:
             params.append(p.name)
         else:
+            defaults.add(p.name)
             namespace[f"_default_{p.name}"] = p.default
             params.append(f"{p.name}=_default_{p.name}")
         if p.kind is not p.POSITIONAL_ONLY:
@@ -149,12 +150,21 @@ def _checking_wrapper(func):
             params.append("/")
     names = positional + keywords
     source = (f"def {func.__name__}({', '.join(params)}):\n"
-              f"    if {' and '.join(f'(type({n}) in _plain or _tensor({n}))' for n in names)}:\n"
+              f"    if {' and '.join(_unclaimed_test(n, n in defaults) for n in names)}:\n"
               f"        return _func({', '.join(positional + [f'{n}={n}' for n in keywords])})\n"
               f"    return _route(_declaration, _func, ({''.join(n + ', ' for n in positional)}), "
               f"{{{', '.join(f'{n!r}: {n}' for n in keywords)}}})\n")
     exec(source, namespace)     # noqa: S102 (the text is built above from a signature, not from input)
     return namespace[func.__name__]
+
+
+def _unclaimed_test(name, has_default):
+    """The wrapper's test that argument `name` is one no adapter claims. A
+    parameter left at its default passes by identity first, which skips the
+    type lookup (a fifth of the wrapper's time): no default is a type an
+    adapter claims."""
+    test = f"type({name}) in _plain or _tensor({name})"
+    return f"({name} is _default_{name} or {test})" if has_default else f"({test})"
 
 
 def _route(declaration, func, args, kwargs):
