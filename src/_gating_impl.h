@@ -607,17 +607,16 @@ SA_INLINE SA_KEY_T SA_FN(sa_topk_lane_bound)(const SA_KEY_T *lane, ptrdiff_t G, 
             bound = (ptrdiff_t)place[l] == k - 1 ? lane[l] : bound;
         return bound;
     }
-    SA_KEY_T bound = 0;
-    const int top_bits = sizeof(SA_KEY_T) == 4 ? SA_TOPK_BOUND_BITS_F32 : SA_TOPK_BOUND_BITS_F64;
-    for (int bit = 8 * (int)sizeof(SA_KEY_T) - 1; bit >= 8 * (int)sizeof(SA_KEY_T) - top_bits; bit--) {
-        const SA_KEY_T trial = bound | (SA_KEY_T)1 << bit;
-        SA_SKEY_T reached = 0;
-#pragma omp simd reduction(+ : reached)
-        for (ptrdiff_t l = 0; l < G; l++)
-            reached += lane[l] >= trial;
-        bound = reached >= k ? trial : bound;
-    }
-    return bound;
+    if (sizeof(SA_KEY_T) == 4)
+        return (SA_KEY_T)sa_topk_top_bits_bound((const uint32_t *)lane, G, k, SA_TOPK_BOUND_BITS_F32);
+    /* float64: the trials set bits of the keys' upper halves only, so they
+     * compare those, twice as many to a vector (G: a sample's
+     * SA_TOPK_SAMPLE_LONG at most, or SA_TOPK_COUNT_N lanes) */
+    uint32_t upper[SA_TOPK_SAMPLE_LONG];
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < G; l++)
+        upper[l] = (uint32_t)((uint64_t)lane[l] >> 32);
+    return (SA_KEY_T)((uint64_t)sa_topk_top_bits_bound(upper, G, k, SA_TOPK_BOUND_BITS_F64) << 32);
 }
 
 /* The entries of a row that are at least bar or NaN (largest), or at most

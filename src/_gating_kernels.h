@@ -105,6 +105,24 @@
  * at k = 12 / 16, 64 entries 17.8 against 14.8 at k = 12, level at 16). */
 #define SA_TOPK_COUNT_BYTES 512
 #define SA_TOPK_COUNT_N (SA_TOPK_COUNT_BYTES / 4)
+_Static_assert(SA_TOPK_COUNT_N <= SA_TOPK_SAMPLE_LONG, "sa_topk_lane_bound's float64 upper halves hold G lanes");
+/* The largest b with only its top `bits` bits set that at least k of the
+ * G keys reach (sa_topk_lane_bound), a bit at a time, each a count over
+ * the keys. */
+SA_INLINE uint32_t sa_topk_top_bits_bound(const uint32_t *key, ptrdiff_t G, ptrdiff_t k, int bits)
+{
+    uint32_t bound = 0;
+    for (int bit = 31; bit >= 32 - bits; bit--) {
+        const uint32_t trial = bound | (uint32_t)1 << bit;
+        int32_t reached = 0;
+#pragma omp simd reduction(+ : reached)
+        for (ptrdiff_t l = 0; l < G; l++)
+            reached += key[l] >= trial;
+        bound = reached >= k ? trial : bound;
+    }
+    return bound;
+}
+
 /* Entries whose places are counted at once (sa_topk_places): 4 AVX2 vectors of float32 keys. */
 #define SA_TOPK_PLACE_BLOCK 32
 /* Up to this many selected entries are sorted by counting, more by an LSD
