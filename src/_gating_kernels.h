@@ -1203,16 +1203,69 @@ SA_AVX512_INLINE ptrdiff_t sa_avx512_descents_f64(const uint64_t *packs, ptrdiff
     return descents;
 }
 
-/* The m candidates' pairs, whole keys from the row, into best; 0: the
- * caller sorts them. */
-SA_INLINE int sa_topk_whole_pairs(const double *row, const uint64_t *cindex, ptrdiff_t m, int largest,
-                                  sa_ranked *best)
+/* The m candidates' pairs, whole keys from the row, into best. */
+SA_INLINE void sa_topk_whole_pairs(const double *row, const uint64_t *cindex, ptrdiff_t m, int largest,
+                                   sa_ranked *best)
 {
     for (ptrdiff_t i = 0; i < m; i++) {
         best[i].key = sa_rank_f64(row[cindex[i]], largest);
         best[i].index = (int64_t)cindex[i];
     }
-    return 0;
+}
+
+/* sa_avx512_sort_candidates_f64's mends, where the packs dropped key bits
+ * some candidate has: packs[0..k) sorted by packed keys, packed_key[0..m)
+ * the candidates' packed keys in their order. The candidates tying the
+ * k-th's packed key, when some lie past k, are gathered to work and sorted
+ * again by their whole keys for the last places; then each run of equal
+ * packed keys among the k first whose whole keys are out of order. Returns
+ * 1, or 0 with the m candidates' pairs (whole keys) in best where a run is
+ * more than m / 2 packs. work holds m packs. */
+SA_AVX512 static int sa_avx512_mend_packs_f64(const double *row, uint64_t *packs, const uint32_t *packed_key,
+                                              const uint64_t *cindex, ptrdiff_t m, ptrdiff_t k, int largest,
+                                              uint64_t *work, sa_ranked *best)
+{
+    /* the candidates whose packed key is the k-th's: the last `inside` of
+     * the k first, `tying` in all */
+    const uint32_t last_key = (uint32_t)(packs[k - 1] >> 32);
+    ptrdiff_t inside = 1, tying = 0, equal = 0;
+    while (inside < k && (uint32_t)(packs[k - 1 - inside] >> 32) == last_key)
+        inside++;
+#pragma omp simd reduction(+ : tying)
+    for (ptrdiff_t i = 0; i < m; i++)
+        tying += packed_key[i] == last_key;
+#pragma omp simd reduction(+ : equal)
+    for (ptrdiff_t j = 0; j < k - 1; j++)
+        equal += (packs[j] >> 32) == (packs[j + 1] >> 32);
+    ptrdiff_t runs_end = k;
+    if (tying > inside) {
+        if (tying > m / 2) {
+            sa_topk_whole_pairs(row, cindex, m, largest, best);
+            return 0;
+        }
+        /* the group gathered at work (its packs stay behind the reads of packed_key) */
+        for (ptrdiff_t i = 0, t = 0; i < m; i++)
+            if (packed_key[i] == last_key)
+                work[t++] = sa_topk_pack(last_key, cindex[i]);
+        runs_end = k - inside;
+        sa_avx512_sort_near_ties(row, work, tying, inside, largest, packs + runs_end, work + tying);
+    }
+    /* runs of equal packed keys: ties whole (keys of few values) need nothing */
+    if (equal > 0 && sa_avx512_descents_f64(packs, runs_end, row, largest) > 0) {
+        for (ptrdiff_t a = 0; a < runs_end;) {
+            ptrdiff_t b = a + 1;
+            while (b < runs_end && (packs[b] >> 32) == (packs[a] >> 32))
+                b++;
+            if (b - a > m / 2) {
+                sa_topk_whole_pairs(row, cindex, m, largest, best);
+                return 0;
+            }
+            if (b - a > 1)
+                sa_avx512_sort_near_ties(row, packs + a, b - a, b - a, largest, packs + a, work);
+            a = b;
+        }
+    }
+    return 1;
 }
 
 /* sa_avx512_sort_candidates_f32 for a float64 row's m candidates (values,
@@ -1223,7 +1276,7 @@ SA_INLINE int sa_topk_whole_pairs(const double *row, const uint64_t *cindex, ptr
  * nor on ranges within 2^32, nor on float32 data), keys equal in their
  * packed bits but not whole may be out of order: each run of such packs
  * among the k first, and the candidates tying the k-th's packed key, are
- * sorted again by their whole keys (sa_avx512_sort_near_ties). The pairs
+ * sorted again by their whole keys (sa_avx512_mend_packs_f64). The pairs
  * in best carry the packed keys. Returns 1, or 0 with the m candidates'
  * pairs (whole keys) in best where a run is more than m / 2 packs (keys
  * close together against their range; its work would not fit). best holds
@@ -1259,44 +1312,9 @@ SA_AVX512 static int sa_avx512_sort_candidates_f64(const double *row, double *cv
                                  _mm512_or_si512(_mm512_slli_epi64(packed, 32), _mm512_andnot_si512(index, low)));
     }
     sa_avx512_sort_packs(packs, m, k, work, ids);
-    if (_mm512_test_epi64_mask(lost8, lost8)) {
-        /* the candidates whose packed key is the k-th's: the last `inside`
-         * of the k first, `tying` in all */
-        const uint32_t last_key = (uint32_t)(packs[k - 1] >> 32);
-        ptrdiff_t inside = 1, tying = 0, equal = 0;
-        while (inside < k && (uint32_t)(packs[k - 1 - inside] >> 32) == last_key)
-            inside++;
-#pragma omp simd reduction(+ : tying)
-        for (ptrdiff_t i = 0; i < m; i++)
-            tying += packed_key[i] == last_key;
-#pragma omp simd reduction(+ : equal)
-        for (ptrdiff_t j = 0; j < k - 1; j++)
-            equal += (packs[j] >> 32) == (packs[j + 1] >> 32);
-        ptrdiff_t runs_end = k;
-        if (tying > inside) {
-            if (tying > m / 2)
-                return sa_topk_whole_pairs(row, cindex, m, largest, best);
-            /* the group gathered at work (its packs stay behind the reads of packed_key) */
-            for (ptrdiff_t i = 0, t = 0; i < m; i++)
-                if (packed_key[i] == last_key)
-                    work[t++] = sa_topk_pack(last_key, cindex[i]);
-            runs_end = k - inside;
-            sa_avx512_sort_near_ties(row, work, tying, inside, largest, packs + runs_end, work + tying);
-        }
-        /* runs of equal packed keys: ties whole (keys of few values) need nothing */
-        if (equal > 0 && sa_avx512_descents_f64(packs, runs_end, row, largest) > 0) {
-            for (ptrdiff_t a = 0; a < runs_end;) {
-                ptrdiff_t b = a + 1;
-                while (b < runs_end && (packs[b] >> 32) == (packs[a] >> 32))
-                    b++;
-                if (b - a > m / 2)
-                    return sa_topk_whole_pairs(row, cindex, m, largest, best);
-                if (b - a > 1)
-                    sa_avx512_sort_near_ties(row, packs + a, b - a, b - a, largest, packs + a, work);
-                a = b;
-            }
-        }
-    }
+    if (_mm512_test_epi64_mask(lost8, lost8)
+        && !sa_avx512_mend_packs_f64(row, packs, packed_key, cindex, m, k, largest, work, best))
+        return 0;
     sa_avx512_pairs_from_packs(packs, k, best);
     return 1;
 }
