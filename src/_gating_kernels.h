@@ -106,23 +106,6 @@
 #define SA_TOPK_COUNT_BYTES 512
 #define SA_TOPK_COUNT_N (SA_TOPK_COUNT_BYTES / 4)
 _Static_assert(SA_TOPK_COUNT_N <= SA_TOPK_SAMPLE_LONG, "sa_topk_lane_bound's float64 upper halves hold G lanes");
-/* The largest b with only its top `bits` bits set that at least k of the
- * G keys reach (sa_topk_lane_bound), a bit at a time, each a count over
- * the keys. */
-SA_INLINE uint32_t sa_topk_top_bits_bound(const uint32_t *key, ptrdiff_t G, ptrdiff_t k, int bits)
-{
-    uint32_t bound = 0;
-    for (int bit = 31; bit >= 32 - bits; bit--) {
-        const uint32_t trial = bound | (uint32_t)1 << bit;
-        int32_t reached = 0;
-#pragma omp simd reduction(+ : reached)
-        for (ptrdiff_t l = 0; l < G; l++)
-            reached += key[l] >= trial;
-        bound = reached >= k ? trial : bound;
-    }
-    return bound;
-}
-
 /* Entries whose places are counted at once (sa_topk_places): 4 AVX2 vectors of float32 keys. */
 #define SA_TOPK_PLACE_BLOCK 32
 /* Up to this many selected entries are sorted by counting, more by an LSD
@@ -229,6 +212,23 @@ SA_INLINE double sa_unrank_f64(uint64_t key, int largest)
 {
     const uint64_t k = largest ? key : ~key;
     return sa_from_bits64((k & 0x8000000000000000ull) ? k ^ 0x8000000000000000ull : ~k);
+}
+
+/* The largest b with only its top `bits` bits set that at least k of the
+ * G keys reach (sa_topk_lane_bound), a bit at a time, each a count over
+ * the keys. */
+SA_INLINE uint32_t sa_topk_top_bits_bound(const uint32_t *key, ptrdiff_t G, ptrdiff_t k, int bits)
+{
+    uint32_t bound = 0;
+    for (int bit = 31; bit >= 32 - bits; bit--) {
+        const uint32_t trial = bound | (uint32_t)1 << bit;
+        int32_t reached = 0;
+#pragma omp simd reduction(+ : reached)
+        for (ptrdiff_t l = 0; l < G; l++)
+            reached += key[l] >= trial;
+        bound = reached >= k ? trial : bound;
+    }
+    return bound;
 }
 
 /* a before b in the result */
@@ -1220,7 +1220,8 @@ SA_INLINE void sa_topk_whole_pairs(const double *row, const uint64_t *cindex, pt
  * again by their whole keys for the last places; then each run of equal
  * packed keys among the k first whose whole keys are out of order. Returns
  * 1, or 0 with the m candidates' pairs (whole keys) in best where a run is
- * more than m / 2 packs. work holds m packs. */
+ * more than m / 2 packs. work is best's room (2 m packs), packed_key in it
+ * past the first m packs and m bucket numbers. */
 SA_AVX512 static int sa_avx512_mend_packs_f64(const double *row, uint64_t *packs, const uint32_t *packed_key,
                                               const uint64_t *cindex, ptrdiff_t m, ptrdiff_t k, int largest,
                                               uint64_t *work, sa_ranked *best)
