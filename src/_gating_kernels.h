@@ -526,31 +526,69 @@ SA_AVX512_INLINE __mmask8 sa_avx512_reach_pd(__m512d v, __m512d bar, int largest
     return largest ? _mm512_cmp_pd_mask(v, bar, _CMP_NLT_UQ) : _mm512_cmp_pd_mask(v, bar, _CMP_LE_OQ);
 }
 
+/* One step of 32 entries, row[0..32) (only the first `left` when not
+ * full), their first index in first: the reaching ones appended at
+ * cvalues + m and cindex + m; returns the new m. Full steps take no lane
+ * masks and their indices by vector adds, which keeps the loop's port 5
+ * (vcompress' port on Intel) for the compresses. */
+SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f32_step(const float *row, ptrdiff_t left, int full, int largest,
+                                                       __m512 vbar, __m512i first, float *cvalues,
+                                                       uint32_t *cindex, ptrdiff_t m)
+{
+    __m512 v[2];
+    __mmask16 lanes[2];
+    for (int q = 0; q < 2; q++) {
+        const __mmask16 inside = full ? (__mmask16)0xFFFF : sa_avx512_lanes16(left - 16 * q);
+        v[q] = full ? _mm512_loadu_ps(row + 16 * q) : _mm512_maskz_loadu_ps(inside, row + 16 * q);
+        lanes[q] = sa_avx512_reach_ps(v[q], vbar, largest) & inside;
+    }
+    if (!(lanes[0] | lanes[1]))
+        return m;
+    for (int q = 0; q < 2; q++) {
+        const __m512i index = _mm512_add_epi32(first, _mm512_set1_epi32(16 * q));
+        _mm512_storeu_ps(cvalues + m, _mm512_maskz_compress_ps(lanes[q], v[q]));
+        _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi32(lanes[q], index));
+        m += _mm_popcnt_u32(lanes[q]);
+    }
+    return m;
+}
+
 SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f32_body(const float *row, ptrdiff_t n, int largest, float bar,
                                                        float *cvalues, uint32_t *cindex, ptrdiff_t cap)
 {
     const __m512 vbar = _mm512_set1_ps(bar);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    ptrdiff_t m = 0;
-    for (ptrdiff_t b = 0; b < n; b += 32) {
-        __m512 v[2];
-        __mmask16 lanes[2];
-        for (int q = 0; q < 2; q++) {
-            const ptrdiff_t left = n - b - 16 * q;
-            const __mmask16 inside = sa_avx512_lanes16(left);
-            v[q] = _mm512_maskz_loadu_ps(inside, row + b + 16 * q);
-            lanes[q] = sa_avx512_reach_ps(v[q], vbar, largest) & inside;
-        }
-        if (!(lanes[0] | lanes[1]))
-            continue;
-        for (int q = 0; q < 2; q++) {
-            const __m512i index = _mm512_add_epi32(_mm512_set1_epi32((int)(b + 16 * q)), iota);
-            _mm512_storeu_ps(cvalues + m, _mm512_maskz_compress_ps(lanes[q], v[q]));
-            _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi32(lanes[q], index));
-            m += _mm_popcnt_u32(lanes[q]);
-        }
+    __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    ptrdiff_t m = 0, b = 0;
+    for (; b + 32 <= n; b += 32) {
+        m = sa_avx512_reaching_f32_step(row + b, 32, 1, largest, vbar, first, cvalues, cindex, m);
         if (m > cap)
             return -1;
+        first = _mm512_add_epi32(first, _mm512_set1_epi32(32));
+    }
+    if (b < n)
+        m = sa_avx512_reaching_f32_step(row + b, n - b, 0, largest, vbar, first, cvalues, cindex, m);
+    return m > cap ? -1 : m;
+}
+
+/* sa_avx512_reaching_f32_step for float64: four vectors of eight. */
+SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f64_step(const double *row, ptrdiff_t left, int full, int largest,
+                                                       __m512d vbar, __m512i first, double *cvalues,
+                                                       uint64_t *cindex, ptrdiff_t m)
+{
+    __m512d v[4];
+    __mmask8 lanes[4];
+    for (int q = 0; q < 4; q++) {
+        const __mmask8 inside = full ? (__mmask8)0xFF : sa_avx512_lanes8(left - 8 * q);
+        v[q] = full ? _mm512_loadu_pd(row + 8 * q) : _mm512_maskz_loadu_pd(inside, row + 8 * q);
+        lanes[q] = sa_avx512_reach_pd(v[q], vbar, largest) & inside;
+    }
+    if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
+        return m;
+    for (int q = 0; q < 4; q++) {
+        const __m512i index = _mm512_add_epi64(first, _mm512_set1_epi64(8 * q));
+        _mm512_storeu_pd(cvalues + m, _mm512_maskz_compress_pd(lanes[q], v[q]));
+        _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi64(lanes[q], index));
+        m += _mm_popcnt_u32(lanes[q]);
     }
     return m;
 }
@@ -559,28 +597,17 @@ SA_AVX512_INLINE ptrdiff_t sa_avx512_reaching_f64_body(const double *row, ptrdif
                                                        double *cvalues, uint64_t *cindex, ptrdiff_t cap)
 {
     const __m512d vbar = _mm512_set1_pd(bar);
-    const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-    ptrdiff_t m = 0;
-    for (ptrdiff_t b = 0; b < n; b += 32) {
-        __m512d v[4];
-        __mmask8 lanes[4];
-        for (int q = 0; q < 4; q++) {
-            const __mmask8 inside = sa_avx512_lanes8(n - b - 8 * q);
-            v[q] = _mm512_maskz_loadu_pd(inside, row + b + 8 * q);
-            lanes[q] = sa_avx512_reach_pd(v[q], vbar, largest) & inside;
-        }
-        if (!(lanes[0] | lanes[1] | lanes[2] | lanes[3]))
-            continue;
-        for (int q = 0; q < 4; q++) {
-            const __m512i index = _mm512_add_epi64(_mm512_set1_epi64(b + 8 * q), iota);
-            _mm512_storeu_pd(cvalues + m, _mm512_maskz_compress_pd(lanes[q], v[q]));
-            _mm512_storeu_si512(cindex + m, _mm512_maskz_compress_epi64(lanes[q], index));
-            m += _mm_popcnt_u32(lanes[q]);
-        }
+    __m512i first = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    ptrdiff_t m = 0, b = 0;
+    for (; b + 32 <= n; b += 32) {
+        m = sa_avx512_reaching_f64_step(row + b, 32, 1, largest, vbar, first, cvalues, cindex, m);
         if (m > cap)
             return -1;
+        first = _mm512_add_epi64(first, _mm512_set1_epi64(32));
     }
-    return m;
+    if (b < n)
+        m = sa_avx512_reaching_f64_step(row + b, n - b, 0, largest, vbar, first, cvalues, cindex, m);
+    return m > cap ? -1 : m;
 }
 
 SA_TOPK_REACHING_ENTRY(SA_AVX512, sa_avx512_topk_reaching_f32, sa_avx512_reaching_f32_body, float, uint32_t)
