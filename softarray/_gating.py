@@ -107,7 +107,7 @@ def _small_topk(x, k, axis, largest, sorted):
     values with 0 < k <= the row length (checked in C by
     ``_kernels.plain_topk``); else None and the general path runs (and
     raises any error). The kernel call is the general path's."""
-    tensor = _dispatch.plain_tensor(x)
+    tensor = None if type(x) is np.ndarray else _dispatch.plain_tensor(x)
     result = _kernels.plain_topk(x if tensor is None else tensor, k, axis, largest, sorted, threads_for_call())
     if result is None or tensor is None:
         return result
@@ -332,7 +332,7 @@ def _small_topk_gating(router_logits, k, order, renormalize, temperature, noise_
             or type(noise_std) not in (float, int) or noise_std != 0
             or rng is not None or capacity_factor is not None or return_aux is not False):
         return None
-    tensor = _dispatch.plain_tensor(router_logits)
+    tensor = None if type(router_logits) is np.ndarray else _dispatch.plain_tensor(router_logits)
     gate = _kernels.plain_gate(router_logits if tensor is None else tensor, k,
                                order == "topk_softmax" or renormalize, threads_for_call())
     if gate is None or tensor is None:

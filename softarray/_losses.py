@@ -295,7 +295,7 @@ def _small_cross_entropy(logits, target, axis, reduction, return_grad):
     (``_kernels.plain_cross_entropy``), else None and the general path runs
     (and raises any error). The kernel, options and reduction are the
     general path's, so are the bits."""
-    tensor = _dispatch.plain_tensor(logits)
+    tensor = None if type(logits) is np.ndarray else _dispatch.plain_tensor(logits)
     if tensor is not None:          # torch logits take torch targets
         logits, target = tensor, _dispatch.plain_tensor(target)
     result = _kernels.plain_cross_entropy(logits, target, axis, reduction, return_grad,
