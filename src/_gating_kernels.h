@@ -130,6 +130,14 @@ _Static_assert(SA_TOPK_COUNT_N <= SA_TOPK_SAMPLE_LONG, "sa_topk_lane_bound's flo
  * 32 49 / 59, 256 99 / 301, 1000 230 / 429, 32000 4157 / 10094; float64
  * n = 16 40 / 76, 1000 363 / 1074 (one pass over lanes keeping an index). */
 #define SA_TOPK_FIRST_MIN_N_F32 32
+/* The maximum pass reads rows of at least this many bytes as four quarter
+ * streams, shorter ones as one stream of blocks (sa_topk_signed_max). AMD
+ * Zen 4, one thread, us a row, quarters / blocks: rows read from memory
+ * float32 n = 2048 0.71 / 0.24, 4096 1.10 / 0.60, 16384 3.47 / 3.03,
+ * 32000 5.90 / 5.61, float64 n = 1000 0.91 / 0.34, 16384 5.79 / 5.75, a
+ * single row of 128000 38.6 / 43.0; 8 rows in L2 or L3, float32 32000
+ * 1.99 / 2.25, 128000 9.3 / 9.9, float64 128000 18.3 / 20.5. */
+#define SA_TOPK_QUARTERS_BYTES 65536
 /* k = 2 (sa_topk_two_row: the first, then the largest of the others) from
  * these many entries. Per row on Zen 1, rows in L2, ns, against the paths
  * before it: float32 n = 64 160 / 144, 96 176 / 194, 256 215 / 445, 1000
