@@ -916,8 +916,49 @@ SA_INLINE void sa_topk_order_ties(const uint64_t *keys, int64_t *order, ptrdiff_
     }
 }
 
+/* float64 rows of 33 to 64 entries, k <= 8: the first k of keys[0..64)
+ * (padded with 0) by the tree of sa_avx512_first8_packs8 over packs of
+ * each key's top 58 bits above 63 - index, all distinct. Truncating keeps
+ * their order or makes them equal, so where the truncated keys of the first
+ * k + 1 packs all differ, so do their keys, in the same order, and every
+ * other key is below the k-th: the result is exact. Returns 0, having
+ * written nothing, where two of those tie (equal keys, or keys equal in
+ * their top 58 bits), for the whole sort and its tie rule. */
+SA_AVX512_INLINE int sa_avx512_first8_f64(const uint64_t *keys, ptrdiff_t k, sa_ranked *best)
+{
+    const __m512i low = _mm512_set1_epi64(63);
+    __m512i pack[8], all[8];
+    for (int r = 0; r < 8; r++) {
+        const __m512i index = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(8 * r));
+        all[r] = _mm512_or_si512(_mm512_andnot_si512(low, _mm512_loadu_si512(keys + 8 * r)),
+                                 _mm512_sub_epi64(low, index));
+        pack[r] = all[r];
+    }
+    sa_avx512_first8_packs8(pack);
+    uint64_t top[9];
+    _mm512_storeu_si512(top, pack[0]);
+    if (k == 8) {
+        /* the ninth: the largest pack below the eighth */
+        const __m512i eighth = _mm512_set1_epi64((long long)top[7]);
+        __m512i below = _mm512_setzero_si512();
+        for (int r = 0; r < 8; r++)
+            below = _mm512_max_epu64(below, _mm512_maskz_mov_epi64(_mm512_cmplt_epu64_mask(all[r], eighth), all[r]));
+        top[8] = _mm512_reduce_max_epu64(below);
+    }
+    for (ptrdiff_t j = 0; j < k; j++)
+        if (top[j] >> 6 == top[j + 1] >> 6)
+            return 0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const int64_t index = 63 - (int64_t)(top[j] & 63);
+        best[j].key = keys[index];
+        best[j].index = index;
+    }
+    return 1;
+}
+
 /* float64: the rank keys of row[0..n) (n <= 8 regs) sorted with their
- * indices; equal keys put in index order; the first k into best. */
+ * indices; equal keys put in index order; the first k into best (for
+ * k <= 8 of 8 registers, by the first-8 tree where it is exact). */
 SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, ptrdiff_t n, ptrdiff_t k,
                                                       int largest, int regs, sa_ranked *best)
 {
@@ -929,6 +970,8 @@ SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, ptrdiff
         keys[i] = sa_rank_f64(row[i], largest);
     for (ptrdiff_t i = n; i < 8 * regs; i++)
         keys[i] = 0;            /* ties only the smallest key, and its index is larger */
+    if (regs == 8 && k <= 8 && sa_avx512_first8_f64(keys, k, best))
+        return;
     for (int r = 0; r < regs; r++) {
         key[r] = _mm512_loadu_si512(keys + 8 * r);
         index[r] = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(8 * r));

@@ -400,6 +400,34 @@ def test_keys_that_differ_only_in_their_last_bits(dtype):
             check_topk(*got, x, k, -1, largest, True)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", [33, 40, 63, 64])
+def test_short_rows_of_keys_a_few_ulps_apart(dtype, n):
+    """Rows of 33 to 64 entries whose largest (or smallest) are a few ulps
+    apart, some equal: with AVX-512 the first k <= 8 of float64 rows come
+    from packs of each key's top bits above its index, exact only where the
+    first k + 1 differ in those bits; the others must take the whole sort."""
+    rng = np.random.default_rng(n)
+    ladder = [np.ones(1, dtype)[0]]
+    while len(ladder) < 200:
+        ladder.append(np.nextafter(ladder[-1], dtype(2)))
+    ladder = np.array(ladder, dtype)
+    rows = [rng.choice(ladder[:span], n) for span in (3, 12, 64, 200)]
+    spread = rng.standard_normal(n).astype(dtype)
+    spread[rng.choice(n, 9, replace=False)] = rng.choice(ladder[:40], 9)
+    # the eighth largest one ulp above the ninth, which comes first in the row
+    eighth = np.zeros(n, dtype)
+    eighth[rng.choice(np.arange(4, n), 8, replace=False)] = 10 + np.arange(8, dtype=dtype)
+    eighth[np.flatnonzero(eighth)[-1]] = ladder[33]
+    eighth[2] = ladder[32]      # keys 32 and 33 steps above 1.0's agree in their top bits
+    x = np.stack(rows + [spread, -spread, eighth, -eighth])
+    for k in range(1, 10):
+        for largest in (True, False):
+            for sorted in (True, False):
+                got = sa.topk(x, k, largest=largest, sorted=sorted)
+                check_topk(*got, x, k, -1, largest, sorted)
+
+
 def _bound_rows(n, reaching, rng):
     """Rows of zeros (and a negative ramp, so that keys differ) in which
     `reaching` entries equal 1, spread over every lane: that many entries
