@@ -873,6 +873,7 @@ SA_INLINE void SA_FN(sa_topk_row)(const SA_T *row, ptrdiff_t n, ptrdiff_t k, int
         && (largest ? SA_FN(sa_topk_first_row)(row, n, 1, best) : SA_FN(sa_topk_first_row)(row, n, 0, best))) {
         /* done: the first of the largest (or smallest) */
     } else if (k == 2 && n >= (sizeof(SA_T) == 8 ? SA_TOPK_TWO_MIN_N_F64 : SA_TOPK_TWO_MIN_N_F32)
+               && n * (ptrdiff_t)sizeof(SA_T) <= SA_TOPK_TWO_MAX_BYTES
                && (largest ? SA_FN(sa_topk_two_row)(row, n, 1, best) : SA_FN(sa_topk_two_row)(row, n, 0, best))) {
         /* done: the first two of the largest (or smallest) */
     } else if (sizeof(SA_T) == 4 && k <= 2 && n <= SA_TOPK_LANES_N) {

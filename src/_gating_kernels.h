@@ -145,6 +145,16 @@ _Static_assert(SA_TOPK_COUNT_N <= SA_TOPK_SAMPLE_LONG, "sa_topk_lane_bound's flo
  * 98 / 94, 16 102 / 147, 1000 663 / 1512, 128000 76361 / 108070. */
 #define SA_TOPK_TWO_MIN_N_F32 96
 #define SA_TOPK_TWO_MIN_N_F64 16
+/* ... up to rows of this many bytes. Its passes read a row about three
+ * times (the two maximum passes whole, the two searches for the first
+ * copy half of it on average); on longer rows the paths after it, which
+ * read a row once, are faster on AMD Zen 4 (C harness, one thread, us a
+ * row, two passes / the others): rows read from memory float64 n = 4096
+ * 2.30 / 2.25, 32000 19.8 / 17.2, 128000 79.8 / 64.6, float32 4096 1.89 /
+ * 1.68, 32000 11.8 / 9.3, 128000 40.8 / 27.8; 8 rows in cache float64
+ * 1000 0.33 / 0.60, 4096 1.53 / 1.83, 128000 48.9 / 45.6, float32 4096
+ * 0.63 / 0.72, 32000 5.43 / 5.56, 128000 17.1 / 13.4. */
+#define SA_TOPK_TWO_MAX_BYTES 65536
 #define SA_TOPK_BOUND_MIN_N 64
 #define SA_TOPK_BOUND_F64_FEW_K_N 512
 /* Rows of up to this many entries and k <= 8 take the lane bound with 8
