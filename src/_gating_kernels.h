@@ -851,7 +851,8 @@ SA_AVX512_INLINE void sa_avx512_store_ranked(const __m512i *key, const __m512i *
  * operations where sorting all 64 takes about 400 (AMD Zen 4, float32 rows
  * of 64, k = 8: 0.061-0.065 us a row against 0.125; of 40, 0.074 against
  * 0.127). float64 keys may tie, and their tie order needs the key after
- * the k-th, which this tree drops: they keep the whole sort. */
+ * the k-th, which this tree drops: sa_avx512_first8_f64 runs it on packs
+ * of truncated keys and checks that order. */
 SA_AVX512_INLINE void sa_avx512_first8_packs8(__m512i *key)
 {
     sa_avx512_sort_registers8(key, NULL, 0);
@@ -926,6 +927,12 @@ SA_INLINE void sa_topk_order_ties(const uint64_t *keys, int64_t *order, ptrdiff_
     }
 }
 
+/* The row indices 8 r .. 8 r + 7 of register r's lanes. */
+SA_AVX512_INLINE __m512i sa_avx512_register_indices(int r)
+{
+    return _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(8 * r));
+}
+
 /* float64 rows of 33 to 64 entries, k <= 8: the first k of keys[0..64)
  * (padded with 0) by the tree of sa_avx512_first8_packs8 over packs of
  * each key's top 58 bits above 63 - index, all distinct. Truncating keeps
@@ -939,9 +946,8 @@ SA_AVX512_INLINE int sa_avx512_first8_f64(const uint64_t *keys, ptrdiff_t k, sa_
     const __m512i low = _mm512_set1_epi64(63);
     __m512i pack[8], all[8];
     for (int r = 0; r < 8; r++) {
-        const __m512i index = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(8 * r));
         all[r] = _mm512_or_si512(_mm512_andnot_si512(low, _mm512_loadu_si512(keys + 8 * r)),
-                                 _mm512_sub_epi64(low, index));
+                                 _mm512_sub_epi64(low, sa_avx512_register_indices(r)));
         pack[r] = all[r];
     }
     sa_avx512_first8_packs8(pack);
@@ -984,7 +990,7 @@ SA_AVX512_INLINE void sa_avx512_topk_network_f64_regs(const double *row, ptrdiff
         return;
     for (int r = 0; r < regs; r++) {
         key[r] = _mm512_loadu_si512(keys + 8 * r);
-        index[r] = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(8 * r));
+        index[r] = sa_avx512_register_indices(r);
     }
     sa_avx512_bitonic_sort(key, index, regs, 1);
     if (sa_avx512_ties_within(key, regs, k)) {
