@@ -51,6 +51,7 @@ cdef extern from "_softmax_kernels.h" nogil:
         SA_COL_BLOCK_MAX
         SA_CACHED_ROW_BYTES
         SA_CACHED_ROW_BLOCKS
+        SA_STREAM_OUT_BYTES
     void sa_stats_init(sa_stats *st)
     void sa_cached_merge(sa_cached_state *a, const sa_cached_state *b)
     void sa_segment_cached_stats_f32(const float *x, float *out, Py_ssize_t n, float scale,
@@ -65,9 +66,9 @@ cdef extern from "_softmax_kernels.h" nogil:
     int sa_op_is_stable(int op)
     sa_params sa_finalize(int op, const sa_stats *st)
     void sa_rows_f32(const float *x, Py_ssize_t xs, float *out, Py_ssize_t os,
-                     Py_ssize_t n_rows, Py_ssize_t n, float scale, int op)
+                     Py_ssize_t n_rows, Py_ssize_t n, float scale, int op, int stream_out)
     void sa_rows_f64(const double *x, Py_ssize_t xs, double *out, Py_ssize_t os,
-                     Py_ssize_t n_rows, Py_ssize_t n, double scale, int op)
+                     Py_ssize_t n_rows, Py_ssize_t n, double scale, int op, int stream_out)
     void sa_cols_f32(const float *x, Py_ssize_t xs, float *out, Py_ssize_t os,
                      Py_ssize_t n, Py_ssize_t width, float scale, int op)
     void sa_cols_f64(const double *x, Py_ssize_t xs, double *out, Py_ssize_t os,
@@ -92,11 +93,12 @@ cdef Py_ssize_t COL_CACHE_BYTES = 512 * 1024
 
 
 cdef inline void _rows(const floating *x, Py_ssize_t xs, floating *out, Py_ssize_t os,
-                       Py_ssize_t n_rows, Py_ssize_t n, double scale, int op) noexcept nogil:
+                       Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
+                       int stream_out) noexcept nogil:
     if floating is float:
-        sa_rows_f32(x, xs, out, os, n_rows, n, <float>scale, op)
+        sa_rows_f32(x, xs, out, os, n_rows, n, <float>scale, op, stream_out)
     else:
-        sa_rows_f64(x, xs, out, os, n_rows, n, scale, op)
+        sa_rows_f64(x, xs, out, os, n_rows, n, scale, op, stream_out)
 
 
 cdef inline void _segment_stats(const floating *x, Py_ssize_t n, double scale, int op,
@@ -219,21 +221,23 @@ cdef void _rows_parallel(const floating *x, Py_ssize_t xs, floating *out, Py_ssi
                          Py_ssize_t n_rows, Py_ssize_t n, double scale, int op,
                          int n_threads) noexcept nogil:
     cdef Py_ssize_t n_chunks, chunk, c, r0
-    if n_threads <= 1 or n_rows * n * <Py_ssize_t> sizeof(floating) < PARALLEL_MIN_BYTES:
-        _rows(x, xs, out, os, n_rows, n, scale, op)
+    cdef Py_ssize_t n_bytes = n_rows * n * <Py_ssize_t> sizeof(floating)
+    cdef int stream_out = n_bytes >= SA_STREAM_OUT_BYTES
+    if n_threads <= 1 or n_bytes < PARALLEL_MIN_BYTES:
+        _rows(x, xs, out, os, n_rows, n, scale, op, stream_out)
         return
     if n_rows < n_threads and n >= SPLIT_MIN_LENGTH:
         if _rows_split(x, xs, out, os, n_rows, n, scale, op, n_threads) == 0:
             return
     n_chunks = min(n_rows, <Py_ssize_t> n_threads)
     if n_chunks == 1:   # one row too short to split: a team would idle all but one
-        _rows(x, xs, out, os, n_rows, n, scale, op)
+        _rows(x, xs, out, os, n_rows, n, scale, op, stream_out)
         return
     chunk = (n_rows + n_chunks - 1) // n_chunks
     for c in prange(n_chunks, num_threads=n_threads, schedule='static'):
         r0 = c * chunk
         if r0 < n_rows:
-            _rows(x + r0 * xs, xs, out + r0 * os, os, min(chunk, n_rows - r0), n, scale, op)
+            _rows(x + r0 * xs, xs, out + r0 * os, os, min(chunk, n_rows - r0), n, scale, op, stream_out)
 
 
 def rows(const floating[:, :] x, floating[:, :] out, int op, double scale, int n_threads):

@@ -250,9 +250,11 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_
     st->nan = bad;
 }
 
-/* Pass 2: block k of out times exp(shift[k] - m) * inv. */
-SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const double *shift, double m,
-                                              double inv)
+/* Pass 2: block k of out times exp(shift[k] - m) * inv. With staged (not
+ * NULL), pass 1 stored the exponentials there, and block k of out is
+ * written from them by the streaming pass (sa_rows_streamed). */
+SA_INLINE void SA_FN(sa_softmax_cached_pass2)(const SA_T *staged, SA_T *out, ptrdiff_t n, const double *shift,
+                                              double m, double inv)
 {
     double f_shift = m;     /* the shift f is for: the blocks between two rises of the running maximum share it */
     SA_T f = (SA_T)inv;
@@ -263,6 +265,12 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const doub
             f_shift = shift[k];
             f = (SA_T)(f_shift == m ? inv : sa_exp_shifted_f64(f_shift, m) * inv);
         }
+#if defined(SA_STREAM_PASS_AVX2) && SA_HAVE_SOFTMAX_AVX2
+        if (staged) {
+            SA_STREAM_PASS_AVX2(staged + b, ob, len, f, 0, 0, 0);
+            continue;
+        }
+#endif
         SA_FN(sa_scale_block)(ob, len, f);
     }
 }
@@ -272,7 +280,52 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
     double shift[SA_CACHED_ROW_BLOCKS];
     sa_cached_state st;
     SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, &st);
-    SA_FN(sa_softmax_cached_pass2)(out, n, shift, st.max, sa_cached_inverse(&st));
+    SA_FN(sa_softmax_cached_pass2)(NULL, out, n, shift, st.max, sa_cached_inverse(&st));
+}
+
+/* Softmax or log_softmax of rows whose output is larger than the caches
+ * (the caller's stream_out) and whose length fits SA_STAGE_ROW_BYTES: pass 1
+ * stores a row's exponentials (softmax) or y = x * scale (log_softmax) into
+ * stage, which stays in L2, and the last pass writes the output row from
+ * stage by non-temporal stores. The in-place passes store into the output
+ * row from pass 1 on, so each of its lines is first read from memory (the
+ * read for ownership): for an output that leaves the caches anyway, a third
+ * of the call's traffic. Same bits as the in-place passes (the same
+ * operations in the same order). Returns 0, having written nothing, where
+ * it does not apply or stage cannot be allocated. */
+SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
+                                      ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
+{
+#if defined(SA_STREAM_PASS_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    if (!sa_simd_v3 || (op != SA_SOFTMAX && op != SA_LOG_SOFTMAX)
+        || n > SA_STAGE_ROW_BYTES / (ptrdiff_t)sizeof(SA_T) || (uintptr_t)out % sizeof(SA_T) != 0)
+        return 0;
+    SA_T *stage = (SA_T *)malloc((size_t)n * sizeof(SA_T));
+    if (!stage)
+        return 0;
+    for (ptrdiff_t r = 0; r < n_rows; r++) {
+        const SA_T *row = x + r * x_stride;
+        SA_T *orow = out + r * out_stride;
+        if (op == SA_SOFTMAX) {
+            double shift[SA_CACHED_ROW_BLOCKS];
+            sa_cached_state st;
+            SA_FN(sa_softmax_cached_pass1)(row, stage, n, scale, shift, &st);
+            SA_FN(sa_softmax_cached_pass2)(stage, orow, n, shift, st.max, sa_cached_inverse(&st));
+        } else {
+            sa_stats st;
+            sa_stats_init(&st);
+            SA_FN(sa_segment_stats_impl)(row, stage, n, scale, 0, 0, &st);
+            const sa_params p = sa_finalize(op, &st);
+            SA_STREAM_PASS_AVX2(stage, orow, n, (SA_T)1, (SA_T)p.a, (SA_T)p.b, 1);
+        }
+    }
+    sa_avx2_stream_fence();
+    free(stage);
+    return 1;
+#else
+    (void)x, (void)x_stride, (void)out, (void)out_stride, (void)n_rows, (void)n, (void)scale, (void)op;
+    return 0;
+#endif
 }
 
 /* Public entry points (dispatched, see SA_DISPATCHED). Strides are in elements. */
@@ -303,7 +356,7 @@ SA_DISPATCHED(SA_FN(sa_segment_cached_write), (SA_T *out, ptrdiff_t n, const dou
                                                sa_cached_state row),
               (out, n, shift, row))
 {
-    SA_FN(sa_softmax_cached_pass2)(out, n, shift, row.max, sa_cached_inverse(&row));
+    SA_FN(sa_softmax_cached_pass2)(NULL, out, n, shift, row.max, sa_cached_inverse(&row));
 }
 
 /* One block of columns: the reduction runs down n rows (x_stride apart) of
@@ -549,16 +602,20 @@ SA_DISPATCHED(SA_FN(sa_rows_small), (const SA_T *x, ptrdiff_t x_stride, SA_T *ou
 
 /* Rows [0, n_rows) of a matrix whose rows are contiguous. For SA_LOGSUMEXP,
  * out has one element per row, out_stride apart; otherwise out is a matrix
- * with rows out_stride apart. */
+ * with rows out_stride apart. stream_out: the call's whole output is larger
+ * than the caches (SA_STREAM_OUT_BYTES), so that softmax and log_softmax
+ * write it by non-temporal stores where they can (sa_rows_streamed). */
 SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
-                               ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op),
-              (x, x_stride, out, out_stride, n_rows, n, scale, op))
+                               ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op, int stream_out),
+              (x, x_stride, out, out_stride, n_rows, n, scale, op, stream_out))
 {
     const int stable = sa_op_is_stable(op);
     if (n <= SA_SMALL_ROW_MAX) {
         SA_FN(sa_rows_small)(x, x_stride, out, out_stride, n_rows, n, scale, op);
         return;
     }
+    if (stream_out && SA_FN(sa_rows_streamed)(x, x_stride, out, out_stride, n_rows, n, scale, op))
+        return;
     if (op == SA_SOFTMAX && n <= SA_CACHED_ROW_BYTES / (ptrdiff_t)sizeof(SA_T)) {
         for (ptrdiff_t r = 0; r < n_rows; r++)
             SA_FN(sa_softmax_row_cached)(x + r * x_stride, out + r * out_stride, n, scale);

@@ -21,6 +21,7 @@
 #define SOFTARRAY_SOFTMAX_KERNELS_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <math.h>
 #include "_simd.h"
 #include "_softmax_sizes.h"
@@ -254,6 +255,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f32          /* AVX2, or AVX-512 where it runs */
 #define SA_SCALE_AVX512 sa_avx512_scale_f32                     /* where sa_simd_v4 */
 #define SA_SHIFT_TWICE_AVX512 sa_avx512_shift_twice_f32
+#define SA_STREAM_PASS_AVX2 sa_avx2_stream_pass_f32               /* where sa_simd_v3 */
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_f32     /* float's shifted exp is the rounded one */
 #define SA_EXP_SMALL sa_exp_small_f32
@@ -276,6 +278,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_SCALE_AVX512
 #undef SA_SHIFT_TWICE_AVX512
+#undef SA_STREAM_PASS_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 
@@ -285,6 +288,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #define SA_EXP_STORE_SUM_AVX2 sa_x86_exp_store_sum_f64          /* AVX2, or AVX-512 where it runs */
 #define SA_SCALE_AVX512 sa_avx512_scale_f64                     /* where sa_simd_v4 */
 #define SA_SHIFT_TWICE_AVX512 sa_avx512_shift_twice_f64
+#define SA_STREAM_PASS_AVX2 sa_avx2_stream_pass_f64               /* where sa_simd_v3 */
 #define SA_EXP_REST_COUNT_AVX2 sa_x86_exp_rest_count_shifted_f64
 #define SA_EXP_ROUNDED_REST_COUNT_AVX2 sa_x86_exp_rest_count_rounded_f64
 #define SA_COLS_EXP_AVX2 sa_x86_cols_exp_shifted_f64
@@ -306,6 +310,7 @@ static inline double sa_x86_exp_store_rest_count_f64(const double *x, double *ou
 #undef SA_EXP_STORE_SUM_AVX2
 #undef SA_SCALE_AVX512
 #undef SA_SHIFT_TWICE_AVX512
+#undef SA_STREAM_PASS_AVX2
 #undef SA_EXP_REST_COUNT_AVX2
 #undef SA_EXP_ROUNDED_REST_COUNT_AVX2
 #undef SA_COLS_EXP_AVX2
@@ -325,11 +330,11 @@ static inline void sa_rows_half(const uint16_t *x, ptrdiff_t x_stride, uint16_t 
             sa_half_widen(x + (r0 + r) * x_stride, scratch + r * n, n, kind);
         if (op == SA_LOGSUMEXP) {
             float *values = scratch + rows * n;
-            sa_rows_f32(scratch, n, values, 1, rows, n, scale, op);
+            sa_rows_f32(scratch, n, values, 1, rows, n, scale, op, 0);
             for (ptrdiff_t r = 0; r < rows; r++)
                 sa_half_narrow(values + r, out + (r0 + r) * out_stride, 1, kind);
         } else {
-            sa_rows_f32(scratch, n, scratch, n, rows, n, scale, op);
+            sa_rows_f32(scratch, n, scratch, n, rows, n, scale, op, 0);
             for (ptrdiff_t r = 0; r < rows; r++)
                 sa_half_narrow(scratch + r * n, out + (r0 + r) * out_stride, n, kind);
         }

@@ -22,6 +22,16 @@
 #define SA_CACHED_ROW_BYTES (8 * 1024 * 1024)
 /* Blocks of such a row at most (float32: the narrowest type). */
 #define SA_CACHED_ROW_BLOCKS (SA_CACHED_ROW_BYTES / (SA_ROW_BLOCK * 4))
+/* Softmax and log_softmax write an output of at least this many bytes by
+ * non-temporal stores (sa_rows_streamed): beyond the last-level cache of
+ * common machines (32 MiB on an AMD Zen 4 CCX), where the output leaves the
+ * caches before the caller reads it, and a plain store's read of each line
+ * before writing it is traffic for nothing. glibc's memcpy switches to such
+ * stores at a threshold of the same kind. */
+#define SA_STREAM_OUT_BYTES (32 * 1024 * 1024)
+/* ... for rows of up to this many bytes, staged in a buffer that stays in
+ * L2 between the passes (a language model's 128000 float32 logits). */
+#define SA_STAGE_ROW_BYTES (512 * 1024)
 /* Rows this short go through the transposed-tile path (sa_rows_small). */
 #define SA_SMALL_ROW_MAX 32
 #define SA_SMALL_TILE 64

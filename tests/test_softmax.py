@@ -122,6 +122,44 @@ def test_softmax_long_rows_with_special_values(dtype, n, threads):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=np.finfo(dtype).tiny, equal_nan=True)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype, n", [(np.float32, 8191), (np.float32, 32000), (np.float64, 4099)])
+def test_outputs_beyond_the_caches_equal_the_same_rows_in_smaller_calls(dtype, n, op, threads):
+    """An output of 32 MiB or more is written by non-temporal stores from a
+    staged row (sa_rows_streamed), smaller ones in place. Both must give the
+    same bits, row by row: the whole call against the same rows in calls of
+    at most 256 rows, with special rows among them (a leading run of -inf, a
+    late rise of the maximum, +inf, NaN, one dominant entry), row lengths
+    whose rows start off the vectors' alignment, and a strided view whose
+    rows are not contiguous with each other. Checked against SciPy too."""
+    rows = -(-(32 * 2**20) // (n * np.dtype(dtype).itemsize)) + 3
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
+    x[0, :3000] = -np.inf
+    x[1, n - 7] = 60.0
+    x[2, n // 2] = np.inf
+    x[3, n // 3] = np.nan
+    x[4, 5] = 200.0
+    f = getattr(sa, op)
+    with sa.threads(threads):
+        whole = f(x, axis=-1)
+        parts = np.concatenate([f(x[r:r + 256], axis=-1) for r in range(0, rows, 256)])
+        view = np.empty((rows, n + 5), dtype)[:, 3:n + 3]
+        view[...] = x
+        strided = f(view, axis=-1)
+    np.testing.assert_array_equal(whole, parts)
+    np.testing.assert_array_equal(strided, parts)
+    reference = getattr(scipy.special, op)
+    with np.errstate(all="ignore"):
+        want = reference(x[:8].astype(np.float64), axis=-1)
+    rtol = max(RTOL[np.dtype(dtype).type], 256 * np.finfo(np.float64).eps)
+    # atol for log_softmax: SciPy gives 0 at a dominant maximum, where the
+    # correctly rounded value is -exp(-gap), 1e-20 and less here
+    atol = np.finfo(dtype).tiny if op == "softmax" else np.finfo(dtype).eps
+    np.testing.assert_allclose(whole[:8], want, rtol=rtol, atol=atol, equal_nan=True)
+
+
 def test_log_softmax_dominant_entry_float32(backend):
     """SciPy returns exactly 0 here; the correctly rounded value is -exp(-x0).
     The kernels' own exp and log1p give it; the portable path's are the
