@@ -69,6 +69,22 @@ SA_AVX512_INLINE __m512 sa_avx512_exp_scaled_shift(__m512 x, __m512 scale, __m51
     return sa_avx512_exp_nonpositive(_mm512_sub_ps(_mm512_mul_ps(x, scale), m));   /* x * scale rounded first */
 }
 
+/* The four cache lines SA_PREFETCH_AHEAD bytes past at: asked for by the
+ * exponential loops' main steps (four vectors, four lines of x a step), so
+ * that the lines of the blocks ahead arrive from memory while this block's
+ * exponentials run. Without it a row read from memory waited for each
+ * block's lines in its maximum pass and then computed with the memory idle:
+ * 1024x32000 logsumexp at one thread (Intel Xeon of 2026-12-07) float64
+ * 33.4 -> 26.1 ms, float32 10.9 -> 8.6-9.3. A prefetch never faults, so
+ * the address may lie past the row (it is formed as an integer). */
+#define SA_PREFETCH_AHEAD 4096
+SA_AVX512_INLINE void sa_avx512_prefetch_ahead(const void *at)
+{
+    const uintptr_t p = (uintptr_t)at + SA_PREFETCH_AHEAD;
+    for (int k = 0; k < 4; k++)
+        _mm_prefetch((const char *)(p + 64 * k), _MM_HINT_T0);
+}
+
 /* sa_avx2_exp_store_sum_f32 on AVX-512. */
 SA_AVX512_INLINE float sa_avx512_exp_store_sum_ps(const float *x, float *out, ptrdiff_t len, float scale, float m)
 {
@@ -77,6 +93,7 @@ SA_AVX512_INLINE float sa_avx512_exp_store_sum_ps(const float *x, float *out, pt
     ptrdiff_t i = 0;
     for (; i + 64 <= len; i += 64) {
         __m512 e[4];
+        sa_avx512_prefetch_ahead(x + i);
         for (int k = 0; k < 4; k++)
             e[k] = sa_avx512_exp_scaled_shift(_mm512_loadu_ps(x + i + 16 * k), s, mv);
         for (int k = 0; k < 4; k++) {
@@ -126,11 +143,13 @@ SA_AVX512_INLINE float sa_avx512_exp_rest_count(const float *x, float *out, ptrd
     for (int k = 0; k < 4; k++)
         rest[k] = cnt[k] = _mm512_setzero_ps();
     ptrdiff_t i = 0;
-    for (; i + 64 <= len; i += 64)
+    for (; i + 64 <= len; i += 64) {
+        sa_avx512_prefetch_ahead(x + i);
         for (int k = 0; k < 4; k++)
             rest[k] = _mm512_add_ps(rest[k], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i + 16 * k), s, mv, all,
                                                                        out ? out + i + 16 * k : NULL,
                                                                        counted ? &cnt[k] : NULL, store_y));
+    }
     for (; i + 16 <= len; i += 16)
         rest[0] = _mm512_add_ps(rest[0], sa_avx512_rest_count_step(_mm512_loadu_ps(x + i), s, mv, all,
                                                                    out ? out + i : NULL, counted ? &cnt[0] : NULL,
@@ -322,6 +341,7 @@ SA_AVX512_INLINE double sa_avx512_exp_store_sum_pd(const double *x, double *out,
     ptrdiff_t i = 0;
     for (; i + 32 <= len; i += 32) {
         __m512d e[4];
+        sa_avx512_prefetch_ahead(x + i);
         for (int k = 0; k < 4; k++)
             e[k] = sa_avx512_exp_shift_f64(_mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s), mv, 1);
         for (int k = 0; k < 4; k++) {
@@ -371,6 +391,7 @@ SA_AVX512_INLINE double sa_avx512_exp_rest_count_pd(const double *x, double *out
     ptrdiff_t i = 0;
     for (; i + 32 <= len; i += 32) {
         __m512d y[4], e[4];
+        sa_avx512_prefetch_ahead(x + i);
         for (int k = 0; k < 4; k++) {
             y[k] = _mm512_mul_pd(_mm512_loadu_pd(x + i + 8 * k), s);
             e[k] = sa_avx512_exp_shift_f64(y[k], mv, corrected);
