@@ -1046,9 +1046,9 @@ SA_AVX2 static void sa_avx2_cols_exp_f64(const double *row, double *out, const d
                                  sa_avx2_lanes_below_pd(width - j), 1, corrected);
 }
 
-/* The last pass of an output larger than the caches, read from a staged
- * copy: dst = src * f (softmax) or (src - a) - b (log_softmax), the same
- * bits as the in-place passes. dst's whole 32-byte pieces are written by
+/* The last pass of an output larger than the caches: dst = src * f
+ * (softmax, from its staged exponentials) or (src * f - a) - b (log_softmax,
+ * from x, f its scale), the same bits as the in-place passes. dst's whole 32-byte pieces are written by
  * non-temporal stores, which send a line to memory without first reading it
  * in: a plain store reads each output line from memory before writing it
  * (the read for ownership), a third of such a call's traffic. Entries before
@@ -1058,7 +1058,8 @@ SA_AVX2 static void sa_avx2_cols_exp_f64(const double *row, double *out, const d
  * well: the pass is bound by memory, not by the vectors' width. */
 SA_AVX2_INLINE __m256 sa_avx2_last_step_ps(__m256 v, __m256 f, __m256 a, __m256 b, int shift)
 {
-    return shift ? _mm256_sub_ps(_mm256_sub_ps(v, a), b) : _mm256_mul_ps(v, f);
+    const __m256 y = _mm256_mul_ps(v, f);
+    return shift ? _mm256_sub_ps(_mm256_sub_ps(y, a), b) : y;
 }
 
 SA_AVX2 static void sa_avx2_stream_pass_f32(const float *src, float *dst, ptrdiff_t len, float f, float a,
@@ -1067,16 +1068,17 @@ SA_AVX2 static void sa_avx2_stream_pass_f32(const float *src, float *dst, ptrdif
     const __m256 fv = _mm256_set1_ps(f), av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
     ptrdiff_t i = 0;
     for (; i < len && ((uintptr_t)(dst + i) & 31) != 0; i++)
-        dst[i] = shift ? (src[i] - a) - b : src[i] * f;
+        dst[i] = shift ? (src[i] * f - a) - b : src[i] * f;
     for (; i + 8 <= len; i += 8)
         _mm256_stream_ps(dst + i, sa_avx2_last_step_ps(_mm256_loadu_ps(src + i), fv, av, bv, shift));
     for (; i < len; i++)
-        dst[i] = shift ? (src[i] - a) - b : src[i] * f;
+        dst[i] = shift ? (src[i] * f - a) - b : src[i] * f;
 }
 
 SA_AVX2_INLINE __m256d sa_avx2_last_step_pd(__m256d v, __m256d f, __m256d a, __m256d b, int shift)
 {
-    return shift ? _mm256_sub_pd(_mm256_sub_pd(v, a), b) : _mm256_mul_pd(v, f);
+    const __m256d y = _mm256_mul_pd(v, f);
+    return shift ? _mm256_sub_pd(_mm256_sub_pd(y, a), b) : y;
 }
 
 SA_AVX2 static void sa_avx2_stream_pass_f64(const double *src, double *dst, ptrdiff_t len, double f, double a,
@@ -1085,11 +1087,11 @@ SA_AVX2 static void sa_avx2_stream_pass_f64(const double *src, double *dst, ptrd
     const __m256d fv = _mm256_set1_pd(f), av = _mm256_set1_pd(a), bv = _mm256_set1_pd(b);
     ptrdiff_t i = 0;
     for (; i < len && ((uintptr_t)(dst + i) & 31) != 0; i++)
-        dst[i] = shift ? (src[i] - a) - b : src[i] * f;
+        dst[i] = shift ? (src[i] * f - a) - b : src[i] * f;
     for (; i + 4 <= len; i += 4)
         _mm256_stream_pd(dst + i, sa_avx2_last_step_pd(_mm256_loadu_pd(src + i), fv, av, bv, shift));
     for (; i < len; i++)
-        dst[i] = shift ? (src[i] - a) - b : src[i] * f;
+        dst[i] = shift ? (src[i] * f - a) - b : src[i] * f;
 }
 
 /* Orders the non-temporal stores before whatever the thread does next (they

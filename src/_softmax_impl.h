@@ -294,29 +294,34 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
 }
 
 /* Softmax or log_softmax of rows whose output is larger than the caches
- * (the caller's stream_out) and whose length fits SA_STAGE_ROW_BYTES: pass 1
- * stores a row's exponentials (softmax) or y = x * scale (log_softmax) into
- * stage, which stays in L2, and the last pass writes the output row from
- * stage by non-temporal stores. The in-place passes store into the output
- * row from pass 1 on, so each of its lines is first read from memory (the
- * read for ownership): for an output that leaves the caches anyway, a third
- * of the call's traffic. Same bits as the in-place passes (the same
- * operations in the same order). Returns 0, having written nothing, where
- * it does not apply or stage cannot be allocated. */
+ * (the caller's stream_out): the last pass writes each output row by
+ * non-temporal stores. The in-place passes store into the output row from
+ * pass 1 on, so each of its lines is first read from memory (the read for
+ * ownership): for an output that leaves the caches anyway, a third of the
+ * call's traffic. softmax, rows of up to SA_STAGE_ROW_BYTES: pass 1 stores
+ * the row's exponentials into stage, a buffer that stays in L2, and the last
+ * pass scales them into the output. log_softmax, rows of any length: pass 1
+ * keeps only the statistics, as logsumexp, and the last pass computes
+ * (x * scale - a) - b from x again (in L2 for rows that fit, and two
+ * subtractions an entry), where the in-place path stored y = x * scale in
+ * pass 1. Same bits as the in-place passes (the same operations in the same
+ * order). Returns 0, having written nothing, where it does not apply or
+ * stage cannot be allocated. */
 SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
                                       ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
 {
 #if defined(SA_STREAM_PASS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-    if (!sa_simd_v3 || (op != SA_SOFTMAX && op != SA_LOG_SOFTMAX)
-        || n > SA_STAGE_ROW_BYTES / (ptrdiff_t)sizeof(SA_T) || (uintptr_t)out % sizeof(SA_T) != 0)
+    const int softmax = op == SA_SOFTMAX;
+    if (!sa_simd_v3 || (!softmax && op != SA_LOG_SOFTMAX) || (uintptr_t)out % sizeof(SA_T) != 0
+        || (softmax && n > SA_STAGE_ROW_BYTES / (ptrdiff_t)sizeof(SA_T)))
         return 0;
-    SA_T *stage = (SA_T *)malloc((size_t)n * sizeof(SA_T));
-    if (!stage)
+    SA_T *stage = softmax ? (SA_T *)malloc((size_t)n * sizeof(SA_T)) : NULL;
+    if (softmax && !stage)
         return 0;
     for (ptrdiff_t r = 0; r < n_rows; r++) {
         const SA_T *row = x + r * x_stride;
         SA_T *orow = out + r * out_stride;
-        if (op == SA_SOFTMAX) {
+        if (softmax) {
             double shift[SA_CACHED_ROW_BLOCKS];
             sa_cached_state st;
             SA_FN(sa_softmax_cached_pass1)(row, stage, n, scale, shift, &st);
@@ -324,9 +329,9 @@ SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *o
         } else {
             sa_stats st;
             sa_stats_init(&st);
-            SA_FN(sa_segment_stats_impl)(row, stage, n, scale, 0, 0, &st);
+            SA_FN(sa_segment_stats_impl)(row, NULL, n, scale, 0, 0, &st);
             const sa_params p = sa_finalize(op, &st);
-            SA_STREAM_PASS_AVX2(stage, orow, n, (SA_T)1, (SA_T)p.a, (SA_T)p.b, 1);
+            SA_STREAM_PASS_AVX2(row, orow, n, scale, (SA_T)p.a, (SA_T)p.b, 1);
         }
     }
     sa_avx2_stream_fence();

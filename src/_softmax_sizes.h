@@ -29,8 +29,9 @@
  * before writing it is traffic for nothing. glibc's memcpy switches to such
  * stores at a threshold of the same kind. */
 #define SA_STREAM_OUT_BYTES (32 * 1024 * 1024)
-/* ... for rows of up to this many bytes, staged in a buffer that stays in
- * L2 between the passes (a language model's 128000 float32 logits). */
+/* ... softmax for rows of up to this many bytes, staged in a buffer that
+ * stays in L2 between the passes (a language model's 128000 float32
+ * logits); log_softmax for rows of any length. */
 #define SA_STAGE_ROW_BYTES (512 * 1024)
 /* Rows this short go through the transposed-tile path (sa_rows_small). */
 #define SA_SMALL_ROW_MAX 32

@@ -124,15 +124,18 @@ def test_softmax_long_rows_with_special_values(dtype, n, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
-@pytest.mark.parametrize("dtype, n", [(np.float32, 8191), (np.float32, 32000), (np.float64, 4099)])
+@pytest.mark.parametrize("dtype, n", [(np.float32, 8191), (np.float32, 32000), (np.float64, 4099),
+                                      (np.float64, 70001)])
 def test_outputs_beyond_the_caches_equal_the_same_rows_in_smaller_calls(dtype, n, op, threads):
-    """An output of 32 MiB or more is written by non-temporal stores from a
-    staged row (sa_rows_streamed), smaller ones in place. Both must give the
-    same bits, row by row: the whole call against the same rows in calls of
-    at most 256 rows, with special rows among them (a leading run of -inf, a
-    late rise of the maximum, +inf, NaN, one dominant entry), row lengths
-    whose rows start off the vectors' alignment, and a strided view whose
-    rows are not contiguous with each other. Checked against SciPy too."""
+    """An output of 32 MiB or more is written by non-temporal stores
+    (sa_rows_streamed: softmax from a staged row of up to 512 KiB, so not
+    the 70001-entry float64 rows; log_softmax from x, any length), smaller
+    ones in place. Both must give the same bits, row by row: the whole call
+    against the same rows in three calls of about 11 MiB, with special rows
+    among them (a leading run of -inf, a late rise of the maximum, +inf,
+    NaN, one dominant entry), row lengths whose rows start off the vectors'
+    alignment, and a strided view whose rows are not contiguous with each
+    other. Checked against SciPy too."""
     rows = -(-(32 * 2**20) // (n * np.dtype(dtype).itemsize)) + 3
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
@@ -144,7 +147,9 @@ def test_outputs_beyond_the_caches_equal_the_same_rows_in_smaller_calls(dtype, n
     f = getattr(sa, op)
     with sa.threads(threads):
         whole = f(x, axis=-1)
-        parts = np.concatenate([f(x[r:r + 256], axis=-1) for r in range(0, rows, 256)])
+        # about 11 MiB of output each, in place; never a row alone, which
+        # two threads would split in segments (other bits, by design)
+        parts = np.concatenate([f(part, axis=-1) for part in np.array_split(x, 3)])
         view = np.empty((rows, n + 5), dtype)[:, 3:n + 3]
         view[...] = x
         strided = f(view, axis=-1)
