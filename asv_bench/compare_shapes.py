@@ -33,9 +33,16 @@ x k {1, 2, 8, 50, 64, 1000} (k < row length), in each ``--dtypes`` (and
 ``--smallest`` adds topk's smallest-k; ``--ks 2 8`` keeps those k), skipping arrays of more than
 ``--max-elements`` entries (default 2**25: 128 MiB of float32, so that the
 grid runs in minutes beside torch's copy). The softmax-family rows add
-``stream``: softarray's time over the time to move the call's bytes at the
-machine's copy bandwidth (np.copyto of 256 MiB, measured in the same
-process), printed where the input does not fit in a 32 MiB cache.
+``stream``: softarray's time over the time to move the call's bytes,
+printed where they do not fit in a 32 MiB cache: softmax and log_softmax
+(read the input, write an output of its size) at the machine's copy
+bandwidth (np.copyto of 256 MiB), logsumexp and cross_entropy (read the
+input, write one value a row) at its read bandwidth (np.max of 256 MiB),
+both measured in the same process. Until 2026-12-07 every call was charged
+the copy's rate, which counts a byte written like a byte read: on the Intel
+Xeon of that day one core reads 15 GB/s alone and a copy moves 25 GB/s
+(12.5 each way, by glibc's non-temporal stores), so a read at the copy's
+rate per byte was beyond any code at one thread (np.max itself scored 1.7).
 """
 import argparse
 import json
@@ -116,6 +123,8 @@ TOPK_ROWS = (1, 8, 64, 1024, 4096)
 TOPK_LENGTHS = (64, 1000, 4096, 32000, 128000)
 TOPK_KS = (1, 2, 8, 50, 64, 1000)
 CACHE_BYTES = 32 * 2**20
+# calls that read their input and write one value a row: streamed at the read rate
+READING_CALLS = ("logsumexp", "cross_entropy")
 
 
 def grid_cases(rng, only, dtypes, smallest, max_elements, ks, same_input):
@@ -169,6 +178,12 @@ def copy_seconds_per_byte():
     return per_call(lambda: np.copyto(b, a), 5) / (2 * a.nbytes)
 
 
+def read_seconds_per_byte():
+    """Seconds per byte read by np.max of 256 MiB."""
+    a = np.ones(2**25)
+    return per_call(lambda: np.max(a), 5) / a.nbytes
+
+
 def warm_up(library, calls, inputs):
     """The first case's calls for about half a second, untimed: the first
     cells timed in a fresh process ran up to 1.6x slower in both rounds
@@ -193,6 +208,7 @@ def timings(library, threads, only, repeat, same_input, grid=None):
         if grid is not None:
             if library == "softarray":
                 out["copy|seconds per byte"] = copy_seconds_per_byte()
+                out["read|seconds per byte"] = read_seconds_per_byte()
             grid_list = grid_cases(rng, only, *grid, same_input)
             warm_up(library, grid_list[0][2:5], grid_list[0][-1])
             for call, shape, ours, peer, floor, size, inputs in grid_list:
@@ -273,12 +289,14 @@ def print_grid(args):
                     "--ks", *map(str, args.ks)]
     for threads in args.threads:
         times = library_times(args, threads, grid_options + (["--smallest"] if args.smallest else []))
-        per_byte = times["softarray"].pop("copy|seconds per byte")
+        copy_per_byte = times["softarray"].pop("copy|seconds per byte")
+        read_per_byte = times["softarray"].pop("read|seconds per byte")
         for key, a in times["softarray"].items():
             call, shape, size = key.split("|")
             b = times["torch"][key]
             c = f"{times['argpartition'][key]:.4g}" if key in times["argpartition"] else ""
             fits = int(size) <= CACHE_BYTES or call == "topk"
+            per_byte = read_per_byte if call in READING_CALLS else copy_per_byte
             stream = "" if fits else f"{a / (int(size) * per_byte * 1e3):.2f}"
             print(f"| {call} | {shape} | {threads} | {a:.4g} | {b:.4g} | {b / a:.2f}x | {stream} | {c} |",
                   flush=True)
