@@ -26,7 +26,7 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
 {
     sa_stats_init(st);
     if (zs == 1) {
-        SA_FN(sa_segment_stats_impl)(z, NULL, C, (SA_T)1, 0, 1, st);
+        SA_FN(sa_segment_stats_impl)(z, NULL, C, (SA_T)1, 0, 1, st, NULL);
         return;
     }
     SA_T block[SA_ROW_BLOCK];
@@ -34,7 +34,7 @@ SA_INLINE void SA_FN(sa_sample_stats)(const SA_T *z, ptrdiff_t zs, ptrdiff_t C, 
         const ptrdiff_t len = C - b < SA_ROW_BLOCK ? C - b : SA_ROW_BLOCK;
         for (ptrdiff_t i = 0; i < len; i++)
             block[i] = z[(b + i) * zs];
-        SA_FN(sa_segment_stats_impl)(block, NULL, len, (SA_T)1, 0, 1, st);
+        SA_FN(sa_segment_stats_impl)(block, NULL, len, (SA_T)1, 0, 1, st, NULL);
     }
 }
 

@@ -78,6 +78,51 @@ SA_INLINE void SA_FN(sa_copy_scaled)(const SA_T *xb, SA_T *copy, ptrdiff_t len, 
         copy[i] = xb[i] * scale;
 }
 
+/* Softmax's pass-2 factor of a block stored against the running maximum
+ * shift: exp(shift - m) * inv, with m the row's maximum and inv 1 / sum.
+ * The blocks between two rises of the running maximum share it, so it is
+ * recomputed only when shift changes (*f_shift: the shift *f is for). */
+SA_INLINE SA_T SA_FN(sa_block_factor)(double shift, double m, double inv, double *f_shift, SA_T *f)
+{
+    if (shift != *f_shift) {
+        *f_shift = shift;
+        *f = (SA_T)(shift == m ? inv : sa_exp_shifted_f64(shift, m) * inv);
+    }
+    return *f;
+}
+
+/* The last pass of a row of sa_rows_streamed, left to run a block at a time
+ * inside the next row's pass 1 (its `tail` argument). */
+typedef struct {
+    const SA_T *from;       /* softmax: the staged exponentials; log_softmax: the row of x */
+    SA_T *out;
+    ptrdiff_t n;
+    int log;                /* log_softmax: out = (from * f - a) - b; softmax: out = from * factor */
+    SA_T f, a, b;           /* log_softmax: f is the scale */
+    const double *shift;    /* softmax: the running maximum block k was stored against */
+    double m, inv, f_shift; /* softmax: sa_block_factor's arguments and state */
+    SA_T factor;
+} SA_FN(sa_row_tail);
+
+/* Block k of a pending last pass (nothing past the row's end), written by
+ * non-temporal stores (sa_rows_streamed). */
+SA_INLINE void SA_FN(sa_row_tail_block)(SA_FN(sa_row_tail) *t, ptrdiff_t k)
+{
+#if defined(SA_STREAM_PASS_AVX2) && SA_HAVE_SOFTMAX_AVX2
+    const ptrdiff_t b = k * SA_ROW_BLOCK;
+    if (b >= t->n)
+        return;
+    const ptrdiff_t len = t->n - b < SA_ROW_BLOCK ? t->n - b : SA_ROW_BLOCK;
+    if (t->log)
+        SA_STREAM_PASS_AVX2(t->from + b, t->out + b, len, t->f, t->a, t->b, 1);
+    else
+        SA_STREAM_PASS_AVX2(t->from + b, t->out + b, len,
+                            SA_FN(sa_block_factor)(t->shift[k], t->m, t->inv, &t->f_shift, &t->factor), 0, 0, 0);
+#else
+    (void)t, (void)k;
+#endif
+}
+
 /* Pass 1 over one contiguous segment, accumulated into st. rounded_shift
  * (a constant at every call site) takes exp of the rounded difference y - m
  * instead of the TwoSum-corrected one: in double that halves the cost and
@@ -87,12 +132,15 @@ SA_INLINE void SA_FN(sa_copy_scaled)(const SA_T *xb, SA_T *copy, ptrdiff_t len, 
  * NULL), y = x * scale is also stored there: log_softmax's output, which
  * its last pass then finishes in place. The x86 kernels store it beside the
  * exponentials, so the first write of each output line overlaps them
- * instead of stalling a pass of its own. */
+ * instead of stalling a pass of its own. With tail (not NULL), block k of
+ * an earlier row's last pass is written beside block k (sa_rows_streamed). */
 SA_INLINE void SA_FN(sa_segment_stats_impl)(const SA_T *x, SA_T *copy, ptrdiff_t n, SA_T scale, int stable,
-                                            int rounded_shift, sa_stats *st)
+                                            int rounded_shift, sa_stats *st, SA_FN(sa_row_tail) *tail)
 {
-    for (ptrdiff_t b = 0; b < n; b += SA_ROW_BLOCK) {
+    for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
+        if (tail)
+            SA_FN(sa_row_tail_block)(tail, k);
         const SA_T *xb = x + b;
         SA_T *cb = copy ? copy + b : NULL;
         const SA_T bmax = SA_FN(sa_block_max)(xb, len, scale, &st->nan);
@@ -213,9 +261,10 @@ SA_INLINE void SA_FN(sa_segment_write_impl)(const SA_T *x, SA_T *out, ptrdiff_t 
  * block by exp(its maximum - final maximum) / sum. The x86-64-v3 path runs
  * pass 1's exponentials in _softmax_avx2.h. A row split over
  * threads runs pass 1 per segment, merges the segments' (maximum, sum) and
- * runs pass 2 per segment with the row's. */
+ * runs pass 2 per segment with the row's. With tail (not NULL), block k of
+ * an earlier row's last pass is written beside block k (sa_rows_streamed). */
 SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale,
-                                              double *shift, sa_cached_state *st)
+                                              double *shift, sa_cached_state *st, SA_FN(sa_row_tail) *tail)
 {
     double m = -INFINITY, sum = 0.0;     /* shift[k]: the running maximum block k was stored against */
     int bad = 0;
@@ -226,6 +275,8 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
         const SA_T *xb = x + b;
         SA_T *ob = out + b;
+        if (tail)
+            SA_FN(sa_row_tail_block)(tail, k);
         const SA_T bmax = SA_FN(sa_block_max)(xb, len, scale, &bad);
         if (bmax > m) {
             if (sum != 0.0)
@@ -260,28 +311,15 @@ SA_INLINE void SA_FN(sa_softmax_cached_pass1)(const SA_T *x, SA_T *out, ptrdiff_
     st->nan = bad;
 }
 
-/* Pass 2: block k of out times exp(shift[k] - m) * inv. With staged (not
- * NULL), pass 1 stored the exponentials there, and block k of out is
- * written from them by the streaming pass (sa_rows_streamed). */
-SA_INLINE void SA_FN(sa_softmax_cached_pass2)(const SA_T *staged, SA_T *out, ptrdiff_t n, const double *shift,
-                                              double m, double inv)
+/* Pass 2: block k of out times exp(shift[k] - m) * inv. */
+SA_INLINE void SA_FN(sa_softmax_cached_pass2)(SA_T *out, ptrdiff_t n, const double *shift, double m,
+                                              double inv)
 {
-    double f_shift = m;     /* the shift f is for: the blocks between two rises of the running maximum share it */
+    double f_shift = m;
     SA_T f = (SA_T)inv;
     for (ptrdiff_t b = 0, k = 0; b < n; b += SA_ROW_BLOCK, k++) {
         const ptrdiff_t len = n - b < SA_ROW_BLOCK ? n - b : SA_ROW_BLOCK;
-        SA_T *ob = out + b;
-        if (shift[k] != f_shift) {      /* one scalar exponential per rise, not per block */
-            f_shift = shift[k];
-            f = (SA_T)(f_shift == m ? inv : sa_exp_shifted_f64(f_shift, m) * inv);
-        }
-#if defined(SA_STREAM_PASS_AVX2) && SA_HAVE_SOFTMAX_AVX2
-        if (staged) {
-            SA_STREAM_PASS_AVX2(staged + b, ob, len, f, 0, 0, 0);
-            continue;
-        }
-#endif
-        SA_FN(sa_scale_block)(ob, len, f);
+        SA_FN(sa_scale_block)(out + b, len, SA_FN(sa_block_factor)(shift[k], m, inv, &f_shift, &f));
     }
 }
 
@@ -289,8 +327,8 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
 {
     double shift[SA_CACHED_ROW_BLOCKS];
     sa_cached_state st;
-    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, &st);
-    SA_FN(sa_softmax_cached_pass2)(NULL, out, n, shift, st.max, sa_cached_inverse(&st));
+    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, &st, NULL);
+    SA_FN(sa_softmax_cached_pass2)(out, n, shift, st.max, sa_cached_inverse(&st));
 }
 
 /* Softmax or log_softmax of rows whose output is larger than the caches
@@ -299,14 +337,17 @@ SA_INLINE void SA_FN(sa_softmax_row_cached)(const SA_T *x, SA_T *out, ptrdiff_t 
  * pass 1 on, so each of its lines is first read from memory (the read for
  * ownership): for an output that leaves the caches anyway, a third of the
  * call's traffic. softmax, rows of up to SA_STAGE_ROW_BYTES: pass 1 stores
- * the row's exponentials into stage, a buffer that stays in L2, and the last
- * pass scales them into the output. log_softmax, rows of any length: pass 1
- * keeps only the statistics, as logsumexp, and the last pass computes
- * (x * scale - a) - b from x again (in L2 for rows that fit, and two
- * subtractions an entry), where the in-place path stored y = x * scale in
- * pass 1. Same bits as the in-place passes (the same operations in the same
- * order). Returns 0, having written nothing, where it does not apply or
- * stage cannot be allocated. */
+ * the row's exponentials into a stage, a buffer that stays in L2, and the
+ * last pass scales them into the output. log_softmax, rows of any length:
+ * pass 1 keeps only the statistics, as logsumexp, and the last pass
+ * computes (x * scale - a) - b from x again (in L2 for rows that fit, and
+ * two subtractions an entry), where the in-place path stored y = x * scale
+ * in pass 1. A row's last pass runs a block at a time inside the next
+ * row's pass 1 (two stages, taking turns), so that its stores stream out
+ * while the exponentials run instead of in a pass of their own. Same bits
+ * as the in-place passes (the same operations in the same order). Returns
+ * 0, having written nothing, where it does not apply or the stages cannot
+ * be allocated. */
 SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptrdiff_t out_stride,
                                       ptrdiff_t n_rows, ptrdiff_t n, SA_T scale, int op)
 {
@@ -315,27 +356,42 @@ SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *o
     if (!sa_simd_v3 || (!softmax && op != SA_LOG_SOFTMAX) || (uintptr_t)out % sizeof(SA_T) != 0
         || (softmax && n > SA_STAGE_ROW_BYTES / (ptrdiff_t)sizeof(SA_T)))
         return 0;
-    SA_T *stage = softmax ? (SA_T *)malloc((size_t)n * sizeof(SA_T)) : NULL;
-    if (softmax && !stage)
+    SA_T *stages = softmax ? (SA_T *)malloc(2 * (size_t)n * sizeof(SA_T)) : NULL;
+    if (softmax && !stages)
         return 0;
+    double shifts[2][SA_STAGE_ROW_BYTES / (SA_ROW_BLOCK * sizeof(float))];
+    SA_FN(sa_row_tail) tail = {0};
     for (ptrdiff_t r = 0; r < n_rows; r++) {
         const SA_T *row = x + r * x_stride;
-        SA_T *orow = out + r * out_stride;
+        SA_FN(sa_row_tail) *pending = r > 0 ? &tail : NULL;
+        SA_FN(sa_row_tail) next = {.out = out + r * out_stride, .n = n, .log = !softmax};
         if (softmax) {
-            double shift[SA_CACHED_ROW_BLOCKS];
+            SA_T *stage = stages + (r % 2) * n;
+            double *shift = shifts[r % 2];
             sa_cached_state st;
-            SA_FN(sa_softmax_cached_pass1)(row, stage, n, scale, shift, &st);
-            SA_FN(sa_softmax_cached_pass2)(stage, orow, n, shift, st.max, sa_cached_inverse(&st));
+            SA_FN(sa_softmax_cached_pass1)(row, stage, n, scale, shift, &st, pending);
+            next.from = stage;
+            next.shift = shift;
+            next.m = st.max;
+            next.inv = sa_cached_inverse(&st);
+            next.f_shift = st.max;
+            next.factor = (SA_T)next.inv;
         } else {
             sa_stats st;
             sa_stats_init(&st);
-            SA_FN(sa_segment_stats_impl)(row, NULL, n, scale, 0, 0, &st);
+            SA_FN(sa_segment_stats_impl)(row, NULL, n, scale, 0, 0, &st, pending);
             const sa_params p = sa_finalize(op, &st);
-            SA_STREAM_PASS_AVX2(row, orow, n, scale, (SA_T)p.a, (SA_T)p.b, 1);
+            next.from = row;
+            next.f = scale;
+            next.a = (SA_T)p.a;
+            next.b = (SA_T)p.b;
         }
+        tail = next;
     }
+    for (ptrdiff_t k = 0; k * SA_ROW_BLOCK < n; k++)      /* the last row's last pass */
+        SA_FN(sa_row_tail_block)(&tail, k);
     sa_avx2_stream_fence();
-    free(stage);
+    free(stages);
     return 1;
 #else
     (void)x, (void)x_stride, (void)out, (void)out_stride, (void)n_rows, (void)n, (void)scale, (void)op;
@@ -348,7 +404,7 @@ SA_INLINE int SA_FN(sa_rows_streamed)(const SA_T *x, ptrdiff_t x_stride, SA_T *o
 SA_DISPATCHED(SA_FN(sa_segment_stats), (const SA_T *x, ptrdiff_t n, SA_T scale, int op, sa_stats *st),
               (x, n, scale, op, st))
 {
-    SA_FN(sa_segment_stats_impl)(x, NULL, n, scale, sa_op_is_stable(op), 0, st);
+    SA_FN(sa_segment_stats_impl)(x, NULL, n, scale, sa_op_is_stable(op), 0, st, NULL);
 }
 
 SA_DISPATCHED(SA_FN(sa_segment_write), (const SA_T *x, SA_T *out, ptrdiff_t n, SA_T scale, int op, sa_params p),
@@ -364,14 +420,14 @@ SA_DISPATCHED(SA_FN(sa_segment_cached_stats), (const SA_T *x, SA_T *out, ptrdiff
                                                double *shift, sa_cached_state *st),
               (x, out, n, scale, shift, st))
 {
-    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, st);
+    SA_FN(sa_softmax_cached_pass1)(x, out, n, scale, shift, st, NULL);
 }
 
 SA_DISPATCHED(SA_FN(sa_segment_cached_write), (SA_T *out, ptrdiff_t n, const double *shift,
                                                sa_cached_state row),
               (out, n, shift, row))
 {
-    SA_FN(sa_softmax_cached_pass2)(NULL, out, n, shift, row.max, sa_cached_inverse(&row));
+    SA_FN(sa_softmax_cached_pass2)(out, n, shift, row.max, sa_cached_inverse(&row));
 }
 
 /* One block of columns: the reduction runs down n rows (x_stride apart) of
@@ -644,7 +700,7 @@ SA_DISPATCHED(SA_FN(sa_rows), (const SA_T *x, ptrdiff_t x_stride, SA_T *out, ptr
         /* log_softmax keeps y in its output during pass 1 and subtracts in
          * place: (y * 1 - a) - b, the same bits as from x */
         const int in_place = op == SA_LOG_SOFTMAX;
-        SA_FN(sa_segment_stats_impl)(row, in_place ? orow : NULL, n, scale, stable, 0, &st);
+        SA_FN(sa_segment_stats_impl)(row, in_place ? orow : NULL, n, scale, stable, 0, &st, NULL);
         const sa_params p = sa_finalize(op, &st);
         if (op == SA_LOGSUMEXP)
             out[r * out_stride] = (SA_T)p.a;
