@@ -307,13 +307,17 @@ def cell_misses(call, ratio, stream, ours, floor):
     return misses
 
 
+def threads_label(threads):
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
 def print_summary(counts, missed):
     """The grid's cells that meet every target, by family, dtype and thread
     count, then each missed cell with what it misses."""
     print(f"\nCells meeting every target (softmax family: {SOFTMAX_TARGET}x torch, stream <= "
           f"{STREAM_TARGET}; topk: {TOPK_TARGET}x torch and no slower than np.argpartition):")
     for (family, dtype, threads), (met, total) in counts.items():
-        print(f"- {family} {dtype}, {threads} thread{'s' if threads > 1 else ''}: {met} of {total}")
+        print(f"- {family} {dtype}, {threads_label(threads)}: {met} of {total}")
     print(f"Missed ({len(missed)}):" if missed else "Missed: none")
     for line in missed:
         print(f"- {line}")
@@ -332,20 +336,19 @@ def print_grid(args):
         for key, a in times["softarray"].items():
             call, shape, size = key.split("|")
             b = times["torch"][key]
-            c = f"{times['argpartition'][key]:.4g}" if key in times["argpartition"] else ""
+            floor = times["argpartition"].get(key)
+            c = "" if floor is None else f"{floor:.4g}"
             fits = int(size) <= CACHE_BYTES or call == "topk"
             per_byte = read_per_byte if call in READING_CALLS else copy_per_byte
             stream = None if fits else a / (int(size) * per_byte * 1e3)
             print(f"| {call} | {shape} | {threads} | {a:.4g} | {b:.4g} | {b / a:.2f}x | "
                   f"{'' if stream is None else f'{stream:.2f}'} | {c} |", flush=True)
-            floor = times["argpartition"].get(key)
             misses = cell_misses(call, b / a, stream, a, floor)
             cell = ("topk" if call == "topk" else "softmax family", shape.split()[-1], threads)
             met, total = counts.get(cell, (0, 0))
             counts[cell] = (met + (not misses), total + 1)
             if misses:
-                missed.append(f"{call} {shape}, {threads} thread{'s' if threads > 1 else ''}: "
-                              + ", ".join(misses))
+                missed.append(f"{call} {shape}, {threads_label(threads)}: " + ", ".join(misses))
     print_summary(counts, missed)
 
 
