@@ -307,6 +307,14 @@ def cell_misses(call, ratio, stream, ours, floor):
     return misses
 
 
+def grid_family(call, shape):
+    """The summary's family of a grid cell: the softmax family, or top-k
+    largest or smallest (whose shapes end in "smallest")."""
+    if call != "topk":
+        return "softmax family"
+    return "topk smallest" if shape.endswith("smallest") else "topk largest"
+
+
 def threads_label(threads):
     return f"{threads} thread{'s' if threads > 1 else ''}"
 
@@ -344,7 +352,7 @@ def print_grid(args):
             print(f"| {call} | {shape} | {threads} | {a:.4g} | {b:.4g} | {b / a:.2f}x | "
                   f"{'' if stream is None else f'{stream:.2f}'} | {c} |", flush=True)
             misses = cell_misses(call, b / a, stream, a, floor)
-            cell = ("topk" if call == "topk" else "softmax family", shape.split()[-1], threads)
+            cell = (grid_family(call, shape), next(w for w in shape.split() if w.startswith("float")), threads)
             met, total = counts.get(cell, (0, 0))
             counts[cell] = (met + (not misses), total + 1)
             if misses:
